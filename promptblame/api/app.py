@@ -1,0 +1,66 @@
+"""`create_app(settings, store)`: the FastAPI application. The lifespan owns store and writer."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from promptblame import __version__
+from promptblame.api import errors
+from promptblame.api.auth import KeyChecker
+from promptblame.api.metrics import Metrics
+from promptblame.api.routes import health, ingest, prompts, reads
+from promptblame.api.state import AppState
+from promptblame.ingest.writer import GroupCommitWriter, WriterStats
+from promptblame.settings import Settings
+from promptblame.store import Store, open_store
+
+log = logging.getLogger(__name__)
+
+
+def create_app(settings: Settings | None = None, store: Store | None = None) -> FastAPI:
+    """A given `store` stays the caller's to close; otherwise the app opens and closes one."""
+    settings = settings or Settings()
+    if settings.auth_disabled and not settings.host_is_loopback():
+        raise ValueError(
+            "PROMPTBLAME_AUTH_DISABLED is only allowed with a loopback PROMPTBLAME_HOST;"
+            f" got {settings.host!r}"
+        )
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        own_store = store is None
+        s = store or open_store(settings)
+        metrics = Metrics()
+        stats = WriterStats()
+        metrics.bind_writer(stats)
+        writer = GroupCommitWriter(
+            s.insert,
+            max_queue_rows=settings.write_queue_max_rows,
+            max_batch_rows=settings.write_batch_max_rows,
+            stats=stats,
+        )
+        app.state.pb = AppState(
+            settings, s, writer, KeyChecker(s, cache_seconds=settings.key_cache_seconds), metrics
+        )
+        log.info("promptblame %s on the %s store", __version__, s.kind)
+        try:
+            yield
+        finally:
+            writer.close()
+            if own_store:
+                s.close()
+
+    app = FastAPI(
+        title="promptblame",
+        version=__version__,
+        summary="Which prompt or model version moved LLM answer quality.",
+        lifespan=lifespan,
+    )
+    errors.install(app)
+    for module in (health, ingest, prompts, reads):
+        app.include_router(module.router)
+    return app

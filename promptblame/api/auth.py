@@ -1,0 +1,93 @@
+"""API keys: `pb_<key id>_<secret>`, stored as SHA-256 of the secret, scoped to one project.
+
+Keys are 256-bit random, so a plain SHA-256 is enough (no password stretching needed); lookup is
+by key id, comparison in constant time. Checked keys are cached briefly so ingest does not pay a
+query per request; revocation takes effect within `key_cache_seconds`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+import threading
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from promptblame.errors import Forbidden, Unauthorized
+from promptblame.store import ApiKeyRecord, Store
+
+SCOPES = ("ingest", "read")
+_PREFIX = "pb_"
+
+
+@dataclass(frozen=True)
+class Principal:
+    project_id: str
+    scopes: frozenset[str]
+    key_id: str
+
+    def require(self, scope: str) -> None:
+        if scope not in self.scopes:
+            raise Forbidden(f"this API key lacks the {scope!r} scope")
+
+
+def _sha256(secret: str) -> str:
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+def new_key(project_id: str, scopes: list[str], name: str = "") -> tuple[str, ApiKeyRecord]:
+    """A fresh key: the plaintext (shown once) and the record to store."""
+    bad = sorted(set(scopes) - set(SCOPES))
+    if bad or not scopes:
+        raise ValueError(f"scopes must be some of {', '.join(SCOPES)}; got {scopes}")
+    if not project_id or len(project_id) > 128:
+        raise ValueError("project must be 1-128 characters")
+    key_id, secret = secrets.token_hex(6), secrets.token_urlsafe(32)
+    record = ApiKeyRecord(
+        key_id=key_id,
+        project_id=project_id,
+        secret_sha256=_sha256(secret),
+        scopes=tuple(sorted(set(scopes))),
+        name=name,
+        created_at=datetime.now(UTC),
+    )
+    return f"{_PREFIX}{key_id}_{secret}", record
+
+
+class KeyChecker:
+    def __init__(self, store: Store, *, cache_seconds: float) -> None:
+        self._store = store
+        self._ttl = cache_seconds
+        self._cache: dict[str, tuple[float, ApiKeyRecord | None]] = {}
+        self._lock = threading.Lock()
+
+    def check(self, authorization: str | None) -> Principal:
+        if not authorization:
+            raise Unauthorized("missing Authorization: Bearer <api key>")
+        scheme, _, token = authorization.partition(" ")
+        if scheme.lower() != "bearer" or not token.startswith(_PREFIX):
+            raise Unauthorized("Authorization must be 'Bearer pb_...'")
+        key_id, sep, secret = token[len(_PREFIX) :].strip().partition("_")
+        record = self._lookup(key_id) if sep else None
+        if (
+            record is None
+            or record.revoked
+            or not hmac.compare_digest(record.secret_sha256, _sha256(secret))
+        ):
+            raise Unauthorized("unknown or revoked API key")
+        return Principal(record.project_id, frozenset(record.scopes), record.key_id)
+
+    def _lookup(self, key_id: str) -> ApiKeyRecord | None:
+        now = time.monotonic()
+        with self._lock:
+            hit = self._cache.get(key_id)
+        if hit and now - hit[0] < self._ttl:
+            return hit[1]
+        record = self._store.get_api_key(key_id)
+        with self._lock:
+            if len(self._cache) > 10_000:  # unknown ids are cached too; keep it bounded
+                self._cache.clear()
+            self._cache[key_id] = (now, record)
+        return record

@@ -1,0 +1,31 @@
+"""Liveness and Prometheus metrics."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from promptblame.api.state import State
+from promptblame.errors import StoreUnavailable
+
+router = APIRouter(tags=["ops"])
+
+
+@router.get("/healthz")
+def healthz(state: State) -> dict[str, object]:
+    """200 when the store answers a query; 503 (with the reason) when it does not."""
+    try:
+        migrations = state.store.applied_migrations()
+    except Exception as exc:
+        raise StoreUnavailable(f"store does not answer: {exc}") from exc
+    return {
+        "status": "ok",
+        "store": state.store.kind,
+        "schema_version": max(migrations, default=0),
+        "write_queue_rows": state.writer.stats.queued_rows,
+    }
+
+
+@router.get("/metrics")
+def metrics(state: State) -> Response:
+    return Response(generate_latest(state.metrics.registry), media_type=CONTENT_TYPE_LATEST)

@@ -1,0 +1,78 @@
+"""POST /v1/responses and /v1/scores: thin HTTP around `ingest.service.accept`.
+
+200: every event stored. 207: some stored, the rest listed in `rejected` by index with the field
+and reason. 422: none valid. A 2xx is sent only after the accepted rows are in ClickHouse.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse
+
+from promptblame.api.state import IngestKey, State
+from promptblame.errors import PromptblameError, TooLarge, UnsupportedMedia
+from promptblame.ingest.decode import gunzip
+from promptblame.ingest.service import accept
+
+router = APIRouter(prefix="/v1", tags=["ingest"])
+
+_STATUS_OF = {"stored": 200, "partial": 207, "none": 422}
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The JSON body, gunzipped, never more than `limit` bytes held (413 past it)."""
+    ctype = request.headers.get("content-type", "")
+    if ctype.split(";")[0].strip().lower() != "application/json":
+        raise UnsupportedMedia(f"Content-Type must be application/json, not {ctype!r}")
+    encoding = request.headers.get("content-encoding", "identity").strip().lower()
+    if encoding not in ("identity", "gzip"):
+        raise UnsupportedMedia(f"Content-Encoding must be gzip or absent, not {encoding!r}")
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > limit:
+        raise TooLarge(f"body of {declared} bytes is over the {limit}-byte limit")
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise TooLarge(f"body is over the {limit}-byte limit")
+        chunks.append(chunk)
+    body = b"".join(chunks)
+    return gunzip(body, limit=limit) if encoding == "gzip" else body
+
+
+async def _ingest(kind: str, request: Request, state: State, project_id: str) -> JSONResponse:
+    m = state.metrics
+    try:
+        body = await read_body(request, state.settings.max_request_bytes)
+        started = time.perf_counter()
+        result = accept(
+            kind,
+            body,
+            project_id=project_id,
+            writer=state.writer,
+            max_events=state.settings.max_events_per_request,
+        )
+        await asyncio.wrap_future(result.written)
+    except PromptblameError as exc:
+        m.requests_refused.labels(type(exc).__name__).inc()
+        raise
+    m.ack_seconds.labels(kind).observe(time.perf_counter() - started)
+    m.accepted.labels(kind).inc(result.accepted)
+    m.rejected.labels(kind).inc(len(result.rejected))
+    outcome = "stored" if not result.rejected else "partial" if result.accepted else "none"
+    payload: dict[str, Any] = {"accepted": result.accepted, "rejected": result.rejected}
+    return JSONResponse(payload, status_code=_STATUS_OF[outcome])
+
+
+@router.post("/responses", summary='Ingest response events: {"responses": [...]}')
+async def post_responses(request: Request, state: State, key: IngestKey) -> JSONResponse:
+    return await _ingest("responses", request, state, key.project_id)
+
+
+@router.post("/scores", summary='Ingest scores of responses: {"scores": [...]}')
+async def post_scores(request: Request, state: State, key: IngestKey) -> JSONResponse:
+    return await _ingest("scores", request, state, key.project_id)

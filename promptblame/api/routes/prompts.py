@@ -1,0 +1,57 @@
+"""Prompt registry: register a version's template once; re-registering other text is a 409."""
+
+from __future__ import annotations
+
+import hashlib
+from datetime import UTC, datetime
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Path
+from fastapi.responses import JSONResponse
+
+from promptblame.api.state import IngestKey, ReadKey, State
+from promptblame.errors import Conflict
+from promptblame.ingest.contracts import PromptVersionIn
+
+router = APIRouter(prefix="/v1/prompts", tags=["prompts"])
+
+PathName = Annotated[str, Path(min_length=1, max_length=256)]
+
+
+@router.put("/{prompt_id}/versions/{version}")
+def put_version(
+    prompt_id: PathName, version: PathName, body: PromptVersionIn, state: State, key: IngestKey
+) -> JSONResponse:
+    """201 when registered now, 200 when the same text was already registered."""
+    digest = hashlib.sha256(body.template.encode()).hexdigest()
+    existing = state.store.get_prompt_version(key.project_id, prompt_id, version)
+    if existing is not None:
+        if existing["content_hash"] != digest:
+            raise Conflict(
+                f"prompt {prompt_id!r} version {version!r} is already registered with different"
+                f" text (sha256 {existing['content_hash'][:12]}…); register a new version"
+            )
+        return JSONResponse(_public(existing), status_code=200)
+    state.store.put_prompt_version(
+        key.project_id,
+        prompt_id=prompt_id,
+        version=version,
+        template=body.template,
+        content_hash=digest,
+        author=body.author,
+        labels=body.labels,
+        created_at=datetime.now(UTC),
+    )
+    stored = state.store.get_prompt_version(key.project_id, prompt_id, version)
+    assert stored is not None
+    return JSONResponse(_public(stored), status_code=201)
+
+
+@router.get("/{prompt_id}/versions")
+def list_versions(prompt_id: PathName, state: State, key: ReadKey) -> dict[str, Any]:
+    rows = state.store.list_prompt_versions(key.project_id, prompt_id)
+    return {"prompt_id": prompt_id, "versions": [_public(r) for r in rows]}
+
+
+def _public(row: dict[str, Any]) -> dict[str, Any]:
+    return {**row, "created_at": row["created_at"].isoformat()}

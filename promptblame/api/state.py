@@ -1,0 +1,50 @@
+"""What the routes share, built by the app's lifespan, and the dependencies that hand it out."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Annotated
+
+from fastapi import Depends, Header, Request
+
+from promptblame.api.auth import KeyChecker, Principal
+from promptblame.api.metrics import Metrics
+from promptblame.ingest.writer import GroupCommitWriter
+from promptblame.settings import Settings
+from promptblame.store import Store
+
+
+@dataclass
+class AppState:
+    settings: Settings
+    store: Store
+    writer: GroupCommitWriter
+    keys: KeyChecker
+    metrics: Metrics
+
+
+def get_state(request: Request) -> AppState:
+    state: AppState = request.app.state.pb
+    return state
+
+
+State = Annotated[AppState, Depends(get_state)]
+
+
+def _principal(state: State, authorization: Annotated[str | None, Header()] = None) -> Principal:
+    if state.settings.auth_disabled:
+        s = state.settings
+        return Principal(s.default_project, frozenset({"ingest", "read"}), "local")
+    return state.keys.check(authorization)
+
+
+def _scoped(scope: str):  # type: ignore[no-untyped-def]
+    def dep(principal: Annotated[Principal, Depends(_principal)]) -> Principal:
+        principal.require(scope)
+        return principal
+
+    return dep
+
+
+IngestKey = Annotated[Principal, Depends(_scoped("ingest"))]
+ReadKey = Annotated[Principal, Depends(_scoped("read"))]

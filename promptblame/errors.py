@@ -1,0 +1,56 @@
+"""Domain errors. Raised anywhere below the HTTP edge; `api.errors` maps them to status codes."""
+
+from __future__ import annotations
+
+
+class PromptblameError(Exception):
+    """Base of every domain error."""
+
+
+class StoreUnavailable(PromptblameError):
+    """The database cannot be reached or refused a write; the caller may retry."""
+
+
+class DataDirLocked(PromptblameError):
+    """Another process holds the embedded store's data directory."""
+
+
+class QueueFull(PromptblameError):
+    """The writer's queue is full; the request was not accepted and may be retried."""
+
+
+class Conflict(PromptblameError):
+    """The request contradicts what is stored (e.g. a prompt version with different text)."""
+
+
+class NotFound(PromptblameError):
+    """The named object does not exist in this project."""
+
+
+class InvalidArgument(PromptblameError):
+    """A request argument is unusable; `field` names it."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(f"{field}: {message}")
+        self.field = field
+        self.message = message
+
+
+class MalformedBody(PromptblameError):
+    """The request body cannot be parsed (not JSON, broken gzip)."""
+
+
+class TooLarge(PromptblameError):
+    """The request body or its event count is over the limit."""
+
+
+class UnsupportedMedia(PromptblameError):
+    """Content-Type or Content-Encoding that this endpoint does not take."""
+
+
+class Unauthorized(PromptblameError):
+    """No API key, or one that does not exist or was revoked."""
+
+
+class Forbidden(PromptblameError):
+    """The API key lacks the scope this request needs."""

@@ -1,0 +1,1 @@
+"""Ingest: wire contracts, body decoding, arrow rows, and the group-commit writer."""

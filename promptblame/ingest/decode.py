@@ -1,0 +1,97 @@
+"""Turn a request body into valid events plus per-event rejections.
+
+Fast path: one pydantic pass over the whole body. Only when some event is invalid do we
+re-validate event by event, so one bad record costs its batch nothing but its own rejection.
+"""
+
+from __future__ import annotations
+
+import zlib
+from dataclasses import dataclass, field
+from typing import Any, Generic, TypeVar
+
+import pydantic_core
+from pydantic import BaseModel, TypeAdapter, ValidationError
+
+from promptblame.errors import InvalidArgument, MalformedBody, TooLarge
+from promptblame.ingest.contracts import ResponseEvent, ResponsesBatch, ScoreEvent, ScoresBatch
+
+E = TypeVar("E", bound=BaseModel)
+
+
+@dataclass
+class Decoded(Generic[E]):
+    events: list[E]
+    rejected: list[dict[str, Any]] = field(default_factory=list)
+
+
+def gunzip(data: bytes, *, limit: int) -> bytes:
+    """Inflate gzip without ever holding more than `limit` bytes (gzip bombs)."""
+    d = zlib.decompressobj(wbits=16 + zlib.MAX_WBITS)
+    try:
+        out = d.decompress(data, limit + 1)
+    except zlib.error as exc:
+        raise MalformedBody(f"Content-Encoding is gzip but the body is not: {exc}") from None
+    if len(out) > limit or d.unconsumed_tail:
+        raise TooLarge(f"body is over {limit} bytes once decompressed")
+    if not d.eof:
+        raise MalformedBody("gzip body is truncated")
+    return out
+
+
+def error_list(exc: ValidationError, *, strip: int = 0) -> list[dict[str, str]]:
+    """pydantic errors as [{field, message}], the field a dotted path."""
+    return [
+        {
+            "field": ".".join(str(p) for p in err["loc"][strip:]) or "(event)",
+            "message": err["msg"],
+        }
+        for err in exc.errors(include_url=False)
+    ]
+
+
+_BATCH: dict[str, tuple[type[BaseModel], TypeAdapter[Any]]] = {
+    "responses": (ResponsesBatch, TypeAdapter(ResponseEvent)),
+    "scores": (ScoresBatch, TypeAdapter(ScoreEvent)),
+}
+
+
+def decode_batch(body: bytes, key: str, *, max_events: int) -> Decoded[Any]:
+    """Validate `{"<key>": [event, ...]}`; invalid events are reported by index."""
+    batch_model, event_adapter = _BATCH[key]
+    try:
+        batch = batch_model.model_validate_json(body)
+        events: list[Any] = getattr(batch, key)
+        if len(events) > max_events:
+            raise TooLarge(f"{len(events)} {key} in one request; the limit is {max_events}")
+        return Decoded(events)
+    except ValidationError:
+        pass  # some event is invalid (or the body is not JSON): sort it out below
+
+    try:
+        doc = pydantic_core.from_json(body)
+    except ValueError as exc:
+        raise MalformedBody(f"body is not valid JSON: {exc}") from None
+    if not isinstance(doc, dict) or not isinstance(doc.get(key), list):
+        raise InvalidArgument(key, f'the body must be a JSON object {{"{key}": [...]}}')
+    extra = sorted(set(doc) - {key})
+    if extra:
+        raise InvalidArgument(extra[0], "unknown top-level field")
+    items = doc[key]
+    if len(items) > max_events:
+        raise TooLarge(f"{len(items)} {key} in one request; the limit is {max_events}")
+
+    out: Decoded[Any] = Decoded([])
+    for i, item in enumerate(items):
+        try:
+            out.events.append(event_adapter.validate_python(item))
+        except ValidationError as exc:
+            event_id = item.get("event_id") if isinstance(item, dict) else None
+            out.rejected.append(
+                {
+                    "index": i,
+                    "event_id": event_id if isinstance(event_id, str) else None,
+                    "errors": error_list(exc),
+                }
+            )
+    return out

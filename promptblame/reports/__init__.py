@@ -1,0 +1,1 @@
+"""HTML reports: one Jinja2 environment with autoescape (LLM output is untrusted)."""

@@ -1,0 +1,71 @@
+"""The one settings object. Every variable is `PROMPTBLAME_<NAME>`; README lists them all."""
+
+from __future__ import annotations
+
+import ipaddress
+from pathlib import Path
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="PROMPTBLAME_", extra="ignore")
+
+    clickhouse_url: str | None = Field(
+        default=None,
+        description="ClickHouse server URL (http://user:password@host:8123). "
+        "Unset: the embedded chDB store on data_dir.",
+    )
+    data_dir: Path = Field(
+        default=Path("promptblame-data"),
+        description="Data directory of the embedded store (one process owns it).",
+    )
+    database: str = Field(
+        default="promptblame",
+        pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,63}$",
+        description="ClickHouse database holding promptblame's tables.",
+    )
+    host: str = Field(default="127.0.0.1", description="Address `promptblame serve` binds.")
+    port: int = Field(default=8000, ge=1, le=65535, description="Port `promptblame serve` binds.")
+    auth_disabled: bool = Field(
+        default=False,
+        description="Local single-user mode: no API keys, every request is in default_project. "
+        "Refused unless host is a loopback address.",
+    )
+    default_project: str = Field(
+        default="default", description="Project used when auth_disabled is true."
+    )
+    max_request_bytes: int = Field(
+        default=10 * 1024 * 1024, ge=1024, description="Largest request body (after gunzip)."
+    )
+    max_events_per_request: int = Field(
+        default=10_000, ge=1, description="Most events or scores in one request."
+    )
+    write_queue_max_rows: int = Field(
+        default=200_000,
+        ge=1,
+        description="Rows waiting for the writer before ingest answers 503 + Retry-After.",
+    )
+    write_batch_max_rows: int = Field(
+        default=100_000, ge=1, description="Most rows the writer puts in one INSERT."
+    )
+    key_cache_seconds: float = Field(
+        default=5.0, ge=0, description="How long a checked API key is trusted before re-reading."
+    )
+    log_level: str = Field(default="INFO", description="Python logging level.")
+
+    @field_validator("clickhouse_url")
+    @classmethod
+    def _url_scheme(cls, v: str | None) -> str | None:
+        if v and not v.startswith(("http://", "https://")):
+            raise ValueError("must start with http:// or https://")
+        return v or None
+
+    def host_is_loopback(self) -> bool:
+        if self.host == "localhost":
+            return True
+        try:
+            return ipaddress.ip_address(self.host).is_loopback
+        except ValueError:
+            return False

@@ -1,0 +1,103 @@
+"""EmbeddedStore: the ClickHouse engine in-process (chDB) over a data directory.
+
+chDB lets one process own one data path. We take an flock on the directory first so a second
+process gets a clear `DataDirLocked` (chDB's own error says only "Error initializing"). Two
+connections to the path run in parallel: one for the writer, one for reads, so a large insert
+never stalls the API's queries.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import threading
+from collections.abc import Mapping
+from pathlib import Path
+from typing import IO, Any
+
+import chdb
+import pyarrow as pa
+
+from promptblame.errors import DataDirLocked, StoreUnavailable
+from promptblame.store.base import Store
+
+_LOCK_NAME = "promptblame.lock"
+
+
+class EmbeddedStore(Store):
+    kind = "embedded"
+
+    def __init__(self, data_dir: Path, database: str = "promptblame") -> None:
+        self.data_dir = Path(data_dir).resolve()
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.database = database
+        self._lockfile = _take_lock(self.data_dir)
+        try:
+            self._write = chdb.connect(str(self.data_dir))  # type: ignore[no-untyped-call]
+            self._read = chdb.connect(str(self.data_dir))  # type: ignore[no-untyped-call]
+        except Exception as exc:
+            self._lockfile.close()
+            raise StoreUnavailable(f"cannot open chDB at {self.data_dir}: {exc}") from exc
+        self._write_lock = threading.Lock()
+        self._read_lock = threading.Lock()
+        self._write.query(f"CREATE DATABASE IF NOT EXISTS {database}")
+        self._write.query(f"USE {database}")
+        self._read.query(f"USE {database}")
+
+    def _select(self, sql: str, params: Mapping[str, Any] | None = None) -> pa.Table:
+        with self._read_lock:
+            try:
+                return self._read.query(sql, "Arrowtable", params=dict(params or {}))
+            except Exception as exc:
+                raise _translate(exc) from exc
+
+    def _command(self, sql: str, params: Mapping[str, Any] | None = None) -> None:
+        with self._write_lock:
+            try:
+                self._write.query(sql, "Null", params=dict(params or {}))
+            except Exception as exc:
+                raise _translate(exc) from exc
+
+    def _insert(self, table: str, data: pa.Table) -> None:
+        cols = ", ".join(data.column_names)
+        # chDB's Python() table function reads the local variable named `data` by reference.
+        sql = f"INSERT INTO {table} ({cols}) SELECT {cols} FROM Python(data)"
+        with self._write_lock:
+            try:
+                self._write.query(sql, "Null")
+            except Exception as exc:
+                raise _translate(exc) from exc
+
+    def close(self) -> None:
+        with self._write_lock, self._read_lock:
+            for conn in (self._read, self._write):
+                try:
+                    conn.close()
+                except Exception:  # noqa: S112 - closing is best effort
+                    continue
+            self._lockfile.close()
+
+
+def _take_lock(data_dir: Path) -> IO[str]:
+    f = (data_dir / _LOCK_NAME).open("a+")
+    try:
+        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        f.seek(0)
+        holder = f.read().strip() or "another process"
+        f.close()
+        raise DataDirLocked(
+            f"the data directory {data_dir} is in use by {holder} (usually a running"
+            " `promptblame serve`). Stop it first, or run this against that server's API."
+        ) from None
+    f.seek(0)
+    f.truncate()
+    f.write(f"pid {os.getpid()}")
+    f.flush()
+    return f
+
+
+def _translate(exc: Exception) -> Exception:
+    if isinstance(exc, ValueError | TypeError):
+        return exc
+    return StoreUnavailable(str(exc).strip().splitlines()[0][:500])

@@ -1,0 +1,163 @@
+"""Tables and their versioned migrations: the single source of truth of the data model.
+
+Each migration is a list of idempotent statements (IF NOT EXISTS), so a run that died half way
+can simply run again. `responses` and `scores` are ReplacingMergeTree keyed on their identity so
+retried events collapse to one row; every read of them says FINAL.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pyarrow as pa
+
+
+@dataclass(frozen=True)
+class Migration:
+    version: int
+    name: str
+    statements: tuple[str, ...]
+
+
+MIGRATIONS_TABLE = """
+CREATE TABLE IF NOT EXISTS schema_migrations (
+    version UInt32,
+    name String,
+    applied_at DateTime64(3, 'UTC') DEFAULT now64(3)
+) ENGINE = ReplacingMergeTree ORDER BY version
+"""
+
+MIGRATIONS: tuple[Migration, ...] = (
+    Migration(
+        1,
+        "responses, scores, prompt registry, api keys",
+        (
+            """
+            CREATE TABLE IF NOT EXISTS responses (
+                project_id LowCardinality(String),
+                event_id String,
+                ts DateTime64(3, 'UTC'),
+                app LowCardinality(String),
+                route LowCardinality(String),
+                environment LowCardinality(String),
+                prompt_id LowCardinality(String),
+                prompt_version LowCardinality(String),
+                model LowCardinality(String),
+                model_version LowCardinality(String),
+                provider LowCardinality(String),
+                experiment LowCardinality(String),
+                variant LowCardinality(String),
+                case_id String,
+                trace_id String,
+                span_id String,
+                user_id String,
+                session_id String,
+                input String CODEC(ZSTD(3)),
+                output String CODEC(ZSTD(3)),
+                expected_output String CODEC(ZSTD(3)),
+                latency_ms Nullable(Float64),
+                input_tokens Nullable(UInt32),
+                output_tokens Nullable(UInt32),
+                cost_usd Nullable(Float64),
+                status LowCardinality(String),
+                error_type LowCardinality(String),
+                tags Map(LowCardinality(String), String),
+                received_at DateTime64(3, 'UTC')
+            ) ENGINE = ReplacingMergeTree
+            ORDER BY (project_id, event_id)
+            """,
+            """
+            CREATE TABLE IF NOT EXISTS scores (
+                project_id LowCardinality(String),
+                event_id String,
+                name LowCardinality(String),
+                source LowCardinality(String),
+                value Float64,
+                comment String,
+                ts DateTime64(3, 'UTC'),
+                received_at DateTime64(3, 'UTC')
+            ) ENGINE = ReplacingMergeTree(ts)
+            ORDER BY (project_id, event_id, name, source)
+            """,
+            """
+            CREATE TABLE IF NOT EXISTS prompt_versions (
+                project_id LowCardinality(String),
+                prompt_id String,
+                version String,
+                template String CODEC(ZSTD(3)),
+                content_hash String,
+                author String,
+                labels Array(String),
+                created_at DateTime64(3, 'UTC')
+            ) ENGINE = ReplacingMergeTree(created_at)
+            ORDER BY (project_id, prompt_id, version)
+            """,
+            """
+            CREATE TABLE IF NOT EXISTS api_keys (
+                key_id String,
+                project_id String,
+                secret_sha256 String,
+                scopes Array(LowCardinality(String)),
+                name String,
+                created_at DateTime64(3, 'UTC'),
+                revoked UInt8,
+                updated_at DateTime64(3, 'UTC')
+            ) ENGINE = ReplacingMergeTree(updated_at)
+            ORDER BY key_id
+            """,
+        ),
+    ),
+)
+
+_TS = pa.timestamp("ms", tz="UTC")
+_STR = pa.string()
+
+# Arrow layouts of the rows the ingest writer hands to the store, in table column order.
+RESPONSES_ARROW = pa.schema(
+    [
+        ("project_id", _STR),
+        ("event_id", _STR),
+        ("ts", _TS),
+        ("app", _STR),
+        ("route", _STR),
+        ("environment", _STR),
+        ("prompt_id", _STR),
+        ("prompt_version", _STR),
+        ("model", _STR),
+        ("model_version", _STR),
+        ("provider", _STR),
+        ("experiment", _STR),
+        ("variant", _STR),
+        ("case_id", _STR),
+        ("trace_id", _STR),
+        ("span_id", _STR),
+        ("user_id", _STR),
+        ("session_id", _STR),
+        ("input", _STR),
+        ("output", _STR),
+        ("expected_output", _STR),
+        ("latency_ms", pa.float64()),
+        ("input_tokens", pa.uint32()),
+        ("output_tokens", pa.uint32()),
+        ("cost_usd", pa.float64()),
+        ("status", _STR),
+        ("error_type", _STR),
+        ("tags", pa.map_(_STR, _STR)),
+        ("received_at", _TS),
+    ]
+)
+
+SCORES_ARROW = pa.schema(
+    [
+        ("project_id", _STR),
+        ("event_id", _STR),
+        ("name", _STR),
+        ("source", _STR),
+        ("value", pa.float64()),
+        ("comment", _STR),
+        ("ts", _TS),
+        ("received_at", _TS),
+    ]
+)
+
+INSERTABLE: dict[str, pa.Schema] = {"responses": RESPONSES_ARROW, "scores": SCORES_ARROW}

@@ -1,0 +1,69 @@
+"""Shared fixtures: real stores only.
+
+Embedded tests share one chDB data path per test session (chDB allows one path per process) and
+get a fresh database each, so they never see each other's rows. The server-store leg runs the
+same tests through clickhouse-connect against PROMPTBLAME_TEST_CLICKHOUSE_URL when it is set,
+else against tests/clickhouse_double.py — a ClickHouse-HTTP-compatible test double backed by
+chDB in a subprocess (see its docstring for what it does and does not prove).
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from promptblame.settings import Settings
+from promptblame.store import Store, open_store
+
+_db_counter = itertools.count()
+
+
+@pytest.fixture(scope="session")
+def chdb_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("chdb")
+
+
+@pytest.fixture(scope="session")
+def clickhouse_url() -> Iterator[str]:
+    """A ClickHouse HTTP endpoint: a real server if configured, else the chDB-backed double."""
+    real = os.environ.get("PROMPTBLAME_TEST_CLICKHOUSE_URL")
+    if real:
+        yield real
+        return
+    from tests.clickhouse_double import running_double
+
+    with running_double() as url:
+        yield url
+
+
+def fresh_database() -> str:
+    return f"t{os.getpid()}_{next(_db_counter)}"
+
+
+@pytest.fixture
+def embedded_settings(chdb_path: Path) -> Settings:
+    return Settings(data_dir=chdb_path, database=fresh_database())
+
+
+@pytest.fixture
+def embedded_store(embedded_settings: Settings) -> Iterator[Store]:
+    store = open_store(embedded_settings)
+    yield store
+    store.close()
+
+
+@pytest.fixture(params=["embedded", "server"])
+def any_store(request: pytest.FixtureRequest, chdb_path: Path) -> Iterator[Store]:
+    """Each contract test runs once per transport."""
+    if request.param == "embedded":
+        settings = Settings(data_dir=chdb_path, database=fresh_database())
+    else:
+        url = request.getfixturevalue("clickhouse_url")
+        settings = Settings(clickhouse_url=url, database=fresh_database())
+    store = open_store(settings)
+    yield store
+    store.close()

@@ -71,7 +71,9 @@ class GroupCommitWriter:
         with self._cond:
             if self._closing:
                 raise StoreUnavailable("the writer is shutting down")
-            if self.stats.queued_rows + rows.num_rows > self._max_queue_rows and self._queue:
+            queued = self.stats.queued_rows  # includes rows being inserted right now
+            # a lone request larger than the cap still goes through when nothing waits
+            if queued and queued + rows.num_rows > self._max_queue_rows:
                 self.stats.rejected_full += 1
                 raise QueueFull(f"{self.stats.queued_rows} rows are waiting to be written")
             self._queue.append(item)

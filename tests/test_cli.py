@@ -45,4 +45,8 @@ def test_bad_scopes_and_bad_settings_are_named():
     r = CliRunner().invoke(main, ["keys", "create", "--project", "p", "--scopes", "admin"])
     assert r.exit_code == 2 and "scopes must be some of ingest, read" in r.output
     r = CliRunner().invoke(main, ["migrate"], env={"PROMPTBLAME_PORT": "http"})
-    assert r.exit_code == 1 and "port" in r.output
+    assert r.exit_code == 1 and "PROMPTBLAME_PORT: Input should be a valid integer" in r.output
+    r = CliRunner().invoke(main, ["serve", "--port", "70000"])
+    assert r.exit_code == 1 and "PROMPTBLAME_PORT" in r.output
+    r = CliRunner().invoke(main, ["worker"])
+    assert r.exit_code == 1 and "PROMPTBLAME_CLICKHOUSE_URL" in r.output

@@ -3,21 +3,21 @@
 from __future__ import annotations
 
 import logging
-import sys
+from dataclasses import replace
 
 import click
 
 from promptblame.api.auth import SCOPES, new_key
 from promptblame.errors import DataDirLocked, StoreUnavailable
-from promptblame.settings import Settings
+from promptblame.settings import Settings, load_settings
 from promptblame.store import Store, open_store
 
 
-def _settings() -> Settings:
+def _settings(**overrides: object) -> Settings:
     try:
-        return Settings()
-    except Exception as exc:  # pydantic names the variable and the reason
-        raise click.ClickException(f"bad PROMPTBLAME_* setting: {exc}") from exc
+        return load_settings(**overrides)
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from exc
 
 
 def _store(settings: Settings) -> Store:
@@ -31,7 +31,7 @@ def _store(settings: Settings) -> Store:
 def main() -> None:
     """promptblame: which prompt or model version moved LLM answer quality."""
     logging.basicConfig(
-        level=_settings().log_level.upper(),
+        level=_settings().log_level,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
 
@@ -45,9 +45,8 @@ def serve(host: str | None, port: int | None) -> None:
 
     from promptblame.api.app import create_app
 
-    settings = _settings().model_copy(
-        update={k: v for k, v in {"host": host, "port": port}.items() if v is not None}
-    )
+    overrides = {k: v for k, v in {"host": host, "port": port}.items() if v is not None}
+    settings = _settings(**overrides)
     store = _store(settings)
     try:
         app = create_app(settings, store)
@@ -67,6 +66,11 @@ def worker() -> None:
     from apscheduler.schedulers.blocking import BlockingScheduler
 
     settings = _settings()
+    if not settings.clickhouse_url:
+        raise click.ClickException(
+            "the worker runs against a ClickHouse server (set PROMPTBLAME_CLICKHOUSE_URL);"
+            " with the embedded store, `promptblame serve` runs the jobs itself"
+        )
     store = _store(settings)
     scheduler = BlockingScheduler(timezone="UTC")
     click.echo(f"worker on the {store.kind} store; {len(scheduler.get_jobs())} jobs scheduled")
@@ -119,6 +123,7 @@ def keys_create(project: str, scopes: str, name: str) -> None:
 @keys.command("list")
 @click.option("--project", default="", help="Only this project's keys.")
 def keys_list(project: str) -> None:
+    """List keys (id, project, scopes, state, name, created); never the secret."""
     store = _store(_settings())
     try:
         for k in store.list_api_keys(project or None):
@@ -134,13 +139,13 @@ def keys_list(project: str) -> None:
 @keys.command("revoke")
 @click.argument("key_id")
 def keys_revoke(key_id: str) -> None:
+    """Revoke a key by its id (the part after `pb_`); servers stop accepting it within
+    PROMPTBLAME_KEY_CACHE_SECONDS."""
     store = _store(_settings())
     try:
         record = store.get_api_key(key_id)
         if record is None:
             raise click.ClickException(f"no key {key_id!r}")
-        from dataclasses import replace
-
         store.put_api_key(replace(record, revoked=True))
         click.echo(f"revoked {key_id}")
     finally:
@@ -148,4 +153,4 @@ def keys_revoke(key_id: str) -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

@@ -10,7 +10,8 @@ insert and arrow query paths work through the real clickhouse-connect client (it
 queries, URL arguments, request bodies, compression and error handling) against the real
 ClickHouse parser, analyzer and storage engines. Parameter values travel exactly as the client
 sends them (`param_<name>` URL arguments or form fields, in ClickHouse's escaped text form) and
-the engine binds them; the double never formats a value into SQL.
+the engine binds them; the double never formats a value into SQL. Like a server, and unlike
+bare chDB, it refuses a request holding several statements (`SELECT 1; DROP TABLE t`).
 
 What it does not prove: a real server's networking, TLS, authentication and users (credentials
 are ignored), quotas, replication, clusters and multi-node behaviour, or the quirks of any

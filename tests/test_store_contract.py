@@ -96,17 +96,6 @@ def only(field: str, value: str) -> ResponseFilter:
     return ResponseFilter(**fields)
 
 
-def expect_embedded_escaping_bug(request: pytest.FixtureRequest, store: Store) -> None:
-    if store.kind == "embedded":
-        request.applymarker(
-            pytest.mark.xfail(
-                strict=True,
-                reason="EmbeddedStore hands raw strings to chDB, which parses parameter values as"
-                " escaped text: newlines fail, backslash sequences and JSON quotes are mangled",
-            )
-        )
-
-
 # -- schema ----------------------------------------------------------------------------------
 
 
@@ -390,10 +379,7 @@ def test_prompt_versions_are_listed_in_creation_order(any_store: Store) -> None:
     assert [p["version"] for p in listed] == ["v1", "v1b", "v2"]
 
 
-def test_strings_needing_escapes_round_trip_through_parameters(
-    request: pytest.FixtureRequest, any_store: Store
-) -> None:
-    expect_embedded_escaping_bug(request, any_store)
+def test_strings_needing_escapes_round_trip_through_parameters(any_store: Store) -> None:
     written = put_prompt(any_store, "v1", template=AWKWARD, author=AWKWARD, labels=[AWKWARD, "b"])
     any_store.put_api_key(key("k1", name=AWKWARD, scopes=(AWKWARD,)))
     insert_responses(any_store, response("e1", app=AWKWARD))

@@ -22,6 +22,14 @@ from promptblame.errors import DataDirLocked, StoreUnavailable
 from promptblame.store.base import Store
 
 _LOCK_NAME = "promptblame.lock"
+_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n"})
+
+
+def _params(params: Mapping[str, Any] | None) -> dict[str, Any]:
+    """chDB reads parameter values as escaped text, as the HTTP interface does."""
+    return {
+        k: v.translate(_ESCAPES) if isinstance(v, str) else v for k, v in (params or {}).items()
+    }
 
 
 class EmbeddedStore(Store):
@@ -47,14 +55,14 @@ class EmbeddedStore(Store):
     def _select(self, sql: str, params: Mapping[str, Any] | None = None) -> pa.Table:
         with self._read_lock:
             try:
-                return self._read.query(sql, "Arrowtable", params=dict(params or {}))
+                return self._read.query(sql, "Arrowtable", params=_params(params))
             except Exception as exc:
                 raise _translate(exc) from exc
 
     def _command(self, sql: str, params: Mapping[str, Any] | None = None) -> None:
         with self._write_lock:
             try:
-                self._write.query(sql, "Null", params=dict(params or {}))
+                self._write.query(sql, "Null", params=_params(params))
             except Exception as exc:
                 raise _translate(exc) from exc
 

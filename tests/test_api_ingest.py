@@ -6,6 +6,7 @@ from __future__ import annotations
 import gzip
 import json
 import threading
+import time
 from collections.abc import Iterator
 
 import pyarrow as pa
@@ -17,6 +18,7 @@ from promptblame.api.auth import new_key
 from promptblame.settings import Settings
 from promptblame.store import ResponseFilter, Store
 from promptblame.store.embedded import EmbeddedStore
+from promptblame.store.schema import MIGRATIONS
 from tests.helpers import auth, body, event
 
 
@@ -223,29 +225,28 @@ def test_a_full_write_queue_answers_503_with_retry_after_and_loses_nothing(
     try:
         with TestClient(create_app(settings, store)) as c:
             results: list[int] = []
-
-            def send(lo: int) -> None:
-                batch = body("responses", [event(i) for i in range(lo, lo + 10)])
-                results.append(post(c, plaintext, "/v1/responses", batch).status_code)
-
-            first = threading.Thread(target=send, args=(0,))
-            first.start()  # held by the gate: its 10 rows sit in the queue (or the insert)
-            second = threading.Thread(target=send, args=(10,))
-            second.start()
-            import time
-
+            first_batch = body("responses", [event(i) for i in range(10)])
+            first = threading.Thread(
+                target=lambda: results.append(
+                    post(c, plaintext, "/v1/responses", first_batch).status_code
+                )
+            )
+            first.start()  # held by the gate: its 10 rows wait to be written
             deadline = time.monotonic() + 10
-            while len(results) < 1 and time.monotonic() < deadline:
-                full = post(c, plaintext, "/v1/responses", body("responses", [event(99)] * 10))
-                if full.status_code == 503:
-                    assert full.headers["Retry-After"]
-                    break
-            else:
-                pytest.fail("the queue never reported full")
+            while c.get("/healthz").json()["write_queue_rows"] < 10:
+                assert time.monotonic() < deadline, "the first batch never reached the queue"
+                time.sleep(0.01)
+
+            second_batch = body("responses", [event(i) for i in range(10, 20)])
+            full = post(c, plaintext, "/v1/responses", second_batch)
+            assert full.status_code == 503
+            assert full.headers["Retry-After"] == "1"
+            assert "waiting to be written" in full.json()["detail"]
+
             store.gate.set()
             first.join()
-            second.join()
-            assert sorted(results) == [200, 200]
+            assert results == [200]
+            assert post(c, plaintext, "/v1/responses", second_batch).status_code == 200
             assert store.count("responses", "acme") == 20
     finally:
         store.gate.set()
@@ -288,7 +289,7 @@ def test_bad_query_parameters_name_the_parameter(client, key):
 
 def test_healthz_reports_the_store_and_schema(client):
     assert client.get("/healthz").json()["status"] == "ok"
-    assert client.get("/healthz").json()["schema_version"] == 1
+    assert client.get("/healthz").json()["schema_version"] == MIGRATIONS[-1].version
 
 
 def test_version_summary_has_counts_and_first_last_seen(client, key):

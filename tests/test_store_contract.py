@@ -14,7 +14,7 @@ import pyarrow as pa
 import pytest
 
 from promptblame.store import ApiKeyRecord, ResponseFilter, Store
-from promptblame.store.schema import RESPONSES_ARROW, SCORES_ARROW
+from promptblame.store.schema import MIGRATIONS, RESPONSES_ARROW, SCORES_ARROW
 
 T0 = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
 INJECTION = "x'; DROP TABLE responses; --"
@@ -68,11 +68,14 @@ def score(
 
 
 def insert_responses(store: Store, *rows: Row) -> None:
+    """Insert, then run the scored-table job as the scheduler would."""
     store.insert("responses", pa.Table.from_pylist(list(rows), schema=RESPONSES_ARROW))
+    store.materialize_scores()
 
 
 def insert_scores(store: Store, *rows: Row) -> None:
     store.insert("scores", pa.Table.from_pylist(list(rows), schema=SCORES_ARROW))
+    store.materialize_scores()
 
 
 def ids(rows: list[Row]) -> list[str]:
@@ -102,7 +105,7 @@ def only(field: str, value: str) -> ResponseFilter:
 def test_migrating_an_up_to_date_database_applies_nothing(any_store: Store) -> None:
     assert any_store.migrate() == []
     assert any_store.migrate() == []
-    assert any_store.applied_migrations() == [1]
+    assert any_store.applied_migrations() == [m.version for m in MIGRATIONS]
 
 
 # -- ingest ----------------------------------------------------------------------------------
@@ -411,7 +414,7 @@ def test_an_sql_injection_string_is_only_ever_a_value(any_store: Store) -> None:
     assert any_store.count("scores", "p1") == 1
     stored = any_store.get_prompt_version("p1", "greet", INJECTION)
     assert stored is not None and stored["template"] == INJECTION
-    assert any_store.applied_migrations() == [1]
+    assert any_store.applied_migrations() == [m.version for m in MIGRATIONS]
 
 
 def test_a_long_filter_value_is_bound_like_a_short_one(any_store: Store) -> None:

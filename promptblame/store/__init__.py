@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from promptblame.settings import Settings
-from promptblame.store.base import ApiKeyRecord, ResponseFilter, Store
+from promptblame.store.base import ApiKeyRecord, Store
+from promptblame.store.filters import BUILTIN_METRICS, ResponseFilter
 
-__all__ = ["ApiKeyRecord", "ResponseFilter", "Store", "open_store"]
+__all__ = ["BUILTIN_METRICS", "ApiKeyRecord", "ResponseFilter", "Store", "open_store"]
 
 
 def open_store(settings: Settings, *, migrate: bool = True) -> Store:

@@ -9,20 +9,27 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pyarrow as pa
 
+from promptblame.store.filters import (
+    FAR_FUTURE,
+    FAR_PAST,
+    FILTER_COLUMNS,
+    ResponseFilter,
+    filter_params,
+    filter_sql,
+    metric_values_sql,
+)
 from promptblame.store.schema import INSERTABLE, MIGRATIONS, MIGRATIONS_TABLE
 
 log = logging.getLogger(__name__)
-
-_FAR_PAST = datetime(1970, 1, 1, tzinfo=UTC)
-_FAR_FUTURE = datetime(2200, 1, 1, tzinfo=UTC)
 
 
 def _param(value: Any) -> Any:
@@ -45,22 +52,11 @@ class ApiKeyRecord:
     revoked: bool = False
 
 
-@dataclass(frozen=True)
-class ResponseFilter:
-    app: str = ""
-    route: str = ""
-    prompt_id: str = ""
-    prompt_version: str = ""
-    model: str = ""
-    model_version: str = ""
-    since: datetime | None = None
-    until: datetime | None = None
-
-
 class Store(ABC):
     """One door to ClickHouse. Thread-safe; `kind` names the transport."""
 
     kind: str = "abstract"
+    _materialize_lock = threading.Lock()
 
     # -- transport -------------------------------------------------------------------------
     @abstractmethod
@@ -216,12 +212,12 @@ class Store(ABC):
         """Newest first; `before` is the (ts, event_id) of the last row of the previous page."""
         return self._rows(
             "SELECT * EXCEPT (project_id) FROM responses FINAL"
-            f" WHERE project_id = {{p:String}} AND {_FILTER_SQL}"
+            f" WHERE project_id = {{p:String}} AND {filter_sql()}"
             " AND (ts, event_id) < ({bts:DateTime64(3)}, {bid:String})"
             " ORDER BY ts DESC, event_id DESC LIMIT {lim:UInt32}",
             p=project_id,
-            **_filter_params(f),
-            bts=before[0] if before else _FAR_FUTURE,
+            **filter_params(f),
+            bts=before[0] if before else FAR_FUTURE,
             bid=before[1] if before else "",
             lim=limit,
         )
@@ -231,60 +227,215 @@ class Store(ABC):
         return self._rows(
             f"SELECT {_VERSION_KEY}, count() AS responses, min(ts) AS first_seen,"
             " max(ts) AS last_seen FROM responses FINAL"
-            f" WHERE project_id = {{p:String}} AND {_FILTER_SQL}"
+            f" WHERE project_id = {{p:String}} AND {filter_sql()}"
             f" GROUP BY {_VERSION_KEY} ORDER BY first_seen, {_VERSION_KEY}",
             p=project_id,
-            **_filter_params(f),
+            **filter_params(f),
         )
 
     def version_score_sums(
         self, project_id: str, f: ResponseFilter, *, metric: str, source: str = ""
     ) -> list[dict[str, Any]]:
-        """Sufficient statistics (n, sum, sum of squares) of a metric per version.
-
-        A response scored by several sources counts once, with the mean of its scores.
-        """
+        """Sufficient statistics (n, sum, sum of squares) of a metric per version."""
+        values = metric_values_sql(metric, source=source, columns=_VERSION_KEY, where=filter_sql())
         return self._rows(
             f"SELECT {_VERSION_KEY}, count() AS n, sum(value) AS total,"
-            " sum(value * value) AS total_sq"
-            " FROM (SELECT event_id, avg(value) AS value FROM scores FINAL"
-            "       WHERE project_id = {p:String} AND name = {m:String}"
-            "         AND ({src:String} = '' OR source = {src:String}) GROUP BY event_id) AS s"
-            f" INNER JOIN (SELECT event_id, {_VERSION_KEY} FROM responses FINAL"
-            f"       WHERE project_id = {{p:String}} AND {_FILTER_SQL}) AS r USING (event_id)"
-            f" GROUP BY {_VERSION_KEY}",
+            f" sum(value * value) AS total_sq FROM ({values}) GROUP BY {_VERSION_KEY}",
             p=project_id,
             m=metric,
             src=source,
-            **_filter_params(f),
+            **filter_params(f),
         )
 
+    # -- analysis aggregates ---------------------------------------------------------------
+    def materialize_scores(self, *, overlap: timedelta = timedelta(minutes=5)) -> bool:
+        """Bring `scored` up to date with scores and responses received since the last run.
 
-_VERSION_KEY = "app, prompt_id, prompt_version, model, model_version"
+        Both directions are joined: new scores to their responses, and new responses to scores
+        that arrived before them. Work is keyed by received_at with an overlap, so rows
+        acknowledged while a run was under way are caught by the next; re-inserted rows collapse
+        by key, so running twice is harmless. Skips (returns False) when neither table changed.
+        """
+        with self._materialize_lock:
+            now = self._rows(
+                "SELECT greatest((SELECT max(received_at) FROM scores),"
+                " (SELECT max(received_at) FROM responses)) AS ts,"
+                " (SELECT count() FROM scores) + (SELECT count() FROM responses) AS n"
+            )[0]
+            last = self._rows(
+                "SELECT ts, n FROM job_state FINAL WHERE job = 'scored' AND key = 'received_at'"
+            )
+            if last and (last[0]["ts"], last[0]["n"]) == (now["ts"], now["n"]):
+                return False
+            since = last[0]["ts"] - overlap if last else FAR_PAST
+            for sql in (_SCORED_FROM_NEW_SCORES, _SCORED_FROM_NEW_RESPONSES):
+                self._exec(sql, since=since)
+            self._exec(
+                "INSERT INTO job_state (job, key, ts, n)"
+                " VALUES ('scored', 'received_at', {ts:DateTime64(3)}, {n:UInt64})",
+                ts=now["ts"],
+                n=now["n"],
+            )
+            return True
 
-_FILTER_SQL = " AND ".join(
-    [
-        *(
-            f"({{f_{c}:String}} = '' OR {c} = {{f_{c}:String}})"
-            for c in ("app", "route", "prompt_id", "prompt_version", "model", "model_version")
-        ),
-        "ts >= {f_since:DateTime64(3)}",
-        "ts < {f_until:DateTime64(3)}",
-    ]
+    def score_sources(self, project_id: str, metric: str) -> list[str]:
+        """The sources that scored `metric` in this project."""
+        rows = self._rows(
+            "SELECT DISTINCT source FROM scored WHERE project_id = {p:String} AND name = {m:String}"
+            " ORDER BY source",
+            p=project_id,
+            m=metric,
+        )
+        return [r["source"] for r in rows]
+
+    def group_moments(
+        self,
+        project_id: str,
+        groups: Mapping[str, ResponseFilter],
+        *,
+        metric: str,
+        source: str = "",
+    ) -> dict[str, dict[str, Any]]:
+        """Per named group: n, total, total_sq, non_binary (values other than 0/1), overlap.
+
+        A response matching several groups counts in the first and in `overlap` of the others.
+        """
+        names = list(groups)
+        conds = [filter_sql(f"g{i}") for i in range(len(names))]
+        label = "multiIf(" + ", ".join(f"{c}, {i}" for i, c in enumerate(conds)) + ", -1)"
+        overlap = " + ".join(f"toUInt8({c})" for c in conds) + " > 1"
+        params: dict[str, Any] = {}
+        for i, name in enumerate(names):
+            params.update(filter_params(groups[name], f"g{i}"))
+        values = metric_values_sql(
+            metric,
+            source=source,
+            columns=f"{_ALL_DIMS}, {label} AS grp, {overlap} AS overlapping",
+            where=" OR ".join(conds),
+        )
+        rows = self._rows(
+            "SELECT grp, count() AS n, sum(value) AS total, sum(value * value) AS total_sq,"
+            " countIf(value NOT IN (0, 1)) AS non_binary, countIf(overlapping) AS overlap"
+            f" FROM ({values}) GROUP BY grp",
+            p=project_id,
+            m=metric,
+            src=source,
+            **params,
+        )
+        empty = {"n": 0, "total": 0.0, "total_sq": 0.0, "non_binary": 0, "overlap": 0}
+        out = {name: dict(empty) for name in names}
+        for r in rows:
+            out[names[r.pop("grp")]] = r
+        return out
+
+    def group_values(
+        self,
+        project_id: str,
+        group: ResponseFilter,
+        *,
+        metric: str,
+        source: str = "",
+        limit: int,
+    ) -> list[float]:
+        """Raw values of a group, at most `limit`: a deterministic pseudo-random sample
+        (by hash of event id) when there are more."""
+        values = metric_values_sql(metric, source=source, columns="ts", where=filter_sql())
+        rows = self._rows(
+            f"SELECT value FROM ({values}) ORDER BY cityHash64(event_id) LIMIT {{lim:UInt32}}",
+            p=project_id,
+            m=metric,
+            src=source,
+            lim=limit,
+            **filter_params(group),
+        )
+        return [float(r["value"]) for r in rows]
+
+    def paired_values(
+        self,
+        project_id: str,
+        a: ResponseFilter,
+        b: ResponseFilter,
+        *,
+        metric: str,
+        source: str = "",
+    ) -> list[dict[str, Any]]:
+        """(case_id, a, b): the mean value of each eval case under each group, for cases
+        present in both (responses without a case_id are ignored)."""
+        side = (
+            "SELECT case_id, avg(value) AS v FROM ({values}) WHERE case_id != '' GROUP BY case_id"
+        )
+        va = metric_values_sql(metric, source=source, columns="case_id", where=filter_sql("a"))
+        vb = metric_values_sql(metric, source=source, columns="case_id", where=filter_sql("b"))
+        return self._rows(
+            f"SELECT case_id, x.v AS a, y.v AS b FROM ({side.format(values=va)}) AS x"
+            f" INNER JOIN ({side.format(values=vb)}) AS y USING (case_id) ORDER BY case_id",
+            p=project_id,
+            m=metric,
+            src=source,
+            **filter_params(a, "a"),
+            **filter_params(b, "b"),
+        )
+
+    def metric_series(
+        self,
+        project_id: str,
+        f: ResponseFilter,
+        *,
+        metric: str,
+        source: str = "",
+        bucket_seconds: int,
+    ) -> list[dict[str, Any]]:
+        """Per time bucket (by response time, not score arrival): n, total, total_sq."""
+        values = metric_values_sql(metric, source=source, columns="ts", where=filter_sql())
+        return self._rows(
+            "SELECT toDateTime64(toStartOfInterval(ts, toIntervalSecond({bs:UInt32})), 3, 'UTC')"
+            " AS bucket,"
+            " count() AS n, sum(value) AS total, sum(value * value) AS total_sq,"
+            " countIf(value NOT IN (0, 1)) AS non_binary"
+            f" FROM ({values}) GROUP BY bucket ORDER BY bucket",
+            p=project_id,
+            m=metric,
+            src=source,
+            bs=bucket_seconds,
+            **filter_params(f),
+        )
+
+    def group_counts(self, project_id: str, f: ResponseFilter, *, by: str) -> dict[str, int]:
+        """Responses per value of one filter column (e.g. per variant, for SRM checks)."""
+        if by not in FILTER_COLUMNS:
+            raise ValueError(f"cannot group by {by!r}")
+        rows = self._rows(
+            f"SELECT {by} AS k, count() AS n FROM responses FINAL"
+            f" WHERE project_id = {{p:String}} AND {filter_sql()} GROUP BY k",
+            p=project_id,
+            **filter_params(f),
+        )
+        return {r["k"]: int(r["n"]) for r in rows}
+
+
+_SCORED_COLUMNS = (
+    "s.project_id, s.name, s.source, s.event_id, s.value, s.ts, r.ts, r.app, r.route,"
+    " r.environment, r.prompt_id, r.prompt_version, r.model, r.model_version, r.provider,"
+    " r.experiment, r.variant, r.case_id"
 )
-
-
-def _filter_params(f: ResponseFilter) -> dict[str, Any]:
-    return {
-        "f_app": f.app,
-        "f_route": f.route,
-        "f_prompt_id": f.prompt_id,
-        "f_prompt_version": f.prompt_version,
-        "f_model": f.model,
-        "f_model_version": f.model_version,
-        "f_since": f.since or _FAR_PAST,
-        "f_until": f.until or _FAR_FUTURE,
-    }
+_NEW_SCORES = "SELECT project_id, event_id FROM scores WHERE received_at >= {since:DateTime64(3)}"
+_NEW_RESPONSES = (
+    "SELECT project_id, event_id FROM responses WHERE received_at >= {since:DateTime64(3)}"
+)
+_SCORED_FROM_NEW_SCORES = (
+    f"INSERT INTO scored SELECT {_SCORED_COLUMNS}"
+    " FROM (SELECT * FROM scores FINAL WHERE received_at >= {since:DateTime64(3)}) AS s"
+    f" INNER JOIN (SELECT * FROM responses FINAL WHERE (project_id, event_id) IN ({_NEW_SCORES}))"
+    " AS r ON s.project_id = r.project_id AND s.event_id = r.event_id"
+)
+_SCORED_FROM_NEW_RESPONSES = (
+    f"INSERT INTO scored SELECT {_SCORED_COLUMNS}"
+    f" FROM (SELECT * FROM scores FINAL WHERE (project_id, event_id) IN ({_NEW_RESPONSES})) AS s"
+    " INNER JOIN (SELECT * FROM responses FINAL WHERE received_at >= {since:DateTime64(3)}) AS r"
+    " ON s.project_id = r.project_id AND s.event_id = r.event_id"
+)
+_VERSION_KEY = "app, prompt_id, prompt_version, model, model_version"
+_ALL_DIMS = ", ".join([*FILTER_COLUMNS, "ts"])
 
 
 def _key_record(row: Mapping[str, Any]) -> ApiKeyRecord:

@@ -107,6 +107,48 @@ MIGRATIONS: tuple[Migration, ...] = (
             """,
         ),
     ),
+    Migration(
+        2,
+        "scored: scores carrying their response's time and dimensions; job state",
+        (
+            # Analysis groups scores by the response's version, route and time. Joining 10M
+            # scores to 10M responses per query costs seconds; this table, kept up to date
+            # incrementally by Store.materialize_scores, makes it a single filtered scan.
+            """
+            CREATE TABLE IF NOT EXISTS scored (
+                project_id LowCardinality(String),
+                name LowCardinality(String),
+                source LowCardinality(String),
+                event_id String,
+                value Float64,
+                score_ts DateTime64(3, 'UTC'),
+                ts DateTime64(3, 'UTC'),
+                app LowCardinality(String),
+                route LowCardinality(String),
+                environment LowCardinality(String),
+                prompt_id LowCardinality(String),
+                prompt_version LowCardinality(String),
+                model LowCardinality(String),
+                model_version LowCardinality(String),
+                provider LowCardinality(String),
+                experiment LowCardinality(String),
+                variant LowCardinality(String),
+                case_id String
+            ) ENGINE = ReplacingMergeTree(score_ts)
+            ORDER BY (project_id, name, app, event_id, source)
+            """,
+            """
+            CREATE TABLE IF NOT EXISTS job_state (
+                job String,
+                key String,
+                ts DateTime64(3, 'UTC'),
+                n UInt64,
+                updated_at DateTime64(3, 'UTC') DEFAULT now64(3)
+            ) ENGINE = ReplacingMergeTree(updated_at)
+            ORDER BY (job, key)
+            """,
+        ),
+    ),
 )
 
 _TS = pa.timestamp("ms", tz="UTC")

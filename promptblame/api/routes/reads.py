@@ -76,6 +76,7 @@ def list_versions(
     versions = state.store.version_counts(key.project_id, f)
     sums = {}
     if metric:
+        state.store.materialize_scores()  # read your writes: include scores just acknowledged
         for s in state.store.version_score_sums(key.project_id, f, metric=metric, source=source):
             sums[_version_key(s)] = s
     for v in versions:

@@ -1,0 +1,148 @@
+"""Analysis aggregates, on every transport: the scored table, group moments, raw values,
+pairs by eval case, time series and counts — all by response time and deduplicated."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+
+from promptblame.analysis.moments import Moments
+from promptblame.store import ResponseFilter, Store
+from tests.test_store_contract import T0, insert_responses, insert_scores, response, score
+
+F = ResponseFilter
+
+
+def test_scores_that_arrive_before_their_response_are_joined_once_it_arrives(any_store: Store):
+    insert_scores(any_store, score("e1", 0.25), score("e2", 0.75))
+    assert any_store.group_moments("p1", {"all": F()}, metric="quality")["all"]["n"] == 0
+    insert_responses(any_store, response("e1"), response("e2", prompt_version="v2"))
+    got = any_store.group_moments(
+        "p1", {"v1": F(prompt_version="v1"), "v2": F(prompt_version="v2")}, metric="quality"
+    )
+    assert (got["v1"]["n"], got["v1"]["total"]) == (1, 0.25)
+    assert (got["v2"]["n"], got["v2"]["total"]) == (1, 0.75)
+
+
+def test_materializing_again_with_nothing_new_does_nothing_and_changes_nothing(any_store: Store):
+    insert_responses(any_store, response("e1"))
+    insert_scores(any_store, score("e1", 1.0))
+    assert any_store.materialize_scores() is False
+    insert_scores(any_store, score("e1", 1.0))  # a retry
+    got = any_store.group_moments("p1", {"all": F()}, metric="quality")["all"]
+    assert (got["n"], got["total"]) == (1, 1.0)
+
+
+def test_a_corrected_score_replaces_the_old_one_in_the_scored_table(any_store: Store):
+    insert_responses(any_store, response("e1"))
+    insert_scores(any_store, score("e1", 0.0, ts=T0))
+    insert_scores(any_store, score("e1", 1.0, ts=T0 + timedelta(hours=1)))
+    got = any_store.group_moments("p1", {"all": F()}, metric="quality", source="judge")["all"]
+    assert (got["n"], got["total"]) == (1, 1.0)
+
+
+def test_group_moments_match_moments_of_the_raw_values_and_flag_overlap(any_store: Store):
+    values = {f"e{i}": (i % 7) / 7 for i in range(40)}
+    insert_responses(
+        any_store,
+        *(response(e, prompt_version="v2" if i >= 25 else "v1") for i, e in enumerate(values)),
+    )
+    insert_scores(any_store, *(score(e, v) for e, v in values.items()))
+    got = any_store.group_moments(
+        "p1",
+        {"a": F(prompt_version="v1"), "b": F(prompt_version="v2"), "all": F()},
+        metric="quality",
+    )
+    expect_a = Moments.of(list(values.values())[:25])
+    assert got["a"]["n"] == expect_a.n
+    assert got["a"]["total"] == pytest.approx(expect_a.total)
+    assert got["a"]["total_sq"] == pytest.approx(expect_a.total_sq)
+    assert got["b"]["n"] == 15 and got["all"]["n"] == 0  # first matching group wins
+    assert got["a"]["overlap"] == 25 and got["b"]["overlap"] == 15
+    assert got["a"]["non_binary"] > 0
+
+
+def test_builtin_response_metrics_need_no_scores(any_store: Store):
+    insert_responses(
+        any_store,
+        response("e1", latency_ms=100.0, status="ok"),
+        response("e2", latency_ms=300.0, status="error"),
+        response("e3", latency_ms=None, status="ok"),
+    )
+    lat = any_store.group_moments("p1", {"all": F()}, metric="response.latency_ms")["all"]
+    assert (lat["n"], lat["total"]) == (2, 400.0)
+    err = any_store.group_moments("p1", {"all": F()}, metric="response.error")["all"]
+    assert (err["n"], err["total"], err["non_binary"]) == (3, 1.0, 0)
+
+
+def test_group_values_are_a_deterministic_sample_capped_at_the_limit(any_store: Store):
+    insert_responses(any_store, *(response(f"e{i}") for i in range(30)))
+    insert_scores(any_store, *(score(f"e{i}", float(i)) for i in range(30)))
+    everything = any_store.group_values("p1", F(), metric="quality", limit=100)
+    assert sorted(everything) == [float(i) for i in range(30)]
+    sample = any_store.group_values("p1", F(), metric="quality", limit=10)
+    assert len(sample) == 10 and sample == any_store.group_values(
+        "p1", F(), metric="quality", limit=10
+    )
+
+
+def test_paired_values_join_the_same_eval_case_under_two_versions(any_store: Store):
+    insert_responses(
+        any_store,
+        response("a1", case_id="c1", prompt_version="v1"),
+        response("a2", case_id="c2", prompt_version="v1"),
+        response("a3", case_id="c3", prompt_version="v1"),
+        response("b1", case_id="c1", prompt_version="v2"),
+        response("b2", case_id="c2", prompt_version="v2"),
+        response("b2x", case_id="c2", prompt_version="v2"),
+        response("nocase", prompt_version="v2"),
+    )
+    insert_scores(
+        any_store,
+        *(score(e, v) for e, v in [("a1", 1), ("a2", 1), ("a3", 0), ("b1", 0), ("b2", 1)]),
+        score("b2x", 0.0),
+        score("nocase", 1.0),
+    )
+    pairs = any_store.paired_values(
+        "p1", F(prompt_version="v1"), F(prompt_version="v2"), metric="quality"
+    )
+    assert pairs == [
+        {"case_id": "c1", "a": 1.0, "b": 0.0},
+        {"case_id": "c2", "a": 1.0, "b": 0.5},
+    ]
+
+
+def test_the_series_buckets_by_response_time_not_score_arrival(any_store: Store):
+    insert_responses(
+        any_store, *(response(f"e{i}", ts=T0 + timedelta(minutes=20 * i)) for i in range(6))
+    )
+    late = T0 + timedelta(days=3)
+    insert_scores(any_store, *(score(f"e{i}", float(i % 2), ts=late) for i in range(6)))
+    series = any_store.metric_series("p1", F(), metric="quality", bucket_seconds=3600)
+    assert [(r["bucket"], r["n"], r["total"]) for r in series] == [
+        (T0, 3, 1.0),
+        (T0 + timedelta(hours=1), 3, 2.0),
+    ]
+    assert all(r["non_binary"] == 0 for r in series)
+
+
+def test_group_counts_count_responses_per_value_whether_scored_or_not(any_store: Store):
+    insert_responses(
+        any_store,
+        *(
+            response(f"e{i}", experiment="x", variant="control" if i < 6 else "b")
+            for i in range(10)
+        ),
+        response("other", experiment="y", variant="control"),
+    )
+    assert any_store.group_counts("p1", F(experiment="x"), by="variant") == {"control": 6, "b": 4}
+    with pytest.raises(ValueError, match="cannot group by"):
+        any_store.group_counts("p1", F(), by="input")
+
+
+def test_score_sources_lists_who_scored_a_metric(any_store: Store):
+    insert_responses(any_store, response("e1"))
+    insert_scores(any_store, score("e1", 1, source="human"), score("e1", 0, source="judge"))
+    assert any_store.score_sources("p1", "quality") == ["human", "judge"]
+    assert any_store.score_sources("p2", "quality") == []

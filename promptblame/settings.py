@@ -54,6 +54,12 @@ class Settings(BaseSettings):
     key_cache_seconds: float = Field(
         default=5.0, ge=0, description="How long a checked API key is trusted before re-reading."
     )
+    scored_refresh_seconds: float = Field(
+        default=30.0,
+        gt=0,
+        description="How often scores are joined to their responses for analysis"
+        " (analysis endpoints also catch up before answering).",
+    )
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = Field(
         default="INFO", description="Python logging level."
     )

@@ -6,9 +6,11 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+from apscheduler.schedulers.background import BackgroundScheduler
 from fastapi import FastAPI
 
 from promptblame import __version__
+from promptblame.analysis.jobs import add_jobs
 from promptblame.api import errors
 from promptblame.api.auth import KeyChecker
 from promptblame.api.metrics import Metrics
@@ -43,6 +45,10 @@ def create_app(settings: Settings | None = None, store: Store | None = None) -> 
             max_batch_rows=settings.write_batch_max_rows,
             stats=stats,
         )
+        scheduler = BackgroundScheduler(timezone="UTC")
+        if s.kind == "embedded":  # with a server store, `promptblame worker` runs the jobs
+            add_jobs(scheduler, s, settings)
+            scheduler.start()
         app.state.pb = AppState(
             settings, s, writer, KeyChecker(s, cache_seconds=settings.key_cache_seconds), metrics
         )
@@ -50,6 +56,8 @@ def create_app(settings: Settings | None = None, store: Store | None = None) -> 
         try:
             yield
         finally:
+            if scheduler.running:
+                scheduler.shutdown(wait=True)
             writer.close()
             if own_store:
                 s.close()

@@ -59,11 +59,10 @@ def serve(host: str | None, port: int | None) -> None:
 
 @main.command()
 def worker() -> None:
-    """Run the scheduled jobs against a ClickHouse server (the embedded store runs them in serve).
-
-    No jobs are registered yet: scoring and detection jobs arrive with their issues.
-    """
+    """Run the scheduled jobs against a ClickHouse server (embedded: `serve` runs them)."""
     from apscheduler.schedulers.blocking import BlockingScheduler
+
+    from promptblame.analysis.jobs import add_jobs
 
     settings = _settings()
     if not settings.clickhouse_url:
@@ -73,6 +72,7 @@ def worker() -> None:
         )
     store = _store(settings)
     scheduler = BlockingScheduler(timezone="UTC")
+    add_jobs(scheduler, store, settings)
     click.echo(f"worker on the {store.kind} store; {len(scheduler.get_jobs())} jobs scheduled")
     try:
         scheduler.start()

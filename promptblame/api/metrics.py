@@ -55,6 +55,13 @@ class Metrics:
             "promptblame_write_failures", "INSERTs that failed since start", registry=self.registry
         )
 
+        self.job_failures = Gauge(
+            "promptblame_job_failures",
+            "Scheduled job runs that failed since start",
+            ["job"],
+            registry=self.registry,
+        )
+
     def bind_writer(self, stats: WriterStats) -> None:
         self.queue_rows.set_function(lambda: stats.queued_rows)
         self.write_failures.set_function(lambda: stats.failures)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from promptblame.analysis import jobs
 from promptblame.api.state import State
 from promptblame.errors import StoreUnavailable
 
@@ -28,4 +29,6 @@ def healthz(state: State) -> dict[str, object]:
 
 @router.get("/metrics")
 def metrics(state: State) -> Response:
+    for job, n in jobs.failures.items():
+        state.metrics.job_failures.labels(job).set(n)
     return Response(generate_latest(state.metrics.registry), media_type=CONTENT_TYPE_LATEST)

@@ -1,0 +1,245 @@
+"""Answer analysis questions: read aggregates through the store, run the pure statistics.
+
+This is the only analysis module that touches the store; the statistics modules stay pure.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field, replace
+from typing import Any, Literal
+
+import numpy as np
+
+from promptblame.analysis import compare as cmp
+from promptblame.analysis.moments import Moments
+from promptblame.analysis.sequential import always_valid
+from promptblame.errors import InvalidArgument
+from promptblame.store import BUILTIN_METRICS, ResponseFilter, Store
+
+# Raw values fetched per group for rank tests, the bootstrap and the auto rule's shape check.
+# Above this, a deterministic pseudo-random sample (by event id hash) is used and flagged.
+MAX_RAW_VALUES = 50_000
+
+Test = Literal[
+    "auto",
+    "welch_t",
+    "mann_whitney_u",
+    "proportions",
+    "fisher_exact",
+    "bootstrap",
+    "paired_t",
+    "wilcoxon_signed_rank",
+    "mcnemar_exact",
+]
+PAIRED_TESTS = ("paired_t", "wilcoxon_signed_rank", "mcnemar_exact")
+
+
+@dataclass(frozen=True)
+class CompareSpec:
+    metric: str
+    a: ResponseFilter
+    b: ResponseFilter
+    source: str = ""
+    test: Test = "auto"
+    statistic: str = "p95"
+    alpha: float = 0.05
+    sequential: bool = False
+    effect_of_interest: float | None = None
+
+
+@dataclass
+class Answer:
+    metric: str
+    source: str
+    comparison: cmp.Comparison
+    warnings: list[str] = field(default_factory=list)
+    sequential: dict[str, Any] | None = None
+
+
+def resolve_source(store: Store, project_id: str, metric: str, source: str) -> str:
+    """The score source to analyse. Mixing sources (e.g. two evaluator versions) would turn an
+    evaluator change into a fake quality shift, so an ambiguous metric must name its source."""
+    if metric in BUILTIN_METRICS or source:
+        return source
+    sources = store.score_sources(project_id, metric)
+    if len(sources) > 1:
+        raise InvalidArgument(
+            "source",
+            f"metric {metric!r} is scored by several sources ({', '.join(sources)}); choose one",
+        )
+    return sources[0] if sources else ""
+
+
+def compare_groups(store: Store, project_id: str, spec: CompareSpec) -> Answer:
+    source = resolve_source(store, project_id, spec.metric, spec.source)
+    if spec.test in PAIRED_TESTS:
+        return _paired(store, project_id, spec, source)
+    groups = store.group_moments(
+        project_id, {"a": spec.a, "b": spec.b}, metric=spec.metric, source=source
+    )
+    ga, gb = groups["a"], groups["b"]
+    ma = Moments(int(ga["n"]), float(ga["total"]), float(ga["total_sq"]))
+    mb = Moments(int(gb["n"]), float(gb["total"]), float(gb["total_sq"]))
+    binary = ga["non_binary"] == 0 and gb["non_binary"] == 0
+    warnings = ["groups_overlap"] if ga["overlap"] or gb["overlap"] else []
+    test = spec.test
+
+    if test in ("proportions", "fisher_exact") or (test == "auto" and binary and ma.n and mb.n):
+        if not binary:
+            raise InvalidArgument("test", f"{test} needs a pass/fail (0/1) metric")
+        result = cmp.proportions(
+            a_success=round(ma.total),
+            a_n=ma.n,
+            b_success=round(mb.total),
+            b_n=mb.n,
+            alpha=spec.alpha,
+            test="fisher" if test == "fisher_exact" else "auto",
+            effect_of_interest=spec.effect_of_interest,
+        )
+    elif test == "welch_t":
+        result = cmp.welch(a=ma, b=mb, alpha=spec.alpha, effect_of_interest=spec.effect_of_interest)
+    else:
+        va, vb, sampled = _values(store, project_id, spec, source, ma.n, mb.n)
+        if sampled:
+            warnings.append("sampled_raw_values")
+        if test == "mann_whitney_u":
+            result = cmp.mann_whitney(a=va, b=vb, alpha=spec.alpha)
+        elif test == "bootstrap":
+            result = cmp.bootstrap(a=va, b=vb, statistic=spec.statistic, alpha=spec.alpha)
+        else:  # auto, continuous: the rule looks at the shape; Welch uses the exact moments
+            chosen, why = cmp.choose_test(a=va, b=vb)
+            if chosen == "mann_whitney_u":
+                result = cmp.compare(a=va, b=vb, alpha=spec.alpha)
+            else:
+                welch = cmp.welch(
+                    a=ma, b=mb, alpha=spec.alpha, effect_of_interest=spec.effect_of_interest
+                )
+                result = _with_why(welch, f"auto: {why}")
+
+    answer = Answer(spec.metric, source, result, warnings)
+    if spec.sequential:
+        answer.sequential = asdict(always_valid(a=ma, b=mb, alpha=spec.alpha))
+    return answer
+
+
+def _with_why(result: cmp.Comparison, why: str) -> cmp.Comparison:
+    return replace(result, why=why)
+
+
+def _values(
+    store: Store, project_id: str, spec: CompareSpec, source: str, n_a: int, n_b: int
+) -> tuple[np.ndarray[Any, Any], np.ndarray[Any, Any], bool]:
+    va = store.group_values(
+        project_id, spec.a, metric=spec.metric, source=source, limit=MAX_RAW_VALUES
+    )
+    vb = store.group_values(
+        project_id, spec.b, metric=spec.metric, source=source, limit=MAX_RAW_VALUES
+    )
+    return np.asarray(va), np.asarray(vb), max(n_a, n_b) > MAX_RAW_VALUES
+
+
+def _paired(store: Store, project_id: str, spec: CompareSpec, source: str) -> Answer:
+    pairs = store.paired_values(project_id, spec.a, spec.b, metric=spec.metric, source=source)
+    a = [float(p["a"]) for p in pairs]
+    b = [float(p["b"]) for p in pairs]
+    if spec.test == "mcnemar_exact":
+        if any(v not in (0.0, 1.0) for v in (*a, *b)):
+            raise InvalidArgument("test", "mcnemar_exact needs a pass/fail (0/1) metric per case")
+        result = cmp.mcnemar(
+            a_pass=[v == 1.0 for v in a], b_pass=[v == 1.0 for v in b], alpha=spec.alpha
+        )
+    elif spec.test == "wilcoxon_signed_rank":
+        result = cmp.wilcoxon(a=a, b=b, alpha=spec.alpha)
+    else:
+        result = cmp.paired_t(
+            a=a, b=b, alpha=spec.alpha, effect_of_interest=spec.effect_of_interest
+        )
+    return Answer(spec.metric, source, result)
+
+
+def comparison_dict(c: cmp.Comparison) -> dict[str, Any]:
+    return {**asdict(c), "significant": c.significant}
+
+
+# -- experiments ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ExperimentSpec:
+    experiment: str
+    metrics: Sequence[str]
+    control: str = ""
+    split: Mapping[str, float] | None = None  # expected traffic shares; None = equal
+    source: str = ""
+    alpha: float = 0.05
+    sequential: bool = False
+    base: ResponseFilter = field(default_factory=ResponseFilter)
+
+
+def experiment_report(store: Store, project_id: str, spec: ExperimentSpec) -> dict[str, Any]:
+    """Every arm vs control on every metric, p-values corrected (Holm and BH) over the whole
+    family, plus a sample-ratio-mismatch check of the arms' traffic."""
+    scope = _replace_filter(spec.base, experiment=spec.experiment)
+    counts = store.group_counts(project_id, scope, by="variant")
+    if not counts:
+        return {"experiment": spec.experiment, "arms": {}, "reason": "no_data", "results": []}
+    control = spec.control or ("control" if "control" in counts else "")
+    if control not in counts:
+        raise InvalidArgument(
+            "control", f"name the control arm; arms seen: {', '.join(sorted(counts))}"
+        )
+    expected = dict(spec.split) if spec.split else {arm: 1.0 for arm in counts}
+    unknown = sorted(set(counts) - set(expected))
+    if unknown:
+        raise InvalidArgument("split", f"arms missing from the split: {', '.join(unknown)}")
+    ratio = cmp.srm(observed={k: counts.get(k, 0) for k in expected}, expected=expected)
+
+    results: list[dict[str, Any]] = []
+    for metric in spec.metrics:
+        for arm in sorted(counts):
+            if arm == control:
+                continue
+            answer = compare_groups(
+                store,
+                project_id,
+                CompareSpec(
+                    metric=metric,
+                    source=spec.source,
+                    a=_replace_filter(scope, variant=control),
+                    b=_replace_filter(scope, variant=arm),
+                    alpha=spec.alpha,
+                    sequential=spec.sequential,
+                ),
+            )
+            results.append(
+                {
+                    "metric": metric,
+                    "source": answer.source,
+                    "arm": arm,
+                    "control": control,
+                    **comparison_dict(answer.comparison),
+                    "sequential": answer.sequential,
+                }
+            )
+    p_values = [r["p_value"] if r["p_value"] is not None else float("nan") for r in results]
+    for r, holm, bh in zip(
+        results, cmp.adjust(p_values, method="holm"), cmp.adjust(p_values, method="bh"), strict=True
+    ):
+        r["p_holm"] = None if np.isnan(holm) else holm
+        r["p_bh"] = None if np.isnan(bh) else bh
+        r["significant_holm"] = None if r["p_holm"] is None else r["p_holm"] < spec.alpha
+    return {
+        "experiment": spec.experiment,
+        "control": control,
+        "arms": counts,
+        "srm": {
+            **asdict(ratio),
+            "expected_split": "given" if spec.split else "assumed equal (pass split= to set)",
+        },
+        "results": results,
+    }
+
+
+def _replace_filter(f: ResponseFilter, **changes: Any) -> ResponseFilter:
+    return replace(f, **changes)

@@ -1,0 +1,142 @@
+"""Comparisons and experiments: validate, catch the scored table up, delegate to analysis."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Path, Query
+from pydantic import BaseModel, ConfigDict, Field
+
+from promptblame.analysis.service import (
+    CompareSpec,
+    ExperimentSpec,
+    Test,
+    compare_groups,
+    comparison_dict,
+    experiment_report,
+)
+from promptblame.api.state import ReadKey, State
+from promptblame.errors import InvalidArgument
+from promptblame.store import ResponseFilter
+
+router = APIRouter(prefix="/v1", tags=["analysis"])
+
+Name = Annotated[str, Field(max_length=256)]
+Metric = Annotated[str, Field(min_length=1, max_length=128)]
+Alpha = Annotated[float, Field(gt=0, le=0.5)]
+
+
+class Group(BaseModel):
+    """Which responses form a group: equality on each field given."""
+
+    model_config = ConfigDict(extra="forbid")
+    app: Name = ""
+    route: Name = ""
+    environment: Name = ""
+    prompt_id: Name = ""
+    prompt_version: Name = ""
+    model: Name = ""
+    model_version: Name = ""
+    provider: Name = ""
+    experiment: Name = ""
+    variant: Name = ""
+    since: datetime | None = None
+    until: datetime | None = None
+
+    def to_filter(self, since: datetime | None, until: datetime | None) -> ResponseFilter:
+        d = self.model_dump()
+        d["since"] = _utc(self.since or since)
+        d["until"] = _utc(self.until or until)
+        return ResponseFilter(**d)
+
+
+class CompareRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    metric: Metric = Field(description="a score name, or response.latency_ms / .cost_usd / ...")
+    source: Name = Field("", description="score source; required when several sources score it")
+    a: Group = Field(description="baseline (control)")
+    b: Group = Field(description="candidate")
+    since: datetime | None = Field(None, description="time window for both groups (inclusive)")
+    until: datetime | None = Field(None, description="exclusive")
+    test: Test = "auto"
+    statistic: Annotated[str, Field(pattern=r"^(mean|median|p\d{1,2})$")] = "p95"
+    alpha: Alpha = 0.05
+    sequential: bool = Field(False, description="add always-valid (peeking-safe) p-value and CI")
+    effect_of_interest: float | None = Field(None, description="effect to report power for")
+
+
+@router.post("/compare")
+def compare(body: CompareRequest, state: State, key: ReadKey) -> dict[str, Any]:
+    """Effect of B vs A on a metric with CI, p-value, the test used and why, power and MDE."""
+    state.store.materialize_scores()
+    spec = CompareSpec(
+        metric=body.metric,
+        source=body.source,
+        a=body.a.to_filter(body.since, body.until),
+        b=body.b.to_filter(body.since, body.until),
+        test=body.test,
+        statistic=body.statistic,
+        alpha=body.alpha,
+        sequential=body.sequential,
+        effect_of_interest=body.effect_of_interest,
+    )
+    answer = compare_groups(state.store, key.project_id, spec)
+    return {
+        "metric": answer.metric,
+        "source": answer.source,
+        **comparison_dict(answer.comparison),
+        "warnings": [*answer.comparison.warnings, *answer.warnings],
+        "sequential": answer.sequential,
+    }
+
+
+@router.get("/experiments/{experiment}")
+def experiment(
+    experiment: Annotated[str, Path(min_length=1, max_length=256)],
+    state: State,
+    key: ReadKey,
+    metric: Annotated[list[str], Query(min_length=1, description="repeat for several")],
+    control: Annotated[str, Query(max_length=256)] = "",
+    split: Annotated[
+        str, Query(max_length=2048, description="expected shares, e.g. control:50,b:50")
+    ] = "",
+    source: Annotated[str, Query(max_length=256)] = "",
+    alpha: Annotated[float, Query(gt=0, le=0.5)] = 0.05,
+    sequential: bool = False,
+    since: datetime | None = None,
+    until: datetime | None = None,
+) -> dict[str, Any]:
+    """Every arm vs control over every metric, Holm/BH-corrected, with an SRM check."""
+    state.store.materialize_scores()
+    spec = ExperimentSpec(
+        experiment=experiment,
+        metrics=metric,
+        control=control,
+        split=_parse_split(split) if split else None,
+        source=source,
+        alpha=alpha,
+        sequential=sequential,
+        base=ResponseFilter(since=_utc(since), until=_utc(until)),
+    )
+    return experiment_report(state.store, key.project_id, spec)
+
+
+def _parse_split(text: str) -> dict[str, float]:
+    out: dict[str, float] = {}
+    for part in text.split(","):
+        arm, sep, share = part.rpartition(":")
+        try:
+            value = float(share)
+        except ValueError:
+            value = -1.0
+        if not sep or not arm or not value > 0:
+            raise InvalidArgument("split", f"expected arm:share pairs, got {part!r}")
+        out[arm] = value
+    return out
+
+
+def _utc(v: datetime | None) -> datetime | None:
+    if v is None:
+        return None
+    return v.replace(tzinfo=UTC) if v.tzinfo is None else v

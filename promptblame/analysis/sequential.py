@@ -31,14 +31,16 @@ Assumptions, stated plainly:
   the interval can even be narrower than the Welch t interval. Do not stop on so little data.
 * Variances are plugged in from the data at each look (not known in advance). Observations are
   independent and identically distributed within an arm over time (no drift in the traffic mix).
-* The mixing variance τ² is fixed in advance, on the scale of the metric's standard deviation.
-  Default (tau2=None): τ² = (0.1 · σ)², with σ² the pooled variance of the two arms, i.e. a
-  prior spread of standardized effects of 0.1 SD (a 2-point change on a 0..1 score with SD 0.2).
-  Because τ²/s² then depends on n only, the test is the mSPRT on the Welch z statistic with a
-  N(0, 0.01) mixture over the standardized effect: scale-free, the same for scores and 0/1
-  metrics. The interval is tightest where τ²/s² = r* ≈ 8.2 (α = 5 %), about 1,600 observations
-  per arm for balanced arms. To make it tightest at a planned sample size instead, pass
-  tau2=tau2_for_horizon(n_per_arm=..., variance=...). Any τ² > 0 keeps the guarantee; it only
+* The mixing variance τ² is a prior spread of plausible effects, chosen before looking at the
+  results. Default (tau2=None): τ² = (0.1 · σ̂)², σ̂² the pooled variance of the two arms,
+  re-estimated at each look like s²; i.e. the mixture is N(0, 0.1²) over the standardized effect
+  d = θ/σ (0.1 SD ≈ a 2-point change on a 0..1 score with SD 0.2). With equal arm variances
+  τ²/s² = 0.01 / (1/n_A + 1/n_B) then depends on the sample sizes only: the test is the mSPRT on
+  the Welch z statistic, free of the metric's scale, the same for scores and 0/1 metrics (the
+  plug-in σ̂ is the same asymptotic approximation as the plug-in s²). The interval is tightest
+  where τ²/s² = r* ≈ 8.2 (α = 5 %): about 1,600 observations per arm with balanced arms. To make
+  it tightest at a planned sample size instead, pass tau2=tau2_for_horizon(n_per_arm=...,
+  variance=...) (a fixed value on the metric's scale). Any τ² > 0 keeps the guarantee; it only
   moves where power is spent.
 
 Single look vs a sequence of looks. `always_valid` is stateless: its p-value is the

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from datetime import UTC
 from typing import Any
 
 import numpy as np
@@ -263,3 +264,47 @@ def test_an_experiment_without_a_control_arm_asks_for_one(client, key):
         "/v1/experiments/tone", params={"metric": "quality", "split": "x:1,y"}, headers=auth(key)
     )
     assert r.json()["detail"][0]["field"] == "split"
+
+
+def test_the_series_shows_a_regression_at_the_hour_the_new_version_arrived(client, key):
+    """Seven days hourly; v2 arrives at hour 100 and drops quality by 10 points."""
+    from datetime import datetime, timedelta
+
+    rng = np.random.default_rng(33)
+    start = datetime(2026, 11, 10, tzinfo=UTC)
+    events, scores, i = [], [], 0
+    for hour in range(168):
+        version = "v2" if hour >= 100 else "v1"
+        for _ in range(int(rng.integers(20, 60))):
+            ts = start + timedelta(hours=hour, seconds=int(rng.integers(0, 3600)))
+            events.append(event(i, ts=ts.isoformat(), prompt_version=version))
+            mean = 0.8 if version == "v1" else 0.7
+            scores.append(
+                {
+                    "event_id": f"evt-{i}",
+                    "name": "quality",
+                    "value": float(np.clip(rng.normal(mean, 0.15), 0, 1)),
+                }
+            )
+            i += 1
+    ingest(client, key, events, scores)
+    r = client.get(
+        "/v1/series",
+        params={"app": "support-bot", "metric": "quality", "bucket": "1h"},
+        headers=auth(key),
+    )
+    assert r.status_code == 200, r.text
+    out = r.json()
+    assert len(out["buckets"]) == 168 and out["reason"] is None
+    (cp,) = out["change_points"]
+    assert cp["start"] == (start + timedelta(hours=100)).isoformat().replace("+00:00", "Z")
+    assert cp["direction"] == "down" and cp["effect_low"] < -0.1 < cp["effect_high"]
+
+
+def test_series_parameters_are_validated(client, key):
+    r = client.get("/v1/series", params={"metric": "q", "bucket": "1w"}, headers=auth(key))
+    assert r.status_code == 422 and r.json()["detail"][0]["field"] == "query.bucket"
+    r = client.get("/v1/series", params={"metric": "q", "bucket": "30s"}, headers=auth(key))
+    assert r.json()["detail"][0]["field"] == "bucket"
+    empty = client.get("/v1/series", params={"metric": "q"}, headers=auth(key)).json()
+    assert empty["buckets"] == [] and empty["reason"]

@@ -11,6 +11,7 @@ from typing import Any, Literal
 
 import numpy as np
 
+from promptblame.analysis import changepoints as cp
 from promptblame.analysis import compare as cmp
 from promptblame.analysis.moments import Moments
 from promptblame.analysis.sequential import always_valid
@@ -243,3 +244,51 @@ def experiment_report(store: Store, project_id: str, spec: ExperimentSpec) -> di
 
 def _replace_filter(f: ResponseFilter, **changes: Any) -> ResponseFilter:
     return replace(f, **changes)
+
+
+# -- series --------------------------------------------------------------------------------
+
+MAX_BUCKETS = 20_000
+
+
+def series_with_change_points(
+    store: Store,
+    project_id: str,
+    f: ResponseFilter,
+    *,
+    metric: str,
+    source: str = "",
+    bucket_seconds: int,
+) -> dict[str, Any]:
+    """The bucketed series of a metric (by response time) and the change points in it."""
+    source = resolve_source(store, project_id, metric, source)
+    rows = store.metric_series(
+        project_id, f, metric=metric, source=source, bucket_seconds=bucket_seconds
+    )
+    if len(rows) > MAX_BUCKETS:
+        raise InvalidArgument(
+            "bucket", f"{len(rows)} buckets; widen the bucket or narrow since/until"
+        )
+    buckets = [cp.Bucket(r["bucket"], int(r["n"]), r["total"], r["total_sq"]) for r in rows]
+    result = cp.detect_change_points(buckets=buckets)
+    return {
+        "metric": metric,
+        "source": source,
+        "bucket_seconds": bucket_seconds,
+        "buckets": [
+            {
+                "start": r["bucket"],
+                "n": int(r["n"]),
+                "mean": r["total"] / r["n"],
+                "sd": Moments(int(r["n"]), r["total"], r["total_sq"]).var ** 0.5
+                if r["n"] > 1
+                else None,
+            }
+            for r in rows
+        ],
+        "change_points": [asdict(c) for c in result.change_points],
+        "segments": [asdict(s) for s in result.segments],
+        "method": result.method,
+        "params": dict(result.params),
+        "reason": result.reason,
+    }

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Query
@@ -15,7 +15,9 @@ from promptblame.analysis.service import (
     compare_groups,
     comparison_dict,
     experiment_report,
+    series_with_change_points,
 )
+from promptblame.api.params import Filter, utc
 from promptblame.api.state import ReadKey, State
 from promptblame.errors import InvalidArgument
 from promptblame.store import ResponseFilter
@@ -46,8 +48,8 @@ class Group(BaseModel):
 
     def to_filter(self, since: datetime | None, until: datetime | None) -> ResponseFilter:
         d = self.model_dump()
-        d["since"] = _utc(self.since or since)
-        d["until"] = _utc(self.until or until)
+        d["since"] = utc(self.since or since)
+        d["until"] = utc(self.until or until)
         return ResponseFilter(**d)
 
 
@@ -117,9 +119,33 @@ def experiment(
         source=source,
         alpha=alpha,
         sequential=sequential,
-        base=ResponseFilter(since=_utc(since), until=_utc(until)),
+        base=ResponseFilter(since=utc(since), until=utc(until)),
     )
     return experiment_report(state.store, key.project_id, spec)
+
+
+@router.get("/series")
+def series(
+    state: State,
+    key: ReadKey,
+    f: Filter,
+    metric: Annotated[str, Query(min_length=1, max_length=128)],
+    bucket: Annotated[
+        str, Query(pattern=r"^\d{1,6}[smhd]$", description="bucket width: 15m, 1h, 1d, ...")
+    ] = "1h",
+    source: Annotated[str, Query(max_length=256)] = "",
+) -> dict[str, Any]:
+    """The metric per time bucket (by response time) with detected change points."""
+    seconds = int(bucket[:-1]) * _UNIT[bucket[-1]]
+    if seconds < 60:
+        raise InvalidArgument("bucket", "must be at least 60 seconds")
+    state.store.materialize_scores()
+    return series_with_change_points(
+        state.store, key.project_id, f, metric=metric, source=source, bucket_seconds=seconds
+    )
+
+
+_UNIT = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
 
 def _parse_split(text: str) -> dict[str, float]:
@@ -134,9 +160,3 @@ def _parse_split(text: str) -> dict[str, float]:
             raise InvalidArgument("split", f"expected arm:share pairs, got {part!r}")
         out[arm] = value
     return out
-
-
-def _utc(v: datetime | None) -> datetime | None:
-    if v is None:
-        return None
-    return v.replace(tzinfo=UTC) if v.tzinfo is None else v

@@ -6,42 +6,16 @@ import base64
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Query
+from fastapi import APIRouter, Query
 
 from promptblame.analysis.summary import mean_ci
+from promptblame.api.params import Filter
 from promptblame.api.state import ReadKey, State
 from promptblame.errors import InvalidArgument
-from promptblame.store import ResponseFilter
 
 router = APIRouter(prefix="/v1", tags=["read"])
 
-Q = Annotated[str, Query(max_length=256)]
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-
-
-def response_filter(
-    app: Q = "",
-    route: Q = "",
-    prompt_id: Q = "",
-    prompt_version: Q = "",
-    model: Q = "",
-    model_version: Q = "",
-    since: Annotated[datetime | None, Query(description="ISO 8601, inclusive")] = None,
-    until: Annotated[datetime | None, Query(description="ISO 8601, exclusive")] = None,
-) -> ResponseFilter:
-    return ResponseFilter(
-        app=app,
-        route=route,
-        prompt_id=prompt_id,
-        prompt_version=prompt_version,
-        model=model,
-        model_version=model_version,
-        since=_utc(since),
-        until=_utc(until),
-    )
-
-
-Filter = Annotated[ResponseFilter, Depends(response_filter)]
 
 
 @router.get("/responses")
@@ -97,12 +71,6 @@ def list_versions(
 
 def _version_key(row: dict[str, Any]) -> tuple[str, ...]:
     return tuple(row[k] for k in ("app", "prompt_id", "prompt_version", "model", "model_version"))
-
-
-def _utc(v: datetime | None) -> datetime | None:
-    if v is None:
-        return None
-    return v.replace(tzinfo=UTC) if v.tzinfo is None else v
 
 
 def _encode_cursor(ts: datetime, event_id: str) -> str:

@@ -1,0 +1,286 @@
+"""Change points on seeded synthetic series with a known truth."""
+
+from __future__ import annotations
+
+import math
+from datetime import UTC, datetime, timedelta
+
+import numpy as np
+import pytest
+
+from promptblame.analysis.changepoints import (
+    Bucket,
+    ChangePointResult,
+    buckets_from_arrays,
+    default_penalty,
+    detect_change_points,
+    detect_change_points_raw,
+)
+from promptblame.analysis.moments import Moments
+
+T0 = datetime(2024, 5, 6, tzinfo=UTC)
+
+
+def hourly(
+    seed: int,
+    *,
+    hours: int = 240,
+    shifts: tuple[tuple[int, float], ...] = (),
+    base: float = 0.75,
+    amplitude: float = 0.0,
+    tau: float = 0.0,
+    low: float = 50,
+    high: float = 50,
+    empty: float = 0.0,
+    bernoulli: bool = False,
+) -> list[Bucket]:
+    """Hourly buckets drawn response by response; traffic swings between low and high daily."""
+    rng = np.random.default_rng(seed)
+    h = np.arange(hours)
+    day = (1 + np.cos(2 * np.pi * (h % 24 - 14) / 24)) / 2
+    n = rng.poisson(low + (high - low) * day)
+    n[rng.random(hours) < empty] = 0
+    mu = base + amplitude * np.sin(2 * np.pi * (h % 24) / 24) + rng.normal(0, tau, hours)
+    for at, size in shifts:
+        mu[at:] += size
+    mu = np.clip(mu, 0.01, 0.99)
+    if bernoulli:
+        s = rng.binomial(n, mu).astype(float)
+        q = s
+    else:
+        rep = np.repeat(mu, n)
+        x = rng.beta(rep * 4, (1 - rep) * 4)
+        idx = np.repeat(h, n)
+        s = np.bincount(idx, weights=x, minlength=hours)
+        q = np.bincount(idx, weights=x * x, minlength=hours)
+    starts = [T0 + timedelta(hours=int(i)) for i in h]
+    return buckets_from_arrays(starts=starts, n=n, total=s, total_sq=q)
+
+
+def indices(result: ChangePointResult) -> list[int]:
+    return [c.index for c in result.change_points]
+
+
+def test_one_shift_is_found_at_the_right_bucket():
+    result = detect_change_points(buckets=hourly(1, shifts=((130, -0.06),), tau=0.01))
+    assert result.reason is None
+    assert len(result.change_points) == 1
+    cp = result.change_points[0]
+    assert abs(cp.index - 130) <= 1
+    assert cp.start == T0 + timedelta(hours=cp.index)
+    assert cp.direction == "down"
+    assert cp.effect == pytest.approx(cp.level_after - cp.level_before)
+    assert cp.effect == pytest.approx(-0.06, abs=0.015)
+    assert cp.p_value < 1e-6
+    assert cp.gain > cp.penalty
+
+
+def test_two_shifts_are_both_found():
+    buckets = hourly(2, hours=300, shifts=((80, -0.05), (200, -0.07)), tau=0.01)
+    result = detect_change_points(buckets=buckets)
+    found = indices(result)
+    assert len(found) == 2
+    assert abs(found[0] - 80) <= 1 and abs(found[1] - 200) <= 1
+    assert [c.direction for c in result.change_points] == ["down", "down"]
+    assert len(result.segments) == 3
+
+
+@pytest.mark.parametrize("seed", range(10, 16))
+def test_a_flat_series_with_uneven_traffic_and_a_daily_rhythm_has_no_change(seed):
+    buckets = hourly(seed, hours=720, amplitude=0.03, tau=0.015, low=5, high=500, empty=0.03)
+    result = detect_change_points(buckets=buckets)
+    assert result.reason is None
+    assert result.change_points == ()
+    assert result.params["season"] == "fitted"
+    assert float(result.params["season_amplitude"] or 0) > 0.03  # the rhythm was modelled
+    assert len(result.segments) == 1
+
+
+def test_a_strong_daily_rhythm_is_absorbed_by_the_profile_and_would_alarm_without_it():
+    buckets = hourly(10, hours=720, amplitude=0.06, tau=0.01, low=20, high=500, empty=0.03)
+    assert detect_change_points(buckets=buckets).change_points == ()
+    assert len(detect_change_points(buckets=buckets, season_period=None).change_points) > 10
+
+
+def test_overdispersion_keeps_busy_buckets_from_alarming():
+    # A million responses an hour: sampling noise is nil, the hour-to-hour wander is all there is.
+    rng = np.random.default_rng(21)
+    hours = 300
+    n = np.full(hours, 1_000_000)
+    mu = 0.8 + rng.normal(0, 0.01, hours)
+    var = 0.04
+    result = detect_change_points(
+        buckets=buckets_from_arrays(
+            starts=list(range(hours)), n=n, total=n * mu, total_sq=n * (var + mu * mu)
+        ),
+        season_period=None,
+    )
+    assert result.change_points == ()
+    assert float(result.params["tau2"] or 0) == pytest.approx(1e-4, rel=0.3)
+
+
+def test_the_cost_depends_on_buckets_not_rows():
+    # Buckets standing for 10^6 and 10^12 rows are handled from their moments alone: same
+    # bucket means, same answer. (Expanding 10^12 rows would never finish.)
+    rng = np.random.default_rng(22)
+    hours = 200
+    mu = 0.7 + rng.normal(0, 0.01, hours)
+    mu[120:] += 0.05
+    results = []
+    for rows in (10**6, 10**12):
+        n = np.full(hours, rows)
+        buckets = buckets_from_arrays(
+            starts=list(range(hours)), n=n, total=n * mu, total_sq=n * (0.05 + mu * mu)
+        )
+        results.append(detect_change_points(buckets=buckets, season_period=None))
+    assert indices(results[0]) == indices(results[1]) == [120]
+    assert results[0].change_points[0].effect == pytest.approx(0.05, abs=0.01)
+
+
+def test_a_rollback_gives_two_changes_in_opposite_directions():
+    buckets = hourly(3, hours=240, shifts=((100, -0.08), (150, 0.08)), tau=0.01, low=20, high=200)
+    result = detect_change_points(buckets=buckets)
+    assert [abs(i - t) <= 1 for i, t in zip(indices(result), (100, 150), strict=True)] == [
+        True,
+        True,
+    ]
+    assert [c.direction for c in result.change_points] == ["down", "up"]
+    first, second = result.change_points
+    assert first.level_after == second.level_before
+    assert second.level_after == pytest.approx(first.level_before, abs=0.02)
+
+
+def test_a_short_rollback_is_found_even_when_it_cancels_over_the_series():
+    buckets = hourly(4, hours=300, shifts=((140, -0.1), (152, 0.1)), low=100, high=100)
+    assert [c.direction for c in detect_change_points(buckets=buckets).change_points] == [
+        "down",
+        "up",
+    ]
+
+
+def test_a_pass_rate_shift_is_found_on_bernoulli_buckets():
+    buckets = hourly(
+        5, hours=240, shifts=((90, -0.06),), base=0.9, bernoulli=True, low=10, high=120
+    )
+    assert all(b.total == b.total_sq for b in buckets)
+    result = detect_change_points(buckets=buckets)
+    assert result.params["cost"] == "quasi-binomial"
+    assert len(result.change_points) == 1
+    assert abs(result.change_points[0].index - 90) <= 2
+    assert result.change_points[0].effect == pytest.approx(-0.06, abs=0.02)
+
+
+@pytest.mark.parametrize("seed", range(30, 34))
+def test_a_steady_high_pass_rate_with_few_responses_an_hour_has_no_change(seed):
+    # 93% passing, 1-8 responses an hour: the Gaussian tail would be far too thin here.
+    buckets = hourly(seed, hours=500, base=0.93, bernoulli=True, low=1, high=8, empty=0.1)
+    assert detect_change_points(buckets=buckets).change_points == ()
+
+
+def test_degenerate_input_says_why_instead_of_raising():
+    assert detect_change_points(buckets=[]).reason == "no_data"
+    empty = [Bucket(T0 + timedelta(hours=i), 0, 0.0, 0.0) for i in range(50)]
+    assert detect_change_points(buckets=empty).reason == "no_data"
+    short = hourly(6, hours=5)
+    result = detect_change_points(buckets=short)
+    assert result.reason == "too_short"
+    assert result.change_points == ()
+    assert [(s.start_index, s.end_index) for s in result.segments] == [(0, 4)]
+    few_rows = [Bucket(i, 1, 0.5, 0.25) for i in range(40)]
+    assert detect_change_points(buckets=few_rows, min_segment_n=30).reason == "too_short"
+    backwards = [Bucket(2, 5, 2.0, 1.0), Bucket(1, 5, 2.0, 1.0)]
+    assert detect_change_points(buckets=backwards).reason == "unsorted_starts"
+    mixed = [Bucket(1, 5, 2.0, 1.0), Bucket(T0, 5, 2.0, 1.0)]
+    assert detect_change_points(buckets=mixed).reason == "invalid_starts"
+    assert detect_change_points(buckets=[Bucket(1, -1, 0.0, 0.0)]).reason == "invalid_input"
+    assert detect_change_points(buckets=[Bucket(1, 2, math.nan, 0.0)]).reason == "invalid_input"
+    assert detect_change_points(buckets=short, min_segment=0).reason == "invalid_parameters"
+    assert detect_change_points_raw(values=[1.0, 2.0], starts=[1]).reason == "length_mismatch"
+
+
+def test_a_constant_series_has_no_change_and_a_noiseless_step_has_one():
+    assert detect_change_points_raw(values=[0.5] * 100).change_points == ()
+    step = detect_change_points_raw(values=[0.5] * 50 + [0.6] * 50)
+    assert indices(step) == [50]
+
+
+def test_the_effect_interval_covers_the_true_shift():
+    covered = 0
+    for seed in range(40, 80):
+        buckets = hourly(seed, hours=200, shifts=((100, 0.05),), low=30, high=30)
+        (cp,) = detect_change_points(buckets=buckets, season_period=None).change_points
+        assert cp.effect_low < cp.effect < cp.effect_high
+        covered += cp.effect_low <= 0.05 <= cp.effect_high
+    assert covered >= 34  # 95% nominal; 34 of 40 or more
+
+
+def test_empty_buckets_keep_their_place_and_belong_to_the_segment_before_a_change():
+    buckets = hourly(7, hours=200, shifts=((100, -0.1),), low=200, high=200)
+    for i in (97, 98, 99, 100):  # the shift happens in a gap
+        buckets[i] = Bucket(buckets[i].start, 0, 0.0, 0.0)
+    result = detect_change_points(buckets=buckets, season_period=None)
+    assert indices(result) == [101]
+    first, second = result.segments
+    assert (first.start_index, first.end_index, second.start_index, second.end_index) == (
+        0,
+        100,
+        101,
+        199,
+    )
+    assert first.n + second.n == sum(b.n for b in buckets)
+    assert first.mean == pytest.approx(
+        sum(b.total for b in buckets[:101]) / sum(b.n for b in buckets[:101])
+    )
+
+
+def test_shifts_below_the_minimum_effect_are_merged():
+    buckets = hourly(8, hours=300, shifts=((150, 0.012),), low=2000, high=2000)
+    assert indices(detect_change_points(buckets=buckets, min_effect=0)) == [150]
+    assert detect_change_points(buckets=buckets, min_effect=0.02).change_points == ()
+
+
+def test_the_raw_series_adapter_finds_a_shift_and_estimates_the_noise():
+    rng = np.random.default_rng(9)
+    values = np.concatenate([rng.normal(0.7, 0.1, 150), rng.normal(0.6, 0.1, 150)])
+    result = detect_change_points_raw(values=values)
+    assert result.params["variance_model"] == "homogeneous"
+    assert float(result.params["tau2"] or 0) == pytest.approx(0.01, rel=0.25)
+    (cp,) = result.change_points
+    assert abs(cp.index - 150) <= 3 and cp.start == cp.index
+    assert cp.effect == pytest.approx(-0.1, abs=0.03)
+    flat = detect_change_points_raw(values=rng.normal(0.7, 0.1, 300))
+    assert flat.change_points == ()
+
+
+def test_the_raw_adapter_handles_pass_fail_points():
+    rng = np.random.default_rng(10)
+    values = np.concatenate([rng.random(400) < 0.9, rng.random(400) < 0.7]).astype(float)
+    (cp,) = detect_change_points_raw(values=values).change_points
+    assert abs(cp.index - 400) <= 25
+    assert cp.direction == "down"
+    assert (
+        detect_change_points_raw(values=(rng.random(800) < 0.9).astype(float)).change_points == ()
+    )
+
+
+def test_metrics_outside_zero_one_use_the_gaussian_cost():
+    rng = np.random.default_rng(11)
+    values = np.concatenate([rng.normal(120, 10, 100), rng.normal(135, 10, 100)])
+    result = detect_change_points_raw(values=values, min_effect=1.0)
+    assert result.params["cost"] == "gaussian"
+    assert [abs(i - 100) <= 3 for i in indices(result)] == [True]
+
+
+def test_buckets_can_be_built_from_moments_and_int_starts_with_an_int_period():
+    rng = np.random.default_rng(12)
+    buckets = []
+    for i in range(24 * 10):
+        x = rng.beta(3, 1, size=40) - (0.08 if i >= 150 else 0)
+        buckets.append(Bucket.of(i * 3600, Moments.of(x.tolist())))
+    result = detect_change_points(buckets=buckets, season_period=86_400)
+    assert result.params["season"] == "fitted"
+    assert [abs(i - 150) <= 1 for i in indices(result)] == [True]
+
+
+def test_the_default_penalty_grows_with_the_number_of_buckets():
+    assert default_penalty(100) < default_penalty(720) < default_penalty(10_000)

@@ -131,13 +131,20 @@ def _with_why(result: cmp.Comparison, why: str) -> cmp.Comparison:
 def _values(
     store: Store, project_id: str, spec: CompareSpec, source: str, n_a: int, n_b: int
 ) -> tuple[np.ndarray[Any, Any], np.ndarray[Any, Any], bool]:
-    va = store.group_values(
-        project_id, spec.a, metric=spec.metric, source=source, limit=MAX_RAW_VALUES
-    )
-    vb = store.group_values(
-        project_id, spec.b, metric=spec.metric, source=source, limit=MAX_RAW_VALUES
-    )
-    return np.asarray(va), np.asarray(vb), max(n_a, n_b) > MAX_RAW_VALUES
+    out = [
+        np.asarray(
+            store.group_values(
+                project_id,
+                group,
+                metric=spec.metric,
+                source=source,
+                limit=MAX_RAW_VALUES,
+                population=n,
+            )
+        )
+        for group, n in ((spec.a, n_a), (spec.b, n_b))
+    ]
+    return out[0], out[1], max(n_a, n_b) > MAX_RAW_VALUES
 
 
 def _paired(store: Store, project_id: str, spec: CompareSpec, source: str) -> Answer:

@@ -248,13 +248,14 @@ class Store(ABC):
         )
 
     # -- analysis aggregates ---------------------------------------------------------------
-    def materialize_scores(self, *, overlap: timedelta = timedelta(minutes=5)) -> bool:
+    def materialize_scores(self, *, overlap: timedelta = timedelta(seconds=60)) -> bool:
         """Bring `scored` up to date with scores and responses received since the last run.
 
-        Both directions are joined: new scores to their responses, and new responses to scores
-        that arrived before them. Work is keyed by received_at with an overlap, so rows
-        acknowledged while a run was under way are caught by the next; re-inserted rows collapse
-        by key, so running twice is harmless. Skips (returns False) when neither table changed.
+        Both directions are joined: new scores to their responses, and new responses to older
+        scores that arrived before them. Work is keyed by received_at (stamped by the writer
+        just before its INSERT) with an overlap, so rows written while a run was under way are
+        caught by the next; re-inserted rows collapse by key, so running twice is harmless.
+        Skips (returns False) when neither table changed.
         """
         with self._materialize_lock:
             now = self._rows(
@@ -336,16 +337,21 @@ class Store(ABC):
         metric: str,
         source: str = "",
         limit: int,
+        population: int = 0,
     ) -> list[float]:
-        """Raw values of a group, at most `limit`: a deterministic pseudo-random sample
-        (by hash of event id) when there are more."""
+        """Raw values of a group, at most `limit`. When `population` (the group's n, if known)
+        exceeds the limit, a deterministic sample of about limit rows is taken by hash of the
+        event id, which avoids sorting the whole group."""
         values = metric_values_sql(metric, source=source, columns="ts", where=filter_sql())
         rows = self._rows(
-            f"SELECT value FROM ({values}) ORDER BY cityHash64(event_id) LIMIT {{lim:UInt32}}",
+            f"SELECT value FROM ({values})"
+            " WHERE cityHash64(event_id) % {mod:UInt64} = 0"
+            " ORDER BY cityHash64(event_id) LIMIT {lim:UInt32}",
             p=project_id,
             m=metric,
             src=source,
             lim=limit,
+            mod=max(1, population // limit),
             **filter_params(group),
         )
         return [float(r["value"]) for r in rows]
@@ -430,7 +436,8 @@ _SCORED_FROM_NEW_SCORES = (
 )
 _SCORED_FROM_NEW_RESPONSES = (
     f"INSERT INTO scored SELECT {_SCORED_COLUMNS}"
-    f" FROM (SELECT * FROM scores FINAL WHERE (project_id, event_id) IN ({_NEW_RESPONSES})) AS s"
+    " FROM (SELECT * FROM scores FINAL WHERE received_at < {since:DateTime64(3)}"
+    f"  AND (project_id, event_id) IN ({_NEW_RESPONSES})) AS s"
     " INNER JOIN (SELECT * FROM responses FINAL WHERE received_at >= {since:DateTime64(3)}) AS r"
     " ON s.project_id = r.project_id AND s.event_id = r.event_id"
 )

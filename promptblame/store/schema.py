@@ -114,6 +114,8 @@ MIGRATIONS: tuple[Migration, ...] = (
             # Analysis groups scores by the response's version, route and time. Joining 10M
             # scores to 10M responses per query costs seconds; this table, kept up to date
             # incrementally by Store.materialize_scores, makes it a single filtered scan.
+            # ts (the response's, fixed per event) leads event_id in the key, so new parts only
+            # overlap recent key ranges and FINAL merges little; time filters prune by index.
             """
             CREATE TABLE IF NOT EXISTS scored (
                 project_id LowCardinality(String),
@@ -135,7 +137,7 @@ MIGRATIONS: tuple[Migration, ...] = (
                 variant LowCardinality(String),
                 case_id String
             ) ENGINE = ReplacingMergeTree(score_ts)
-            ORDER BY (project_id, name, app, event_id, source)
+            ORDER BY (project_id, name, app, ts, event_id, source)
             """,
             """
             CREATE TABLE IF NOT EXISTS job_state (

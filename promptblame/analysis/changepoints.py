@@ -1,67 +1,82 @@
 """Change points in a quality-metric series, from per-bucket sufficient statistics.
 
 Input is one series per (app, route, metric): time buckets, each with n, sum and sum of squares
-of the per-response metric (a score in 0..1, or a Bernoulli pass/fail — then the sum of squares
-equals the sum). Every step works on the buckets only, so the cost is O(buckets), never O(rows):
-a bucket of a million responses costs the same as a bucket of three.
+of the per-response metric (a score in 0..1, or pass/fail — then the sum of squares equals the
+sum). Every step works on the buckets only, so the cost grows with the number of buckets and
+never with rows: a bucket of a million responses costs the same as a bucket of three.
 
 Model
 -----
 Bucket i has mean m_i = sum_i / n_i. Within a segment of constant level mu,
 
-    m_i = mu + s(k_i) + u_i + e_i,    e_i ~ N(0, sigma^2 / n_i),    u_i ~ N(0, tau^2)
+    m_i = mu + s(k_i) + u_i + e_i,    e_i ~ (0, sigma_i^2 / n_i),    u_i ~ (0, tau^2)
 
-* s(k) is a time-of-day profile (k = the bucket's phase in `season_period`, one day by default),
-  fitted from the series itself and removed before segmentation, so a daily rhythm is not a
-  change. It is a weighted mean per phase of the series minus its current segment levels
-  (alternated with segmentation a few times: the classical back-fitting of levels + profile);
-  it is only fitted when the series spans at least three periods (a phase seen fewer times
-  pools its neighbouring phases). A shorter series cannot tell a daily rhythm from changes.
-* sigma^2 is the per-response variance, pooled from the within-bucket variances (the maximum
-  likelihood estimate; the metric is bounded, so no single bucket can dominate it).
+* s(k) is a time-of-day profile (k = the bucket's phase in `season_period`, one day by
+  default), fitted from the series itself and removed before segmentation, so a daily rhythm
+  is not a change: the weighted mean per phase of the series minus its current segment levels
+  (alternated with segmentation: back-fitting of levels + profile), shrunk towards flat by the
+  James-Stein factor so that a low-traffic series does not trade noise for a profile. It is
+  fitted when the series spans at least three periods (a phase seen fewer times pools its
+  neighbouring phases); a shorter series cannot tell a daily rhythm from changes.
+* sigma_i^2 is the per-response variance. For a 0..1 metric it is phi mu (1 - mu) at the
+  level of the bucket's segment (phi = 1 for pass/fail; pooled from the within-bucket
+  variances otherwise), so the variance follows the level when a pass rate drops from 0.95 to
+  0.80. For other metrics it is the pooled within-bucket variance.
 * tau^2 is the overdispersion: real bucket means wander more than sampling noise explains
-  (different users, topics and load from one hour to the next). Without it, a busy bucket
-  (n = 500, sampling sd 0.008) looks like a change at every wobble. It is estimated robustly
-  from lag-1 differences of the de-seasonalized bucket means: the tau^2 at which the median
-  of d_i^2 / Var(d_i) equals the median of chi-square(1), with Var(d_i) built from both
-  buckets' sigma^2 / n_i + tau^2 (and their leverage on the fitted profile). Differences are
-  insensitive to the level shifts being looked for; the median to outliers.
+  (different users, topics and load from one hour to the next). Without it a busy bucket
+  (n = 500, sampling sd 0.008) looks like a change at every wobble. It is estimated from lag-1
+  differences of the de-seasonalized bucket means (blind to the level shifts being looked
+  for), by the Gaussian likelihood equation with each squared standardized difference capped
+  at 25 (one outlier or shift cannot inflate it), weighted so that the busy buckets — the ones
+  that tell overdispersion from sampling noise — count most; the profile's leverage is
+  accounted for. A raw series (n = 1, no within-bucket variance) gets its whole per-point
+  variance this way: the MAD-of-differences idea, made efficient.
 
-So each bucket has variance v_i = sigma^2 / n_i + tau^2 and weight w_i = 1 / v_i.
+So bucket i has variance v_i = sigma_i^2 / n_i + tau^2, weight w_i = 1 / v_i.
 
-Method: penalized Gaussian likelihood, solved exactly (optimal partitioning with PELT pruning)
------------------------------------------------------------------------------------------------
-The cost of a segment is its weighted within-segment sum of squares, sum w_i (y_i - ybar_w)^2
-(y = m minus profile), i.e. -2 x log-likelihood in chi-square units; the segmentation minimizes
-total cost + `penalty` x (number of change points) over all segmentations whose segments have
-at least `min_segment` non-empty buckets and `min_segment_n` responses. Why this method:
+Method: penalized likelihood, solved exactly (optimal partitioning with PELT pruning)
+--------------------------------------------------------------------------------------
+Segmentation minimizes the total segment cost + `penalty` x (number of change points) over all
+segmentations whose segments have at least `min_segment` non-empty buckets and `min_segment_n`
+responses. The cost of a segment is -2 x its maximized log-likelihood, in chi-square units:
 
-* it is the likelihood of the model above, with known (estimated) variances, so uneven traffic
-  is handled by the weights and empty buckets simply carry no weight;
-* it finds all change points jointly and exactly (no greedy splitting that can miss a rollback
-  whose two changes cancel over the whole series, which binary segmentation is prone to);
-* the cost is in chi-square units, so one penalty works for every metric scale and traffic
-  level; it is calibrated by simulation (see `default_penalty`) so that an unchanged series
-  gets a false change point about 0.3% of the time, whatever its length;
-* exact dynamic programming over buckets is O(T^2) in the worst case and ~O(T) with PELT
-  pruning: ~10-30 ms for a month of hourly buckets.
+* 0..1 metrics: quasi-binomial deviance with effective counts c_i = w_i mu_ref (1 - mu_ref)
+  (exactly the binomial deviance for pass/fail without overdispersion). Near the reference
+  level it equals the weighted Gaussian cost below, but it has the right skew near 0 or 1: a
+  3-hour dip of a 93% pass rate seen on 35 responses is not the 5-sigma event a Gaussian
+  would make of it;
+* other metrics: the weighted within-segment sum of squares, sum w_i (y_i - ybar_w)^2.
 
-`min_effect` (default 0.01, one point on a 0..1 metric) then merges neighbouring segments
-whose levels differ by less, smallest difference first: with huge traffic, tiny real drifts are
-significant but not worth an alarm.
+Why this method:
 
-Reported per change point (see `ChangePoint`): the bucket where the new level starts, levels
-before/after (n-weighted means of the de-seasonalized bucket means over the adjacent segments),
-the effect with a normal CI from the same variance model, and two significance figures:
-`gain` (the drop in cost, chi-square units, when the adjacent segments are split there; compare
-with `penalty`) and `p_value` (two-sided p of the inverse-variance-weighted difference at that
-split, Bonferroni-adjusted for every split position that was possible between the neighbouring
-change points). Both are conditional on the neighbouring change points and the estimated
-variances, and the CI does not include the uncertainty of the location (an effect found at an
-estimated location is slightly inflated when it is small); read them as approximate.
+* it is the likelihood of the model above, so uneven traffic is handled by the weights,
+  empty buckets simply carry none, and overdispersion keeps busy buckets honest;
+* it finds all change points jointly and exactly; greedy binary segmentation can miss a short
+  rollback whose two changes cancel over the whole series;
+* the cost is in chi-square units, so one penalty serves every metric scale and traffic level;
+  it is calibrated by simulation (see `default_penalty`): about 0.3% of unchanged series get a
+  false change point, whatever their length;
+* the dynamic programme is O(T^2) at worst and near O(T) with PELT pruning: ~50 ms for a month
+  of hourly buckets, including the profile and variance fits.
 
-Limitations: u_i are assumed independent (a slow drift can be reported as one or more steps);
-sigma^2 and tau^2 are constant over the series; only one seasonal period is modelled.
+`min_effect` (default 0.01, one point on a 0..1 metric) then merges neighbouring segments whose
+levels differ by less, smallest difference first: with huge traffic, tiny real drifts are
+significant but not worth an alarm. `min_segment` (default 3 buckets) and `min_segment_n`
+(default 30 responses) bound how short a segment can be.
+
+Reported per change point (see `ChangePoint`): the first bucket of the new level, the levels
+before and after (n-weighted means of the de-seasonalized bucket means over the two adjacent
+segments), the effect (after - before) with a normal CI from the same variance model, and two
+significance figures: `gain`, the drop in cost (chi-square units) when the two adjacent
+segments are split there, to compare with `penalty`; and `p_value`, the two-sided p of the
+likelihood-ratio z = sign(effect) sqrt(gain), Bonferroni-adjusted for every split position that
+was possible between the neighbouring change points (conservative for the search within that
+stretch). Both are conditional on the neighbouring change points and on the estimated
+variances, and the CI takes the location as known (an effect found at an estimated location
+is slightly inflated when it is small): read them as approximate.
+
+Limitations: u_i are independent (a slow drift is reported as one or more steps); tau^2 and
+phi are constant over the series; one seasonal period (default: a day) is modelled.
 """
 
 from __future__ import annotations
@@ -84,7 +99,7 @@ FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
 Start = datetime | int
 
-METHOD = "pelt-weighted-gaussian"
+METHOD = "pelt-penalized-likelihood"
 _CAP = 25.0  # squared standardized differences are capped here when estimating tau^2
 _CAP_MEAN = float(stats.chi2.cdf(_CAP, 3) + _CAP * stats.chi2.sf(_CAP, 1))  # E min(chi2_1, cap)
 _MIN_WITHIN_DOF = 30  # below this many within-bucket degrees of freedom, sigma^2 is not used
@@ -99,7 +114,7 @@ _PENALTY_SLOPE = 1.5
 def default_penalty(n_buckets: int) -> float:
     """Penalty per change point for a series of `n_buckets` non-empty buckets (T).
 
-    7.5 + 1.5 log T, in chi-square units (17.4 for 720 buckets). The smallest penalty at which
+    6.5 + 1.5 log T, in chi-square units (16.4 for 720 buckets). The smallest penalty at which
     an unchanged series shows no change is a maximum over ~T split positions (and pairs of
     them), so its tail grows with log T: slower than 2 log T (neighbouring splits are strongly
     correlated), faster than the log log T of a single Gaussian CUSUM (skew, estimated
@@ -136,8 +151,8 @@ class ChangePoint:
     effect: float  # level_after - level_before
     effect_low: float  # CI of the effect at `confidence` (normal, location taken as known)
     effect_high: float
-    z: float  # inverse-variance-weighted difference / its standard error, at this split
-    p_value: float  # two-sided, Bonferroni-adjusted for the split positions searched
+    z: float  # likelihood-ratio z: sign(effect) * sqrt(gain)
+    p_value: float  # two-sided p of z, Bonferroni-adjusted for the split positions searched
     gain: float  # cost drop (chi-square units) from splitting the two segments here
     penalty: float  # the penalty each change point had to pay
     direction: Literal["up", "down"]
@@ -192,9 +207,10 @@ def detect_change_points_raw(
 ) -> ChangePointResult:
     """Raw series, one observation per point: each point is a bucket of n = 1.
 
-    With no within-bucket variance, the noise variance is estimated from the data (a robust
-    median of squared lag-1 differences, i.e. the MAD-of-differences idea). Starts default to
-    0, 1, 2, ...; `min_segment_n` (default 30) then is the minimum segment length in points.
+    With no within-bucket variance, the per-point variance is estimated from the data (from
+    lag-1 differences, robustly: see `_tau2`); 0/1 points are pass/fail, with variance
+    p (1 - p). No profile by default (starts default to 0, 1, 2, ...); `min_segment_n`
+    (default 30) is then the minimum segment length in points.
     """
     x = np.asarray(values, dtype=np.float64).ravel()
     points: Sequence[Start] = list(range(len(x))) if starts is None else starts
@@ -229,13 +245,19 @@ def detect_change_points(
         or left out (then they simply do not exist for the method).
     penalty: per change point, chi-square units; None = `default_penalty(non-empty buckets)`.
     min_segment: minimum non-empty buckets per segment (>= 1).
-    min_segment_n: minimum responses per segment, which also keeps the Gaussian approximation
-        honest for small-n Bernoulli buckets.
+    min_segment_n: minimum responses per segment.
     min_effect: neighbouring segments whose levels differ by less are merged (0 = off).
     season_period: period of the profile removed before segmentation; a timedelta, or an int in
         the units of int starts (seconds for datetime starts; a timedelta with int starts takes
         them as Unix seconds). None = no profile.
     confidence: level of the effect CIs.
+    max_iterations: rounds of profile/variance fit + segmentation (stops when stable).
+
+    Degenerate input gives a result with `reason` set instead of an exception: "no_data",
+    "too_short" (fewer than 2 x min_segment non-empty buckets or 2 x min_segment_n
+    responses: one segment, no change points), "invalid_input" (negative n, NaN),
+    "invalid_starts" (mixed or unsupported start types, bad period), "unsorted_starts",
+    "invalid_parameters".
     """
     params: dict[str, float | int | str | None] = {
         "min_segment": min_segment,

@@ -15,7 +15,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from fastapi.testclient import TestClient
 
+from promptblame.api.app import create_app
+from promptblame.api.auth import new_key
 from promptblame.settings import Settings
 from promptblame.store import Store, open_store
 
@@ -67,3 +70,18 @@ def any_store(request: pytest.FixtureRequest, chdb_path: Path) -> Iterator[Store
     store = open_store(settings)
     yield store
     store.close()
+
+
+@pytest.fixture
+def client(embedded_settings: Settings, embedded_store: Store) -> Iterator[TestClient]:
+    """The API on a fresh embedded database, lifespan running."""
+    with TestClient(create_app(embedded_settings, embedded_store)) as c:
+        yield c
+
+
+@pytest.fixture
+def key(embedded_store: Store) -> str:
+    """An ingest+read key of project "acme"."""
+    plaintext, record = new_key("acme", ["ingest", "read"])
+    embedded_store.put_api_key(record)
+    return plaintext

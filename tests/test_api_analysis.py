@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import UTC
 from typing import Any
 
@@ -12,24 +11,8 @@ from fastapi.testclient import TestClient
 
 from promptblame.analysis import compare as cmp
 from promptblame.analysis.moments import Moments
-from promptblame.api.app import create_app
 from promptblame.api.auth import new_key
-from promptblame.settings import Settings
-from promptblame.store import Store
 from tests.helpers import auth, body, event
-
-
-@pytest.fixture
-def client(embedded_settings: Settings, embedded_store: Store) -> Iterator[TestClient]:
-    with TestClient(create_app(embedded_settings, embedded_store)) as c:
-        yield c
-
-
-@pytest.fixture
-def key(embedded_store: Store) -> str:
-    plaintext, record = new_key("acme", ["ingest", "read"])
-    embedded_store.put_api_key(record)
-    return plaintext
 
 
 def ingest(client: TestClient, key: str, events: list[dict], scores: list[dict]) -> None:

@@ -7,7 +7,6 @@ import gzip
 import json
 import threading
 import time
-from collections.abc import Iterator
 
 import pyarrow as pa
 import pytest
@@ -16,23 +15,10 @@ from fastapi.testclient import TestClient
 from promptblame.api.app import create_app
 from promptblame.api.auth import new_key
 from promptblame.settings import Settings
-from promptblame.store import ResponseFilter, Store
+from promptblame.store import ResponseFilter
 from promptblame.store.embedded import EmbeddedStore
 from promptblame.store.schema import MIGRATIONS
 from tests.helpers import auth, body, event
-
-
-@pytest.fixture
-def client(embedded_settings: Settings, embedded_store: Store) -> Iterator[TestClient]:
-    with TestClient(create_app(embedded_settings, embedded_store)) as c:
-        yield c
-
-
-@pytest.fixture
-def key(embedded_store: Store) -> str:
-    plaintext, record = new_key("acme", ["ingest", "read"])
-    embedded_store.put_api_key(record)
-    return plaintext
 
 
 def post(client: TestClient, key: str, path: str, content: bytes, **headers: str):

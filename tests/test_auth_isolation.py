@@ -2,22 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
 from fastapi.testclient import TestClient
 
 from promptblame.api.app import create_app
 from promptblame.api.auth import new_key
-from promptblame.settings import Settings
 from promptblame.store import Store
 from tests.helpers import auth, body, event
-
-
-@pytest.fixture
-def client(embedded_settings: Settings, embedded_store: Store) -> Iterator[TestClient]:
-    with TestClient(create_app(embedded_settings, embedded_store)) as c:
-        yield c
 
 
 def make_key(store: Store, project: str, scopes: list[str]) -> str:

@@ -76,15 +76,17 @@ def test_builtin_response_metrics_need_no_scores(any_store: Store):
     assert (err["n"], err["total"], err["non_binary"]) == (3, 1.0, 0)
 
 
-def test_group_values_are_a_deterministic_sample_capped_at_the_limit(any_store: Store):
+def test_group_moments_can_bring_a_deterministic_sample_of_raw_values(any_store: Store):
     insert_responses(any_store, *(response(f"e{i}") for i in range(30)))
     insert_scores(any_store, *(score(f"e{i}", float(i)) for i in range(30)))
-    everything = any_store.group_values("p1", F(), metric="quality", limit=100)
-    assert sorted(everything) == [float(i) for i in range(30)]
-    sample = any_store.group_values("p1", F(), metric="quality", limit=10)
-    assert len(sample) == 10 and sample == any_store.group_values(
-        "p1", F(), metric="quality", limit=10
-    )
+    everything = any_store.group_moments("p1", {"g": F()}, metric="quality", sample=100)["g"]
+    assert sorted(everything["sample"]) == [float(i) for i in range(30)]
+    first = any_store.group_moments("p1", {"g": F()}, metric="quality", sample=10)["g"]
+    again = any_store.group_moments("p1", {"g": F()}, metric="quality", sample=10)["g"]
+    assert len(first["sample"]) == 10 and first["sample"] == again["sample"]
+    assert first["n"] == 30
+    none = any_store.group_moments("p1", {"g": F()}, metric="quality")["g"]
+    assert none["sample"] == []
 
 
 def test_paired_values_join_the_same_eval_case_under_two_versions(any_store: Store):

@@ -19,7 +19,7 @@ from promptblame.errors import InvalidArgument
 from promptblame.store import BUILTIN_METRICS, ResponseFilter, Store
 
 # Raw values fetched per group for rank tests, the bootstrap and the auto rule's shape check.
-# Above this, a deterministic pseudo-random sample (by event id hash) is used and flagged.
+# Above this, a seeded reservoir sample is used (ClickHouse groupArraySample) and flagged.
 MAX_RAW_VALUES = 50_000
 
 Test = Literal[
@@ -76,8 +76,13 @@ def compare_groups(store: Store, project_id: str, spec: CompareSpec) -> Answer:
     source = resolve_source(store, project_id, spec.metric, spec.source)
     if spec.test in PAIRED_TESTS:
         return _paired(store, project_id, spec, source)
+    needs_values = spec.test in ("auto", "mann_whitney_u", "bootstrap")
     groups = store.group_moments(
-        project_id, {"a": spec.a, "b": spec.b}, metric=spec.metric, source=source
+        project_id,
+        {"a": spec.a, "b": spec.b},
+        metric=spec.metric,
+        source=source,
+        sample=MAX_RAW_VALUES if needs_values else 0,
     )
     ga, gb = groups["a"], groups["b"]
     ma = Moments(int(ga["n"]), float(ga["total"]), float(ga["total_sq"]))
@@ -101,8 +106,8 @@ def compare_groups(store: Store, project_id: str, spec: CompareSpec) -> Answer:
     elif test == "welch_t":
         result = cmp.welch(a=ma, b=mb, alpha=spec.alpha, effect_of_interest=spec.effect_of_interest)
     else:
-        va, vb, sampled = _values(store, project_id, spec, source, ma.n, mb.n)
-        if sampled:
+        va, vb = np.asarray(ga["sample"], float), np.asarray(gb["sample"], float)
+        if max(ma.n, mb.n) > MAX_RAW_VALUES:
             warnings.append("sampled_raw_values")
         if test == "mann_whitney_u":
             result = cmp.mann_whitney(a=va, b=vb, alpha=spec.alpha)
@@ -126,25 +131,6 @@ def compare_groups(store: Store, project_id: str, spec: CompareSpec) -> Answer:
 
 def _with_why(result: cmp.Comparison, why: str) -> cmp.Comparison:
     return replace(result, why=why)
-
-
-def _values(
-    store: Store, project_id: str, spec: CompareSpec, source: str, n_a: int, n_b: int
-) -> tuple[np.ndarray[Any, Any], np.ndarray[Any, Any], bool]:
-    out = [
-        np.asarray(
-            store.group_values(
-                project_id,
-                group,
-                metric=spec.metric,
-                source=source,
-                limit=MAX_RAW_VALUES,
-                population=n,
-            )
-        )
-        for group, n in ((spec.a, n_a), (spec.b, n_b))
-    ]
-    return out[0], out[1], max(n_a, n_b) > MAX_RAW_VALUES
 
 
 def _paired(store: Store, project_id: str, spec: CompareSpec, source: str) -> Answer:

@@ -296,8 +296,11 @@ class Store(ABC):
         *,
         metric: str,
         source: str = "",
+        sample: int = 0,
     ) -> dict[str, dict[str, Any]]:
-        """Per named group: n, total, total_sq, non_binary (values other than 0/1), overlap.
+        """Per named group: n, total, total_sq, non_binary (values other than 0/1), overlap,
+        and with `sample` > 0 a seeded reservoir sample of at most that many raw values (for
+        rank tests and shape checks) taken in the same scan.
 
         A response matching several groups counts in the first and in `overlap` of the others.
         """
@@ -316,7 +319,8 @@ class Store(ABC):
         )
         rows = self._rows(
             "SELECT grp, count() AS n, sum(value) AS total, sum(value * value) AS total_sq,"
-            " countIf(value NOT IN (0, 1)) AS non_binary, countIf(overlapping) AS overlap"
+            " countIf(value NOT IN (0, 1)) AS non_binary, countIf(overlapping) AS overlap,"
+            f" groupArraySample({int(max(sample, 1))}, 20261124)(value) AS sample"
             f" FROM ({values}) GROUP BY grp",
             p=project_id,
             m=metric,
@@ -324,37 +328,12 @@ class Store(ABC):
             **params,
         )
         empty = {"n": 0, "total": 0.0, "total_sq": 0.0, "non_binary": 0, "overlap": 0}
-        out = {name: dict(empty) for name in names}
+        out: dict[str, dict[str, Any]] = {name: {**empty, "sample": []} for name in names}
         for r in rows:
+            if not sample:
+                r["sample"] = []
             out[names[r.pop("grp")]] = r
         return out
-
-    def group_values(
-        self,
-        project_id: str,
-        group: ResponseFilter,
-        *,
-        metric: str,
-        source: str = "",
-        limit: int,
-        population: int = 0,
-    ) -> list[float]:
-        """Raw values of a group, at most `limit`. When `population` (the group's n, if known)
-        exceeds the limit, a deterministic sample of about limit rows is taken by hash of the
-        event id, which avoids sorting the whole group."""
-        values = metric_values_sql(metric, source=source, columns="ts", where=filter_sql())
-        rows = self._rows(
-            f"SELECT value FROM ({values})"
-            " WHERE cityHash64(event_id) % {mod:UInt64} = 0"
-            " ORDER BY cityHash64(event_id) LIMIT {lim:UInt32}",
-            p=project_id,
-            m=metric,
-            src=source,
-            lim=limit,
-            mod=max(1, population // limit),
-            **filter_params(group),
-        )
-        return [float(r["value"]) for r in rows]
 
     def paired_values(
         self,

@@ -27,6 +27,7 @@ import contextlib
 import http.client
 import itertools
 import json
+import math
 import os
 import random
 import shutil
@@ -57,7 +58,34 @@ TARGET_RSS_BYTES = 1.5 * 1024**3
 # Realistic events
 # --------------------------------------------------------------------------------------------
 
-_WORDS = ["the", "a", "an", "of", "to", "in", "for", "on", "with", "by", "from", "as", "at", "is", "are", "was", "were", "be", "been", "has", "have", "had", "this", "that", "these", "those", "it", "its", "they", "them", "their", "we", "our", "you", "your", "he", "she", "his", "her", "not", "no", "but", "or", "and", "if", "then", "than", "so", "because", "while", "when", "where", "which", "who", "what", "how", "why", "all", "any", "each", "every", "some", "many", "more", "most", "other", "such", "only", "own", "same", "very", "can", "will", "just", "should", "now", "also", "into", "over", "after", "before", "under", "again", "further", "once", "here", "there", "both", "few", "nor", "too", "invoice", "refund", "order", "shipment", "account", "password", "reset", "subscription", "plan", "upgrade", "downgrade", "billing", "cycle", "charge", "card", "payment", "failed", "declined", "address", "delivery", "tracking", "number", "warehouse", "carrier", "delay", "estimate", "customer", "support", "agent", "ticket", "escalation", "priority", "policy", "return", "window", "exchange", "warranty", "defect", "replacement", "battery", "screen", "firmware", "update", "device", "settings", "bluetooth", "pairing", "wifi", "router", "signal", "restart", "error", "message", "code", "timeout", "latency", "server", "region", "outage", "status", "page", "incident", "report", "metric", "dashboard", "query", "filter", "export", "csv", "spreadsheet", "column", "row", "table", "schema", "index", "migration", "deploy", "release", "version", "rollback", "feature", "flag", "experiment", "variant", "cohort", "retention", "churn", "summary", "translate", "summarize", "classify", "extract", "entities", "sentiment", "positive", "negative", "neutral", "tone", "formal", "friendly", "concise", "detailed", "bullet", "points", "paragraph", "answer", "question", "context", "document", "section", "clause", "contract", "term", "renewal", "notice", "period", "termination", "liability", "compliance", "privacy", "data", "retention", "consent", "request", "deletion", "portability", "audit", "log", "access", "role", "permission", "admin", "owner", "member", "invite", "team", "workspace", "project", "folder", "file", "upload", "size", "limit", "quota", "usage", "overage", "discount", "coupon", "promotion", "trial", "expiry", "reminder", "email", "sms", "push", "notification", "preference", "language", "timezone", "calendar", "meeting", "schedule", "reschedule", "cancel", "confirm", "booking", "reservation", "flight", "hotel", "itinerary", "baggage", "seat", "upgrade", "lounge", "loyalty", "points", "balance", "statement", "transaction", "pending", "cleared", "dispute", "chargeback", "merchant", "category", "recipe", "ingredient", "allergy", "substitute", "oven", "temperature", "minutes", "serving", "nutrition", "calories", "protein", "vegetarian", "vegan", "gluten", "dairy", "symptom", "dosage", "appointment", "pharmacy", "prescription", "please", "thanks", "sorry", "unfortunately", "certainly", "happy", "help", "assist", "understand", "clarify", "note"]
+_VOCABULARY = """
+the a an of to in for on with by from as at is are was were be been has have had this that
+these those it its they them their we our you your he she his her not no but or and if
+then than so because while when where which who what how why all any each every some many
+more most other such only own same very can will just should now also into over after
+before under again further once here there both few nor too invoice refund order shipment
+account password reset subscription plan upgrade downgrade billing cycle charge card
+payment failed declined address delivery tracking number warehouse carrier delay estimate
+customer support agent ticket escalation priority policy return window exchange warranty
+defect replacement battery screen firmware update device settings bluetooth pairing wifi
+router signal restart error message code timeout latency server region outage status page
+incident report metric dashboard query filter export csv spreadsheet column row table
+schema index migration deploy release version rollback feature flag experiment variant
+cohort retention churn summary translate summarize classify extract entities sentiment
+positive negative neutral tone formal friendly concise detailed bullet points paragraph
+answer question context document section clause contract term renewal notice period
+termination liability compliance privacy data retention consent request deletion
+portability audit log access role permission admin owner member invite team workspace
+project folder file upload size limit quota usage overage discount coupon promotion trial
+expiry reminder email sms push notification preference language timezone calendar meeting
+schedule reschedule cancel confirm booking reservation flight hotel itinerary baggage seat
+upgrade lounge loyalty points balance statement transaction pending cleared dispute
+chargeback merchant category recipe ingredient allergy substitute oven temperature minutes
+serving nutrition calories protein vegetarian vegan gluten dairy symptom dosage
+appointment pharmacy prescription please thanks sorry unfortunately certainly happy help
+assist understand clarify note
+"""
+_WORDS = tuple(_VOCABULARY.split())
 _ACCENTED = ("café", "naïve", "résumé", "Zürich", "São Paulo", "Kraków", "über", "façade")
 
 _APPS = ("support-bot", "docs-qa", "sales-assist")
@@ -95,11 +123,15 @@ def _text(rng: random.Random, chars: int) -> str:
     return " ".join(out)[:target]
 
 
-def make_event(rng: random.Random, event_id: str, now: datetime, app: str | None = None) -> dict:
+def make_event(
+    rng: random.Random, event_id: str, now: datetime, app: str | None = None
+) -> dict[str, object]:
     model, model_version, provider = rng.choice(_MODELS)
     input_text = _text(rng, 600)
     output_text = _text(rng, 700)
-    tags = {k: rng.choice(_TAG_VALUES[k]) for k in rng.sample(sorted(_TAG_VALUES), rng.randint(3, 4))}
+    tags = {
+        k: rng.choice(_TAG_VALUES[k]) for k in rng.sample(sorted(_TAG_VALUES), rng.randint(3, 4))
+    }
     ts = now - timedelta(milliseconds=rng.randrange(3_600_000))
     return {
         "event_id": event_id,
@@ -168,9 +200,7 @@ def cli(*args: str) -> list[str]:
 class Server:
     def __init__(self, data_dir: Path, log_path: Path) -> None:
         self.port = free_port()
-        self.env = {
-            k: v for k, v in os.environ.items() if not k.startswith("PROMPTBLAME_")
-        } | {
+        self.env = {k: v for k, v in os.environ.items() if not k.startswith("PROMPTBLAME_")} | {
             "PROMPTBLAME_DATA_DIR": str(data_dir),
             "PROMPTBLAME_HOST": HOST,
             "PROMPTBLAME_PORT": str(self.port),
@@ -261,19 +291,73 @@ def proc_status(pid: int) -> dict[str, int]:
 
 
 def thread_cpu(pid: int) -> dict[str, float]:
-    """CPU seconds (user + system) of each thread of a process, keyed "name/tid"."""
+    """CPU seconds (user + system) of each thread of a process, keyed "name/tid".
+
+    The main thread (the asyncio event loop of uvicorn) is named "event-loop"; the other Python
+    threads (group-commit writer, which also runs chDB's INSERT, and AnyIO workers) "py-threads";
+    chDB's own threads keep their names (MergeMutate = background merges, ThreadPool = query
+    pipeline threads).
+    """
     tick = os.sysconf("SC_CLK_TCK")
     out: dict[str, float] = {}
-    for tid in os.listdir(f"/proc/{pid}/task"):
+    main_name = ""
+    for tid in sorted(os.listdir(f"/proc/{pid}/task"), key=lambda t: int(t) != pid):
         try:
             with open(f"/proc/{pid}/task/{tid}/stat") as f:
                 stat = f.read()
         except OSError:
             continue
         name = stat[stat.index("(") + 1 : stat.rindex(")")]
+        if int(tid) == pid:
+            main_name, name = name, "event-loop"
+        elif name == main_name:
+            name = "py-threads"
         fields = stat[stat.rindex(")") + 2 :].split()
         out[f"{name}/{tid}"] = (int(fields[11]) + int(fields[12])) / tick
     return out
+
+
+def machine_cpu() -> tuple[float, float]:
+    """(busy, total) CPU seconds of the whole machine since boot, from /proc/stat."""
+    with open("/proc/stat") as f:
+        values = [int(v) for v in f.readline().split()[1:]]
+    tick = os.sysconf("SC_CLK_TCK")
+    idle = values[3] + values[4]  # idle + iowait
+    return (sum(values[:8]) - idle) / tick, sum(values[:8]) / tick
+
+
+def process_cpu() -> float:
+    """CPU seconds of this process, all threads (chDB's own threads included)."""
+    t = os.times()
+    return t.user + t.system
+
+
+def pid_cpu(pid: int) -> float:
+    """CPU seconds (user + system) of another process, all its threads."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def wait_for_quiet(max_wait: float, server_pid: int | None = None, limit: float = 0.15) -> str:
+    """Wait (at most `max_wait` s) until other processes use under `limit` of one core.
+
+    On a shared machine another job's CPU use lowers every figure; the benchmark waits a little
+    for it to pass, then goes ahead regardless and says so in the report.
+    """
+    deadline = time.monotonic() + max_wait
+    while True:
+        m0, own0 = machine_cpu()[0], process_cpu()
+        srv0 = pid_cpu(server_pid) if server_pid else 0.0
+        time.sleep(2)
+        others = machine_cpu()[0] - m0 - (process_cpu() - own0)
+        if server_pid:
+            others -= pid_cpu(server_pid) - srv0
+        others /= 2
+        if others < limit:
+            return f"machine quiet (other processes {others:.0%} of a core)"
+        if time.monotonic() > deadline:
+            return f"machine NOT quiet after {max_wait:.0f} s (other processes {others:.0%})"
 
 
 class RssSampler:
@@ -397,7 +481,7 @@ def percentile(values: list[float], q: float) -> float:
     if not values:
         return float("nan")
     s = sorted(values)
-    return s[min(len(s) - 1, max(0, round(q / 100 * len(s) + 0.5) - 1))]  # nearest rank
+    return s[min(len(s) - 1, max(0, math.ceil(q / 100 * len(s)) - 1))]  # nearest rank
 
 
 def stored_count(port: int, key: str, app: str = "") -> int:
@@ -418,6 +502,7 @@ class DirectResult:
     rows: int
     insert_seconds: float
     inserts: int
+    cpu_seconds: float  # CPU of this process while inside INSERT (robust to other load)
 
     @property
     def rows_per_s(self) -> float:
@@ -434,16 +519,17 @@ def direct_insert(data_dir: Path, bodies: Bodies, seqs: list[int], batch_rows: i
     try:
         store.migrate()
         rows = inserts = 0
-        seconds = 0.0
+        seconds = cpu = 0.0
         pending: list[object] = []
 
         def flush() -> None:
-            nonlocal rows, inserts, seconds
+            nonlocal rows, inserts, seconds, cpu
             table = responses_table(PROJECT, pending, datetime.now(UTC))  # type: ignore[arg-type]
             pending.clear()
-            t0 = time.perf_counter()
+            c0, t0 = process_cpu(), time.perf_counter()
             store.insert("responses", table)
             seconds += time.perf_counter() - t0
+            cpu += process_cpu() - c0
             rows += table.num_rows
             inserts += 1
 
@@ -456,7 +542,7 @@ def direct_insert(data_dir: Path, bodies: Bodies, seqs: list[int], batch_rows: i
         stored = store.count("responses", PROJECT)
         if stored != rows:
             print(f"  !! direct insert: {rows} rows inserted but {stored} stored")
-        return DirectResult(rows, seconds, inserts)
+        return DirectResult(rows, seconds, inserts, cpu)
     finally:
         store.close()
 
@@ -488,11 +574,19 @@ def main() -> None:
     p.add_argument("--direct-batch", type=int, default=10_000, help="rows per direct INSERT")
     p.add_argument("--templates", type=int, default=24, help="distinct pre-serialized bodies")
     p.add_argument("--seed", type=int, default=20261124)
+    p.add_argument(
+        "--wait-quiet",
+        type=float,
+        default=60,
+        help="before each timed phase, wait up to this many seconds for other processes to"
+        " stop using CPU (default 60; 0 = do not wait)",
+    )
     p.add_argument("--keep", action="store_true", help="keep the temp dir (data, server log)")
     p.add_argument(
         "--py-spy",
         metavar="OUT",
-        help="record the server with py-spy during the heavy load (OUT.svg flame graph)",
+        help="py-spy the server during the heavy load: OUT.svg flame graph, OUT.json"
+        " speedscope, else collapsed stacks (--threads --idle)",
     )
     args = p.parse_args()
     if not (1 <= args.clients <= 64 and 0 < args.seconds <= 600 and 1 <= args.batch <= 10_000):
@@ -501,7 +595,11 @@ def main() -> None:
     rng = random.Random(args.seed)
     run = f"{rng.getrandbits(32):08x}"
     tmp = Path(tempfile.mkdtemp(prefix="pb-bench-"))
-    print(f"promptblame ingest benchmark — {os.cpu_count()} CPUs, temp dir {tmp}")
+    load1, load5, _ = os.getloadavg()
+    print(
+        f"promptblame ingest benchmark — {os.cpu_count()} CPUs, load average {load1:.2f}"
+        f" (1 min) {load5:.2f} (5 min), temp dir {tmp}"
+    )
 
     t0 = time.perf_counter()
     heavy = make_bodies(rng, run=run + "h", n=args.templates, batch=args.batch)
@@ -522,6 +620,7 @@ def main() -> None:
         base_rss = proc_status(server.pid)["VmRSS"]
 
         # Light load first (it also warms the server up).
+        print(wait_for_quiet(args.wait_quiet, server.pid))
         warm = run_load(server.port, key, light, seqs, clients=1, seconds=0.5, max_requests=20)
         lite = run_load(
             server.port,
@@ -536,15 +635,20 @@ def main() -> None:
 
         if args.py_spy:
             spy_bin = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
+            fmt = {".svg": "flamegraph", ".json": "speedscope"}.get(Path(args.py_spy).suffix, "raw")
+            spy_cmd = [spy_bin, "record", "-p", str(server.pid), "-o", args.py_spy, "-f", fmt]
+            spy_cmd += ["--threads", "--idle", "--nonblocking", "-r", "50"]
+            spy_cmd += ["-d", str(int(args.seconds))]
             spy = subprocess.Popen(
-                [spy_bin, "record", "-p", str(server.pid), "-o", args.py_spy, "-t"]
-                + ["-d", str(int(args.seconds)), "-r", "50", "--nonblocking"],
+                spy_cmd,
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.DEVNULL,
             )
 
+        print(wait_for_quiet(args.wait_quiet, server.pid))
+        writer0 = writer_metrics(server.port)
         cpu0 = thread_cpu(server.pid)
-        client_cpu0 = time.process_time()
+        client_cpu0, machine0 = process_cpu(), machine_cpu()
         with RssSampler(server.pid) as rss:
             load = run_load(
                 server.port,
@@ -555,21 +659,27 @@ def main() -> None:
                 seconds=args.seconds,
                 max_requests=1_000_000,
             )
-        client_cpu = time.process_time() - client_cpu0
+        client_cpu = process_cpu() - client_cpu0
+        machine1 = machine_cpu()
         cpu1 = thread_cpu(server.pid)
         if spy is not None:
             spy.wait(args.seconds + 60)
 
-        stored = stored_count(server.port, key)
+        try:
+            stored = stored_count(server.port, key)
+        except (OSError, RuntimeError, ValueError) as exc:
+            print(f"  !! could not read the stored count: {exc}")
+            stored = -1
         acked_total = warm.acked_events + lite.acked_events + load.acked_events
         hwm = proc_status(server.pid)["VmHWM"]
-        status, metrics = request(server.port, "GET", "/metrics", key=key)
+        writer1 = writer_metrics(server.port)
     finally:
         if spy is not None and spy.poll() is None:
             spy.terminate()
         server.stop()
     print("server stopped")
 
+    print(wait_for_quiet(args.wait_quiet))
     direct = direct_insert(tmp / "direct-data", heavy, sorted(load.acked_seqs), args.direct_batch)
 
     # ---- figures ----------------------------------------------------------------------------
@@ -579,8 +689,7 @@ def main() -> None:
     peak_rss = max(hwm, rss.peak)
     server_cpu = {k: cpu1[k] - cpu0.get(k, 0.0) for k in cpu1}
     busiest = sorted(server_cpu.items(), key=lambda kv: -kv[1])[:5]
-    inserts = _metric(metrics, "promptblame_write_seconds_count") if status == 200 else 0
-    written = _metric(metrics, "promptblame_write_batch_rows_sum") if status == 200 else 0
+    inserts, written, insert_s = (b - a for a, b in zip(writer0, writer1, strict=True))
 
     print()
     print("=" * 78)
@@ -601,19 +710,38 @@ def main() -> None:
         + ("OK" if stored == acked_total else "MISMATCH")
     )
     print(
-        f"  server: {inserts:,.0f} INSERTs for {written:,.0f} rows since start"
-        f" (mean {written / inserts if inserts else 0:,.0f} rows/INSERT);"
-        f" RSS at start {mib(base_rss)}"
+        f"  group-commit writer: {inserts:,.0f} INSERTs, mean {written / max(1, inserts):,.0f}"
+        f" rows and {ms(insert_s / max(1, inserts))} each, busy {insert_s / load.elapsed:.0%}"
+        f" of the time; server RSS at start {mib(base_rss)}"
     )
     busy_cpu = sum(server_cpu.values())
+    machine_busy = machine1[0] - machine0[0]
+    machine_total = machine1[1] - machine0[1]
+    others = max(0.0, machine_busy - busy_cpu - client_cpu)
     print(
-        f"  CPU during the load: server {busy_cpu / load.elapsed:.0%}, load generator"
-        f" {client_cpu / load.elapsed:.0%} (of {os.cpu_count()} CPUs = {os.cpu_count()}00%);"
-        f" client body prep {ms(load.prep_seconds / max(1, len(load.latencies)))}/request"
+        f"  CPU during the load (100% = one core, {os.cpu_count()} cores): server"
+        f" {busy_cpu / load.elapsed:.0%}, load generator {client_cpu / load.elapsed:.0%},"
+        f" other processes {others / load.elapsed:.0%}, idle"
+        f" {(machine_total - machine_busy) / load.elapsed:.0%}"
     )
+    print(f"  client body prep {ms(load.prep_seconds / max(1, len(load.latencies)))}/request")
+    if others / load.elapsed > 0.1:
+        print("  !! other processes used CPU during the run: the figures are pessimistic")
     print(
         "  busiest server threads: "
         + ", ".join(f"{name.split('/')[0]} {sec / load.elapsed:.0%}" for name, sec in busiest)
+    )
+    by_name: dict[str, float] = {}
+    for name, sec in server_cpu.items():
+        by_name[name.split("/")[0]] = by_name.get(name.split("/")[0], 0.0) + sec
+    per_k = 1000 / max(1, load.acked_events)
+    print(
+        f"  server CPU per 1,000 events: {busy_cpu * per_k * 1000:,.0f} ms ("
+        + ", ".join(
+            f"{name} {sec * per_k * 1000:,.0f}"
+            for name, sec in sorted(by_name.items(), key=lambda kv: -kv[1])[:5]
+        )
+        + ")"
     )
     print(
         f"light load: 1 client x {args.light_batch}-event batches for {lite.elapsed:.1f} s:"
@@ -623,6 +751,7 @@ def main() -> None:
     print(
         f"direct chDB: {direct.rows:,} rows in {direct.inserts} INSERTs of"
         f" {args.direct_batch:,} rows, {direct.insert_seconds:.2f} s inside INSERT"
+        f" ({direct.cpu_seconds:.2f} CPU-s)"
     )
     print("-" * 78)
     rows = [
@@ -634,11 +763,20 @@ def main() -> None:
         ),
         ("p50 request latency", ms(p50), "", None),
         ("p99 request latency", ms(p99), f"<= {ms(TARGET_P99_S)}", p99 <= TARGET_P99_S),
-        ("server peak RSS", mib(peak_rss), f"<= {mib(TARGET_RSS_BYTES)}", peak_rss <= TARGET_RSS_BYTES),
+        (
+            "server peak RSS",
+            mib(peak_rss),
+            f"<= {mib(TARGET_RSS_BYTES)}",
+            peak_rss <= TARGET_RSS_BYTES,
+        ),
         ("direct chDB insert rows/s", f"{direct.rows_per_s:,.0f}", "", None),
         ("ratio server ÷ direct", f"{ratio:.2f}", f">= {TARGET_RATIO}", ratio >= TARGET_RATIO),
-        ("light load p50 / p99", f"{ms(percentile(lite.latencies, 50))} / "
-         f"{ms(percentile(lite.latencies, 99))}", "", None),
+        (
+            "light load p50 / p99",
+            f"{ms(percentile(lite.latencies, 50))} / {ms(percentile(lite.latencies, 99))}",
+            "",
+            None,
+        ),
         ("stored == acknowledged", f"{stored:,} / {acked_total:,}", "equal", stored == acked_total),
     ]
     for name, value, target, ok in rows:
@@ -652,12 +790,29 @@ def main() -> None:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def _metric(text: bytes, name: str) -> float:
-    total = 0.0
-    for line in text.decode().splitlines():
-        if line.startswith(name):
-            total += float(line.rsplit(" ", 1)[1])
-    return total
+def writer_metrics(port: int) -> tuple[float, float, float]:
+    """(INSERTs, rows, seconds inside INSERT) of the group-commit writer so far, from /metrics."""
+    try:
+        status, text = request(port, "GET", "/metrics")
+    except OSError:
+        return (0.0, 0.0, 0.0)
+    totals = dict.fromkeys(
+        (
+            "promptblame_write_seconds_count",
+            "promptblame_write_batch_rows_sum",
+            "promptblame_write_seconds_sum",
+        ),
+        0.0,
+    )
+    for line in text.decode().splitlines() if status == 200 else []:
+        name = line.split("{", 1)[0].split(" ", 1)[0]
+        if name in totals:
+            totals[name] += float(line.rsplit(" ", 1)[1])
+    return (
+        totals["promptblame_write_seconds_count"],
+        totals["promptblame_write_batch_rows_sum"],
+        totals["promptblame_write_seconds_sum"],
+    )
 
 
 if __name__ == "__main__":

@@ -403,21 +403,26 @@ _SCORED_COLUMNS = (
     " r.environment, r.prompt_id, r.prompt_version, r.model, r.model_version, r.provider,"
     " r.experiment, r.variant, r.case_id"
 )
+_RESPONSE_DIMS = (
+    "SELECT project_id, event_id, ts, app, route, environment, prompt_id, prompt_version, model,"
+    " model_version, provider, experiment, variant, case_id FROM responses FINAL"
+)
+_SCORE_COLUMNS = "SELECT project_id, event_id, name, source, value, ts FROM scores FINAL"
 _NEW_SCORES = "SELECT project_id, event_id FROM scores WHERE received_at >= {since:DateTime64(3)}"
 _NEW_RESPONSES = (
     "SELECT project_id, event_id FROM responses WHERE received_at >= {since:DateTime64(3)}"
 )
 _SCORED_FROM_NEW_SCORES = (
     f"INSERT INTO scored SELECT {_SCORED_COLUMNS}"
-    " FROM (SELECT * FROM scores FINAL WHERE received_at >= {since:DateTime64(3)}) AS s"
-    f" INNER JOIN (SELECT * FROM responses FINAL WHERE (project_id, event_id) IN ({_NEW_SCORES}))"
+    f" FROM ({_SCORE_COLUMNS} WHERE received_at >= {{since:DateTime64(3)}}) AS s"
+    f" INNER JOIN ({_RESPONSE_DIMS} WHERE (project_id, event_id) IN ({_NEW_SCORES}))"
     " AS r ON s.project_id = r.project_id AND s.event_id = r.event_id"
 )
 _SCORED_FROM_NEW_RESPONSES = (
     f"INSERT INTO scored SELECT {_SCORED_COLUMNS}"
-    " FROM (SELECT * FROM scores FINAL WHERE received_at < {since:DateTime64(3)}"
+    f" FROM ({_SCORE_COLUMNS} WHERE received_at < {{since:DateTime64(3)}}"
     f"  AND (project_id, event_id) IN ({_NEW_RESPONSES})) AS s"
-    " INNER JOIN (SELECT * FROM responses FINAL WHERE received_at >= {since:DateTime64(3)}) AS r"
+    f" INNER JOIN ({_RESPONSE_DIMS} WHERE received_at >= {{since:DateTime64(3)}}) AS r"
     " ON s.project_id = r.project_id AND s.event_id = r.event_id"
 )
 _VERSION_KEY = "app, prompt_id, prompt_version, model, model_version"

@@ -353,7 +353,7 @@ def wait_for_quiet(max_wait: float, server_pid: int | None = None, limit: float 
         others = machine_cpu()[0] - m0 - (process_cpu() - own0)
         if server_pid:
             others -= pid_cpu(server_pid) - srv0
-        others /= 2
+        others = max(0.0, others / 2)
         if others < limit:
             return f"machine quiet (other processes {others:.0%} of a core)"
         if time.monotonic() > deadline:

@@ -8,13 +8,20 @@ from __future__ import annotations
 
 import zlib
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any, Generic, TypeVar
 
 import pydantic_core
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
 from promptblame.errors import InvalidArgument, MalformedBody, TooLarge
-from promptblame.ingest.contracts import ResponseEvent, ResponsesBatch, ScoreEvent, ScoresBatch
+from promptblame.ingest.contracts import (
+    MAX_FUTURE,
+    ResponseEvent,
+    ResponsesBatch,
+    ScoreEvent,
+    ScoresBatch,
+)
 
 E = TypeVar("E", bound=BaseModel)
 
@@ -59,8 +66,9 @@ _BATCH: dict[str, tuple[type[BaseModel], TypeAdapter[Any]]] = {
 def decode_batch(body: bytes, key: str, *, max_events: int) -> Decoded[Any]:
     """Validate `{"<key>": [event, ...]}`; invalid events are reported by index."""
     batch_model, event_adapter = _BATCH[key]
+    context = {"latest_ts": datetime.now(UTC) + MAX_FUTURE}
     try:
-        batch = batch_model.model_validate_json(body)
+        batch = batch_model.model_validate_json(body, context=context)
         events: list[Any] = getattr(batch, key)
         if len(events) > max_events:
             raise TooLarge(f"{len(events)} {key} in one request; the limit is {max_events}")
@@ -84,7 +92,7 @@ def decode_batch(body: bytes, key: str, *, max_events: int) -> Decoded[Any]:
     out: Decoded[Any] = Decoded([])
     for i, item in enumerate(items):
         try:
-            out.events.append(event_adapter.validate_python(item))
+            out.events.append(event_adapter.validate_python(item, context=context))
         except ValidationError as exc:
             event_id = item.get("event_id") if isinstance(item, dict) else None
             out.rejected.append(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Sequence
 from datetime import datetime
 
@@ -10,23 +11,32 @@ import pyarrow as pa
 from promptblame.ingest.contracts import ResponseEvent, ScoreEvent
 from promptblame.store.schema import RESPONSES_ARROW, SCORES_ARROW
 
+_FIELDS = [f for f in RESPONSES_ARROW if f.name not in ("project_id", "received_at", "tags")]
+_GET = operator.attrgetter(*(f.name for f in _FIELDS))
+
 
 def responses_table(
     project_id: str, events: Sequence[ResponseEvent], received_at: datetime
 ) -> pa.Table:
     n = len(events)
-    cols: list[pa.Array] = []
+    # one C-level transpose instead of a getattr loop per column (the ingest hot path)
+    cols = (
+        dict(zip((f.name for f in _FIELDS), zip(*map(_GET, events), strict=True), strict=True))
+        if events
+        else {}
+    )
+    arrays: list[pa.Array] = []
     for f in RESPONSES_ARROW:
         if f.name == "project_id":
-            values: list[object] = [project_id] * n
+            values: Sequence[object] = [project_id] * n
         elif f.name == "received_at":
             values = [received_at] * n
         elif f.name == "tags":
-            values = [list(e.tags.items()) for e in events]
+            values = [e.tags for e in events]  # pyarrow maps take dicts
         else:
-            values = [getattr(e, f.name) for e in events]
-        cols.append(pa.array(values, type=f.type))
-    return pa.Table.from_arrays(cols, schema=RESPONSES_ARROW)
+            values = cols.get(f.name, ())
+        arrays.append(pa.array(values, type=f.type))
+    return pa.Table.from_arrays(arrays, schema=RESPONSES_ARROW)
 
 
 def scores_table(project_id: str, scores: Sequence[ScoreEvent], received_at: datetime) -> pa.Table:

@@ -67,9 +67,10 @@ class EmbeddedStore(Store):
                 raise _translate(exc) from exc
 
     def _insert(self, table: str, data: pa.Table) -> None:
-        cols = ", ".join(data.column_names)
         # chDB's Python() table function reads the local variable named `data` by reference.
-        sql = f"INSERT INTO {table} ({cols}) SELECT {cols} FROM Python(data)"
+        # The arrow layout is the table's column order (schema.INSERTABLE), so no column list;
+        # one thread: a batch this size gains nothing from a parallel pipeline's set-up.
+        sql = f"INSERT INTO {table} SELECT * FROM Python(data) SETTINGS max_threads = 1"
         with self._write_lock:
             try:
                 self._write.query(sql, "Null")

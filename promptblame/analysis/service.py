@@ -121,16 +121,12 @@ def compare_groups(store: Store, project_id: str, spec: CompareSpec) -> Answer:
                 welch = cmp.welch(
                     a=ma, b=mb, alpha=spec.alpha, effect_of_interest=spec.effect_of_interest
                 )
-                result = _with_why(welch, f"auto: {why}")
+                result = replace(welch, why=f"auto: {why}")
 
     answer = Answer(spec.metric, source, result, warnings)
     if spec.sequential:
         answer.sequential = asdict(always_valid(a=ma, b=mb, alpha=spec.alpha))
     return answer
-
-
-def _with_why(result: cmp.Comparison, why: str) -> cmp.Comparison:
-    return replace(result, why=why)
 
 
 def _paired(store: Store, project_id: str, spec: CompareSpec, source: str) -> Answer:
@@ -174,7 +170,7 @@ class ExperimentSpec:
 def experiment_report(store: Store, project_id: str, spec: ExperimentSpec) -> dict[str, Any]:
     """Every arm vs control on every metric, p-values corrected (Holm and BH) over the whole
     family, plus a sample-ratio-mismatch check of the arms' traffic."""
-    scope = _replace_filter(spec.base, experiment=spec.experiment)
+    scope = replace(spec.base, experiment=spec.experiment)
     counts = store.group_counts(project_id, scope, by="variant")
     if not counts:
         return {"experiment": spec.experiment, "arms": {}, "reason": "no_data", "results": []}
@@ -200,8 +196,8 @@ def experiment_report(store: Store, project_id: str, spec: ExperimentSpec) -> di
                 CompareSpec(
                     metric=metric,
                     source=spec.source,
-                    a=_replace_filter(scope, variant=control),
-                    b=_replace_filter(scope, variant=arm),
+                    a=replace(scope, variant=control),
+                    b=replace(scope, variant=arm),
                     alpha=spec.alpha,
                     sequential=spec.sequential,
                 ),
@@ -233,10 +229,6 @@ def experiment_report(store: Store, project_id: str, spec: ExperimentSpec) -> di
         },
         "results": results,
     }
-
-
-def _replace_filter(f: ResponseFilter, **changes: Any) -> ResponseFilter:
-    return replace(f, **changes)
 
 
 # -- series --------------------------------------------------------------------------------

@@ -176,6 +176,21 @@ def _finite_pairs(
     return x[keep], y[keep], int(x.size - np.count_nonzero(keep))
 
 
+def _paired_input(
+    a: Sequence[float] | FloatArray, b: Sequence[float] | FloatArray, base: Comparison
+) -> Comparison | tuple[Comparison, FloatArray, FloatArray]:
+    """Aligned finite pairs and `base` carrying their count, or the finished result (with its
+    reason) when there are none to test."""
+    pairs = _finite_pairs(a, b)
+    if pairs is None:
+        return replace(base, reason="length_mismatch")
+    x, y, dropped = pairs
+    base = replace(base, n_a=int(x.size), n_b=int(x.size), warnings=tuple(_dropped(dropped)))
+    if x.size == 0:
+        return replace(base, reason="no_data")
+    return base, x, y
+
+
 def _cap(
     x: FloatArray, y: FloatArray, *, max_n: int, seed: int
 ) -> tuple[FloatArray, FloatArray, list[str]]:
@@ -754,22 +769,22 @@ def paired_t(
     the covariance of the two means. Power/MDE: noncentral t, df = n − 1 (exact, as
     statsmodels TTestPower)."""
     _check_alpha(alpha)
-    pairs = _finite_pairs(a, b)
-    base = Comparison(
-        test="paired_t",
-        why="paired t-test: same cases under both versions, tests the mean per-case change",
-        alpha=alpha,
-        n_a=len(a),
-        n_b=len(b),
-        effect_kind="mean_of_differences",
+    start = _paired_input(
+        a,
+        b,
+        Comparison(
+            test="paired_t",
+            why="paired t-test: same cases under both versions, tests the mean per-case change",
+            alpha=alpha,
+            n_a=len(a),
+            n_b=len(b),
+            effect_kind="mean_of_differences",
+        ),
     )
-    if pairs is None:
-        return replace(base, reason="length_mismatch")
-    x, y, dropped = pairs
+    if isinstance(start, Comparison):
+        return start
+    base, x, y = start
     n = int(x.size)
-    base = replace(base, n_a=n, n_b=n, warnings=tuple(_dropped(dropped)))
-    if n == 0:
-        return replace(base, reason="no_data")
     mean_a, mean_b = float(x.mean()), float(y.mean())
     d = y - x
     base = replace(base, estimate_a=mean_a, estimate_b=mean_b, effect=float(d.mean()))
@@ -827,23 +842,23 @@ def wilcoxon(
     estimate_a/b are the medians. No relative effect, power or MDE.
     """
     _check_alpha(alpha)
-    pairs = _finite_pairs(a, b)
-    base = Comparison(
-        test="wilcoxon_signed_rank",
-        why="Wilcoxon signed-rank: same cases under both versions, rank-based",
-        alpha=alpha,
-        n_a=len(a),
-        n_b=len(b),
-        effect_kind="pseudomedian_of_differences",
+    start = _paired_input(
+        a,
+        b,
+        Comparison(
+            test="wilcoxon_signed_rank",
+            why="Wilcoxon signed-rank: same cases under both versions, rank-based",
+            alpha=alpha,
+            n_a=len(a),
+            n_b=len(b),
+            effect_kind="pseudomedian_of_differences",
+        ),
     )
-    if pairs is None:
-        return replace(base, reason="length_mismatch")
-    x, y, dropped = pairs
+    if isinstance(start, Comparison):
+        return start
+    base, x, y = start
     n = int(x.size)
-    warns = _dropped(dropped)
-    base = replace(base, n_a=n, n_b=n, warnings=tuple(warns))
-    if n == 0:
-        return replace(base, reason="no_data")
+    warns = list(base.warnings)
     base = replace(base, estimate_a=float(np.median(x)), estimate_b=float(np.median(y)))
     d = np.sort(y - x)
     if n < 2:

@@ -56,7 +56,9 @@ class Store(ABC):
     """One door to ClickHouse. Thread-safe; `kind` names the transport."""
 
     kind: str = "abstract"
-    _materialize_lock = threading.Lock()
+
+    def __init__(self) -> None:
+        self._materialize_lock = threading.Lock()  # one scored-table job run at a time
 
     # -- transport -------------------------------------------------------------------------
     @abstractmethod

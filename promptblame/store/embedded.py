@@ -36,6 +36,7 @@ class EmbeddedStore(Store):
     kind = "embedded"
 
     def __init__(self, data_dir: Path, database: str = "promptblame") -> None:
+        super().__init__()
         self.data_dir = Path(data_dir).resolve()
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.database = database

@@ -18,6 +18,7 @@ class ServerStore(Store):
     kind = "server"
 
     def __init__(self, url: str, database: str = "promptblame", **client_kwargs: Any) -> None:
+        super().__init__()
         u = urlparse(url)
         self.database = database
         conn = dict(

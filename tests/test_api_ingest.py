@@ -67,6 +67,23 @@ def test_invalid_events_are_rejected_by_index_with_field_and_reason_and_the_rest
     assert embedded_store.count("responses", "acme") == 2
 
 
+def test_text_that_is_not_valid_unicode_is_kept_with_replacement_characters(
+    client, key, embedded_store
+):
+    garbled = json.dumps({"responses": [event(0), event(1)]}).replace(
+        "answer 1 ", "answer 1 \\udc80 \\ud83d\\ude00 "
+    )
+    raw = garbled.encode().replace(b"answer 0 ", b"answer 0 \xff\xfe ")
+    r = post(client, key, "/v1/responses", raw)
+    assert r.status_code == 200, r.text
+    outputs = {
+        x["event_id"]: x["output"]
+        for x in embedded_store.list_responses("acme", ResponseFilter(), limit=10)
+    }
+    assert outputs["evt-1"].startswith("answer 1 \ufffd \U0001f600 ")
+    assert outputs["evt-0"].startswith("answer 0 \ufffd\ufffd ")
+
+
 def test_timestamps_in_the_far_future_or_before_2000_are_refused_with_the_reason(client, key):
     items = [event(0, ts="2999-01-01T00:00:00Z"), event(1, ts=946_684_700)]
     r = post(client, key, "/v1/responses", body("responses", items))

@@ -6,6 +6,8 @@ re-validate event by event, so one bad record costs its batch nothing but its ow
 
 from __future__ import annotations
 
+import json
+import re
 import zlib
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -57,6 +59,37 @@ def error_list(exc: ValidationError, *, strip: int = 0) -> list[dict[str, str]]:
     ]
 
 
+def _lenient_json(body: bytes) -> Any:
+    """Parse JSON that may hold text that is not valid Unicode.
+
+    LLM output can carry lone UTF-16 surrogates (`"\\udc80"`, legal JSON syntax) or raw
+    invalid UTF-8; neither can be stored as UTF-8. Instead of refusing the whole batch for one
+    garbled response, such code units become U+FFFD (as browsers do) and the rest is kept.
+    """
+    try:
+        return pydantic_core.from_json(body)
+    except ValueError as exc:
+        strict_error = exc
+    try:
+        doc = json.loads(body.decode("utf-8", errors="replace"))
+    except ValueError:
+        raise MalformedBody(f"body is not valid JSON: {strict_error}") from None
+    return _replace_surrogates(doc)
+
+
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")  # json.loads has already joined valid pairs
+
+
+def _replace_surrogates(v: Any) -> Any:
+    if isinstance(v, str):
+        return _LONE_SURROGATE.sub("\ufffd", v)
+    if isinstance(v, list):
+        return [_replace_surrogates(x) for x in v]
+    if isinstance(v, dict):
+        return {_replace_surrogates(k): _replace_surrogates(x) for k, x in v.items()}
+    return v
+
+
 _BATCH: dict[str, tuple[type[BaseModel], TypeAdapter[Any]]] = {
     "responses": (ResponsesBatch, TypeAdapter(ResponseEvent)),
     "scores": (ScoresBatch, TypeAdapter(ScoreEvent)),
@@ -76,10 +109,7 @@ def decode_batch(body: bytes, key: str, *, max_events: int) -> Decoded[Any]:
     except ValidationError:
         pass  # some event is invalid (or the body is not JSON): sort it out below
 
-    try:
-        doc = pydantic_core.from_json(body)
-    except ValueError as exc:
-        raise MalformedBody(f"body is not valid JSON: {exc}") from None
+    doc = _lenient_json(body)
     if not isinstance(doc, dict) or not isinstance(doc.get(key), list):
         raise InvalidArgument(key, f'the body must be a JSON object {{"{key}": [...]}}')
     extra = sorted(set(doc) - {key})

@@ -23,11 +23,14 @@ router = APIRouter(prefix="/v1", tags=["ingest"])
 _STATUS_OF = {"stored": 200, "partial": 207, "none": 422}
 
 
-async def read_body(request: Request, limit: int) -> bytes:
-    """The JSON body, gunzipped, never more than `limit` bytes held (413 past it)."""
+async def read_body(
+    request: Request, limit: int, content_types: tuple[str, ...] = ("application/json",)
+) -> bytes:
+    """The body, gunzipped, never more than `limit` bytes held (413 past it)."""
     ctype = request.headers.get("content-type", "")
-    if ctype.split(";")[0].strip().lower() != "application/json":
-        raise UnsupportedMedia(f"Content-Type must be application/json, not {ctype!r}")
+    if ctype.split(";")[0].strip().lower() not in content_types:
+        allowed = " or ".join(content_types)
+        raise UnsupportedMedia(f"Content-Type must be {allowed}, not {ctype!r}")
     encoding = request.headers.get("content-encoding", "identity").strip().lower()
     if encoding not in ("identity", "gzip"):
         raise UnsupportedMedia(f"Content-Encoding must be gzip or absent, not {encoding!r}")

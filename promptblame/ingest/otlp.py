@@ -1,0 +1,548 @@
+"""OTLP trace export → response events: decoding and the attribute mapping (no HTTP here).
+
+Apps that already trace their LLM calls with OpenTelemetry should not need a second logging
+path, so `POST /v1/traces` takes the spans that GenAI instrumentations emit and keeps the LLM
+calls among them. Three attribute conventions are read, first match wins (the table in the
+README lists every attribute):
+
+- OpenTelemetry GenAI semantic conventions (`gen_ai.*`, incl. the older `prompt_tokens` names,
+  `gen_ai.input.messages` / `gen_ai.output.messages` and the message span events);
+- OpenInference (`openinference.span.kind` = LLM, `llm.*`, `input.value` / `output.value`);
+- OpenLLMetry / Traceloop (`gen_ai.prompt.N.*`, `gen_ai.completion.N.*`, `llm.request.type`,
+  `traceloop.*`); plus Langfuse's prompt link (`langfuse.observation.prompt.name/version`).
+
+Our own `promptblame.*` attributes (span or resource) win over all of them, because they are
+what attribution groups by. The event id is `otel:<trace id>:<span id>`, so an exporter retry
+of the same spans replaces rather than adds rows.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from google.protobuf import json_format
+from google.protobuf.message import DecodeError
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
+from opentelemetry.proto.trace.v1.trace_pb2 import Span, Status
+from pydantic import TypeAdapter, ValidationError
+
+from promptblame.errors import MalformedBody, TooLarge
+from promptblame.ingest.contracts import MAX_FUTURE, ResponseEvent
+from promptblame.ingest.decode import error_list
+
+# Operations that carry gen_ai.* attributes but are not one model response: embeddings and
+# tools have no answer to score, and agent spans wrap the chat spans that are logged anyway.
+NON_LLM_OPERATIONS = frozenset(
+    {"embeddings", "embedding", "execute_tool", "create_agent", "invoke_agent", "rerank"}
+)
+# Any of these on a span marks it as an LLM call (unless its operation/kind says otherwise).
+LLM_MARKERS = (
+    "gen_ai.request.model",
+    "gen_ai.response.model",
+    "gen_ai.system",
+    "gen_ai.provider.name",
+    "gen_ai.operation.name",
+    "llm.request.type",
+    "llm.model_name",
+    "gen_ai.prompt.0.content",
+)
+
+_PROMPT_ID = (
+    "promptblame.prompt.id",
+    "traceloop.prompt.key",
+    "langfuse.observation.prompt.name",
+    "langfuse.prompt.name",
+)
+_PROMPT_VERSION = (
+    "promptblame.prompt.version",
+    "llm.prompt_template.version",
+    "traceloop.prompt.version",
+    "langfuse.observation.prompt.version",
+    "langfuse.prompt.version",
+)
+_PROVIDER = ("gen_ai.provider.name", "gen_ai.system", "llm.provider", "llm.system")
+_INPUT_TOKENS = (
+    "gen_ai.usage.input_tokens",
+    "gen_ai.usage.prompt_tokens",
+    "llm.token_count.prompt",
+    "llm.usage.prompt_tokens",
+)
+_OUTPUT_TOKENS = (
+    "gen_ai.usage.output_tokens",
+    "gen_ai.usage.completion_tokens",
+    "llm.token_count.completion",
+    "llm.usage.completion_tokens",
+)
+_ENVIRONMENT = (
+    "promptblame.environment",
+    "deployment.environment.name",
+    "deployment.environment",
+    "langfuse.environment",
+)
+_USER = ("promptblame.user_id", "user.id", "enduser.id", "langfuse.user.id")
+_SESSION = (
+    "promptblame.session_id",
+    "session.id",
+    "gen_ai.conversation.id",
+    "langfuse.session.id",
+)
+_NAMES: dict[str, tuple[str, ...]] = {  # short string fields
+    "prompt_id": _PROMPT_ID,
+    "prompt_version": _PROMPT_VERSION,
+    "provider": _PROVIDER,
+    "environment": _ENVIRONMENT,
+    "user_id": _USER,
+    "session_id": _SESSION,
+}
+_TOKENS: dict[str, tuple[str, ...]] = {
+    "input_tokens": _INPUT_TOKENS,
+    "output_tokens": _OUTPUT_TOKENS,
+}
+_SIMPLE: dict[str, tuple[str, ...]] = {  # values passed through for pydantic to check
+    "route": ("promptblame.route",),
+    "experiment": ("promptblame.experiment",),
+    "variant": ("promptblame.variant",),
+    "case_id": ("promptblame.case_id",),
+    "cost_usd": ("promptblame.cost_usd", "gen_ai.usage.cost"),
+}
+# Small attributes worth keeping as tags (tag name ← attribute).
+_TAG_ATTRS = {
+    "gen_ai.operation.name": "operation",
+    "gen_ai.response.id": "response_id",
+    "gen_ai.response.finish_reasons": "finish_reasons",
+    "gen_ai.agent.name": "agent",
+    "llm.request.type": "request_type",
+    "llm.usage.total_tokens": "total_tokens",
+    "llm.token_count.total": "total_tokens",
+    "traceloop.workflow.name": "workflow",
+    "traceloop.entity.name": "entity",
+    "traceloop.prompt.version_name": "prompt_version_name",
+    "service.version": "service_version",
+}
+_TAG_PREFIXES = ("promptblame.tags.", "traceloop.association.properties.")
+MAX_TAGS = 64
+MAX_TAG_VALUE = 4096
+MAX_TEXT = 2_000_000
+MAX_NAME = 256
+
+_EVENTS = TypeAdapter(list[ResponseEvent])
+
+
+@dataclass
+class Mapped:
+    """What one export request yields: valid events, per-span rejections, skipped spans."""
+
+    events: list[ResponseEvent] = field(default_factory=list)
+    rejected: list[str] = field(default_factory=list)
+    skipped: int = 0
+
+    def error_message(self, limit: int = 5) -> str:
+        if not self.rejected:
+            return ""
+        shown = "; ".join(self.rejected[:limit])
+        more = len(self.rejected) - limit
+        return f"{len(self.rejected)} LLM span(s) rejected: {shown}" + (
+            f"; and {more} more" if more > 0 else ""
+        )
+
+
+# ---------------------------------------------------------------------------------------------
+# Decoding
+# ---------------------------------------------------------------------------------------------
+
+
+def decode_protobuf(body: bytes) -> ExportTraceServiceRequest:
+    req = ExportTraceServiceRequest()
+    try:
+        req.ParseFromString(body)
+    except DecodeError as exc:
+        raise MalformedBody(f"not an OTLP ExportTraceServiceRequest (protobuf): {exc}") from None
+    return req
+
+
+_ID_KEYS = frozenset({"traceId", "trace_id", "spanId", "span_id", "parentSpanId", "parent_span_id"})
+
+
+def decode_json(body: bytes) -> ExportTraceServiceRequest:
+    """OTLP/JSON: like protobuf's JSON mapping except that trace/span ids are hex, not base64."""
+    try:
+        doc = json.loads(body)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise MalformedBody(f"body is not JSON: {exc}") from None
+    if not isinstance(doc, dict):
+        raise MalformedBody("OTLP/JSON body must be an object with resourceSpans")
+    _hex_ids_to_base64(doc)
+    req = ExportTraceServiceRequest()
+    try:
+        json_format.ParseDict(doc, req, ignore_unknown_fields=True)
+    except json_format.ParseError as exc:
+        raise MalformedBody(f"not an OTLP ExportTraceServiceRequest (JSON): {exc}") from None
+    return req
+
+
+def _hex_ids_to_base64(node: Any) -> None:
+    """Rewrite hex ids in place. Ids that are not hex become empty: that span is then
+    rejected by the mapping (with the field named) instead of failing the whole request."""
+    if isinstance(node, dict):
+        for k, v in node.items():
+            if k in _ID_KEYS and isinstance(v, str):
+                try:
+                    raw = bytes.fromhex(v)
+                except ValueError:
+                    raw = b""
+                node[k] = base64.b64encode(raw).decode()
+            elif isinstance(v, dict | list):
+                _hex_ids_to_base64(v)
+    elif isinstance(node, list):
+        for v in node:
+            _hex_ids_to_base64(v)
+
+
+# ---------------------------------------------------------------------------------------------
+# Mapping
+# ---------------------------------------------------------------------------------------------
+
+
+def _value(v: AnyValue) -> Any:
+    kind = v.WhichOneof("value")
+    if kind == "string_value":
+        return v.string_value
+    if kind == "int_value":
+        return v.int_value
+    if kind == "double_value":
+        return v.double_value
+    if kind == "bool_value":
+        return v.bool_value
+    if kind == "array_value":
+        return [_value(x) for x in v.array_value.values]
+    if kind == "kvlist_value":
+        return _attrs(v.kvlist_value.values)
+    if kind == "bytes_value":
+        return v.bytes_value.hex()
+    return None
+
+
+def _attrs(kvs: Iterable[KeyValue]) -> dict[str, Any]:
+    return {kv.key: _value(kv.value) for kv in kvs}
+
+
+def _first(attrs: dict[str, Any], keys: Iterable[str]) -> tuple[str, Any] | None:
+    for k in keys:
+        v = attrs.get(k)
+        if v is not None and v != "":
+            return k, v
+    return None
+
+
+def is_llm_span(attrs: dict[str, Any]) -> bool:
+    kind = attrs.get("openinference.span.kind")
+    if kind is not None:
+        return str(kind).upper() == "LLM"
+    op = attrs.get("gen_ai.operation.name") or attrs.get("llm.request.type")
+    if op is not None and str(op).lower() in NON_LLM_OPERATIONS:
+        return False
+    return any(k in attrs for k in LLM_MARKERS)
+
+
+def iter_spans(
+    req: ExportTraceServiceRequest,
+) -> Iterator[tuple[dict[str, Any], Span]]:
+    for rs in req.resource_spans:
+        resource = _attrs(rs.resource.attributes)
+        for ss in rs.scope_spans:
+            for span in ss.spans:
+                yield resource, span
+
+
+def map_request(req: ExportTraceServiceRequest, *, max_events: int | None = None) -> Mapped:
+    """Every span of the request: LLM spans → validated events, the rest counted as skipped."""
+    out = Mapped()
+    candidates: list[dict[str, Any]] = []
+    sources: list[tuple[str, dict[str, str]]] = []
+    for resource, span in iter_spans(req):
+        attrs = _attrs(span.attributes)
+        if not is_llm_span(attrs):
+            out.skipped += 1
+            continue
+        label = f"span {span.span_id.hex() or '?'}"
+        try:
+            event, src = span_to_event(span, attrs, resource)
+        except ValueError as exc:
+            out.rejected.append(f"{label}: {exc}")
+            continue
+        candidates.append(event)
+        sources.append((label, src))
+    if max_events is not None and len(candidates) > max_events:
+        raise TooLarge(f"{len(candidates)} LLM spans in one request; the limit is {max_events}")
+    context = {"latest_ts": datetime.now(UTC) + MAX_FUTURE}
+    try:  # fast path: one validation pass for the whole batch
+        out.events = _EVENTS.validate_python(candidates, context=context)
+        return out
+    except ValidationError:
+        pass
+    for event, (label, src) in zip(candidates, sources, strict=True):
+        try:
+            out.events.append(ResponseEvent.model_validate(event, context=context))
+        except ValidationError as exc:
+            problems = [
+                f"{e['field']}"
+                + (f" (from {src[e['field']]})" if e["field"] in src else "")
+                + f": {e['message']}"
+                for e in error_list(exc)
+            ]
+            out.rejected.append(f"{label}: " + ", ".join(problems))
+    return out
+
+
+def span_to_event(
+    span: Span, attrs: dict[str, Any], resource: dict[str, Any]
+) -> tuple[dict[str, Any], dict[str, str]]:
+    """The event dict for one LLM span, and which attribute each field came from.
+
+    Raises ValueError (naming the field) for what pydantic cannot say better itself.
+    """
+    if len(span.trace_id) != 16 or not any(span.trace_id):
+        raise ValueError("trace_id: must be 16 bytes (32 hex digits), not all zero")
+    if len(span.span_id) != 8 or not any(span.span_id):
+        raise ValueError("span_id: must be 8 bytes (16 hex digits), not all zero")
+    trace_hex, span_hex = span.trace_id.hex(), span.span_id.hex()
+    both = {**resource, **attrs}  # span attributes win over resource attributes
+    events = [(e.name, _attrs(e.attributes)) for e in span.events]
+    src: dict[str, str] = {}
+
+    def pick(name: str, keys: Iterable[str], where: dict[str, Any] = both) -> Any:
+        hit = _first(where, keys)
+        if hit is None:
+            return None
+        src[name] = hit[0]
+        return hit[1]
+
+    request_model = pick("model", ("gen_ai.request.model", "llm.request.model"), attrs)
+    response_model = pick(
+        "model", ("gen_ai.response.model", "llm.model_name", "llm.response.model"), attrs
+    )
+    model = response_model or request_model
+    if model is None:
+        raise ValueError(
+            "model: no gen_ai.response.model, gen_ai.request.model or llm.model_name attribute"
+        )
+    e: dict[str, Any] = {
+        "event_id": f"otel:{trace_hex}:{span_hex}",
+        "ts": datetime.fromtimestamp(span.start_time_unix_nano / 1e9, UTC),
+        "app": _name(pick("app", ("promptblame.app",)) or resource.get("service.name"))
+        or "unknown_service",
+        "model": _name(model),
+        "model_version": _name(model),
+        "trace_id": trace_hex,
+        "span_id": span_hex,
+        "latency_ms": (span.end_time_unix_nano - span.start_time_unix_nano) / 1e6,
+    }
+    if "app" not in src and resource.get("service.name"):
+        src["app"] = "service.name"
+    for name, keys in _NAMES.items():
+        v = pick(name, keys)
+        if v is not None:
+            e[name] = _name(v)
+    for name, keys in _SIMPLE.items():
+        v = pick(name, keys)
+        if v is not None:
+            e[name] = v
+    for name, keys in _TOKENS.items():
+        v = pick(name, keys, attrs)
+        if v is not None:
+            e[name] = v
+    assoc = "traceloop.association.properties."
+    for field_name, key in (("user_id", "user_id"), ("session_id", "session_id")):
+        if field_name not in e and both.get(assoc + key):
+            e[field_name] = _name(both[assoc + key])
+
+    text_in = input_text(attrs, events)
+    text_out = output_text(attrs, events)
+    if text_in:
+        e["input"] = text_in[:MAX_TEXT]
+    if text_out:
+        e["output"] = text_out[:MAX_TEXT]
+
+    if span.status.code == Status.STATUS_CODE_ERROR:
+        e["status"] = "error"
+        err = attrs.get("error.type") or _exception_type(events) or span.status.message
+        e["error_type"] = _name(err or "error")
+    tags = _tags(both, span.name)
+    if tags:
+        e["tags"] = tags
+    return e, src
+
+
+def _name(v: Any) -> str:
+    """A short string field: ints and floats as text, long values cut to the column's limit."""
+    return str(v)[:MAX_NAME]
+
+
+def _exception_type(events: list[tuple[str, dict[str, Any]]]) -> str | None:
+    for name, a in events:
+        if name == "exception" and a.get("exception.type"):
+            return str(a["exception.type"])
+    return None
+
+
+def _tags(attrs: dict[str, Any], span_name: str) -> dict[str, str]:
+    tags: dict[str, str] = {"span_name": span_name[:MAX_TAG_VALUE]} if span_name else {}
+    for key, tag in _TAG_ATTRS.items():
+        v = attrs.get(key)
+        if v is not None and v != "" and tag not in tags:
+            tags[tag] = _tag_value(v)
+    for key, v in attrs.items():
+        if len(tags) >= MAX_TAGS:
+            break
+        for prefix in _TAG_PREFIXES:
+            if key.startswith(prefix) and len(key) > len(prefix):
+                tags[key[len(prefix) :][:MAX_NAME]] = _tag_value(v)
+    return tags
+
+
+def _tag_value(v: Any) -> str:
+    s = ",".join(map(str, v)) if isinstance(v, list) else str(v)
+    return s[:MAX_TAG_VALUE]
+
+
+# ---------------------------------------------------------------------------------------------
+# Message text
+# ---------------------------------------------------------------------------------------------
+
+
+def _render(messages: list[tuple[str, str]]) -> str:
+    """One message: its text. Several: `role: text` per message, so a reader sees the turns."""
+    messages = [(r, t) for r, t in messages if t]
+    if len(messages) == 1:
+        return messages[0][1]
+    return "\n".join(f"{r}: {t}" if r else t for r, t in messages)
+
+
+def _content_text(content: Any) -> str:
+    """Message content as text: a string, or the text parts of a list of parts."""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        return "\n".join(t for t in (_content_text(p) for p in content) if t)
+    if isinstance(content, dict):
+        for k in ("content", "text", "value"):
+            if k in content:
+                return _content_text(content[k])
+    return ""
+
+
+def _json_messages(raw: Any) -> list[tuple[str, str]]:
+    """GenAI `gen_ai.input.messages` / `gen_ai.output.messages`: JSON list of
+    {role, parts: [{type: text, content}]} (also accepts {role, content})."""
+    try:
+        doc = json.loads(raw) if isinstance(raw, str) else raw
+    except ValueError:
+        return [("", str(raw))]
+    if isinstance(doc, dict):
+        doc = [doc]
+    if not isinstance(doc, list):
+        return [("", str(doc))]
+    out = []
+    for m in doc:
+        if isinstance(m, dict):
+            body = m.get("parts", m.get("content", m.get("message", "")))
+            out.append((str(m.get("role", "")), _content_text(body)))
+        else:
+            out.append(("", _content_text(m)))
+    return out
+
+
+def _indexed(attrs: dict[str, Any], prefix: str, role: str, content: str) -> list[tuple[str, str]]:
+    """Flattened lists: `<prefix>.0.<role>`, `<prefix>.0.<content>`, `<prefix>.1...`."""
+    out = []
+    i = 0
+    while True:
+        c = attrs.get(f"{prefix}.{i}.{content}")
+        r = attrs.get(f"{prefix}.{i}.{role}")
+        if c is None and r is None:
+            break
+        out.append((str(r or ""), _content_text(c) if c is not None else ""))
+        i += 1
+    return out
+
+
+_INPUT_EVENTS = {
+    "gen_ai.system.message": "system",
+    "gen_ai.user.message": "user",
+    "gen_ai.assistant.message": "assistant",
+    "gen_ai.tool.message": "tool",
+}
+
+
+def input_text(attrs: dict[str, Any], events: list[tuple[str, dict[str, Any]]]) -> str:
+    if "gen_ai.input.messages" in attrs:
+        return _render(_json_messages(attrs["gen_ai.input.messages"]))
+    for prefix, role, content in (
+        ("llm.input_messages", "message.role", "message.content"),  # OpenInference
+        ("gen_ai.prompt", "role", "content"),  # OpenLLMetry
+    ):
+        msgs = _indexed(attrs, prefix, role, content)
+        if msgs:
+            return _render(msgs)
+    if attrs.get("input.value"):
+        return str(attrs["input.value"])
+    msgs = []
+    for name, a in events:
+        if name == "gen_ai.content.prompt" and "gen_ai.prompt" in a:
+            return _render(_json_messages(a["gen_ai.prompt"]))
+        if name == "gen_ai.client.inference.operation.details" and "gen_ai.input.messages" in a:
+            return _render(_json_messages(a["gen_ai.input.messages"]))
+        if name in _INPUT_EVENTS:
+            msgs.append((_INPUT_EVENTS[name], _event_content(a)))
+    if msgs:
+        return _render(msgs)
+    return _content_text(attrs.get("gen_ai.prompt", ""))
+
+
+def output_text(attrs: dict[str, Any], events: list[tuple[str, dict[str, Any]]]) -> str:
+    if "gen_ai.output.messages" in attrs:
+        return _render(_json_messages(attrs["gen_ai.output.messages"]))
+    for prefix, role, content in (
+        ("llm.output_messages", "message.role", "message.content"),
+        ("gen_ai.completion", "role", "content"),
+    ):
+        msgs = _indexed(attrs, prefix, role, content)
+        if msgs:
+            return "\n".join(t for _, t in msgs if t)
+    if attrs.get("output.value"):
+        return str(attrs["output.value"])
+    outs = []
+    for name, a in events:
+        if name == "gen_ai.content.completion" and "gen_ai.completion" in a:
+            return "\n".join(t for _, t in _json_messages(a["gen_ai.completion"]) if t)
+        if name == "gen_ai.client.inference.operation.details" and "gen_ai.output.messages" in a:
+            return "\n".join(t for _, t in _json_messages(a["gen_ai.output.messages"]) if t)
+        if name == "gen_ai.choice":
+            outs.append(_event_content(a))
+    if outs:
+        return "\n".join(t for t in outs if t)
+    return _content_text(attrs.get("gen_ai.completion", ""))
+
+
+def _event_content(a: dict[str, Any]) -> str:
+    """Message events carry their body as JSON in `gen_ai.event.content` (Azure SDKs and
+    others) or as plain `content` / `message` attributes."""
+    raw = a.get("gen_ai.event.content")
+    if raw is not None:
+        try:
+            body = json.loads(raw) if isinstance(raw, str) else raw
+        except ValueError:
+            return str(raw)
+        if isinstance(body, dict) and "message" in body:
+            return _content_text(body["message"])
+        return _content_text(body)
+    for k in ("content", "message", "gen_ai.message.content"):
+        if k in a:
+            return _content_text(a[k])
+    return ""

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 
 class PromptblameError(Exception):
     """Base of every domain error."""
@@ -54,3 +56,24 @@ class Unauthorized(PromptblameError):
 
 class Forbidden(PromptblameError):
     """The API key lacks the scope this request needs."""
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One thing wrong in a config file: a dotted field path, why, and the line if known."""
+
+    field: str
+    message: str
+    line: int | None = None
+
+    def __str__(self) -> str:
+        where = f"line {self.line}: " if self.line else ""
+        return f"{where}{self.field}: {self.message}"
+
+
+class ConfigInvalid(PromptblameError):
+    """A config (evaluators, alert rules) that cannot be applied; nothing was changed."""
+
+    def __init__(self, problems: list[Problem]) -> None:
+        self.problems = problems
+        super().__init__("; ".join(str(p) for p in problems))

@@ -6,7 +6,7 @@ import ipaddress
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, ValidationError, field_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -60,6 +60,34 @@ class Settings(BaseSettings):
         description="How often scores are joined to their responses for analysis"
         " (analysis endpoints also catch up before answering).",
     )
+    scoring_interval_seconds: float = Field(
+        default=60.0, gt=0, description="How often the scoring job runs the evaluators."
+    )
+    scoring_batch_rows: int = Field(
+        default=5_000, ge=1, description="Responses read and scored per step of the scoring job."
+    )
+    scoring_lookback_days: float = Field(
+        default=7.0,
+        ge=0,
+        description="A new evaluator version scores responses this far back (so shifts have a"
+        " baseline); `promptblame score --backfill` reaches further.",
+    )
+    judge_base_url: str = Field(
+        default="",
+        description="OpenAI-compatible endpoint of the LLM judge (https://api.openai.com/v1).",
+    )
+    judge_api_key: SecretStr = Field(default=SecretStr(""), description="API key of the judge.")
+    judge_model: str = Field(default="", description="Judge model when an evaluator names none.")
+    judge_timeout_seconds: float = Field(default=30.0, gt=0, description="Per judge call.")
+    judge_max_retries: int = Field(
+        default=3, ge=0, description="Retries of a judge call on timeouts, 429 and 5xx."
+    )
+    judge_concurrency: int = Field(default=4, ge=1, description="Judge calls in flight at once.")
+    custom_evaluator_modules: str = Field(
+        default="",
+        description="Comma list of Python packages whose functions `custom` evaluators may name"
+        " (empty: custom evaluators are refused).",
+    )
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = Field(
         default="INFO", description="Python logging level."
     )
@@ -75,6 +103,9 @@ class Settings(BaseSettings):
         if v and not v.startswith(("http://", "https://")):
             raise ValueError("must start with http:// or https://")
         return v or None
+
+    def custom_modules(self) -> list[str]:
+        return [m.strip() for m in self.custom_evaluator_modules.split(",") if m.strip()]
 
     def host_is_loopback(self) -> bool:
         if self.host == "localhost":

@@ -1,18 +1,22 @@
 """Scheduled jobs: thin wrappers that read from the store, compute, and write back.
 
-Each job is idempotent; a failure is logged and counted and never stops the other jobs. In
-embedded mode the scheduler runs inside `promptblame serve`; with a server store, in
-`promptblame worker`.
+Each job is idempotent; a failure is logged, counted and recorded in `job_runs` (GET /v1/jobs)
+and never stops the other jobs. APScheduler's max_instances=1 keeps runs of one job from
+overlapping. In embedded mode the scheduler runs inside `promptblame serve`; with a server
+store, in `promptblame worker`.
 """
 
 from __future__ import annotations
 
 import logging
+import time
 from collections import Counter
 from collections.abc import Callable
+from datetime import UTC, datetime
 
 from apscheduler.schedulers.base import BaseScheduler
 
+from promptblame.analysis.scoring.job import run_scoring
 from promptblame.settings import Settings
 from promptblame.store import Store
 
@@ -22,23 +26,49 @@ log = logging.getLogger(__name__)
 failures: Counter[str] = Counter()
 
 
-def _guarded(name: str, fn: Callable[[], object]) -> Callable[[], None]:
+def guarded(
+    store: Store, name: str, fn: Callable[[], object], *, record: bool = True
+) -> Callable[[], None]:
+    """`fn` as a job: its exception is logged, counted and (with `record`) recorded, never
+    raised. Jobs that record their own runs per project pass record=False."""
+
     def run() -> None:
+        started, t0 = datetime.now(UTC), time.perf_counter()
+        status, error = "ok", ""
         try:
             fn()
-        except Exception:
+        except Exception as exc:
             failures[name] += 1
+            status, error = "failed", f"{type(exc).__name__}: {exc}"
             log.exception("job %s failed", name)
+        if not record:
+            return
+        try:
+            store.record_job_run(
+                name,
+                started_at=started,
+                duration_s=time.perf_counter() - t0,
+                status=status,
+                error=error,
+            )
+        except Exception:
+            log.exception("could not record the run of job %s", name)
 
     return run
 
 
 def add_jobs(scheduler: BaseScheduler, store: Store, settings: Settings) -> None:
-    scheduler.add_job(
-        _guarded("materialize_scores", store.materialize_scores),
-        "interval",
-        seconds=settings.scored_refresh_seconds,
-        id="materialize_scores",
-        max_instances=1,
-        coalesce=True,
-    )
+    jobs: dict[str, tuple[Callable[[], object], float, bool]] = {
+        "materialize_scores": (store.materialize_scores, settings.scored_refresh_seconds, True),
+        # run_scoring records one run per project itself
+        "scoring": (lambda: run_scoring(store, settings), settings.scoring_interval_seconds, False),
+    }
+    for name, (fn, seconds, record) in jobs.items():
+        scheduler.add_job(
+            guarded(store, name, fn, record=record),
+            "interval",
+            seconds=seconds,
+            id=name,
+            max_instances=1,
+            coalesce=True,
+        )

@@ -18,7 +18,7 @@ from datetime import UTC, datetime
 from promptblame.errors import Forbidden, Unauthorized
 from promptblame.store import ApiKeyRecord, Store
 
-SCOPES = ("ingest", "read")
+SCOPES = ("ingest", "read", "admin")  # admin: change config (evaluators, alert rules)
 _PREFIX = "pb_"
 
 

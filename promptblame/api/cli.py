@@ -1,14 +1,19 @@
-"""The `promptblame` command: serve, worker, keys, migrate."""
+"""The `promptblame` command: serve, worker, migrate, keys, evaluators, score."""
 
 from __future__ import annotations
 
+import json
 import logging
+import sys
 from dataclasses import replace
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
 
 import click
 
 from promptblame.api.auth import SCOPES, new_key
-from promptblame.errors import DataDirLocked, StoreUnavailable
+from promptblame.errors import ConfigInvalid, DataDirLocked, StoreUnavailable
 from promptblame.settings import Settings, load_settings
 from promptblame.store import Store, open_store
 
@@ -20,11 +25,44 @@ def _settings(**overrides: object) -> Settings:
         raise click.ClickException(str(exc)) from exc
 
 
-def _store(settings: Settings) -> Store:
+def _store(settings: Settings, hint: str = "") -> Store:
     try:
         return open_store(settings)
-    except (DataDirLocked, StoreUnavailable) as exc:
+    except DataDirLocked as exc:
+        raise click.ClickException(f"{exc}{hint}") from exc
+    except StoreUnavailable as exc:
         raise click.ClickException(str(exc)) from exc
+
+
+_THROUGH_API = "; pass --url and --key (an admin key) to do this through the running server"
+url_option = click.option(
+    "--url", envvar="PROMPTBLAME_URL", help="A running server, e.g. http://127.0.0.1:8000."
+)
+key_option = click.option("--key", envvar="PROMPTBLAME_API_KEY", help="API key for --url.")
+
+
+def _call(url: str, key: str | None, method: str, path: str, **kw: Any) -> Any:
+    """One API call for the commands that can work through a running server."""
+    import httpx
+
+    headers = {"Authorization": f"Bearer {key}"} if key else {}
+    try:
+        r = httpx.request(method, url.rstrip("/") + path, headers=headers, timeout=60, **kw)
+    except httpx.HTTPError as exc:
+        raise click.ClickException(f"cannot reach {url}: {exc}") from exc
+    if r.status_code >= 400:
+        try:
+            detail = r.json().get("detail")
+        except ValueError:
+            detail = r.text
+        if isinstance(detail, list):
+            detail = "; ".join(
+                f"{'line ' + str(d['line']) + ': ' if d.get('line') else ''}{d['field']}: "
+                f"{d['message']}"
+                for d in detail
+            )
+        raise click.ClickException(f"{r.status_code}: {detail}")
+    return r.json()
 
 
 @click.group()
@@ -150,6 +188,132 @@ def keys_revoke(key_id: str) -> None:
         click.echo(f"revoked {key_id}")
     finally:
         store.close()
+
+
+@main.group()
+def evaluators() -> None:
+    """Evaluators as config: apply an evaluators.yaml, list what is applied."""
+
+
+@evaluators.command("apply")
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--project", help="Project to apply to (direct store access).")
+@click.option("--dry-run", is_flag=True, help="Show the changes; change nothing.")
+@url_option
+@key_option
+def evaluators_apply(
+    file: Path, project: str | None, dry_run: bool, url: str | None, key: str | None
+) -> None:
+    """Validate FILE, then make the project's evaluators equal to it.
+
+    Changing an evaluator's kind or params creates a new version; evaluators missing from the
+    file are removed (their scores stay). Through a running server with --url/--key, else
+    directly on the store (--project).
+    """
+    from promptblame.analysis.scoring.config import load_yaml
+
+    try:
+        specs = load_yaml(file)
+    except ConfigInvalid as exc:
+        raise click.ClickException(
+            f"{file} is not valid:\n" + "\n".join(f"  {p}" for p in exc.problems)
+        ) from exc
+    doc = {"evaluators": [s.model_dump(mode="json") for s in specs]}
+    if url:
+        changes = _call(url, key, "PUT", "/v1/evaluators", params={"dry_run": dry_run}, json=doc)[
+            "changes"
+        ]
+    else:
+        if not project:
+            raise click.UsageError("give --project (or --url and --key)")
+        from dataclasses import asdict
+
+        from promptblame.analysis.scoring.catalog import apply
+
+        settings = _settings()
+        store = _store(settings, _THROUGH_API)
+        try:
+            changes = [asdict(c) for c in apply(store, project, specs, settings, dry_run=dry_run)]
+        except ConfigInvalid as exc:
+            raise click.ClickException(str(exc)) from exc
+        finally:
+            store.close()
+    verb = "would" if dry_run else "did"
+    for c in changes:
+        detail = f" ({c['detail']})" if c["detail"] else ""
+        click.echo(f"{c['action']:<12} {c['name']}@{c['version']}{detail}")
+    changed = sum(c["action"] != "unchanged" for c in changes)
+    click.echo(f"{changed} change(s) {verb} apply", err=True)
+
+
+@evaluators.command("list")
+@click.option("--project", help="Project (direct store access).")
+@url_option
+@key_option
+def evaluators_list(project: str | None, url: str | None, key: str | None) -> None:
+    """The applied evaluators as JSON."""
+    if url:
+        out = _call(url, key, "GET", "/v1/evaluators")["evaluators"]
+    else:
+        if not project:
+            raise click.UsageError("give --project (or --url and --key)")
+        from promptblame.analysis.scoring.catalog import listing
+
+        settings = _settings()
+        store = _store(settings, _THROUGH_API)
+        try:
+            out = listing(store, project, settings)
+        finally:
+            store.close()
+    click.echo(json.dumps(out, indent=2, default=str))
+
+
+@main.command()
+@click.option("--project", help="Only this project (default: every project with evaluators).")
+@click.option("--evaluator", "evaluator", help="Only this evaluator.")
+@click.option("--backfill", is_flag=True, help="Score history from --since on.")
+@click.option(
+    "--since",
+    type=click.DateTime(formats=["%Y-%m-%d", "%Y-%m-%dT%H:%M:%S"]),
+    help="With --backfill: earliest response time to score (UTC).",
+)
+def score(
+    project: str | None, evaluator: str | None, backfill: bool, since: datetime | None
+) -> None:
+    """Run the scoring job once (what the scheduler does every minute), or --backfill history.
+
+    Responses already scored by an evaluator version are never scored again; a backfill also
+    retries those that failed before.
+    """
+    from promptblame.analysis.scoring.job import run_scoring
+
+    if backfill and since is None:
+        raise click.UsageError("--backfill needs --since DATE")
+    if since is not None and not backfill:
+        raise click.UsageError("--since only goes with --backfill")
+    settings = _settings()
+    store = _store(settings, "; stop `promptblame serve` first (it runs this job itself)")
+    try:
+        with click.progressbar(length=0, label="scoring", file=sys.stderr) as bar_:
+            bar: Any = bar_  # its length is known only once the job has counted the work
+
+            def progress(done: int, total: int) -> None:
+                bar.length = total
+                bar.update(done - bar.pos)
+
+            result = run_scoring(
+                store,
+                settings,
+                project_id=project,
+                evaluator=evaluator,
+                backfill_since=since.replace(tzinfo=UTC) if since else None,
+                progress=progress,
+            )
+    finally:
+        store.close()
+    click.echo(f"scored {result.scored}, errors {result.errors}, left for later {result.skipped}")
+    if result.failed:
+        raise click.ClickException("some evaluators could not run: " + "; ".join(result.failed))
 
 
 if __name__ == "__main__":

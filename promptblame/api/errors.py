@@ -26,6 +26,7 @@ def install(app: FastAPI) -> None:
     for exc_type, status, headers in _STATUS:
         app.add_exception_handler(exc_type, _simple(status, headers))
     app.add_exception_handler(errors.InvalidArgument, _invalid_argument)
+    app.add_exception_handler(errors.ConfigInvalid, _config_invalid)
     app.add_exception_handler(RequestValidationError, _request_validation)
 
 
@@ -39,6 +40,12 @@ def _simple(status: int, headers: dict[str, str]):  # type: ignore[no-untyped-de
 async def _invalid_argument(_: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, errors.InvalidArgument)
     return JSONResponse({"detail": [{"field": exc.field, "message": exc.message}]}, status_code=422)
+
+
+async def _config_invalid(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, errors.ConfigInvalid)
+    detail = [{"field": p.field, "message": p.message, "line": p.line} for p in exc.problems]
+    return JSONResponse({"detail": detail}, status_code=422)
 
 
 async def _request_validation(_: Request, exc: Exception) -> JSONResponse:

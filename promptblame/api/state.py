@@ -34,7 +34,7 @@ State = Annotated[AppState, Depends(get_state)]
 def _principal(state: State, authorization: Annotated[str | None, Header()] = None) -> Principal:
     if state.settings.auth_disabled:
         s = state.settings
-        return Principal(s.default_project, frozenset({"ingest", "read"}), "local")
+        return Principal(s.default_project, frozenset({"ingest", "read", "admin"}), "local")
     return state.keys.check(authorization)
 
 
@@ -48,3 +48,4 @@ def _scoped(scope: str):  # type: ignore[no-untyped-def]
 
 IngestKey = Annotated[Principal, Depends(_scoped("ingest"))]
 ReadKey = Annotated[Principal, Depends(_scoped("read"))]
+AdminKey = Annotated[Principal, Depends(_scoped("admin"))]

@@ -23,9 +23,12 @@ from promptblame.store.filters import (
     FAR_PAST,
     FILTER_COLUMNS,
     ResponseFilter,
+    ScoringTarget,
     filter_params,
     filter_sql,
     metric_values_sql,
+    target_params,
+    target_sql,
 )
 from promptblame.store.schema import INSERTABLE, MIGRATIONS, MIGRATIONS_TABLE
 
@@ -249,6 +252,159 @@ class Store(ABC):
             **filter_params(f),
         )
 
+    # -- evaluators and scoring --------------------------------------------------------------
+    def evaluators(self, project_id: str) -> list[dict[str, Any]]:
+        """Every evaluator the project's config ever named (removed ones flagged)."""
+        return self._rows(
+            "SELECT * EXCEPT (project_id) FROM evaluators FINAL WHERE project_id = {p:String}"
+            " ORDER BY name",
+            p=project_id,
+        )
+
+    def evaluator_versions(self, project_id: str) -> list[dict[str, Any]]:
+        return self._rows(
+            "SELECT * EXCEPT (project_id) FROM evaluator_versions FINAL"
+            " WHERE project_id = {p:String} ORDER BY name, version",
+            p=project_id,
+        )
+
+    def put_evaluator(self, project_id: str, row: Mapping[str, Any], *, new_version: bool) -> None:
+        """Store an evaluator's current definition (and, if new, the version's definition)."""
+        if new_version:
+            self._exec(
+                "INSERT INTO evaluator_versions (project_id, name, version, kind, params,"
+                " content_hash, created_at) VALUES ({p:String}, {n:String}, {v:UInt32},"
+                " {k:String}, {params:String}, {h:String}, {at:DateTime64(3)})",
+                p=project_id,
+                n=row["name"],
+                v=row["version"],
+                k=row["kind"],
+                params=row["params"],
+                h=row["content_hash"],
+                at=row["updated_at"],
+            )
+        self._exec(
+            "INSERT INTO evaluators (project_id, name, version, kind, params, content_hash,"
+            " filter, sample_rate, enabled, description, removed, updated_at) VALUES"
+            " ({p:String}, {n:String}, {v:UInt32}, {k:String}, {params:String}, {h:String},"
+            " {f:String}, {r:Float64}, {e:UInt8}, {d:String}, {rm:UInt8}, {at:DateTime64(3)})",
+            p=project_id,
+            n=row["name"],
+            v=row["version"],
+            k=row["kind"],
+            params=row["params"],
+            h=row["content_hash"],
+            f=row["filter"],
+            r=row["sample_rate"],
+            e=int(row["enabled"]),
+            d=row["description"],
+            rm=int(row["removed"]),
+            at=row["updated_at"],
+        )
+
+    def projects_with_evaluators(self) -> list[str]:
+        rows = self._rows(
+            "SELECT DISTINCT project_id FROM evaluators FINAL WHERE enabled AND NOT removed"
+            " ORDER BY project_id"
+        )
+        return [r["project_id"] for r in rows]
+
+    def max_received_at(self, project_id: str) -> datetime | None:
+        rows = self._rows(
+            "SELECT max(received_at) AS ts, count() AS n FROM responses"
+            " WHERE project_id = {p:String}",
+            p=project_id,
+        )
+        return rows[0]["ts"] if rows[0]["n"] else None
+
+    def scoring_candidates(self, project_id: str, targets: Sequence[ScoringTarget]) -> pa.Table:
+        """(event_id, received_at) of responses some target still has to score, by event_id.
+
+        Only these two short columns are read here; texts are read chunk by chunk
+        (`scoring_rows`) over event_id ranges, which the primary key serves directly.
+        """
+        where, params = _targets(targets, ranged=False)
+        return self._select(
+            "SELECT event_id, received_at FROM responses FINAL"
+            f" WHERE project_id = {{p:String}} AND ({where}) ORDER BY event_id",
+            {k: _param(v) for k, v in {"p": project_id, **params}.items()},
+        )
+
+    def scoring_rows(
+        self, project_id: str, targets: Sequence[ScoringTarget], lo: str, hi: str
+    ) -> list[dict[str, Any]]:
+        """The responses with lo <= event_id <= hi that some target still has to score, with
+        what evaluators read and a flag `want_<i>` per target."""
+        where, params = _targets(targets, ranged=True)
+        wants = ", ".join(
+            f"{target_sql(f't{i}', ranged=True)} AS want_{i}" for i in range(len(targets))
+        )
+        return self._rows(
+            f"SELECT {_SCORING_COLUMNS}, {wants} FROM responses FINAL"
+            " WHERE project_id = {p:String} AND event_id >= {lo:String} AND event_id <= {hi:String}"
+            f" AND ({where})",
+            p=project_id,
+            lo=lo,
+            hi=hi,
+            **params,
+        )
+
+    def job_cursor(self, job: str, key: str) -> datetime | None:
+        rows = self._rows(
+            "SELECT ts FROM job_state FINAL WHERE job = {j:String} AND key = {k:String}",
+            j=job,
+            k=key,
+        )
+        return rows[0]["ts"] if rows else None
+
+    def set_job_cursor(self, job: str, key: str, ts: datetime, n: int = 0) -> None:
+        self._exec(
+            "INSERT INTO job_state (job, key, ts, n) VALUES ({j:String}, {k:String},"
+            " {ts:DateTime64(3)}, {n:UInt64})",
+            j=job,
+            k=key,
+            ts=ts,
+            n=n,
+        )
+
+    def record_job_run(
+        self,
+        job: str,
+        *,
+        project_id: str = "",
+        started_at: datetime,
+        duration_s: float,
+        status: str,
+        rows: int = 0,
+        error: str = "",
+    ) -> None:
+        self._exec(
+            "INSERT INTO job_runs (job, project_id, started_at, duration_s, status, rows, error)"
+            " VALUES ({j:String}, {p:String}, {s:DateTime64(3)}, {d:Float64}, {st:String},"
+            " {r:UInt64}, {e:String})",
+            j=job,
+            p=project_id,
+            s=started_at,
+            d=duration_s,
+            st=status,
+            r=rows,
+            e=error[:4000],
+        )
+
+    def last_job_runs(self, project_id: str) -> list[dict[str, Any]]:
+        """Per job: the last run (global jobs, and this project's own), plus failures in the
+        last 24 hours."""
+        return self._rows(
+            "SELECT job, max(started_at) AS last_started_at,"
+            " argMax(duration_s, started_at) AS last_duration_s,"
+            " argMax(status, started_at) AS last_status, argMax(rows, started_at) AS last_rows,"
+            " argMax(error, started_at) AS last_error,"
+            " countIf(status = 'failed' AND started_at > now64(3) - INTERVAL 1 DAY)"
+            "  AS failures_24h"
+            " FROM job_runs WHERE project_id IN ('', {p:String}) GROUP BY job ORDER BY job",
+            p=project_id,
+        )
+
     # -- analysis aggregates ---------------------------------------------------------------
     def materialize_scores(self, *, overlap: timedelta = timedelta(seconds=60)) -> bool:
         """Bring `scored` up to date with scores and responses received since the last run.
@@ -427,6 +583,21 @@ _SCORED_FROM_NEW_RESPONSES = (
     f" INNER JOIN ({_RESPONSE_DIMS} WHERE received_at >= {{since:DateTime64(3)}}) AS r"
     " ON s.project_id = r.project_id AND s.event_id = r.event_id"
 )
+_SCORING_COLUMNS = (
+    "event_id, ts, received_at, app, route, environment, prompt_id, prompt_version, model,"
+    " model_version, case_id, input, output, expected_output, latency_ms, input_tokens,"
+    " output_tokens, cost_usd, status, error_type, tags"
+)
+
+
+def _targets(targets: Sequence[ScoringTarget], *, ranged: bool) -> tuple[str, dict[str, Any]]:
+    """OR of the targets' conditions, and their parameters (prefixed t0, t1, ...)."""
+    params: dict[str, Any] = {}
+    for i, t in enumerate(targets):
+        params.update(target_params(t, f"t{i}"))
+    return " OR ".join(target_sql(f"t{i}", ranged=ranged) for i in range(len(targets))), params
+
+
 _VERSION_KEY = "app, prompt_id, prompt_version, model, model_version"
 _ALL_DIMS = ", ".join([*FILTER_COLUMNS, "ts"])
 

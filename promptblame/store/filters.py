@@ -6,6 +6,7 @@ only ever travel as parameters (prefixed per filter, so several filters fit in o
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, fields
 from datetime import UTC, datetime
 from typing import Any
@@ -30,6 +31,63 @@ class ResponseFilter:
     variant: str = ""
     since: datetime | None = None
     until: datetime | None = None
+
+
+@dataclass(frozen=True)
+class ScoringTarget:
+    """The responses one evaluator version still has to score: matching its filter (any of the
+    listed values; empty = all), in its sample, with ts >= since and received_at >= received_from,
+    and neither scored nor (unless retry_errors) failed by `source` before."""
+
+    name: str
+    source: str
+    apps: tuple[str, ...] = ()
+    routes: tuple[str, ...] = ()
+    environments: tuple[str, ...] = ()
+    sample_rate: float = 1.0
+    since: datetime = FAR_PAST
+    received_from: datetime = FAR_PAST
+    retry_errors: bool = False
+
+
+# Sampling by a hash of event_id: reruns, restarts and every worker choose the same responses.
+SAMPLE_SCALE = 1_000_000
+
+
+def target_sql(prefix: str, *, ranged: bool) -> str:
+    """Boolean SQL over `responses` for a ScoringTarget bound as `prefix` (binds {p}; with
+    `ranged`, also {lo}/{hi}, an event_id range that keeps the anti-joins small)."""
+    t = prefix
+    rng = " AND event_id >= {lo:String} AND event_id <= {hi:String}" if ranged else ""
+    parts = [
+        f"(empty(JSONExtract({{{t}_{c}:String}}, 'Array(String)'))"
+        f" OR has(JSONExtract({{{t}_{c}:String}}, 'Array(String)'), {col}))"
+        for c, col in (("apps", "app"), ("routes", "route"), ("environments", "environment"))
+    ]
+    parts += [
+        f"cityHash64(event_id) % {SAMPLE_SCALE} < {{{t}_thr:UInt64}}",
+        f"ts >= {{{t}_since:DateTime64(3)}}",
+        f"received_at >= {{{t}_from:DateTime64(3)}}",
+        "event_id NOT IN (SELECT event_id FROM scores WHERE project_id = {p:String}"
+        f" AND name = {{{t}_name:String}} AND source = {{{t}_src:String}}{rng})",
+        f"({{{t}_retry:UInt8}} OR event_id NOT IN (SELECT event_id FROM score_errors"
+        f" WHERE project_id = {{p:String}} AND source = {{{t}_src:String}}{rng}))",
+    ]
+    return "(" + " AND ".join(parts) + ")"
+
+
+def target_params(t: ScoringTarget, prefix: str) -> dict[str, Any]:
+    return {
+        f"{prefix}_apps": json.dumps(list(t.apps)),
+        f"{prefix}_routes": json.dumps(list(t.routes)),
+        f"{prefix}_environments": json.dumps(list(t.environments)),
+        f"{prefix}_thr": round(t.sample_rate * SAMPLE_SCALE),
+        f"{prefix}_since": t.since,
+        f"{prefix}_from": t.received_from,
+        f"{prefix}_name": t.name,
+        f"{prefix}_src": t.source,
+        f"{prefix}_retry": int(t.retry_errors),
+    }
 
 
 FILTER_COLUMNS = tuple(f.name for f in fields(ResponseFilter) if f.name not in ("since", "until"))

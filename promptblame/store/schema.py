@@ -151,6 +151,69 @@ MIGRATIONS: tuple[Migration, ...] = (
             """,
         ),
     ),
+    Migration(
+        3,
+        "evaluators as config, their versions, scoring errors, job runs",
+        (
+            # The current definition of each evaluator (one row per name; `removed` keeps the
+            # name's history when it leaves the config file).
+            """
+            CREATE TABLE IF NOT EXISTS evaluators (
+                project_id LowCardinality(String),
+                name String,
+                version UInt32,
+                kind LowCardinality(String),
+                params String,
+                content_hash String,
+                filter String,
+                sample_rate Float64,
+                enabled UInt8,
+                description String,
+                removed UInt8,
+                updated_at DateTime64(3, 'UTC')
+            ) ENGINE = ReplacingMergeTree(updated_at)
+            ORDER BY (project_id, name)
+            """,
+            # Every definition an evaluator ever had: scores name their version.
+            """
+            CREATE TABLE IF NOT EXISTS evaluator_versions (
+                project_id LowCardinality(String),
+                name String,
+                version UInt32,
+                kind LowCardinality(String),
+                params String,
+                content_hash String,
+                created_at DateTime64(3, 'UTC')
+            ) ENGINE = ReplacingMergeTree
+            ORDER BY (project_id, name, version)
+            """,
+            # A response an evaluator could not score (judge garbage, evaluator exception):
+            # recorded instead of a score, and not retried by the scheduled job.
+            """
+            CREATE TABLE IF NOT EXISTS score_errors (
+                project_id LowCardinality(String),
+                source LowCardinality(String),
+                event_id String,
+                error String,
+                ts DateTime64(3, 'UTC')
+            ) ENGINE = ReplacingMergeTree(ts)
+            ORDER BY (project_id, source, event_id)
+            """,
+            """
+            CREATE TABLE IF NOT EXISTS job_runs (
+                job LowCardinality(String),
+                project_id LowCardinality(String),
+                started_at DateTime64(3, 'UTC'),
+                duration_s Float64,
+                status LowCardinality(String),
+                rows UInt64,
+                error String
+            ) ENGINE = MergeTree
+            ORDER BY (job, project_id, started_at)
+            TTL toDateTime(started_at) + INTERVAL 30 DAY
+            """,
+        ),
+    ),
 )
 
 _TS = pa.timestamp("ms", tz="UTC")
@@ -204,4 +267,12 @@ SCORES_ARROW = pa.schema(
     ]
 )
 
-INSERTABLE: dict[str, pa.Schema] = {"responses": RESPONSES_ARROW, "scores": SCORES_ARROW}
+SCORE_ERRORS_ARROW = pa.schema(
+    [("project_id", _STR), ("source", _STR), ("event_id", _STR), ("error", _STR), ("ts", _TS)]
+)
+
+INSERTABLE: dict[str, pa.Schema] = {
+    "responses": RESPONSES_ARROW,
+    "scores": SCORES_ARROW,
+    "score_errors": SCORE_ERRORS_ARROW,
+}

@@ -33,7 +33,7 @@ def judge_double(behaviour: Behaviour) -> Iterator[tuple[str, list[dict[str, Any
     lock = threading.Lock()
 
     class Handler(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:  # noqa: N802
+        def do_POST(self) -> None:
             body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
             with lock:
                 received.append(

@@ -4,6 +4,7 @@ never waits on the network, overflow drops exactly what it counts, 4xx is not re
 
 from __future__ import annotations
 
+import gc
 import http.client
 import logging
 import subprocess
@@ -149,11 +150,18 @@ def test_ten_thousand_events_arrive_exactly_once_through_503s_and_dropped_connec
     cycle = ["503", "drop", "drop_after", "pass", "drop_after", "pass"]
     with FlakyProxy(server[0], lambda n: cycle[n % len(cycle)] if n < 36 else "pass") as proxy:
         client = Client(proxy.url, server[1], batch_size=250, max_queue=20_000, **FAST)
+        # A full garbage collection of this test process's heap (pytest, the app, pyarrow...)
+        # pauses every thread for ~0.1 s; that is the interpreter, not the client, so the heap
+        # that exists before the loop is frozen out of collection while it is measured.
+        gc.freeze()
         slowest = 0.0
-        for i in range(10_000):
-            t0 = time.perf_counter()
-            client.log_response(**event(i, "exactly-once"))
-            slowest = max(slowest, time.perf_counter() - t0)
+        try:
+            for i in range(10_000):
+                t0 = time.perf_counter()
+                client.log_response(**event(i, "exactly-once"))
+                slowest = max(slowest, time.perf_counter() - t0)
+        finally:
+            gc.unfreeze()
         assert client.flush(120)
         stats = client.stats()
         client.close()
@@ -161,7 +169,7 @@ def test_ten_thousand_events_arrive_exactly_once_through_503s_and_dropped_connec
     assert stored(server, "exactly-once") == 10_000
     assert (stats.sent, stats.dropped, stats.rejected, stats.failed) == (10_000, 0, 0, 0)
     assert stats.retries >= 18 and proxy.forwarded_after_drop >= 12  # retries really happened
-    assert slowest < 0.1, f"log_response blocked the app thread for {slowest * 1000:.1f} ms"
+    assert slowest < 0.05, f"log_response blocked the app thread for {slowest * 1000:.1f} ms"
     # Retry-After: 1 was honoured: the request after each 503 came at least a second later
     gaps = [b[0] - a[0] for a, b in zip(proxy.log, proxy.log[1:], strict=False) if a[1] == "503"]
     assert gaps and min(gaps) >= 0.95

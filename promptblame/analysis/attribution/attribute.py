@@ -1,0 +1,859 @@
+"""Attribute a quality shift to the prompt or model version that caused it — or say why not.
+
+Method, for a shift at bucket `cp` (found on the aggregate series by the change-point detector):
+
+1. Windows: L buckets either side of cp (a day by default, so each window holds every hour of
+   the day once and a daily rhythm cancels), clipped at the neighbouring change points.
+2. Aggregate change (mean after - mean before) and its mix/within decomposition by route x
+   environment (`decompose`).
+3. Candidates: for each dimension (prompt, model), the values whose share of their routes'
+   traffic rose by at least `min_arrival` across cp; the predecessor is the value of the same
+   dimension whose share fell most (for prompts, the same prompt id first).
+4. Effect of each candidate against its predecessor on comparable traffic (`effects`):
+   * concurrent when both ran in the same buckets (canary, A/B arm, holdout): strata =
+     bucket x route x environment x other-dimension value; immune to drift, seasonality and mix;
+   * before/after otherwise: strata = time of day x route x environment x other-dimension
+     value, over the day before vs the day after the arrival, with bucket-level shocks in the
+     variance. A before/after step must also be sharper than the trend around it: the old
+     version's trend over the day before and the new version's over the day after are
+     measured, and when they point the same way as the shift, the step minus that trend must
+     itself be significant — otherwise it is drift, and the version is not blamed.
+   Holding the other dimension fixed is what separates a prompt from a model that switched at
+   the same time: with no stratum where only one of them changed, the candidate is
+   `not_separable`.
+5. Blame only what is significant after Holm's correction over candidates (the smallest of
+   the overall and Bonferroni-corrected per-route p-values, so a version that breaks one route
+   is found and scoped to it), points the same way as the shift, explains at least `min_share`
+   of it (effect x change in its traffic share / aggregate change), and is not drift.
+6. Otherwise: two candidates that arrived together, whose combined effect explains the shift,
+   are `confounded` (with what would separate them); else `no_version_cause`, as traffic mix
+   when the between-segment part dominates the decomposition, as drift when it does not.
+
+A wrong culprit sends people to roll back an innocent version, so every gate errs towards
+"can't tell, here is why".
+"""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from collections.abc import Callable, Hashable, Iterable, Sequence
+from dataclasses import dataclass, replace
+from datetime import timedelta
+from typing import Literal
+
+from promptblame.analysis import compare
+from promptblame.analysis.attribution.cells import (
+    DIMENSIONS,
+    Cell,
+    Dimension,
+    MetricKind,
+    in_range,
+    phase,
+    sum_by,
+    total,
+)
+from promptblame.analysis.attribution.decompose import decompose
+from promptblame.analysis.attribution.effects import (
+    Estimate,
+    overdispersion,
+    pooled_variance,
+    stratified_difference,
+)
+from promptblame.analysis.attribution.verdict import (
+    Basis,
+    Direction,
+    Evidence,
+    Status,
+    Verdict,
+    culprit_summary,
+    fmt_effect,
+)
+from promptblame.analysis.changepoints import Bucket, ChangePoint, detect_change_points
+from promptblame.analysis.moments import Moments
+
+Key = tuple[Hashable, ...]
+
+
+@dataclass(frozen=True)
+class _Context:
+    """Everything the per-candidate steps share."""
+
+    cells: list[Cell]
+    cp: int
+    lo: int  # neighbouring change points: the windows stay in [lo, hi)
+    hi: int
+    first: int  # the series' first bucket and one past its last
+    last: int
+    L: int
+    kind: MetricKind
+    alpha: float
+    sign: int  # sign of the shift
+    agg: float  # aggregate change
+    tau2: float
+    bucket_seconds: int
+    period_seconds: int
+    period_buckets: int
+    min_overlap: float
+
+    def phase_of(self, c: Cell, use_phase: bool) -> int:
+        if not use_phase:
+            return 0
+        return phase(
+            c.start, bucket_seconds=self.bucket_seconds, period_seconds=self.period_seconds
+        )
+
+
+@dataclass(frozen=True)
+class _Candidate:
+    dimension: Dimension
+    value: str
+    predecessor: str
+    segments: frozenset[tuple[str, str]]
+    share_before: float
+    share_after: float
+    arrival: int
+    rollback: bool
+
+
+def attribute(
+    cells: Sequence[Cell],
+    *,
+    change_index: int | None,
+    bucket_seconds: int = 3600,
+    kind: MetricKind = "mean",
+    alpha: float = 0.05,
+    higher_is_better: bool = True,
+    lo: int | None = None,
+    hi: int | None = None,
+    window: int | None = None,
+    period_seconds: int = 86_400,
+    min_share: float = 0.25,
+    min_arrival: float = 0.1,
+    min_overlap: float = 30.0,
+    detector_effect: float | None = None,
+    detector_p_value: float | None = None,
+) -> Verdict:
+    """Attribute the shift starting at bucket `change_index` (see the module docstring).
+
+    cells: every cell of the series (one metric), any order. change_index: the first bucket
+    of the new level; None = detect change points on the aggregate series and attribute the
+    strongest (a `no_shift` verdict when there is none). lo / hi: the neighbouring change
+    points (the windows stay inside [lo, hi)); default: the series' ends. window: buckets per
+    side (default one seasonal period, at least 6). kind: "proportion" for pass/fail values,
+    "mean" for continuous scores. higher_is_better=False for latency or cost.
+    min_share: smallest share of the shift a culprit must explain. min_arrival: smallest rise
+    of a value's traffic share to count as arriving. min_overlap: effective responses
+    (Mantel-Haenszel weight) of concurrent traffic needed to prefer it to before/after.
+    detector_effect: the detector's de-seasonalized effect, used for the direction.
+    """
+    live = [c for c in cells if c.n > 0]
+    period_buckets = max(1, period_seconds // max(bucket_seconds, 1))
+    base = Verdict(
+        kind="insufficient_data",
+        direction=None,
+        index=change_index,
+        start=None,
+        metric_kind=kind,
+        higher_is_better=higher_is_better,
+        aggregate_effect=None,
+        level_before=None,
+        level_after=None,
+        window=0,
+        detected_index=change_index,
+        detector_p_value=detector_p_value,
+    )
+    if not live:
+        return replace(base, reason="no_data", summary="No scored responses to attribute.")
+    if change_index is None:
+        found = find_and_attribute(
+            live,
+            bucket_seconds=bucket_seconds,
+            kind=kind,
+            alpha=alpha,
+            higher_is_better=higher_is_better,
+            period_seconds=period_seconds,
+        )
+        if not found:
+            return replace(
+                base,
+                kind="no_shift",
+                reason="no_change_point",
+                summary="No shift: the change-point detector found no change in this series.",
+            )
+        return max(found, key=lambda v: abs(v.aggregate_effect or 0.0))
+    cp = change_index
+    first = min(c.bucket for c in live)
+    last = max(c.bucket for c in live) + 1
+    lo_ = first if lo is None else max(lo, first)
+    hi_ = last if hi is None else min(hi, last)
+    width = window if window is not None else max(period_buckets, 6)
+    L = min(width, cp - lo_, hi_ - cp)
+    start = next((c.start for c in live if c.bucket == cp), None)
+    base = replace(base, start=start, window=max(L, 0))
+    if L < 1:
+        return replace(
+            base, reason="no_window", summary=f"Bucket {cp} has no data on one side to compare."
+        )
+    before, after = in_range(live, cp - L, cp), in_range(live, cp, cp + L)
+    mb, ma = total(before), total(after)
+    if mb.n == 0 or ma.n == 0:
+        return replace(
+            base, reason="empty_window", summary="No responses on one side of the shift."
+        )
+    agg = ma.mean - mb.mean
+    shift = detector_effect if detector_effect is not None and detector_effect != 0 else agg
+    sign = 1 if shift > 0 else -1
+    direction: Direction = "improvement" if (sign > 0) == higher_is_better else "regression"
+    decomposition = decompose(before, after)
+    ctx = _Context(
+        cells=live,
+        cp=cp,
+        lo=lo_,
+        hi=hi_,
+        first=first,
+        last=last,
+        L=L,
+        kind=kind,
+        alpha=alpha,
+        sign=sign,
+        agg=agg,
+        tau2=overdispersion(live, kind=kind),
+        bucket_seconds=bucket_seconds,
+        period_seconds=period_seconds,
+        period_buckets=period_buckets,
+        min_overlap=min_overlap,
+    )
+    base = replace(
+        base,
+        kind="no_version_cause",
+        direction=direction,
+        aggregate_effect=agg,
+        level_before=mb.mean,
+        level_after=ma.mean,
+        decomposition=decomposition,
+    )
+    # versions are looked for over two windows either side: the detector can misplace a shift
+    # by a day when it lands in the night's thin traffic
+    wide_before = in_range(live, max(lo_, cp - 2 * L), cp)
+    wide_after = in_range(live, cp, min(hi_, cp + 2 * L))
+    candidates = _candidates(ctx, wide_before, wide_after, min_arrival=min_arrival)
+    evidence = [_evaluate(ctx, cand) for cand in candidates]
+    evidence = _decide(ctx, evidence, min_share=min_share)
+    blamed = [e for e in evidence if e.status == "blamed"]
+    if blamed:
+        culprit = blamed[0]
+        # the shift time is the culprit's arrival: a sharper location than the aggregate's
+        index = culprit.arrival_index if culprit.arrival_index is not None else cp
+        v = replace(
+            base,
+            kind="culprit",
+            index=index,
+            start=next((c.start for c in live if c.bucket == index), start),
+            culprit=culprit,
+            candidates=tuple(evidence),
+        )
+        return replace(v, summary=culprit_summary(v, culprit))
+    confounded = _confounded(ctx, candidates, evidence, min_share=min_share)
+    if confounded is not None:
+        joint, names, to_separate = confounded
+        v = replace(
+            base,
+            kind="confounded",
+            candidates=tuple(evidence),
+            joint=joint,
+            to_separate=to_separate,
+        )
+        summary = (
+            f"{direction.capitalize()} at bucket {cp} "
+            f"({fmt_effect(agg, kind=kind)}): confounded — {' and '.join(names)} changed together "
+            f"({fmt_effect(joint.effect, kind=kind)} together, p={joint.p_value:.2g}); "
+            f"{to_separate}"
+        )
+        return replace(v, summary=summary)
+    cause: Literal["traffic_mix", "drift"] = "drift"
+    if (
+        decomposition is not None
+        and decomposition.mix * sign > 0
+        and abs(decomposition.mix) >= abs(decomposition.within)
+    ):
+        cause = "traffic_mix"
+    v = replace(base, cause=cause, candidates=tuple(evidence))
+    considered = ""
+    if evidence:
+        considered = "; versions considered, not blamed: " + ", ".join(
+            f"{e.value} ({e.status.replace('_', ' ')})" for e in evidence
+        )
+    if cause == "traffic_mix" and decomposition is not None:
+        what = (
+            f"traffic mix — {fmt_effect(decomposition.mix, kind=kind)} from traffic moving "
+            f"between routes, {fmt_effect(decomposition.within, kind=kind)} within them"
+        )
+    else:
+        within = decomposition.within if decomposition is not None else agg
+        what = (
+            f"drift with no version change ({fmt_effect(within, kind=kind)} within routes, "
+            "not tied to any version's arrival)"
+        )
+    return replace(
+        v,
+        summary=(
+            f"{direction.capitalize()} at bucket {cp} ({fmt_effect(agg, kind=kind)}): no version "
+            f"caused it: {what}{considered}."
+        ),
+    )
+
+
+def find_and_attribute(
+    cells: Sequence[Cell],
+    *,
+    bucket_seconds: int = 3600,
+    kind: MetricKind = "mean",
+    alpha: float = 0.05,
+    higher_is_better: bool = True,
+    period_seconds: int = 86_400,
+    min_effect: float = 0.01,
+    penalty: float | None = None,
+    min_share: float = 0.25,
+) -> list[Verdict]:
+    """Change points of the aggregate series (all cells summed per bucket), each attributed.
+
+    Uses `detect_change_points` (de-seasonalized, calibrated to rarely alarm on an unchanged
+    series); each shift is attributed within its neighbouring change points, so a rollback
+    gives two verdicts. Empty list when nothing changed.
+    """
+    live = [c for c in cells if c.n > 0]
+    if not live:
+        return []
+    buckets = aggregate_buckets(live, bucket_seconds=bucket_seconds)
+    first = min(c.bucket for c in live)
+    result = detect_change_points(
+        buckets=buckets,
+        season_period=timedelta(seconds=period_seconds),
+        min_effect=min_effect,
+        penalty=penalty,
+    )
+    cps: list[ChangePoint] = list(result.change_points)
+    bounds = [first, *(first + c.index for c in cps), first + len(buckets)]
+    verdicts = []
+    for j, c in enumerate(cps):
+        verdicts.append(
+            attribute(
+                live,
+                change_index=first + c.index,
+                bucket_seconds=bucket_seconds,
+                kind=kind,
+                alpha=alpha,
+                higher_is_better=higher_is_better,
+                lo=bounds[j],
+                hi=bounds[j + 2],
+                period_seconds=period_seconds,
+                min_share=min_share,
+                detector_effect=c.effect,
+                detector_p_value=c.p_value,
+            )
+        )
+    return verdicts
+
+
+def aggregate_buckets(cells: Iterable[Cell], *, bucket_seconds: int) -> list[Bucket]:
+    """The aggregate series: cells summed per bucket, empty buckets filled (n = 0)."""
+    by_bucket = sum_by(cells, lambda c: c.bucket)
+    starts = {c.bucket: c.start for c in cells}
+    first, last = min(by_bucket), max(by_bucket)
+    s0 = starts[first]
+    out = []
+    for b in range(first, last + 1):
+        m = by_bucket.get(b, Moments(0, 0.0, 0.0))
+        if b in starts:
+            st = starts[b]
+        elif isinstance(s0, int):
+            st = s0 + (b - first) * bucket_seconds
+        else:
+            st = s0 + timedelta(seconds=(b - first) * bucket_seconds)
+        out.append(Bucket(st, m.n, m.total, m.total_sq))
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# candidates
+
+
+def _segments_of(cells: Iterable[Cell]) -> frozenset[tuple[str, str]]:
+    return frozenset((c.route, c.environment) for c in cells)
+
+
+def _shares(cells: Sequence[Cell], dim: Dimension) -> dict[str, float]:
+    n = sum(c.n for c in cells)
+    by = sum_by(cells, lambda c: c.value(dim))
+    return {k: m.n / n for k, m in by.items()} if n else {}
+
+
+def _candidates(
+    ctx: _Context, before: Sequence[Cell], after: Sequence[Cell], *, min_arrival: float
+) -> list[_Candidate]:
+    """Values whose traffic share rose across cp, each with its predecessor."""
+    out: list[_Candidate] = []
+    for dim in DIMENSIONS:
+        for value in sorted({c.value(dim) for c in after}):
+            segs = _segments_of(c for c in after if c.value(dim) == value)
+            b = [c for c in before if (c.route, c.environment) in segs]
+            a = [c for c in after if (c.route, c.environment) in segs]
+            sb, sa = _shares(b, dim), _shares(a, dim)
+            rise = sa.get(value, 0.0) - sb.get(value, 0.0)
+            if rise < min_arrival:
+                continue
+            drops = {
+                k: s - sa.get(k, 0.0) for k, s in sb.items() if k != value and s > sa.get(k, 0.0)
+            }
+            if not drops:
+                continue
+            pid = value.split("@")[0]
+            same = {k: d for k, d in drops.items() if dim == "prompt" and k.split("@")[0] == pid}
+            pool = same or drops
+            pred = max(sorted(pool), key=lambda k: pool[k])
+            out.append(
+                _Candidate(
+                    dimension=dim,
+                    value=value,
+                    predecessor=pred,
+                    segments=segs,
+                    share_before=sb.get(value, 0.0),
+                    share_after=sa.get(value, 0.0),
+                    arrival=_arrival(ctx, dim, value, segs),
+                    rollback=_rollback(ctx, dim, value, pred, segs),
+                )
+            )
+    return out
+
+
+def _arrival(ctx: _Context, dim: Dimension, value: str, segs: frozenset[tuple[str, str]]) -> int:
+    """The bucket near cp where the value's share of its routes' traffic stepped up most.
+
+    Step at b = share over [b, b + 3) - share over [b - 3, b), each pooled over its buckets (so
+    thin hours do not make noise steps); ties go to the bucket nearest cp. For a cutover or an
+    A/B arm this is its first bucket, for a canary ramp the biggest ramp step near the shift.
+    """
+    n_all: dict[int, int] = defaultdict(int)
+    n_val: dict[int, int] = defaultdict(int)
+    lo, hi = max(ctx.lo, ctx.cp - 2 * ctx.L), min(ctx.hi, ctx.cp + 2 * ctx.L)
+    for c in in_range(ctx.cells, lo - 3, hi + 3):
+        if (c.route, c.environment) in segs:
+            n_all[c.bucket] += c.n
+            if c.value(dim) == value:
+                n_val[c.bucket] += c.n
+
+    def share(x: int, y: int) -> float:
+        n = sum(n_all.get(b, 0) for b in range(x, y))
+        return sum(n_val.get(b, 0) for b in range(x, y)) / n if n else 0.0
+
+    best, best_step = ctx.cp, -math.inf
+    for b in sorted(range(lo + 1, hi), key=lambda b: abs(b - ctx.cp)):
+        step = share(b, b + 3) - share(b - 3, b)
+        if step > best_step + 1e-9:
+            best, best_step = b, step
+    return best
+
+
+def _rollback(
+    ctx: _Context, dim: Dimension, value: str, pred: str, segs: frozenset[tuple[str, str]]
+) -> bool:
+    """The value served these routes before its predecessor first did: a return, a rollback."""
+    mine = [
+        c.bucket for c in ctx.cells if c.value(dim) == value and (c.route, c.environment) in segs
+    ]
+    theirs = [
+        c.bucket for c in ctx.cells if c.value(dim) == pred and (c.route, c.environment) in segs
+    ]
+    return bool(mine and theirs) and min(mine) < min(theirs) < ctx.cp - 1
+
+
+# ---------------------------------------------------------------------------------------------
+# effects
+
+
+def _by(
+    cells: Iterable[Cell], key: Callable[[Cell], Key], keep: Callable[[Cell], bool]
+) -> dict[Key, Moments]:
+    return sum_by((c for c in cells if keep(c)), key)
+
+
+def _evaluate(ctx: _Context, cand: _Candidate) -> Evidence:
+    """Effect of a candidate against its predecessor; concurrent if possible, else before/after."""
+    dim = cand.dimension
+    ev = Evidence(
+        dimension=dim,
+        value=cand.value,
+        predecessor=cand.predecessor,
+        status="no_data",
+        share_before=cand.share_before,
+        share_after=cand.share_after,
+        arrival_index=cand.arrival,
+        rollback=cand.rollback,
+    )
+
+    def is_new(c: Cell) -> bool:
+        return c.value(dim) == cand.value and (c.route, c.environment) in cand.segments
+
+    def is_old(c: Cell) -> bool:
+        return c.value(dim) == cand.predecessor and (c.route, c.environment) in cand.segments
+
+    basis, est, by_scope, trend, trend_se, note = _estimate(ctx, dim, is_new, is_old, cand.arrival)
+    if est is None:
+        # would the comparison exist if the other dimension were ignored?
+        loose = _estimate(ctx, None, is_new, is_old, cand.arrival)[1]
+        status: Status = "not_separable" if loose is not None else "no_data"
+        why = (
+            f"no traffic ran {cand.value} and {cand.predecessor} with the same "
+            f"{'model' if dim == 'prompt' else 'prompt'}"
+            if loose is not None
+            else "no comparable traffic"
+        )
+        return replace(ev, status=status, note=why)
+    ev = _with_estimate(ev, est, basis)
+    ev = replace(ev, trend=trend, note=note)
+    # scope: a version that moves one route (or environment) only. Its effect there, tested
+    # with Bonferroni over the routes, is what is reported when the rest of its traffic is
+    # quiet: not significant the same way, or under a fifth of the effect.
+    for attr, scoped in by_scope.items():
+        if len(scoped) == 1:
+            (only,) = scoped
+            if len({c.route if attr == "route" else c.environment for c in ctx.cells}) > 1:
+                ev = _scope(ev, attr, only)
+            continue
+        best: tuple[float, str, Estimate] | None = None
+        for value, (inside, outside) in scoped.items():
+            if inside is None:
+                continue
+            p_in = min(1.0, inside.p_value * len(scoped))
+            if inside.effect * ctx.sign <= 0 or p_in >= ctx.alpha:
+                continue
+            quiet = (
+                outside is None
+                or outside.p_value >= ctx.alpha
+                or outside.effect * ctx.sign <= 0
+                or abs(outside.effect) < 0.2 * abs(inside.effect)
+            ) and (outside is None or abs(outside.effect) < 0.5 * abs(inside.effect))
+            if quiet and (best is None or p_in < best[0]):
+                best = (p_in, value, inside)
+        if best is not None:
+            p_in, value, inside = best
+            ev = _with_estimate(ev, inside, basis)
+            ev = _scope(replace(ev, p_value=p_in), attr, value)
+
+    # explained share: effect x rise of the value's share of all traffic / aggregate change
+    def scoped_cell(c: Cell) -> bool:
+        return (ev.scope_route is None or c.route == ev.scope_route) and (
+            ev.scope_environment is None or c.environment == ev.scope_environment
+        )
+
+    explained = _explained(ctx, cand.arrival, lambda c: is_new(c) and scoped_cell(c), ev.effect)
+    ev = replace(ev, explained_share=explained)
+    if basis == "before_after":
+        ev = replace(ev, sharp=_sharp(est, trend, trend_se, sign=ctx.sign, alpha=ctx.alpha))
+    return ev
+
+
+def _scope(ev: Evidence, attr: str, value: str) -> Evidence:
+    if attr == "route":
+        return replace(ev, scope_route=value)
+    return replace(ev, scope_environment=value)
+
+
+def _explained(
+    ctx: _Context, arrival: int, is_new: Callable[[Cell], bool], effect: float | None
+) -> float | None:
+    """Share of the aggregate change at the arrival that the version explains.
+
+    effect x (rise of its share of all traffic) / (aggregate mean after - before), over L
+    buckets either side of the arrival (inside the neighbouring change points). Negative when
+    it would have moved the metric the other way; None when the aggregate did not move.
+    """
+    w = min(ctx.L, arrival - ctx.lo, ctx.hi - arrival)
+    if effect is None or w < 1:
+        return None
+    before, after = (
+        in_range(ctx.cells, arrival - w, arrival),
+        in_range(ctx.cells, arrival, arrival + w),
+    )
+    mb, ma = total(before), total(after)
+    if mb.n == 0 or ma.n == 0 or ma.mean == mb.mean:
+        return None
+    rise = (
+        sum(c.n for c in after if is_new(c)) / ma.n - sum(c.n for c in before if is_new(c)) / mb.n
+    )
+    return effect * rise / (ma.mean - mb.mean)
+
+
+def _sharp(
+    est: Estimate, trend: float | None, trend_se: float | None, *, sign: int, alpha: float
+) -> bool:
+    """Is a before/after step more than the trend around it (or is there no trend that way)?
+
+    The trend (mean of the old version's change over the window before and the new version's
+    over the window after) counts when it points the shift's way and is noticeable: z >= 2
+    or half the step. Then the step minus the trend must be significant, one-sided
+    (H0: the step is no larger than the trend). Var(step - trend) = 2 Var(step) + Var(trend):
+    the windows next to the arrival enter both.
+    """
+    if trend is None or trend_se is None:
+        return True
+    trending = trend * sign > 0 and (
+        abs(trend) >= 2 * trend_se or abs(trend) >= abs(est.effect) / 2
+    )
+    if not trending:
+        return True
+    excess = (est.effect - trend) * sign
+    se = math.sqrt(2 * est.se**2 + trend_se**2)
+    p_excess = 0.5 * math.erfc(excess / se / math.sqrt(2)) if se > 0 else 1.0
+    return p_excess < alpha
+
+
+def _with_estimate(ev: Evidence, est: Estimate, basis: Basis) -> Evidence:
+    return replace(
+        ev,
+        basis=basis,
+        effect=est.effect,
+        ci_low=est.ci_low,
+        ci_high=est.ci_high,
+        p_value=est.p_value,
+        n_new=est.n_new,
+        n_old=est.n_old,
+        mean_new=est.mean_new,
+        mean_old=est.mean_old,
+        strata=est.strata,
+        test=est.test,
+    )
+
+
+_Scoped = dict[str, dict[str, tuple[Estimate | None, Estimate | None]]]
+
+
+def _estimate(
+    ctx: _Context,
+    dim: Dimension | None,
+    is_new: Callable[[Cell], bool],
+    is_old: Callable[[Cell], bool],
+    arrival: int,
+) -> tuple[Basis, Estimate | None, _Scoped, float | None, float | None, str]:
+    """Concurrent estimate if enough overlap, else before/after around the arrival.
+
+    dim None ignores the other dimension (used only to tell `not_separable` from no data).
+    Returns basis, estimate, per route/environment (inside, outside) estimates, the trend
+    around a before/after arrival with its standard error, and a note.
+    """
+
+    def other(c: Cell) -> str:
+        return c.other(dim) if dim is not None else ""
+
+    # concurrent: same bucket, route, environment and other-dimension value
+    lo, hi = max(ctx.lo, ctx.cp - 2 * ctx.L), min(ctx.hi, ctx.cp + 2 * ctx.L)
+    span = in_range(ctx.cells, lo, hi)
+
+    def key_c(c: Cell) -> Key:
+        return (c.bucket, c.route, c.environment, other(c))
+
+    new_c, old_c = _by(span, key_c, is_new), _by(span, key_c, is_old)
+    est = stratified_difference(new_c, old_c, kind=ctx.kind, alpha=ctx.alpha)
+    if est is not None and est.weight >= ctx.min_overlap:
+        scoped = _scoped(ctx, new_c, old_c, 0.0)
+        return "concurrent", est, scoped, None, None, "same buckets (overlapping traffic)"
+    # before/after: the same time of day, route, environment and other-dimension value
+    a = arrival if ctx.cp - 2 * ctx.L <= arrival <= ctx.cp + 2 * ctx.L else ctx.cp
+    w = min(ctx.L, a - ctx.lo, ctx.hi - a)
+    if w < 1:
+        return "before_after", None, {}, None, None, ""
+    use_phase = ctx.period_buckets > 1 and w >= ctx.period_buckets
+
+    def key_p(c: Cell) -> Key:
+        return (ctx.phase_of(c, use_phase), c.route, c.environment, other(c))
+
+    def window(x: int, y: int, keep: Callable[[Cell], bool]) -> dict[Key, Moments]:
+        return _by(in_range(ctx.cells, x, y), key_p, keep)
+
+    days = max(1, w // ctx.period_buckets) if use_phase else w
+    shock = 2 * ctx.tau2 / days
+    old1, new1 = window(a - w, a, is_old), window(a, a + w, is_new)
+    est = stratified_difference(new1, old1, kind=ctx.kind, alpha=ctx.alpha, shock_var=shock)
+    if est is None:
+        return "before_after", None, {}, None, None, ""
+    scoped = _scoped(ctx, new1, old1, shock)
+    # Trend windows may cross a neighbouring change point: a drift that the detector cut into
+    # steps then still shows as a trend (conservative: it can only make a step look like drift).
+    trends: list[Estimate] = []
+    if a - 2 * w >= ctx.first:
+        pre = stratified_difference(
+            old1, window(a - 2 * w, a - w, is_old), kind=ctx.kind, alpha=ctx.alpha, shock_var=shock
+        )
+        trends += [pre] if pre is not None else []
+    if a + 2 * w <= ctx.last:
+        post = stratified_difference(
+            window(a + w, a + 2 * w, is_new), new1, kind=ctx.kind, alpha=ctx.alpha, shock_var=shock
+        )
+        trends += [post] if post is not None else []
+    trend = trend_se = None
+    if trends:
+        trend = sum(t.effect for t in trends) / len(trends)
+        trend_se = math.sqrt(sum(t.se**2 for t in trends)) / len(trends)
+    note = f"{w} buckets before vs after the arrival at bucket {a}, matched on time of day"
+    if not use_phase:
+        note = f"{w} buckets before vs after the arrival at bucket {a} (shorter than a period)"
+    return "before_after", est, scoped, trend, trend_se, note
+
+
+def _scoped(
+    ctx: _Context, new: dict[Key, Moments], old: dict[Key, Moments], shock: float
+) -> _Scoped:
+    """Per route and per environment: the estimate inside it and over all the others."""
+    out: _Scoped = {}
+    for attr, pos in (("route", 1), ("environment", 2)):
+        values = sorted({str(k[pos]) for k in new if k in old})
+        out[attr] = {}
+        for v in values:
+
+            def part(inside: bool, v: str = v, pos: int = pos) -> Estimate | None:
+                n = {k: m for k, m in new.items() if (k[pos] == v) == inside}
+                o = {k: m for k, m in old.items() if (k[pos] == v) == inside}
+                return stratified_difference(n, o, kind=ctx.kind, alpha=ctx.alpha, shock_var=shock)
+
+            out[attr][v] = (part(True), part(False) if len(values) > 1 else None)
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# decisions
+
+
+def _decide(ctx: _Context, evidence: list[Evidence], *, min_share: float) -> list[Evidence]:
+    """Holm over the candidates with an estimate; statuses; the culprit is the largest share."""
+    tested = [i for i, e in enumerate(evidence) if e.p_value is not None and e.status == "no_data"]
+    # order of the gates: significance, direction, drift, share
+    adjusted = compare.adjust([evidence[i].p_value or 1.0 for i in tested], method="holm")
+    out = list(evidence)
+    for i, p_adj in zip(tested, adjusted, strict=True):
+        e = replace(out[i], p_adjusted=p_adj)
+        status: Status
+        if p_adj >= ctx.alpha:
+            status = "not_significant"
+        elif (e.effect or 0.0) * ctx.sign <= 0:
+            status = "wrong_direction"
+        elif e.sharp is False:
+            status = "drift"
+            e = replace(
+                e,
+                note=(
+                    f"the metric was already moving ({fmt_effect(e.trend, kind=ctx.kind)} per "
+                    f"{ctx.L} buckets around the arrival); the step at the arrival is not "
+                    "significantly larger than that trend"
+                ),
+            )
+        elif (e.explained_share or 0.0) < min_share:
+            status = "small_share"
+        else:
+            status = "blamed"
+        out[i] = replace(e, status=status)
+    blamed = sorted(
+        (i for i, e in enumerate(out) if e.status == "blamed"),
+        key=lambda i: -(out[i].explained_share or 0.0),
+    )
+    for i in blamed[1:]:
+        out[i] = replace(out[i], status="contributor")
+    if blamed:  # the culprit first
+        out.insert(0, out.pop(blamed[0]))
+    return out
+
+
+def _confounded(
+    ctx: _Context, candidates: list[_Candidate], evidence: list[Evidence], *, min_share: float
+) -> tuple[Evidence, list[str], str] | None:
+    """A prompt and a model that arrived together and together explain the shift."""
+    by_value = {(e.dimension, e.value): e for e in evidence}
+    prompts = [c for c in candidates if c.dimension == "prompt"]
+    models = [c for c in candidates if c.dimension == "model"]
+    best: tuple[Evidence, list[str], str] | None = None
+    for p in prompts:
+        for m in models:
+            segs = p.segments & m.segments
+            if not segs or abs(p.arrival - m.arrival) > 2:
+                continue
+            ep, em = by_value[("prompt", p.value)], by_value[("model", m.value)]
+            if "blamed" in (ep.status, em.status):
+                continue
+
+            def is_new(c: Cell, p: _Candidate = p, m: _Candidate = m) -> bool:
+                return c.prompt == p.value and c.model == m.value
+
+            def is_old(c: Cell, p: _Candidate = p, m: _Candidate = m) -> bool:
+                return c.prompt == p.predecessor and c.model == m.predecessor
+
+            def in_segs(c: Cell, segs: frozenset[tuple[str, str]] = segs) -> bool:
+                return (c.route, c.environment) in segs
+
+            basis, est, _, trend, trend_se, note = _estimate(
+                ctx,
+                None,
+                lambda c: is_new(c) and in_segs(c),
+                lambda c: is_old(c) and in_segs(c),
+                min(p.arrival, m.arrival),
+            )
+            if est is None or est.p_value >= ctx.alpha or est.effect * ctx.sign <= 0:
+                continue
+            if not _sharp(est, trend, trend_se, sign=ctx.sign, alpha=ctx.alpha):
+                continue
+            share = _explained(
+                ctx, min(p.arrival, m.arrival), lambda c: is_new(c) and in_segs(c), est.effect
+            )
+            share = share or 0.0
+            if share < min_share:
+                continue
+            joint = _with_estimate(
+                Evidence(
+                    dimension="prompt+model",
+                    value=f"{p.value} + {m.value}",
+                    predecessor=f"{p.predecessor} + {m.predecessor}",
+                    status="not_separable",
+                    share_before=min(p.share_before, m.share_before),
+                    share_after=min(p.share_after, m.share_after),
+                    arrival_index=min(p.arrival, m.arrival),
+                    rollback=p.rollback and m.rollback,
+                    note=note,
+                ),
+                est,
+                basis,
+            )
+            joint = replace(joint, explained_share=share, trend=trend)
+            names = [
+                f"prompt {p.value} (from {p.predecessor})",
+                f"model {m.value} (from {m.predecessor})",
+            ]
+            sep = _to_separate(ctx, p, m, ep, em, est)
+            if best is None or abs(est.effect) > abs(best[0].effect or 0.0):
+                best = (joint, names, sep)
+    return best
+
+
+def _to_separate(
+    ctx: _Context, p: _Candidate, m: _Candidate, ep: Evidence, em: Evidence, joint: Estimate
+) -> str:
+    """What data would tell the two apart: a holdout cell, or a bigger one."""
+    routes = sorted({r for r, _ in p.segments & m.segments})
+    var = pooled_variance([c.moments for c in ctx.cells if c.prompt in (p.value, p.predecessor)])
+    need = math.ceil(7.85 * var / (joint.effect**2)) if joint.effect and var > 0 else None
+    size = f" (about {need:,} responses in it would show an effect of this size)" if need else ""
+    held = [e for e in (ep, em) if e.status != "not_separable" and e.effect is not None]
+    if held:
+        parts = "; ".join(
+            f"{e.dimension} {e.value} alone: {fmt_effect(e.effect, kind=ctx.kind)} "
+            f"[{fmt_effect(e.ci_low, kind=ctx.kind)}, {fmt_effect(e.ci_high, kind=ctx.kind)}] "
+            f"on {e.n_new if e.n_new < e.n_old else e.n_old:,} holdout responses"
+            for e in held
+        )
+        return (
+            f"the holdout that separates them is too small to tell ({parts}); grow it{size} "
+            "or canary one change at a time."
+        )
+    return (
+        f"no traffic on {', '.join(routes)} ran {p.value} with {m.predecessor} or "
+        f"{p.predecessor} with {m.value}; to separate them, send a small holdout (e.g. 5%) to "
+        f"{p.predecessor} with {m.value}{size}, or canary one change at a time."
+    )

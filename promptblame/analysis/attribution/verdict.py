@@ -1,0 +1,145 @@
+"""Output of attribution: the verdict and the evidence behind it, JSON-ready.
+
+A verdict is stored as incident evidence and rendered in reports, so every number that led to
+it is kept: each version considered (blamed or not, and why not), the aggregate change and its
+mix/within decomposition.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+from datetime import datetime
+from typing import Any, Literal
+
+from promptblame.analysis.attribution.decompose import Decomposition
+
+VerdictKind = Literal["culprit", "confounded", "no_version_cause", "no_shift", "insufficient_data"]
+Direction = Literal["regression", "improvement"]
+Basis = Literal["concurrent", "before_after"]
+Status = Literal[
+    "blamed",  # the culprit
+    "contributor",  # also significant, explains less than the culprit
+    "not_significant",
+    "wrong_direction",  # significant, but against the shift
+    "small_share",  # real but explains too little of the shift
+    "drift",  # before/after step no larger than the trend around it
+    "not_separable",  # changed together with another candidate, no traffic separates them
+    "no_data",
+]
+
+
+@dataclass(frozen=True)
+class Evidence:
+    """One version considered: its arrival and its effect against its predecessor."""
+
+    dimension: Literal["prompt", "model", "prompt+model"]
+    value: str  # e.g. "summarize@v7", or "summarize@v7 + gpt-4o-2024-08-06" for prompt+model
+    predecessor: str
+    status: Status
+    share_before: float  # the value's share of its routes' traffic before / after the shift
+    share_after: float
+    arrival_index: int | None  # first bucket where it carried half its later share
+    rollback: bool  # the value had served this traffic before its predecessor
+    basis: Basis | None = None  # concurrent (same buckets) or before_after (same time of day)
+    effect: float | None = None  # new - predecessor on comparable traffic
+    ci_low: float | None = None
+    ci_high: float | None = None
+    p_value: float | None = None
+    p_adjusted: float | None = None  # Holm over the candidates (and routes, when scoped)
+    n_new: int = 0
+    n_old: int = 0
+    mean_new: float | None = None
+    mean_old: float | None = None
+    strata: int = 0
+    test: str | None = None
+    explained_share: float | None = None  # effect x change in traffic share / aggregate change
+    scope_route: str | None = None  # set when the effect is confined to one route
+    scope_environment: str | None = None
+    trend: float | None = None  # before/after: mean per-window trend around the arrival
+    sharp: bool | None = None  # before/after: the step is significantly more than that trend
+    note: str = ""
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """What moved the metric at one shift, with the evidence.
+
+    kind: culprit | confounded | no_version_cause | no_shift | insufficient_data.
+    culprit: the blamed Evidence (kind culprit). candidates: every version considered.
+    joint: for confounded, the effect of the combination against the old combination.
+    cause: for no_version_cause, "traffic_mix" or "drift"; decomposition always when computable.
+    """
+
+    kind: VerdictKind
+    direction: Direction | None
+    index: int | None  # first bucket of the new level (a culprit's arrival when there is one)
+    start: datetime | int | None
+    metric_kind: str
+    higher_is_better: bool
+    aggregate_effect: float | None  # mean after - before over the comparison windows
+    level_before: float | None
+    level_after: float | None
+    window: int  # buckets per side in the comparison windows
+    culprit: Evidence | None = None
+    candidates: tuple[Evidence, ...] = ()
+    joint: Evidence | None = None
+    to_separate: str | None = None
+    cause: Literal["traffic_mix", "drift"] | None = None
+    decomposition: Decomposition | None = None
+    reason: str | None = None  # machine-readable, for no_shift / insufficient_data
+    detected_index: int | None = None  # where the change-point detector put the shift
+    detector_p_value: float | None = None  # the change point's p-value, when detected
+    summary: str = ""
+
+    @property
+    def blamed(self) -> tuple[str, str] | None:
+        """(dimension, value) of the culprit, if any."""
+        return (self.culprit.dimension, self.culprit.value) if self.culprit else None
+
+    def as_dict(self) -> dict[str, Any]:
+        """Plain JSON types: datetimes as ISO 8601, NaN/inf as None."""
+        clean: dict[str, Any] = _clean(asdict(self))
+        return clean
+
+
+def _clean(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {str(k): _clean(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_clean(v) for v in value]
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def fmt_effect(e: float | None, *, kind: str) -> str:
+    """Points on a 0..1 metric (pass/fail or score), plain number otherwise."""
+    if e is None:
+        return "n/a"
+    if kind == "proportion" or abs(e) <= 1:
+        return f"{e * 100:+.1f} pt"
+    return f"{e:+.3g}"
+
+
+def culprit_summary(v: Verdict, e: Evidence) -> str:
+    where = " on route " + e.scope_route if e.scope_route else ""
+    if e.scope_environment:
+        where += f" in {e.scope_environment}"
+    verb = "rollback to" if e.rollback else "arrival of"
+    ci = (
+        f"[{fmt_effect(e.ci_low, kind=v.metric_kind)}, {fmt_effect(e.ci_high, kind=v.metric_kind)}]"
+    )
+    share = f", explains {e.explained_share:.0%} of the shift" if e.explained_share else ""
+    return (
+        f"{(v.direction or 'shift').capitalize()} at bucket {v.index}: {verb} {e.dimension} "
+        f"{e.value} (from {e.predecessor}){where}, "
+        f"{fmt_effect(e.effect, kind=v.metric_kind)} {ci} p={_p(e.p_value)} "
+        f"({e.basis.replace('_', '/') if e.basis else 'n/a'}){share}."
+    )
+
+
+def _p(p: float | None) -> str:
+    return "n/a" if p is None else f"{p:.2g}"

@@ -31,6 +31,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 from opentelemetry.proto.trace.v1.trace_pb2 import Span, Status
 from pydantic import TypeAdapter, ValidationError
+from pydantic_core import from_json
 
 from promptblame.errors import MalformedBody, TooLarge
 from promptblame.ingest.contracts import MAX_FUTURE, ResponseEvent
@@ -92,25 +93,24 @@ _SESSION = (
     "gen_ai.conversation.id",
     "langfuse.session.id",
 )
-_NAMES: dict[str, tuple[str, ...]] = {  # short string fields
-    "prompt_id": _PROMPT_ID,
-    "prompt_version": _PROMPT_VERSION,
-    "provider": _PROVIDER,
-    "environment": _ENVIRONMENT,
-    "user_id": _USER,
-    "session_id": _SESSION,
-}
-_TOKENS: dict[str, tuple[str, ...]] = {
-    "input_tokens": _INPUT_TOKENS,
-    "output_tokens": _OUTPUT_TOKENS,
-}
-_SIMPLE: dict[str, tuple[str, ...]] = {  # values passed through for pydantic to check
-    "route": ("promptblame.route",),
-    "experiment": ("promptblame.experiment",),
-    "variant": ("promptblame.variant",),
-    "case_id": ("promptblame.case_id",),
-    "cost_usd": ("promptblame.cost_usd", "gen_ai.usage.cost"),
-}
+_REQUEST_MODEL = ("gen_ai.request.model", "llm.request.model")
+_RESPONSE_MODEL = ("gen_ai.response.model", "llm.model_name", "llm.response.model")
+# (field, attributes in priority order, span attributes only?, cut to a short string?)
+_FIELDS: tuple[tuple[str, tuple[str, ...], bool, bool], ...] = (
+    ("prompt_id", _PROMPT_ID, False, True),
+    ("prompt_version", _PROMPT_VERSION, False, True),
+    ("provider", _PROVIDER, False, True),
+    ("environment", _ENVIRONMENT, False, True),
+    ("user_id", (*_USER, "traceloop.association.properties.user_id"), False, True),
+    ("session_id", (*_SESSION, "traceloop.association.properties.session_id"), False, True),
+    ("route", ("promptblame.route",), False, False),
+    ("experiment", ("promptblame.experiment",), False, False),
+    ("variant", ("promptblame.variant",), False, False),
+    ("case_id", ("promptblame.case_id",), False, False),
+    ("cost_usd", ("promptblame.cost_usd", "gen_ai.usage.cost"), False, False),
+    ("input_tokens", _INPUT_TOKENS, True, False),
+    ("output_tokens", _OUTPUT_TOKENS, True, False),
+)
 # Small attributes worth keeping as tags (tag name ← attribute).
 _TAG_ATTRS = {
     "gen_ai.operation.name": "operation",
@@ -229,15 +229,12 @@ def _value(v: AnyValue) -> Any:
 
 
 def _attrs(kvs: Iterable[KeyValue]) -> dict[str, Any]:
-    return {kv.key: _value(kv.value) for kv in kvs}
-
-
-def _first(attrs: dict[str, Any], keys: Iterable[str]) -> tuple[str, Any] | None:
-    for k in keys:
-        v = attrs.get(k)
-        if v is not None and v != "":
-            return k, v
-    return None
+    out = {}
+    for kv in kvs:
+        v = kv.value
+        text = v.string_value  # "" unless a non-empty string: the common case, inlined
+        out[kv.key] = text if text else _value(v)
+    return out
 
 
 def is_llm_span(attrs: dict[str, Any]) -> bool:
@@ -264,20 +261,18 @@ def map_request(req: ExportTraceServiceRequest, *, max_events: int | None = None
     """Every span of the request: LLM spans → validated events, the rest counted as skipped."""
     out = Mapped()
     candidates: list[dict[str, Any]] = []
-    sources: list[tuple[str, dict[str, str]]] = []
+    origins: list[tuple[Span, dict[str, Any], dict[str, Any]]] = []
     for resource, span in iter_spans(req):
         attrs = _attrs(span.attributes)
         if not is_llm_span(attrs):
             out.skipped += 1
             continue
-        label = f"span {span.span_id.hex() or '?'}"
         try:
-            event, src = span_to_event(span, attrs, resource)
+            candidates.append(span_to_event(span, attrs, resource))
         except ValueError as exc:
-            out.rejected.append(f"{label}: {exc}")
+            out.rejected.append(f"span {span.span_id.hex() or '?'}: {exc}")
             continue
-        candidates.append(event)
-        sources.append((label, src))
+        origins.append((span, attrs, resource))
     if max_events is not None and len(candidates) > max_events:
         raise TooLarge(f"{len(candidates)} LLM spans in one request; the limit is {max_events}")
     context = {"latest_ts": datetime.now(UTC) + MAX_FUTURE}
@@ -286,97 +281,90 @@ def map_request(req: ExportTraceServiceRequest, *, max_events: int | None = None
         return out
     except ValidationError:
         pass
-    for event, (label, src) in zip(candidates, sources, strict=True):
+    for event, (span, attrs, resource) in zip(candidates, origins, strict=True):
         try:
             out.events.append(ResponseEvent.model_validate(event, context=context))
         except ValidationError as exc:
-            problems = [
-                f"{e['field']}"
-                + (f" (from {src[e['field']]})" if e["field"] in src else "")
-                + f": {e['message']}"
-                for e in error_list(exc)
-            ]
-            out.rejected.append(f"{label}: " + ", ".join(problems))
+            problems = []
+            for err in error_list(exc):
+                src = source_of(err["field"], attrs, resource)
+                where = f" (from {src})" if src else ""
+                problems.append(f"{err['field']}{where}: {err['message']}")
+            out.rejected.append(f"span {span.span_id.hex()}: " + ", ".join(problems))
     return out
 
 
-def span_to_event(
-    span: Span, attrs: dict[str, Any], resource: dict[str, Any]
-) -> tuple[dict[str, Any], dict[str, str]]:
-    """The event dict for one LLM span, and which attribute each field came from.
+def span_to_event(span: Span, attrs: dict[str, Any], resource: dict[str, Any]) -> dict[str, Any]:
+    """The event dict for one LLM span (validated later, in one pass for the whole batch).
 
     Raises ValueError (naming the field) for what pydantic cannot say better itself.
     """
-    if len(span.trace_id) != 16 or not any(span.trace_id):
+    trace_id, span_id = span.trace_id, span.span_id
+    if len(trace_id) != 16 or not any(trace_id):
         raise ValueError("trace_id: must be 16 bytes (32 hex digits), not all zero")
-    if len(span.span_id) != 8 or not any(span.span_id):
+    if len(span_id) != 8 or not any(span_id):
         raise ValueError("span_id: must be 8 bytes (16 hex digits), not all zero")
-    trace_hex, span_hex = span.trace_id.hex(), span.span_id.hex()
-    both = {**resource, **attrs}  # span attributes win over resource attributes
-    events = [(e.name, _attrs(e.attributes)) for e in span.events]
-    src: dict[str, str] = {}
-
-    def pick(name: str, keys: Iterable[str], where: dict[str, Any] = both) -> Any:
-        hit = _first(where, keys)
-        if hit is None:
-            return None
-        src[name] = hit[0]
-        return hit[1]
-
-    request_model = pick("model", ("gen_ai.request.model", "llm.request.model"), attrs)
-    response_model = pick(
-        "model", ("gen_ai.response.model", "llm.model_name", "llm.response.model"), attrs
-    )
-    model = response_model or request_model
+    model = _lookup(attrs, _RESPONSE_MODEL) or _lookup(attrs, _REQUEST_MODEL)
     if model is None:
         raise ValueError(
             "model: no gen_ai.response.model, gen_ai.request.model or llm.model_name attribute"
         )
+    model = str(model)[:MAX_NAME]
+    trace_hex, span_hex = trace_id.hex(), span_id.hex()
+    both = {**resource, **attrs}  # span attributes win over resource attributes
+    start, end = span.start_time_unix_nano, span.end_time_unix_nano
     e: dict[str, Any] = {
         "event_id": f"otel:{trace_hex}:{span_hex}",
-        "ts": datetime.fromtimestamp(span.start_time_unix_nano / 1e9, UTC),
-        "app": _name(pick("app", ("promptblame.app",)) or resource.get("service.name"))
+        "ts": datetime.fromtimestamp(start / 1e9, UTC),
+        "app": str(both.get("promptblame.app") or resource.get("service.name") or "")[:MAX_NAME]
         or "unknown_service",
-        "model": _name(model),
-        "model_version": _name(model),
+        "model": model,
+        "model_version": model,
         "trace_id": trace_hex,
         "span_id": span_hex,
-        "latency_ms": (span.end_time_unix_nano - span.start_time_unix_nano) / 1e6,
+        "latency_ms": (end - start) / 1e6,
     }
-    if "app" not in src and resource.get("service.name"):
-        src["app"] = "service.name"
-    for name, keys in _NAMES.items():
-        v = pick(name, keys)
-        if v is not None:
-            e[name] = _name(v)
-    for name, keys in _SIMPLE.items():
-        v = pick(name, keys)
-        if v is not None:
-            e[name] = v
-    for name, keys in _TOKENS.items():
-        v = pick(name, keys, attrs)
-        if v is not None:
-            e[name] = v
-    assoc = "traceloop.association.properties."
-    for field_name, key in (("user_id", "user_id"), ("session_id", "session_id")):
-        if field_name not in e and both.get(assoc + key):
-            e[field_name] = _name(both[assoc + key])
+    for name, keys, span_only, as_name in _FIELDS:
+        where = attrs if span_only else both
+        for k in keys:
+            v = where.get(k)
+            if v is not None and v != "":
+                e[name] = str(v)[:MAX_NAME] if as_name else v
+                break
 
+    events = [(ev.name, _attrs(ev.attributes)) for ev in span.events] if span.events else []
     text_in = input_text(attrs, events)
-    text_out = output_text(attrs, events)
     if text_in:
         e["input"] = text_in[:MAX_TEXT]
+    text_out = output_text(attrs, events)
     if text_out:
         e["output"] = text_out[:MAX_TEXT]
-
     if span.status.code == Status.STATUS_CODE_ERROR:
         e["status"] = "error"
         err = attrs.get("error.type") or _exception_type(events) or span.status.message
-        e["error_type"] = _name(err or "error")
+        e["error_type"] = str(err or "error")[:MAX_NAME]
     tags = _tags(both, span.name)
     if tags:
         e["tags"] = tags
-    return e, src
+    return e
+
+
+def _lookup(attrs: dict[str, Any], keys: tuple[str, ...]) -> Any:
+    for k in keys:
+        v = attrs.get(k)
+        if v is not None and v != "":
+            return v
+    return None
+
+
+def source_of(field_name: str, attrs: dict[str, Any], resource: dict[str, Any]) -> str | None:
+    """The attribute a field was read from (for rejection messages; off the hot path)."""
+    both = {**resource, **attrs}
+    for name, keys, span_only, _ in _FIELDS:
+        if name == field_name:
+            where = attrs if span_only else both
+            return next((k for k in keys if where.get(k) not in (None, "")), None)
+    return None
 
 
 def _name(v: Any) -> str:
@@ -398,11 +386,10 @@ def _tags(attrs: dict[str, Any], span_name: str) -> dict[str, str]:
         if v is not None and v != "" and tag not in tags:
             tags[tag] = _tag_value(v)
     for key, v in attrs.items():
-        if len(tags) >= MAX_TAGS:
-            break
-        for prefix in _TAG_PREFIXES:
-            if key.startswith(prefix) and len(key) > len(prefix):
-                tags[key[len(prefix) :][:MAX_NAME]] = _tag_value(v)
+        if key.startswith(_TAG_PREFIXES) and len(tags) < MAX_TAGS:
+            name = key[len(next(p for p in _TAG_PREFIXES if key.startswith(p))) :]
+            if name:
+                tags[name[:MAX_NAME]] = _tag_value(v)
     return tags
 
 
@@ -429,7 +416,9 @@ def _content_text(content: Any) -> str:
     if isinstance(content, str):
         return content
     if isinstance(content, list):
-        return "\n".join(t for t in (_content_text(p) for p in content) if t)
+        if len(content) == 1:
+            return _content_text(content[0])
+        return "\n".join(t for t in map(_content_text, content) if t)
     if isinstance(content, dict):
         for k in ("content", "text", "value"):
             if k in content:
@@ -441,7 +430,7 @@ def _json_messages(raw: Any) -> list[tuple[str, str]]:
     """GenAI `gen_ai.input.messages` / `gen_ai.output.messages`: JSON list of
     {role, parts: [{type: text, content}]} (also accepts {role, content})."""
     try:
-        doc = json.loads(raw) if isinstance(raw, str) else raw
+        doc = from_json(raw) if isinstance(raw, str) else raw
     except ValueError:
         return [("", str(raw))]
     if isinstance(doc, dict):
@@ -536,7 +525,7 @@ def _event_content(a: dict[str, Any]) -> str:
     raw = a.get("gen_ai.event.content")
     if raw is not None:
         try:
-            body = json.loads(raw) if isinstance(raw, str) else raw
+            body = from_json(raw) if isinstance(raw, str) else raw
         except ValueError:
             return str(raw)
         if isinstance(body, dict) and "message" in body:

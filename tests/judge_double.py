@@ -46,11 +46,14 @@ def judge_double(behaviour: Behaviour) -> Iterator[tuple[str, list[dict[str, Any
                 self.connection.close()
                 return
             raw = answer if isinstance(answer, bytes) else json.dumps(answer).encode()
-            self.send_response(status)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(raw)))
-            self.end_headers()
-            self.wfile.write(raw)
+            try:
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(raw)))
+                self.end_headers()
+                self.wfile.write(raw)
+            except (BrokenPipeError, ConnectionResetError):
+                pass  # the judge gave up waiting (timeout tests)
 
         def log_message(self, *args: Any) -> None:
             pass

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from promptblame.analysis.scoring.base import Outcome
+from promptblame.analysis.scoring.base import Batch, Outcome
 from promptblame.analysis.scoring.judge import Judge, JudgeParams, parse_verdict
 from promptblame.analysis.scoring.reference import token_f1
 from promptblame.analysis.scoring.registry import build, parse_params
@@ -34,7 +34,7 @@ def resp(output: str = "", **over: Any) -> dict[str, Any]:
 
 def run(kind: str, params: dict[str, Any], *responses: dict[str, Any]) -> list[Outcome]:
     ev = build(kind, parse_params(kind, params), Settings())
-    return ev.score(list(responses))
+    return ev.score(Batch.of(list(responses)))
 
 
 def values(outcomes: list[Outcome]) -> list[float | None]:
@@ -192,13 +192,17 @@ def test_custom_callables_need_an_allowed_module():
     settings = Settings(custom_evaluator_modules="tests")
     params = parse_params("custom", {"callable": "tests.custom_evaluators:mentions_refund"})
     ev = build("custom", params, settings)
-    outs = ev.score([resp("refund issued"), resp("nothing"), resp("boom")])
+    outs = ev.score(Batch.of([resp("refund issued"), resp("nothing"), resp("boom")]))
     assert values(outs) == [1.0, 0.0, None]
     assert "RuntimeError" in outs[2].error
     with pytest.raises(ValueError, match="not allowed"):
         build("custom", params, Settings())
     bad = parse_params("custom", {"callable": "tests.custom_evaluators:out_of_range"})
-    assert build("custom", bad, settings).score([resp("x")])[0].error.startswith("returned 7")
+    assert (
+        build("custom", bad, settings)
+        .score(Batch.of([resp("x")]))[0]
+        .error.startswith("returned 7")
+    )
 
 
 def test_judge_verdicts_are_parsed_strictly():
@@ -221,7 +225,7 @@ def test_the_judge_sends_the_rubric_and_data_and_scores_valid_replies():
         url,
         seen,
     ):
-        outs = judge(url).score([resp("an answer", input="a question <script>")])
+        outs = judge(url).score(Batch.of([resp("an answer", input="a question <script>")]))
     assert outs == [Outcome(0.75, "ok")]
     assert seen[0]["model"] == "judge-1" and seen[0]["auth"] == "Bearer sk-test"
     assert "Is it helpful?" in seen[0]["messages"][0]["content"]
@@ -246,7 +250,9 @@ def test_judge_garbage_500s_timeouts_and_dropped_connections_become_errors_not_s
 
     with judge_double(behaviour) as (url, seen):
         outs = judge(url).score(
-            [resp(x) for x in ("garbage", "fivehundred", "slow", "drop", "nocontent", "fine")]
+            Batch.of(
+                [resp(x) for x in ("garbage", "fivehundred", "slow", "drop", "nocontent", "fine")]
+            )
         )
     assert [o.value for o in outs] == [None, None, None, None, None, 1.0]
     assert "not JSON" in outs[0].error
@@ -260,7 +266,7 @@ def test_a_judge_retry_that_succeeds_gives_a_score():
     with judge_double(
         lambda body, n: (503, {}) if n == 1 else (200, completion('{"score": 1}'))
     ) as (url, seen):
-        assert judge(url).score([resp("x")]) == [Outcome(0.0, "")]
+        assert judge(url).score(Batch.of([resp("x")])) == [Outcome(0.0, "")]
     assert len(seen) == 2
 
 
@@ -270,7 +276,7 @@ def test_the_judge_cost_cap_leaves_the_rest_for_later_instead_of_erroring():
     with judge_double(lambda body, n: (200, reply)) as (url, seen):
         j = judge(url, input_price_per_1k=0.01, max_cost_usd=0.025)
         j._concurrency = 1
-        outs = j.score([resp(str(i)) for i in range(6)])
+        outs = j.score(Batch.of([resp(str(i)) for i in range(6)]))
     assert [o.value for o in outs] == [1.0, 1.0, 1.0, None, None, None]
     assert all(not o.error for o in outs)
     assert len(seen) == 3 and j.cost_usd == pytest.approx(0.03)

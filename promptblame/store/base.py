@@ -318,35 +318,29 @@ class Store(ABC):
         return rows[0]["ts"] if rows[0]["n"] else None
 
     def scoring_candidates(self, project_id: str, targets: Sequence[ScoringTarget]) -> pa.Table:
-        """(event_id, received_at) of responses some target still has to score, by event_id.
-
-        Only these two short columns are read here; texts are read chunk by chunk
-        (`scoring_rows`) over event_id ranges, which the primary key serves directly.
-        """
-        where, params = _targets(targets, ranged=False)
+        """(event_id, received_at, want_<i> per target) of the responses some target still has
+        to score, by event_id. Short columns only: texts are read chunk by chunk
+        (`scoring_rows`)."""
+        params: dict[str, Any] = {"p": project_id}
+        wants = []
+        for i, t in enumerate(targets):
+            params.update(target_params(t, f"t{i}"))
+            wants.append(f"{target_sql(f't{i}')} AS want_{i}")
         return self._select(
-            "SELECT event_id, received_at FROM responses FINAL"
-            f" WHERE project_id = {{p:String}} AND ({where}) ORDER BY event_id",
-            {k: _param(v) for k, v in {"p": project_id, **params}.items()},
+            f"SELECT event_id, received_at, {', '.join(wants)} FROM responses FINAL"
+            " WHERE project_id = {p:String}"
+            f" AND ({' OR '.join(f'want_{i}' for i in range(len(targets)))}) ORDER BY event_id",
+            {k: _param(v) for k, v in params.items()},
         )
 
-    def scoring_rows(
-        self, project_id: str, targets: Sequence[ScoringTarget], lo: str, hi: str
-    ) -> list[dict[str, Any]]:
-        """The responses with lo <= event_id <= hi that some target still has to score, with
-        what evaluators read and a flag `want_<i>` per target."""
-        where, params = _targets(targets, ranged=True)
-        wants = ", ".join(
-            f"{target_sql(f't{i}', ranged=True)} AS want_{i}" for i in range(len(targets))
-        )
-        return self._rows(
-            f"SELECT {_SCORING_COLUMNS}, {wants} FROM responses FINAL"
-            " WHERE project_id = {p:String} AND event_id >= {lo:String} AND event_id <= {hi:String}"
-            f" AND ({where})",
-            p=project_id,
-            lo=lo,
-            hi=hi,
-            **params,
+    def scoring_rows(self, project_id: str, event_ids: Sequence[str]) -> pa.Table:
+        """What evaluators read of these responses, by event_id (the primary key serves the
+        lookup)."""
+        return self._select(
+            f"SELECT {_SCORING_COLUMNS} FROM responses FINAL WHERE project_id = {{p:String}}"
+            " AND event_id IN (SELECT arrayJoin(JSONExtract({ids:String}, 'Array(String)')))"
+            " ORDER BY event_id",
+            {"p": project_id, "ids": json.dumps(list(event_ids))},
         )
 
     def job_cursor(self, job: str, key: str) -> datetime | None:
@@ -588,14 +582,6 @@ _SCORING_COLUMNS = (
     " model_version, case_id, input, output, expected_output, latency_ms, input_tokens,"
     " output_tokens, cost_usd, status, error_type, tags"
 )
-
-
-def _targets(targets: Sequence[ScoringTarget], *, ranged: bool) -> tuple[str, dict[str, Any]]:
-    """OR of the targets' conditions, and their parameters (prefixed t0, t1, ...)."""
-    params: dict[str, Any] = {}
-    for i, t in enumerate(targets):
-        params.update(target_params(t, f"t{i}"))
-    return " OR ".join(target_sql(f"t{i}", ranged=ranged) for i in range(len(targets))), params
 
 
 _VERSION_KEY = "app, prompt_id, prompt_version, model, model_version"

@@ -54,11 +54,9 @@ class ScoringTarget:
 SAMPLE_SCALE = 1_000_000
 
 
-def target_sql(prefix: str, *, ranged: bool) -> str:
-    """Boolean SQL over `responses` for a ScoringTarget bound as `prefix` (binds {p}; with
-    `ranged`, also {lo}/{hi}, an event_id range that keeps the anti-joins small)."""
+def target_sql(prefix: str) -> str:
+    """Boolean SQL over `responses` for a ScoringTarget bound as `prefix` (also binds {p})."""
     t = prefix
-    rng = " AND event_id >= {lo:String} AND event_id <= {hi:String}" if ranged else ""
     parts = [
         f"(empty(JSONExtract({{{t}_{c}:String}}, 'Array(String)'))"
         f" OR has(JSONExtract({{{t}_{c}:String}}, 'Array(String)'), {col}))"
@@ -69,9 +67,9 @@ def target_sql(prefix: str, *, ranged: bool) -> str:
         f"ts >= {{{t}_since:DateTime64(3)}}",
         f"received_at >= {{{t}_from:DateTime64(3)}}",
         "event_id NOT IN (SELECT event_id FROM scores WHERE project_id = {p:String}"
-        f" AND name = {{{t}_name:String}} AND source = {{{t}_src:String}}{rng})",
+        f" AND name = {{{t}_name:String}} AND source = {{{t}_src:String}})",
         f"({{{t}_retry:UInt8}} OR event_id NOT IN (SELECT event_id FROM score_errors"
-        f" WHERE project_id = {{p:String}} AND source = {{{t}_src:String}}{rng}))",
+        f" WHERE project_id = {{p:String}} AND source = {{{t}_src:String}}))",
     ]
     return "(" + " AND ".join(parts) + ")"
 

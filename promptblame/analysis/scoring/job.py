@@ -13,13 +13,15 @@ import json
 import logging
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.compute
 
-from promptblame.analysis.scoring.base import Evaluator
+from promptblame.analysis.scoring.base import Batch, Evaluator
 from promptblame.analysis.scoring.registry import build, parse_params, source_of
 from promptblame.settings import Settings
 from promptblame.store import Store
@@ -105,14 +107,25 @@ def _score_project(
         return
     try:
         keys = store.scoring_candidates(project, [a.target for a in actives])
-        ids = keys.column("event_id").to_pylist()
         held: dict[str, datetime] = {}  # source -> earliest received_at left for later
-        for i in range(0, len(ids), settings.scoring_batch_rows):
-            chunk = ids[i : i + settings.scoring_batch_rows]
-            rows = store.scoring_rows(project, [a.target for a in actives], chunk[0], chunk[-1])
-            _score_chunk(store, project, actives, rows, run, held)
-            if progress:
-                progress(i + len(chunk), len(ids))
+        step = settings.scoring_batch_rows
+        chunks = [keys.slice(i, step) for i in range(0, keys.num_rows, step)]
+
+        def fetch(chunk: pa.Table) -> pa.Table:
+            return store.scoring_rows(project, chunk.column("event_id").to_pylist())
+
+        # the next chunk is read while this one is scored (the engine releases the GIL)
+        with ThreadPoolExecutor(1) as reader:
+            pending = reader.submit(fetch, chunks[0]) if chunks else None
+            done = 0
+            for k, chunk in enumerate(chunks):
+                assert pending is not None
+                table = pending.result()
+                pending = reader.submit(fetch, chunks[k + 1]) if k + 1 < len(chunks) else None
+                _score_chunk(store, project, actives, _aligned(chunk, table), run, held)
+                done += chunk.num_rows
+                if progress:
+                    progress(done, keys.num_rows)
     finally:
         for a in actives:
             a.evaluator.close()
@@ -164,35 +177,55 @@ def _actives(
     return out
 
 
+def _aligned(keys: pa.Table, rows: pa.Table) -> pa.Table:
+    """The chunk's rows with their want_<i> flags (both are sorted by event_id)."""
+    if rows.num_rows != keys.num_rows:  # cannot happen without deletes; align by id anyway
+        keep = pa.compute.is_in(keys.column("event_id"), value_set=rows.column("event_id"))
+        keys = keys.filter(keep)
+    for name in keys.column_names:
+        if name.startswith("want_"):
+            rows = rows.append_column(name, keys.column(name))
+    return rows
+
+
 def _score_chunk(
     store: Store,
     project: str,
     actives: list[Active],
-    rows: list[dict[str, Any]],
+    table: pa.Table,
     run: ScoringRun,
     held: dict[str, datetime],
 ) -> None:
-    for r in rows:
-        r["tags"] = dict(r["tags"])
+    batch = Batch(table)
+    ids, received = batch.column("event_id"), batch.column("received_at")
     scores: dict[str, list[Any]] = {
         k: [] for k in ("event_id", "name", "source", "value", "comment")
     }
     errors: dict[str, list[Any]] = {k: [] for k in ("event_id", "source", "error")}
     for j, a in enumerate(actives):
-        chosen = [r for r in rows if r[f"want_{j}"]]
-        for r, o in zip(chosen, a.evaluator.score(chosen), strict=True):
-            if o.value is not None:
-                for k, v in zip(
-                    scores, (r["event_id"], a.name, a.source, o.value, o.explanation), strict=True
-                ):
-                    scores[k].append(v)
-            elif o.error:
-                for k, v in zip(errors, (r["event_id"], a.source, o.error), strict=True):
-                    errors[k].append(v)
-            else:
-                run.skipped += 1
-                if a.source not in held or r["received_at"] < held[a.source]:
-                    held[a.source] = r["received_at"]
+        chosen = [i for i, want in enumerate(batch.column(f"want_{j}")) if want]
+        outcomes = a.evaluator.score(batch.take(chosen))
+        values = [o[0] for o in outcomes]
+        if None not in values:  # the usual case, in bulk
+            scores["event_id"] += [ids[i] for i in chosen]
+            scores["value"] += values
+            scores["comment"] += [o[1] for o in outcomes]
+        else:
+            for i, (value, explanation, error) in zip(chosen, outcomes, strict=True):
+                if value is not None:
+                    scores["event_id"].append(ids[i])
+                    scores["value"].append(value)
+                    scores["comment"].append(explanation)
+                elif error:
+                    errors["event_id"].append(ids[i])
+                    errors["error"].append(error)
+                else:
+                    run.skipped += 1
+                    if a.source not in held or received[i] < held[a.source]:
+                        held[a.source] = received[i]
+        scores["name"] += [a.name] * (len(scores["event_id"]) - len(scores["name"]))
+        scores["source"] += [a.source] * (len(scores["event_id"]) - len(scores["source"]))
+        errors["source"] += [a.source] * (len(errors["event_id"]) - len(errors["source"]))
     now = datetime.now(UTC)
     n, m = len(scores["event_id"]), len(errors["event_id"])
     if n:

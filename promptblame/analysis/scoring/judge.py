@@ -14,14 +14,13 @@ import random
 import re
 import threading
 import time
-from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Annotated, Any
 
 import httpx
 from pydantic import Field, model_validator
 
-from promptblame.analysis.scoring.base import Evaluator, Outcome, Params, Response
+from promptblame.analysis.scoring.base import Batch, Evaluator, Outcome, Params, Response, safely
 
 _RETRYABLE = {408, 409, 429, 500, 502, 503, 504}
 _SAFE_ID = re.compile(r"[^A-Za-z0-9_.:-]+")
@@ -181,9 +180,9 @@ class Judge(Evaluator[JudgeParams]):
             return Outcome.failed("judge reply content is not text")
         return parse_verdict(content, self.params.scale_min, self.params.scale_max)
 
-    def score(self, responses: Sequence[Response]) -> list[Outcome]:
+    def score(self, batch: Batch) -> list[Outcome]:
         with ThreadPoolExecutor(self._concurrency) as pool:
-            return list(pool.map(lambda r: super(Judge, self).score([r])[0], responses))
+            return list(pool.map(lambda r: safely(self.evaluate, r), batch.rows()))
 
 
 def _num(v: object) -> float:

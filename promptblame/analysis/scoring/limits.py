@@ -6,7 +6,7 @@ from typing import Annotated
 
 from pydantic import Field
 
-from promptblame.analysis.scoring.base import Evaluator, Outcome, Params, Response
+from promptblame.analysis.scoring.base import PASS, Evaluator, Outcome, Params
 
 
 class LatencyParams(Params):
@@ -17,11 +17,12 @@ class Latency(Evaluator[LatencyParams]):
     kind = "latency"
     params_model = LatencyParams
 
-    def evaluate(self, response: Response) -> Outcome:
-        v = response.get("latency_ms")
+    column = "latency_ms"
+
+    def check(self, v: float | None) -> Outcome:
         if v is None:
             return Outcome.failed("latency_ms is not recorded for this response")
-        return Outcome.passed(v <= self.params.max_ms, f"{v:.0f} ms")
+        return PASS if v <= self.params.max_ms else Outcome(0.0, f"{v:.0f} ms")
 
 
 class CostParams(Params):
@@ -32,8 +33,9 @@ class Cost(Evaluator[CostParams]):
     kind = "cost"
     params_model = CostParams
 
-    def evaluate(self, response: Response) -> Outcome:
-        v = response.get("cost_usd")
+    column = "cost_usd"
+
+    def check(self, v: float | None) -> Outcome:
         if v is None:
             return Outcome.failed("cost_usd is not recorded for this response")
-        return Outcome.passed(v <= self.params.max_usd, f"${v:.6f}")
+        return PASS if v <= self.params.max_usd else Outcome(0.0, f"${v:.6f}")

@@ -7,7 +7,7 @@ from typing import Annotated, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from promptblame.analysis.scoring.base import Evaluator, Outcome, Params, Response
+from promptblame.analysis.scoring.base import PASS, Evaluator, Outcome, Params
 
 TextField = Literal["output", "input", "expected_output"]
 
@@ -42,13 +42,14 @@ class Regex(Evaluator[RegexParams]):
         for f in params.flags:
             flags |= _FLAGS[f]
         self._re = re.compile(params.pattern, flags)
+        self.column = params.field
 
-    def evaluate(self, response: Response) -> Outcome:
+    def check(self, text: str | None) -> Outcome:
         p = self.params
-        m = self._re.search(response[p.field] or "")
+        m = self._re.search(text or "")
         if p.must_match:
-            return Outcome.passed(m is not None, "" if m else "pattern not found")
-        return Outcome.passed(m is None, f"matched {m.group(0)[:80]!r}" if m else "")
+            return PASS if m else Outcome(0.0, "pattern not found")
+        return PASS if m is None else Outcome(0.0, f"matched {m.group(0)[:80]!r}")
 
 
 class ContainsParams(Params):
@@ -69,19 +70,20 @@ class Contains(Evaluator[ContainsParams]):
         self._values = (
             params.values if params.case_sensitive else [v.lower() for v in params.values]
         )
+        self.column = params.field
 
-    def evaluate(self, response: Response) -> Outcome:
+    def check(self, text: str | None) -> Outcome:
         p = self.params
-        text = response[p.field] or ""
+        text = text or ""
         if not p.case_sensitive:
             text = text.lower()
         found = [v for v in self._values if v in text]
         if p.mode == "all":
             missing = [v for v in self._values if v not in found]
-            return Outcome.passed(not missing, f"missing {missing[:5]}" if missing else "")
+            return Outcome(0.0, f"missing {missing[:5]}") if missing else PASS
         if p.mode == "any":
-            return Outcome.passed(bool(found), "" if found else "none of the values found")
-        return Outcome.passed(not found, f"found {found[:5]}" if found else "")
+            return PASS if found else Outcome(0.0, "none of the values found")
+        return Outcome(0.0, f"found {found[:5]}") if found else PASS
 
 
 class LengthParams(Params):
@@ -104,16 +106,20 @@ class Length(Evaluator[LengthParams]):
     kind = "length"
     params_model = LengthParams
 
-    def evaluate(self, response: Response) -> Outcome:
+    def __init__(self, params: LengthParams) -> None:
+        super().__init__(params)
+        self.column = "output_tokens" if params.unit == "tokens" else "output"
+
+    def check(self, value: str | int | None) -> Outcome:
         p = self.params
-        if p.unit == "tokens":
-            size = response.get("output_tokens")
-            if size is None:
-                return Outcome.failed("output_tokens is not recorded for this response")
+        if isinstance(value, int):
+            size = value
+        elif value is None and p.unit == "tokens":
+            return Outcome.failed("output_tokens is not recorded for this response")
         else:
-            size = len(response["output"] or "")
+            size = len(value or "")
         ok = (p.min is None or size >= p.min) and (p.max is None or size <= p.max)
-        return Outcome.passed(ok, "" if ok else f"{size} {p.unit}")
+        return PASS if ok else Outcome(0.0, f"{size} {p.unit}")
 
 
 DEFAULT_REFUSALS = (
@@ -154,13 +160,18 @@ class Refusal(Evaluator[RefusalParams]):
     def __init__(self, params: RefusalParams) -> None:
         super().__init__(params)
         self._phrases = [_fold(p) for p in params.phrases]
+        self.column = params.field
 
-    def evaluate(self, response: Response) -> Outcome:
-        p = self.params
-        text = _fold(response[p.field] or "")
-        hit = next((ph for ph in self._phrases if ph in text), None)
-        return Outcome.passed(hit is None, f"refusal: {hit!r}" if hit else "")
+    def check(self, text: str | None) -> Outcome:
+        folded = _fold(text or "")
+        for phrase in self._phrases:  # `in` is a C substring search: far faster than a regex
+            if phrase in folded:
+                return Outcome(0.0, f"refusal: {phrase!r}")
+        return PASS
 
 
 def _fold(text: str) -> str:
-    return text.lower().replace("\u2019", "'").replace("\u2018", "'")
+    text = text.lower()
+    if "\u2019" in text or "\u2018" in text:
+        text = text.replace("\u2019", "'").replace("\u2018", "'")
+    return text

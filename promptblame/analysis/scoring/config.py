@@ -16,10 +16,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from promptblame.analysis.scoring.registry import KINDS, parse_params
+from promptblame.configfile import Lines, problem, problems, read_yaml
 from promptblame.errors import ConfigInvalid, Problem
 
 Names = Annotated[list[Annotated[str, Field(min_length=1, max_length=256)]], Field(max_length=100)]
@@ -71,41 +71,32 @@ class EvaluatorSpec(BaseModel):
         }
 
 
-def validate(doc: Any, lines: Mapping[tuple[Any, ...], int] | None = None) -> list[EvaluatorSpec]:
+def validate(doc: Any, lines: Lines | None = None) -> list[EvaluatorSpec]:
     """`{"evaluators": [...]}` → specs; every problem named by field (and line, from YAML)."""
     lines = lines or {}
-    problems: list[Problem] = []
-
-    def add(loc: tuple[Any, ...], message: str) -> None:
-        problems.append(Problem(".".join(map(str, loc)) or "(file)", message, _line(lines, loc)))
-
+    found: list[Problem] = []
     if not isinstance(doc, dict) or not isinstance(doc.get("evaluators"), list):
         raise ConfigInvalid([Problem("evaluators", "the file must hold `evaluators: [...]`", 1)])
     for key in sorted(set(doc) - {"evaluators"}):
-        add((key,), "unknown top-level field")
+        found.append(problem(lines, (key,), "unknown top-level field"))
     specs: list[EvaluatorSpec] = []
     seen: set[str] = set()
     for i, item in enumerate(doc["evaluators"]):
         base = ("evaluators", i)
         try:
             spec = EvaluatorSpec.model_validate(item)
-        except ValidationError as exc:
-            for e in exc.errors(include_url=False):
-                add(base + tuple(e["loc"]), e["msg"])
-            continue
-        try:
             parse_params(spec.kind, spec.params)
         except ValidationError as exc:
-            for e in exc.errors(include_url=False):
-                add((*base, "params", *e["loc"]), e["msg"])
+            inner = exc.title != EvaluatorSpec.__name__  # the kind's params failed
+            found += problems(lines, (*base, "params") if inner else base, exc)
             continue
         if spec.name in seen:
-            add((*base, "name"), f"{spec.name!r} is defined twice")
+            found.append(problem(lines, (*base, "name"), f"{spec.name!r} is defined twice"))
             continue
         seen.add(spec.name)
         specs.append(spec)
-    if problems:
-        raise ConfigInvalid(problems)
+    if found:
+        raise ConfigInvalid(found)
     return specs
 
 
@@ -113,17 +104,7 @@ def load_yaml(path: Path) -> list[EvaluatorSpec]:
     """Read and validate an evaluators file. A reference evaluator's `dataset_file` (JSON lines
     of {case_id, expected_output}, relative to the file) is read into its params, so the stored
     definition — and its version — covers the dataset."""
-    text = path.read_text(encoding="utf-8")
-    try:
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
-        doc = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        line = mark.line + 1 if mark else None
-        raise ConfigInvalid([Problem("(file)", f"not valid YAML: {exc}", line)]) from None
-    lines: dict[tuple[Any, ...], int] = {}
-    if node is not None:
-        _index_lines(node, (), lines)
+    doc, lines = read_yaml(path)
     if isinstance(doc, dict) and isinstance(doc.get("evaluators"), list):
         for i, item in enumerate(doc["evaluators"]):
             params = item.get("params") if isinstance(item, dict) else None
@@ -132,8 +113,7 @@ def load_yaml(path: Path) -> list[EvaluatorSpec]:
                 try:
                     params["dataset"] = _read_dataset(path.parent / str(params.pop("dataset_file")))
                 except (OSError, ValueError) as exc:
-                    problem = Problem(".".join(map(str, loc)), str(exc), lines.get(loc))
-                    raise ConfigInvalid([problem]) from None
+                    raise ConfigInvalid([problem(lines, loc, str(exc))]) from None
     return validate(doc, lines)
 
 
@@ -150,25 +130,6 @@ def _read_dataset(path: Path) -> dict[str, str]:
                 f'{path.name} line {n}: expected {{"case_id": ..., "expected_output": ...}}'
             ) from None
     return out
-
-
-def _index_lines(node: yaml.Node, path: tuple[Any, ...], out: dict[tuple[Any, ...], int]) -> None:
-    out[path] = node.start_mark.line + 1
-    if isinstance(node, yaml.MappingNode):
-        for k, v in node.value:
-            _index_lines(v, (*path, k.value), out)
-            out[(*path, k.value)] = k.start_mark.line + 1  # the key's line, not its block's
-    elif isinstance(node, yaml.SequenceNode):
-        for i, v in enumerate(node.value):
-            _index_lines(v, (*path, i), out)
-
-
-def _line(lines: Mapping[tuple[Any, ...], int], loc: tuple[Any, ...]) -> int | None:
-    """The line of the deepest part of `loc` that the file has."""
-    for end in range(len(loc), -1, -1):
-        if loc[:end] in lines:
-            return lines[loc[:end]]
-    return None
 
 
 Action = Literal["create", "new_version", "update", "unchanged", "remove"]

@@ -1,0 +1,59 @@
+"""Config files as code (evaluators.yaml, alerts.yaml): YAML read with the line of every field,
+so a problem is reported as `line 12: evaluators.3.params.pattern: <why>`."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import ValidationError
+
+from promptblame.errors import ConfigInvalid, Problem
+
+Lines = Mapping[tuple[Any, ...], int]
+
+
+def read_yaml(path: Path) -> tuple[Any, dict[tuple[Any, ...], int]]:
+    """(document, {field path: line}); ConfigInvalid with the line when it is not YAML."""
+    text = path.read_text(encoding="utf-8")
+    try:
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+        doc = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = mark.line + 1 if mark else None
+        raise ConfigInvalid([Problem("(file)", f"not valid YAML: {exc}", line)]) from None
+    lines: dict[tuple[Any, ...], int] = {}
+    if node is not None:
+        _index_lines(node, (), lines)
+    return doc, lines
+
+
+def problem(lines: Lines, loc: tuple[Any, ...], message: str) -> Problem:
+    return Problem(".".join(map(str, loc)) or "(file)", message, line_of(lines, loc))
+
+
+def problems(lines: Lines, base: tuple[Any, ...], exc: ValidationError) -> list[Problem]:
+    """pydantic errors of the item at `base`, each with its field path and line."""
+    return [problem(lines, base + tuple(e["loc"]), e["msg"]) for e in exc.errors(include_url=False)]
+
+
+def line_of(lines: Lines, loc: tuple[Any, ...]) -> int | None:
+    """The line of the deepest part of `loc` that the file has."""
+    for end in range(len(loc), -1, -1):
+        if loc[:end] in lines:
+            return lines[loc[:end]]
+    return None
+
+
+def _index_lines(node: yaml.Node, path: tuple[Any, ...], out: dict[tuple[Any, ...], int]) -> None:
+    out[path] = node.start_mark.line + 1
+    if isinstance(node, yaml.MappingNode):
+        for k, v in node.value:
+            _index_lines(v, (*path, k.value), out)
+            out[(*path, k.value)] = k.start_mark.line + 1  # the key's line, not its block's
+    elif isinstance(node, yaml.SequenceNode):
+        for i, v in enumerate(node.value):
+            _index_lines(v, (*path, i), out)

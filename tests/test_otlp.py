@@ -451,23 +451,26 @@ def live_server(tmp_path: Path) -> Iterator[tuple[str, str]]:
         proc.wait(30)
 
 
-def test_the_opentelemetry_sdk_exporter_ships_llm_spans_to_a_live_server(live_server):
+def test_the_opentelemetry_sdk_exporter_ships_llm_spans_to_a_live_server(live_server, monkeypatch):
+    """Configured only through the OTEL_* variables, as the README says."""
     from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
     from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
     url, key = live_server
-    exporter = OTLPSpanExporter(
-        endpoint=f"{url}/v1/traces", headers={"Authorization": f"Bearer {key}"}
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", f"{url}/v1/traces")
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_TRACES_HEADERS", f"Authorization=Bearer%20{key}")
+    monkeypatch.setenv("OTEL_SERVICE_NAME", "docs-qa")
+    monkeypatch.setenv(
+        "OTEL_RESOURCE_ATTRIBUTES",
+        "deployment.environment.name=prod,promptblame.prompt.id=docs.answer",
     )
-    resource = Resource.create({"service.name": "docs-qa", "deployment.environment.name": "prod"})
-    provider = TracerProvider(resource=resource)
-    provider.add_span_processor(BatchSpanProcessor(exporter))
+    provider = TracerProvider(resource=Resource.create())
+    provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
     tracer = provider.get_tracer("app")
     with tracer.start_as_current_span("handle request"):  # a parent that is not an LLM call
         for i in range(20):
             attrs: dict[str, Any] = {
                 **GENAI,
-                "promptblame.prompt.id": "docs.answer",
                 "promptblame.prompt.version": "v4",
                 "gen_ai.usage.input_tokens": 100 + i,
             }

@@ -42,8 +42,8 @@ def test_keys_create_while_serve_holds_the_data_directory_explains_instead_of_cr
 
 
 def test_bad_scopes_and_bad_settings_are_named():
-    r = CliRunner().invoke(main, ["keys", "create", "--project", "p", "--scopes", "admin"])
-    assert r.exit_code == 2 and "scopes must be some of ingest, read" in r.output
+    r = CliRunner().invoke(main, ["keys", "create", "--project", "p", "--scopes", "root"])
+    assert r.exit_code == 2 and "scopes must be some of ingest, read, admin" in r.output
     r = CliRunner().invoke(main, ["migrate"], env={"PROMPTBLAME_PORT": "http"})
     assert r.exit_code == 1 and "PROMPTBLAME_PORT: Input should be a valid integer" in r.output
     r = CliRunner().invoke(main, ["serve", "--port", "70000"])

@@ -154,14 +154,15 @@ def test_ten_thousand_events_arrive_exactly_once_through_503s_and_dropped_connec
         # pauses every thread for ~0.1 s; that is the interpreter, not the client, so the heap
         # that exists before the loop is frozen out of collection while it is measured.
         gc.freeze()
-        slowest = 0.0
+        durations = []
         try:
             for i in range(10_000):
                 t0 = time.perf_counter()
                 client.log_response(**event(i, "exactly-once"))
-                slowest = max(slowest, time.perf_counter() - t0)
+                durations.append(time.perf_counter() - t0)
         finally:
             gc.unfreeze()
+        durations.sort()
         assert client.flush(120)
         stats = client.stats()
         client.close()
@@ -169,7 +170,12 @@ def test_ten_thousand_events_arrive_exactly_once_through_503s_and_dropped_connec
     assert stored(server, "exactly-once") == 10_000
     assert (stats.sent, stats.dropped, stats.rejected, stats.failed) == (10_000, 0, 0, 0)
     assert stats.retries >= 18 and proxy.forwarded_after_drop >= 12  # retries really happened
-    assert slowest < 0.05, f"log_response blocked the app thread for {slowest * 1000:.1f} ms"
+    # The sender meanwhile waited out 1-second Retry-Afters and dropped connections; a call
+    # that waited on the network would take that long. The bound leaves room for the OS
+    # descheduling this thread on a busy 2-core machine (the proxy runs in this process too).
+    slowest, median = durations[-1], durations[len(durations) // 2]
+    assert slowest < 0.5, f"log_response blocked the app thread for {slowest * 1000:.1f} ms"
+    assert median < 0.001
     # Retry-After: 1 was honoured: the request after each 503 came at least a second later
     gaps = [b[0] - a[0] for a, b in zip(proxy.log, proxy.log[1:], strict=False) if a[1] == "503"]
     assert gaps and min(gaps) >= 0.95

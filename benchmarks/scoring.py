@@ -17,8 +17,9 @@ import resource
 import shutil
 import tempfile
 import time
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -33,7 +34,7 @@ from promptblame.store.schema import RESPONSES_ARROW
 TARGET = 20_000
 CHUNK = 200_000
 
-EVALUATORS = [
+EVALUATORS: list[dict[str, Any]] = [
     {"name": "json_ok", "kind": "json_valid", "params": {"strip_code_fence": True}},
     {"name": "has_order", "kind": "regex", "params": {"pattern": r"order #\d{4,}"}},
     {"name": "mentions", "kind": "contains", "params": {"values": ["refund", "order"]}},
@@ -45,7 +46,7 @@ EVALUATORS = [
 
 def texts(rng: np.random.Generator, k: int = 2000) -> list[str]:
     """A pool of varied outputs: JSON, fenced JSON, prose, refusals."""
-    words = "refund order shipping account invoice delay policy customer support days".split()
+    words = "refund order shipping account invoice delay policy customer support days".split()  # noqa: SIM905
     out = []
     for i in range(k):
         body = " ".join(rng.choice(words, int(rng.integers(40, 220))))
@@ -122,7 +123,8 @@ def main() -> None:
             f" in {took:.1f} s"
         )
         print(
-            f"responses/s: {rate:,.0f} (target >= {TARGET:,}: {'PASS' if rate >= TARGET else 'MISS'})"
+            f"responses/s: {rate:,.0f}"
+            f" (target >= {TARGET:,}: {'PASS' if rate >= TARGET else 'MISS'})"
         )
         print(f"scores/s: {run.scored / took:,.0f}")
         print(f"peak RSS: {rss_after:,.0f} MiB (before the run: {rss_before:,.0f} MiB)")

@@ -72,6 +72,22 @@ class Settings(BaseSettings):
         description="A new evaluator version scores responses this far back (so shifts have a"
         " baseline); `promptblame score --backfill` reaches further.",
     )
+    detection_interval_seconds: float = Field(
+        default=300.0, gt=0, description="How often shifts are searched for and attributed."
+    )
+    detection_window_days: float = Field(
+        default=14.0, gt=0, description="Trailing window the detection job analyses."
+    )
+    detection_bucket_seconds: int = Field(
+        default=3600, ge=60, description="Time bucket of the detection job's series."
+    )
+    detection_min_scores: int = Field(
+        default=500, ge=1, description="Scores a series needs in the window to be analysed."
+    )
+    public_url: str = Field(
+        default="http://127.0.0.1:8000",
+        description="Where people reach this server; alerts link to its incident reports.",
+    )
     judge_base_url: str = Field(
         default="",
         description="OpenAI-compatible endpoint of the LLM judge (https://api.openai.com/v1).",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -86,7 +87,7 @@ def test_a_dataset_file_is_read_into_the_definition(tmp_path):
         load_yaml(write(tmp_path, text))
 
 
-def spec_doc(**over):
+def spec_doc(**over: Any) -> dict[str, Any]:
     base = {"name": "fmt", "kind": "regex", "params": {"pattern": "^OK"}}
     return {"evaluators": [{**base, **over}]}
 
@@ -136,7 +137,7 @@ def test_a_judge_without_an_endpoint_is_refused_whole_before_anything_is_written
     assert sources["helpful"].startswith("evaluator:helpful@1/gpt-4o-mini/r")
 
 
-def admin_key(store, project="acme"):
+def admin_key(store: Any, project: str = "acme") -> str:
     plaintext, record = new_key(project, ["ingest", "read", "admin"])
     store.put_api_key(record)
     return plaintext

@@ -16,6 +16,8 @@ from datetime import UTC, datetime
 
 from apscheduler.schedulers.base import BaseScheduler
 
+from promptblame.analysis.alerting.job import run_alerts
+from promptblame.analysis.detection import run_detection
 from promptblame.analysis.scoring.job import run_scoring
 from promptblame.settings import Settings
 from promptblame.store import Store
@@ -62,6 +64,13 @@ def add_jobs(scheduler: BaseScheduler, store: Store, settings: Settings) -> None
         "materialize_scores": (store.materialize_scores, settings.scored_refresh_seconds, True),
         # run_scoring records one run per project itself
         "scoring": (lambda: run_scoring(store, settings), settings.scoring_interval_seconds, False),
+        "detection": (
+            lambda: run_detection(store, settings),
+            settings.detection_interval_seconds,
+            True,
+        ),
+        # also retries deliveries that failed and sends "resolved" soon after a manual resolve
+        "alerts": (lambda: run_alerts(store, settings), 60.0, True),
     }
     for name, (fn, seconds, record) in jobs.items():
         scheduler.add_job(

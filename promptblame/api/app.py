@@ -14,7 +14,16 @@ from promptblame.analysis.jobs import add_jobs
 from promptblame.api import errors
 from promptblame.api.auth import KeyChecker
 from promptblame.api.metrics import Metrics
-from promptblame.api.routes import analysis, health, ingest, otlp, prompts, reads, scoring
+from promptblame.api.routes import (
+    analysis,
+    health,
+    incidents,
+    ingest,
+    otlp,
+    prompts,
+    reads,
+    scoring,
+)
 from promptblame.api.state import AppState
 from promptblame.ingest.writer import GroupCommitWriter, WriterStats
 from promptblame.settings import Settings
@@ -69,6 +78,6 @@ def create_app(settings: Settings | None = None, store: Store | None = None) -> 
         lifespan=lifespan,
     )
     errors.install(app)
-    for module in (health, ingest, otlp, prompts, reads, analysis, scoring):
+    for module in (health, ingest, otlp, prompts, reads, analysis, scoring, incidents):
         app.include_router(module.router)
     return app

@@ -1,4 +1,4 @@
-"""The `promptblame` command: serve, worker, migrate, keys, evaluators, score."""
+"""The `promptblame` command: serve, worker, migrate, keys, evaluators, score, alerts, detect."""
 
 from __future__ import annotations
 
@@ -314,6 +314,80 @@ def score(
     click.echo(f"scored {result.scored}, errors {result.errors}, left for later {result.skipped}")
     if result.failed:
         raise click.ClickException("some evaluators could not run: " + "; ".join(result.failed))
+
+
+@main.group()
+def alerts() -> None:
+    """Alert rules and channels as config: apply an alerts.yaml."""
+
+
+@alerts.command("apply")
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--project", help="Project to apply to (direct store access).")
+@click.option("--dry-run", is_flag=True, help="Show the changes; change nothing.")
+@url_option
+@key_option
+def alerts_apply(
+    file: Path, project: str | None, dry_run: bool, url: str | None, key: str | None
+) -> None:
+    """Validate FILE (channels and rules), then make the project's alert config equal to it."""
+    from promptblame.analysis.alerting.rules import load_yaml
+
+    try:
+        config = load_yaml(file)
+    except ConfigInvalid as exc:
+        raise click.ClickException(
+            f"{file} is not valid:\n" + "\n".join(f"  {p}" for p in exc.problems)
+        ) from exc
+    if url:
+        doc = config.model_dump(mode="json")
+        changes = _call(url, key, "PUT", "/v1/alert-rules", params={"dry_run": dry_run}, json=doc)[
+            "changes"
+        ]
+    else:
+        if not project:
+            raise click.UsageError("give --project (or --url and --key)")
+        from dataclasses import asdict
+
+        from promptblame.analysis.alerting.catalog import apply
+
+        store = _store(_settings(), _THROUGH_API)
+        try:
+            changes = [asdict(c) for c in apply(store, project, config, dry_run=dry_run)]
+        finally:
+            store.close()
+    for c in changes:
+        click.echo(f"{c['action']:<10} {c['section']} {c['name']}")
+    changed = sum(c["action"] != "unchanged" for c in changes)
+    click.echo(f"{changed} change(s) {'would' if dry_run else 'did'} apply", err=True)
+
+
+@main.command()
+@click.option("--project", help="Only this project.")
+def detect(project: str | None) -> None:
+    """Run the detection job once (find shifts, attribute them, update incidents), then send
+    the alerts it calls for."""
+    from promptblame.analysis.alerting.job import run_alerts
+    from promptblame.analysis.detection import run_detection
+
+    settings = _settings()
+    store = _store(settings, "; stop `promptblame serve` first (it runs this job itself)")
+    try:
+        store.materialize_scores()
+        run = run_detection(store, settings, project_id=project)
+        sent = run_alerts(store, settings, project_id=project)
+        for p in (
+            [project] if project else store.projects_with_scores(datetime(2000, 1, 1, tzinfo=UTC))
+        ):
+            for i in store.incidents(p, status="open", limit=20):
+                click.echo(f"{i['incident_id']}  {i['verdict']:<16} {i['summary']}")
+    finally:
+        store.close()
+    click.echo(
+        f"{run.series} series; incidents opened {run.opened}, revised {run.revised},"
+        f" resolved {run.resolved}; alerts sent {sent.sent}, failed {sent.failed}",
+        err=True,
+    )
 
 
 if __name__ == "__main__":

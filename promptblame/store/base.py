@@ -118,6 +118,10 @@ class Store(ABC):
         if data.num_rows:
             self._insert(table, data)
 
+    def insert_rows(self, table: str, rows: Sequence[Mapping[str, Any]]) -> None:
+        """Insert dicts into a table of a known arrow layout (small tables: incidents, alerts)."""
+        self.insert(table, pa.Table.from_pylist(list(rows), schema=INSERTABLE[table]))
+
     def count(self, table: str, project_id: str) -> int:
         if table not in INSERTABLE:
             raise ValueError(f"unknown table {table!r}")
@@ -398,6 +402,153 @@ class Store(ABC):
             " FROM job_runs WHERE project_id IN ('', {p:String}) GROUP BY job ORDER BY job",
             p=project_id,
         )
+
+    # -- detection, incidents, alerts --------------------------------------------------------
+    def detection_series(
+        self, project_id: str, since: datetime, min_n: int
+    ) -> list[dict[str, Any]]:
+        """(app, metric, source, n) of every scored series with at least min_n scores since."""
+        return self._rows(
+            "SELECT app, name AS metric, source, count() AS n FROM scored FINAL"
+            " WHERE project_id = {p:String} AND ts >= {since:DateTime64(3)}"
+            " GROUP BY app, name, source HAVING n >= {min_n:UInt64} ORDER BY app, name, source",
+            p=project_id,
+            since=since,
+            min_n=min_n,
+        )
+
+    def projects_with_scores(self, since: datetime) -> list[str]:
+        rows = self._rows(
+            "SELECT DISTINCT project_id FROM scored WHERE ts >= {since:DateTime64(3)}"
+            " ORDER BY project_id",
+            since=since,
+        )
+        return [r["project_id"] for r in rows]
+
+    def attribution_cells(
+        self,
+        project_id: str,
+        *,
+        app: str,
+        metric: str,
+        source: str,
+        since: datetime,
+        until: datetime,
+        bucket_seconds: int,
+    ) -> list[dict[str, Any]]:
+        """A metric of one app per (time bucket by response time, route, environment, prompt,
+        model): n, total, total_sq, non_binary. `prompt` is prompt_id@prompt_version, `model`
+        the model with its version when that differs."""
+        values = metric_values_sql(
+            metric,
+            source=source,
+            columns="ts, route, environment, prompt_id, prompt_version, model, model_version",
+            where="app = {app:String}"
+            " AND ts >= {since:DateTime64(3)} AND ts < {until:DateTime64(3)}",
+        )
+        return self._rows(
+            "SELECT toDateTime64(toStartOfInterval(ts, toIntervalSecond({bs:UInt32})), 3, 'UTC')"
+            " AS bucket, route, environment,"
+            " if(prompt_id = '' AND prompt_version = '', '',"
+            "  concat(prompt_id, '@', prompt_version)) AS prompt,"
+            " if(model_version IN ('', model), model, concat(model, '@', model_version))"
+            "  AS model_label,"
+            " count() AS n, sum(value) AS total, sum(value * value) AS total_sq,"
+            " countIf(value NOT IN (0, 1)) AS non_binary"
+            f" FROM ({values}) GROUP BY bucket, route, environment, prompt, model_label"
+            " ORDER BY bucket",
+            p=project_id,
+            m=metric,
+            src=source,
+            app=app,
+            since=since,
+            until=until,
+            bs=bucket_seconds,
+        )
+
+    def incidents(
+        self, project_id: str, *, status: str = "", limit: int = 100
+    ) -> list[dict[str, Any]]:
+        """Newest shift first; `status` open / acknowledged / resolved, or "" for all."""
+        return self._rows(
+            "SELECT * EXCEPT (project_id) FROM incidents FINAL WHERE project_id = {p:String}"
+            " AND ({st:String} = '' OR status = {st:String})"
+            " ORDER BY shift_start DESC, incident_id LIMIT {lim:UInt32}",
+            p=project_id,
+            st=status,
+            lim=limit,
+        )
+
+    def incident(self, project_id: str, incident_id: str) -> dict[str, Any] | None:
+        rows = self._rows(
+            "SELECT * EXCEPT (project_id) FROM incidents FINAL"
+            " WHERE project_id = {p:String} AND incident_id = {i:String}",
+            p=project_id,
+            i=incident_id,
+        )
+        return rows[0] if rows else None
+
+    def incident_revisions(self, project_id: str, incident_id: str) -> list[dict[str, Any]]:
+        return self._rows(
+            "SELECT * EXCEPT (project_id, incident_id) FROM incident_revisions FINAL"
+            " WHERE project_id = {p:String} AND incident_id = {i:String} ORDER BY revision",
+            p=project_id,
+            i=incident_id,
+        )
+
+    def series_incidents(
+        self, project_id: str, *, app: str, metric: str, source: str
+    ) -> list[dict[str, Any]]:
+        """Every incident of one app's metric (all routes), oldest shift first."""
+        return self._rows(
+            "SELECT * EXCEPT (project_id) FROM incidents FINAL WHERE project_id = {p:String}"
+            " AND app = {app:String} AND metric = {m:String} AND source = {src:String}"
+            " ORDER BY shift_start",
+            p=project_id,
+            app=app,
+            m=metric,
+            src=source,
+        )
+
+    def alert_config(self, project_id: str) -> list[dict[str, Any]]:
+        return self._rows(
+            "SELECT section, name, definition, content_hash, removed, updated_at"
+            " FROM alert_config FINAL WHERE project_id = {p:String} ORDER BY section, name",
+            p=project_id,
+        )
+
+    def projects_with_alert_rules(self) -> list[str]:
+        rows = self._rows(
+            "SELECT DISTINCT project_id FROM alert_config FINAL"
+            " WHERE section = 'rule' AND NOT removed ORDER BY project_id"
+        )
+        return [r["project_id"] for r in rows]
+
+    def alerts(
+        self, project_id: str, *, incident_id: str = "", limit: int = 100
+    ) -> list[dict[str, Any]]:
+        """Alerts sent or attempted, newest first."""
+        return self._rows(
+            "SELECT * EXCEPT (project_id) FROM alerts WHERE project_id = {p:String}"
+            " AND ({i:String} = '' OR incident_id = {i:String})"
+            " ORDER BY sent_at DESC LIMIT {lim:UInt32}",
+            p=project_id,
+            i=incident_id,
+            lim=limit,
+        )
+
+    def alert_history(self, project_id: str) -> dict[tuple[str, str, str], dict[str, Any]]:
+        """Per (incident, rule, channel): what was delivered — latest revision, last time,
+        whether the opening and the resolution were sent. Failed attempts do not count."""
+        rows = self._rows(
+            "SELECT incident_id, rule, channel, max(revision) AS revision,"
+            " max(sent_at) AS last_sent, countIf(event = 'opened') > 0 AS opened,"
+            " countIf(event = 'resolved') > 0 AS resolved FROM alerts"
+            " WHERE project_id = {p:String} AND status = 'sent'"
+            " GROUP BY incident_id, rule, channel",
+            p=project_id,
+        )
+        return {(r["incident_id"], r["rule"], r["channel"]): r for r in rows}
 
     # -- analysis aggregates ---------------------------------------------------------------
     def materialize_scores(self, *, overlap: timedelta = timedelta(seconds=60)) -> bool:

@@ -214,6 +214,84 @@ MIGRATIONS: tuple[Migration, ...] = (
             """,
         ),
     ),
+    Migration(
+        4,
+        "incidents with their verdict history, alert rules and channels, sent alerts",
+        (
+            # One row per shift found by the detection job: its latest verdict and status.
+            """
+            CREATE TABLE IF NOT EXISTS incidents (
+                project_id LowCardinality(String),
+                incident_id String,
+                app LowCardinality(String),
+                route LowCardinality(String),
+                environment LowCardinality(String),
+                metric LowCardinality(String),
+                source LowCardinality(String),
+                bucket_seconds UInt32,
+                shift_start DateTime64(3, 'UTC'),
+                direction LowCardinality(String),
+                verdict LowCardinality(String),
+                culprit String,
+                summary String,
+                effect Float64,
+                p_value Float64,
+                evidence String,
+                status LowCardinality(String),
+                status_note String,
+                revision UInt32,
+                created_at DateTime64(3, 'UTC'),
+                updated_at DateTime64(3, 'UTC')
+            ) ENGINE = ReplacingMergeTree(updated_at)
+            ORDER BY (project_id, incident_id)
+            """,
+            # Every verdict an incident had: late scores can change the picture.
+            """
+            CREATE TABLE IF NOT EXISTS incident_revisions (
+                project_id LowCardinality(String),
+                incident_id String,
+                revision UInt32,
+                verdict LowCardinality(String),
+                culprit String,
+                summary String,
+                effect Float64,
+                p_value Float64,
+                evidence String,
+                created_at DateTime64(3, 'UTC')
+            ) ENGINE = ReplacingMergeTree
+            ORDER BY (project_id, incident_id, revision)
+            """,
+            # alerts.yaml as applied: one row per channel or rule.
+            """
+            CREATE TABLE IF NOT EXISTS alert_config (
+                project_id LowCardinality(String),
+                section LowCardinality(String),
+                name String,
+                definition String,
+                content_hash String,
+                removed UInt8,
+                updated_at DateTime64(3, 'UTC')
+            ) ENGINE = ReplacingMergeTree(updated_at)
+            ORDER BY (project_id, section, name)
+            """,
+            """
+            CREATE TABLE IF NOT EXISTS alerts (
+                project_id LowCardinality(String),
+                incident_id String,
+                rule String,
+                channel String,
+                event LowCardinality(String),
+                revision UInt32,
+                status LowCardinality(String),
+                attempts UInt32,
+                error String,
+                text String,
+                sent_at DateTime64(3, 'UTC')
+            ) ENGINE = MergeTree
+            ORDER BY (project_id, incident_id, rule, channel, sent_at)
+            """,
+        ),
+    ),
 )
 
 _TS = pa.timestamp("ms", tz="UTC")
@@ -271,8 +349,78 @@ SCORE_ERRORS_ARROW = pa.schema(
     [("project_id", _STR), ("source", _STR), ("event_id", _STR), ("error", _STR), ("ts", _TS)]
 )
 
+_F64, _U32, _U8 = pa.float64(), pa.uint32(), pa.uint8()
+_INCIDENT = [
+    ("project_id", _STR),
+    ("incident_id", _STR),
+    ("app", _STR),
+    ("route", _STR),
+    ("environment", _STR),
+    ("metric", _STR),
+    ("source", _STR),
+    ("bucket_seconds", _U32),
+    ("shift_start", _TS),
+    ("direction", _STR),
+    ("verdict", _STR),
+    ("culprit", _STR),
+    ("summary", _STR),
+    ("effect", _F64),
+    ("p_value", _F64),
+    ("evidence", _STR),
+    ("status", _STR),
+    ("status_note", _STR),
+    ("revision", _U32),
+    ("created_at", _TS),
+    ("updated_at", _TS),
+]
+INCIDENTS_ARROW = pa.schema(_INCIDENT)
+INCIDENT_REVISIONS_ARROW = pa.schema(
+    [
+        ("project_id", _STR),
+        ("incident_id", _STR),
+        ("revision", _U32),
+        ("verdict", _STR),
+        ("culprit", _STR),
+        ("summary", _STR),
+        ("effect", _F64),
+        ("p_value", _F64),
+        ("evidence", _STR),
+        ("created_at", _TS),
+    ]
+)
+ALERT_CONFIG_ARROW = pa.schema(
+    [
+        ("project_id", _STR),
+        ("section", _STR),
+        ("name", _STR),
+        ("definition", _STR),
+        ("content_hash", _STR),
+        ("removed", _U8),
+        ("updated_at", _TS),
+    ]
+)
+ALERTS_ARROW = pa.schema(
+    [
+        ("project_id", _STR),
+        ("incident_id", _STR),
+        ("rule", _STR),
+        ("channel", _STR),
+        ("event", _STR),
+        ("revision", _U32),
+        ("status", _STR),
+        ("attempts", _U32),
+        ("error", _STR),
+        ("text", _STR),
+        ("sent_at", _TS),
+    ]
+)
+
 INSERTABLE: dict[str, pa.Schema] = {
     "responses": RESPONSES_ARROW,
     "scores": SCORES_ARROW,
     "score_errors": SCORE_ERRORS_ARROW,
+    "incidents": INCIDENTS_ARROW,
+    "incident_revisions": INCIDENT_REVISIONS_ARROW,
+    "alert_config": ALERT_CONFIG_ARROW,
+    "alerts": ALERTS_ARROW,
 }

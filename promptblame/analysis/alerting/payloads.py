@@ -1,0 +1,81 @@
+"""What an alert says: a generic JSON document, and a Slack incoming-webhook message whose first
+line names the culprit (or says why there is none)."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+Event = Literal["opened", "updated", "resolved"]
+
+
+def headline(incident: dict[str, Any], event: Event) -> str:
+    """One line, culprit first: what on-call reads on a lock screen."""
+    where = f"{incident['app']}/{incident['route'] or '*'}"
+    metric = incident["metric"]
+    move = "regressed" if incident["direction"] == "regression" else "improved"
+    if event == "resolved":
+        return f"Resolved: {metric} on {where} ({incident.get('resolved_reason') or 'resolved'})"
+    prefix = "Updated: " if event == "updated" else ""
+    if incident["verdict"] == "culprit":
+        return (
+            f"{prefix}{incident['culprit']} {move} {metric} on {where}"
+            f" by {incident['effect']:+.3g} (p={incident['p_value']:.2g})"
+        )
+    if incident["verdict"] == "confounded":
+        return f"{prefix}{metric} {move} on {where}; cannot separate: {incident['culprit']}"
+    return f"{prefix}{metric} {move} on {where}; no version caused it ({incident['summary']})"
+
+
+def webhook(incident: dict[str, Any], event: Event, rule: str, link: str) -> dict[str, Any]:
+    keys = [
+        "incident_id",
+        "app",
+        "route",
+        "environment",
+        "metric",
+        "source",
+        "direction",
+        "verdict",
+        "culprit",
+        "summary",
+        "effect",
+        "p_value",
+        "shift_start",
+        "status",
+        "revision",
+    ]
+    return {
+        "event": event,
+        "rule": rule,
+        "text": headline(incident, event),
+        "incident": {k: _plain(incident.get(k)) for k in keys},
+        "evidence": incident.get("evidence", {}),
+        "link": link,
+    }
+
+
+def slack(incident: dict[str, Any], event: Event, rule: str, link: str) -> dict[str, Any]:
+    text = _escape(headline(incident, event))
+    detail = _escape(str(incident.get("summary", "")))
+    return {
+        "text": text,  # the notification line
+        "blocks": [
+            {"type": "section", "text": {"type": "mrkdwn", "text": f"*{text}*"}},
+            {"type": "section", "text": {"type": "mrkdwn", "text": detail}},
+            {
+                "type": "context",
+                "elements": [
+                    {"type": "mrkdwn", "text": f"rule {_escape(rule)} · <{link}|incident report>"}
+                ],
+            },
+        ],
+    }
+
+
+def _escape(text: str) -> str:
+    """Slack mrkdwn control characters (version labels are user data)."""
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def _plain(v: Any) -> Any:
+    return v.isoformat() if hasattr(v, "isoformat") else v

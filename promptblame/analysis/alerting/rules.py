@@ -1,0 +1,119 @@
+"""alerts.yaml: channels (a generic JSON webhook or a Slack incoming webhook) and rules that say
+which incidents go where.
+
+A rule matches an incident by metric, scope (app/route/environment), direction, verdict and
+size: |effect| >= min_effect and, for a culprit, p-value <= 1 - confidence.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from promptblame.configfile import Lines, problem, problems, read_yaml
+from promptblame.errors import ConfigInvalid, Problem
+
+Name = Annotated[str, Field(pattern=r"^[A-Za-z][A-Za-z0-9_.-]{0,63}$")]
+Names = Annotated[list[Annotated[str, Field(min_length=1, max_length=256)]], Field(max_length=100)]
+Verdict = Literal["culprit", "confounded", "no_version_cause"]
+
+
+class Channel(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    name: Name
+    kind: Literal["webhook", "slack"]
+    url: AnyHttpUrl
+    headers: dict[str, str] = Field(default_factory=dict)  # webhook only (e.g. an auth token)
+
+
+class Scope(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    app: Names = []
+    route: Names = []
+    environment: Names = []
+
+    @field_validator("app", "route", "environment", mode="before")
+    @classmethod
+    def _one_or_many(cls, v: object) -> object:
+        return [v] if isinstance(v, str) else v
+
+
+class Rule(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    name: Name
+    metric: Annotated[str, Field(min_length=1, max_length=128)] = "*"  # "*": any metric
+    filter: Scope = Scope()
+    direction: Literal["regression", "improvement", "any"] = "regression"
+    verdicts: Annotated[list[Verdict], Field(min_length=1)] = [
+        "culprit",
+        "confounded",
+        "no_version_cause",
+    ]
+    min_effect: Annotated[float, Field(ge=0)] = 0.0
+    confidence: Annotated[float, Field(gt=0, lt=1)] = 0.95
+    channels: Annotated[list[Name], Field(min_length=1)]
+    cooldown_minutes: Annotated[float, Field(ge=0)] = 60.0
+    notify_resolved: bool = True
+
+    def matches(self, incident: dict[str, Any]) -> bool:
+        """`incident`: a stored incident row (app, route, environment, metric, direction,
+        verdict, effect, p_value)."""
+        f = self.filter
+        return (
+            self.metric in ("*", incident["metric"])
+            and (not f.app or incident["app"] in f.app)
+            and (not f.route or incident["route"] in f.route)
+            and (not f.environment or incident["environment"] in f.environment)
+            and self.direction in ("any", incident["direction"])
+            and incident["verdict"] in self.verdicts
+            and abs(incident["effect"]) >= self.min_effect
+            and (incident["verdict"] != "culprit" or incident["p_value"] <= 1 - self.confidence)
+        )
+
+
+class AlertConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    channels: list[Channel] = []
+    rules: list[Rule] = []
+
+    def content_hash(self, section: str, name: str) -> str:
+        items = self.channels if section == "channel" else self.rules
+        item = next(i for i in items if i.name == name)
+        canonical = json.dumps(item.model_dump(mode="json"), sort_keys=True)
+        return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+
+
+def validate(doc: Any, lines: Lines | None = None) -> AlertConfig:
+    """`{"channels": [...], "rules": [...]}` → config; problems named by field and line."""
+    lines = lines or {}
+    if not isinstance(doc, dict):
+        raise ConfigInvalid([Problem("(file)", "expected `channels:` and `rules:`", 1)])
+    try:
+        config = AlertConfig.model_validate(doc)
+    except ValidationError as exc:
+        raise ConfigInvalid(problems(lines, (), exc)) from None
+    found: list[Problem] = []
+    for section, names in (
+        ("channels", [c.name for c in config.channels]),
+        ("rules", [r.name for r in config.rules]),
+    ):
+        for i, name in enumerate(names):
+            if name in names[:i]:
+                found.append(problem(lines, (section, i, "name"), f"{name!r} is defined twice"))
+    channel_names = {c.name for c in config.channels}
+    for i, rule in enumerate(config.rules):
+        for j, ch in enumerate(rule.channels):
+            if ch not in channel_names:
+                found.append(problem(lines, ("rules", i, "channels", j), f"no channel {ch!r}"))
+    if found:
+        raise ConfigInvalid(found)
+    return config
+
+
+def load_yaml(path: Path) -> AlertConfig:
+    doc, lines = read_yaml(path)
+    return validate(doc, lines)

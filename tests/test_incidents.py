@@ -1,0 +1,255 @@
+"""Detection → incidents → alerts on the real engine, with a local webhook receiver."""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import numpy as np
+import pytest
+
+from promptblame.analysis.alerting.catalog import apply as apply_alerts
+from promptblame.analysis.alerting.job import run_alerts
+from promptblame.analysis.alerting.rules import validate as validate_alerts
+from promptblame.analysis.detection import run_detection
+from promptblame.api.auth import new_key
+from promptblame.ingest.contracts import ResponseEvent, ScoreEvent
+from promptblame.ingest.rows import responses_table, scores_table
+from promptblame.settings import Settings
+from tests.helpers import auth
+
+START = datetime(2026, 11, 1, tzinfo=UTC)
+SWITCH = START + timedelta(days=7, hours=5)
+END = START + timedelta(days=10)
+NOW = END + timedelta(minutes=30)
+SETTINGS = Settings(detection_window_days=14, detection_min_scores=100)
+
+
+def traffic(store, project: str = "acme", *, seed: int = 1, regress: bool = True) -> None:
+    """10 days, ~80 responses an hour on two routes; prompt v2 replaces v1 at SWITCH and drops
+    the pass rate from 0.9 to 0.7 (when `regress`)."""
+    rng = np.random.default_rng(seed)
+    events, scores = [], []
+    t, i = START, 0
+    while t < END:
+        for _ in range(int(rng.poisson(80))):
+            ts = t + timedelta(seconds=float(rng.uniform(0, 3600)))
+            v2 = ts >= SWITCH
+            p = 0.7 if (v2 and regress) else 0.9
+            eid = f"e{i}"
+            events.append(
+                ResponseEvent(
+                    event_id=eid,
+                    ts=ts,
+                    app="bot",
+                    model="gpt-4o",
+                    route="billing" if rng.random() < 0.6 else "refunds",
+                    prompt_id="answer",
+                    prompt_version="v2" if v2 else "v1",
+                )
+            )
+            scores.append(ScoreEvent(event_id=eid, name="correct", value=float(rng.random() < p)))
+            i += 1
+        t += timedelta(hours=1)
+    now = datetime.now(UTC)
+    store.insert("responses", responses_table(project, events, now))
+    store.insert("scores", scores_table(project, scores, now))
+    store.materialize_scores()
+
+
+def test_a_prompt_regression_becomes_one_incident_naming_the_prompt_and_reruns_add_nothing(
+    embedded_store,
+):
+    traffic(embedded_store)
+    run = run_detection(embedded_store, SETTINGS, now=NOW)
+    assert run.opened >= 1
+    (inc,) = [i for i in embedded_store.incidents("acme") if i["verdict"] == "culprit"]
+    assert inc["culprit"] == "prompt answer@v2" and inc["direction"] == "regression"
+    assert abs(inc["shift_start"] - SWITCH) <= timedelta(hours=2)
+    assert inc["effect"] == pytest.approx(-0.2, abs=0.05) and inc["p_value"] < 1e-6
+    evidence = json.loads(inc["evidence"])
+    assert evidence["culprit"]["predecessor"] == "answer@v1"
+    before = embedded_store.incidents("acme")
+    again = run_detection(embedded_store, SETTINGS, now=NOW + timedelta(minutes=5))
+    assert (again.opened, again.revised) == (0, 0)
+    assert embedded_store.incidents("acme") == before
+
+
+def test_an_unchanged_series_opens_no_incident(embedded_store):
+    traffic(embedded_store, regress=False, seed=2)
+    run = run_detection(embedded_store, SETTINGS, now=NOW)
+    assert run.series == 1 and run.opened == 0
+
+
+class Receiver:
+    """A local webhook receiver: records bodies; answers 500 to the first `fail_first`."""
+
+    def __init__(self, fail_first: int = 0) -> None:
+        self.bodies: list[dict[str, Any]] = []
+        self.calls = 0
+        self.fail_first = fail_first
+
+
+@contextmanager
+def receiver(fail_first: int = 0) -> Iterator[tuple[str, Receiver]]:
+    rec = Receiver(fail_first)
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+            rec.calls += 1
+            status = 500 if rec.calls <= rec.fail_first else 200
+            if status == 200:
+                rec.bodies.append(body)
+            self.send_response(status)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/hook", rec
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def rules(url: str, **rule: Any) -> Any:
+    return validate_alerts(
+        {
+            "channels": [
+                {"name": "hook", "kind": "webhook", "url": url, "headers": {"X-Token": "t"}},
+                {"name": "slack", "kind": "slack", "url": url},
+            ],
+            "rules": [{"name": "quality", "channels": ["hook", "slack"], **rule}],
+        }
+    )
+
+
+def fast_post(url: str, payload: dict[str, Any], **kw: Any):
+    from promptblame.analysis.alerting.delivery import post
+
+    return post(url, payload, backoff=0.01, **kw)
+
+
+def test_alerts_are_retried_delivered_once_cooled_down_and_resolved(embedded_store):
+    traffic(embedded_store)
+    run_detection(embedded_store, SETTINGS, now=NOW)
+    (inc,) = [i for i in embedded_store.incidents("acme") if i["verdict"] == "culprit"]
+    with receiver(fail_first=2) as (url, rec):
+        apply_alerts(embedded_store, "acme", rules(url, metric="correct", cooldown_minutes=60))
+        sent = run_alerts(embedded_store, SETTINGS, now=NOW, poster=fast_post)
+        assert (sent.sent, sent.failed) == (2, 0) and rec.calls == 4  # two 500s retried
+        hook = next(b for b in rec.bodies if "event" in b)
+        slack = next(b for b in rec.bodies if "blocks" in b)
+        assert hook["event"] == "opened" and hook["incident"]["culprit"] == "prompt answer@v2"
+        assert slack["text"].startswith("prompt answer@v2 regressed correct on bot/")
+        # a second pass sends nothing new
+        assert run_alerts(embedded_store, SETTINGS, now=NOW, poster=fast_post).sent == 0
+        # a revised verdict within the cooldown waits; after it, one update per channel
+        embedded_store.insert_rows(
+            "incidents", [{**inc, "project_id": "acme", "revision": 2, "updated_at": NOW}]
+        )
+        soon, later = NOW + timedelta(minutes=1), NOW + timedelta(minutes=61)
+        assert run_alerts(embedded_store, SETTINGS, now=soon, poster=fast_post).sent == 0
+        assert run_alerts(embedded_store, SETTINGS, now=later, poster=fast_post).sent == 2
+        embedded_store.insert_rows(
+            "incidents",
+            [{**inc, "project_id": "acme", "revision": 2, "status": "resolved", "updated_at": NOW}],
+        )
+        assert run_alerts(embedded_store, SETTINGS, now=later, poster=fast_post).sent == 2
+        assert run_alerts(embedded_store, SETTINGS, now=later, poster=fast_post).sent == 0
+    events = [b.get("event") or b["text"].split(":")[0] for b in rec.bodies]
+    assert events.count("opened") == 1 and events.count("resolved") == 1
+    history = embedded_store.alerts("acme")
+    assert len(history) == 6 and all(a["status"] == "sent" for a in history)
+
+
+def test_rules_filter_by_metric_direction_and_size(embedded_store):
+    traffic(embedded_store)
+    run_detection(embedded_store, SETTINGS, now=NOW)
+    with receiver() as (url, _):
+        for rule, expected in (
+            ({"metric": "other"}, 0),
+            ({"direction": "improvement"}, 0),
+            ({"min_effect": 0.5}, 0),
+            ({"metric": "correct", "min_effect": 0.1}, 2),
+        ):
+            apply_alerts(embedded_store, "acme", rules(url, **rule))
+            assert run_alerts(embedded_store, SETTINGS, now=NOW, poster=fast_post).sent == expected
+
+
+def test_a_channel_that_stays_down_is_recorded_as_failed_and_tried_again(embedded_store):
+    traffic(embedded_store)
+    run_detection(embedded_store, SETTINGS, now=NOW)
+    with receiver(fail_first=100) as (url, rec):
+        apply_alerts(embedded_store, "acme", rules(url, metric="correct"))
+        first = run_alerts(embedded_store, SETTINGS, now=NOW, poster=fast_post)
+        assert (first.sent, first.failed) == (0, 2)
+        rec.fail_first = 0
+        assert run_alerts(embedded_store, SETTINGS, now=NOW, poster=fast_post).sent == 2
+    failed = [a for a in embedded_store.alerts("acme") if a["status"] == "failed"]
+    assert len(failed) == 2 and failed[0]["attempts"] == 4 and "HTTP 500" in failed[0]["error"]
+
+
+def test_the_api_lists_shows_acks_and_resolves_incidents_in_one_project_only(
+    client, key, embedded_store
+):
+    traffic(embedded_store)
+    run_detection(embedded_store, SETTINGS, now=NOW)
+    listed = client.get("/v1/incidents", headers=auth(key)).json()["incidents"]
+    culprit = next(i for i in listed if i["verdict"] == "culprit")
+    one = client.get(f"/v1/incidents/{culprit['incident_id']}", headers=auth(key)).json()
+    assert one["evidence"]["culprit"]["value"] == "answer@v2"
+    assert [r["revision"] for r in one["revisions"]] == [1]
+    path = f"/v1/incidents/{culprit['incident_id']}"
+    assert client.post(path + "/ack", headers=auth(key)).status_code == 403
+    admin, record = new_key("acme", ["read", "admin"])
+    embedded_store.put_api_key(record)
+    r = client.post(path + "/ack", json={"note": "looking"}, headers=auth(admin))
+    assert r.status_code == 200 and r.json()["status"] == "acknowledged"
+    assert client.post(path + "/resolve", headers=auth(admin)).json()["status"] == "resolved"
+    assert client.get("/v1/incidents", params={"status": "open"}, headers=auth(key)).json()[
+        "incidents"
+    ] == [i for i in listed if i["incident_id"] != culprit["incident_id"]]
+    other, record = new_key("other", ["read", "admin"])
+    embedded_store.put_api_key(record)
+    assert client.get(path, headers=auth(other)).status_code == 404
+    assert client.post(path + "/resolve", headers=auth(other)).status_code == 404
+    assert client.get("/v1/incidents", headers=auth(other)).json() == {"incidents": []}
+
+
+def test_alert_rules_are_applied_all_or_nothing_and_listed_without_secrets(
+    client, key, embedded_store
+):
+    admin, record = new_key("acme", ["read", "admin"])
+    embedded_store.put_api_key(record)
+    doc = {
+        "channels": [
+            {
+                "name": "hook",
+                "kind": "webhook",
+                "url": "https://hooks.example.com/s3cret",
+                "headers": {"X-Token": "abc"},
+            }
+        ],
+        "rules": [{"name": "quality", "channels": ["hook"]}],
+    }
+    bad = {**doc, "rules": [{"name": "quality", "channels": ["nope"]}]}
+    r = client.put("/v1/alert-rules", json=bad, headers=auth(admin))
+    assert r.status_code == 422 and r.json()["detail"][0]["field"] == "rules.0.channels.0"
+    assert client.put("/v1/alert-rules", json=doc, headers=auth(admin)).status_code == 200
+    listed = client.get("/v1/alert-rules", headers=auth(key)).json()
+    assert listed["channels"] == [
+        {"name": "hook", "kind": "webhook", "host": "hooks.example.com", "headers": ["X-Token"]}
+    ]
+    assert "s3cret" not in json.dumps(listed) and "abc" not in json.dumps(listed)
+    assert listed["rules"][0]["direction"] == "regression"

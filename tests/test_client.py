@@ -13,6 +13,7 @@ import textwrap
 import threading
 import time
 from collections.abc import Callable, Iterator
+from decimal import Decimal
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -55,10 +56,11 @@ def stored(server: tuple[str, str], app: str) -> int:
 class FlakyProxy:
     """A test double of a bad network path in front of the real server: an HTTP proxy that,
     per POST it receives, follows `plan(n)` — "503" (answers 503 + Retry-After: 1 without
-    forwarding), "drop" (closes the connection without forwarding), "drop_after" (forwards,
-    the server stores the batch, then closes the connection before answering: the client
-    must retry and the server must deduplicate), "hold" (waits for `release` first), or
-    "pass". It records each request's arrival time, action and forwarded events."""
+    forwarding), "413" (answers 413 without forwarding), "drop" (closes the connection
+    without forwarding), "drop_after" (forwards, the server stores the batch, then closes the
+    connection before answering: the client must retry and the server must deduplicate),
+    "hold" (waits for `release` first), or "pass". It records each request's arrival time,
+    action and forwarded events."""
 
     def __init__(self, upstream: str, plan: Callable[[int], str]) -> None:
         self.upstream = httpx.URL(upstream)
@@ -82,6 +84,11 @@ class FlakyProxy:
                 if action == "503":
                     self.send_response(503)
                     self.send_header("Retry-After", "1")
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
+                if action == "413":
+                    self.send_response(413)
                     self.send_header("Content-Length", "0")
                     self.end_headers()
                     return
@@ -277,3 +284,21 @@ def test_events_still_buffered_at_interpreter_exit_are_sent(server, tmp_path: Pa
     )
     subprocess.run([sys.executable, "-c", script], check=True, timeout=60, cwd=tmp_path)
     assert stored(server, "at-exit") == 300
+
+
+def test_a_batch_refused_as_too_large_is_resent_in_halves_and_odd_values_sink_only_their_event(
+    server,
+):
+    with FlakyProxy(server[0], lambda n: "413" if n == 0 else "pass") as proxy:
+        client = Client(proxy.url, server[1], batch_size=100, flush_interval=5, backoff_base=0.05)
+        for i in range(99):
+            client.log_response(**{**event(i, "halves"), "latency_ms": Decimal("12.5")})
+        client.log_response(
+            **{**event(99, "halves"), "tags": {"x": object()}, "cost_usd": object()}
+        )
+        assert client.flush(30)
+        stats = client.stats()
+        client.close()
+        assert [a for _, a in proxy.log] == ["413", "pass", "pass"]
+    assert (stats.sent, stats.rejected, stats.failed) == (99, 1, 0)
+    assert stored(server, "halves") == 99

@@ -337,7 +337,10 @@ def test_otlp_json_with_hex_ids_decodes_to_the_same_spans_as_protobuf():
     decoded = otlp.decode_json(to_otlp_json(req))
     assert decoded == req
     doc = json.loads(to_otlp_json(req))
-    doc["resourceSpans"][0]["scopeSpans"][0]["spans"][0]["traceId"] = "not-hex"
+    span = doc["resourceSpans"][0]["scopeSpans"][0]["spans"][0]
+    span["traceId"] = base64.b64encode(bytes.fromhex(span["traceId"])).decode()
+    assert otlp.decode_json(json.dumps(doc).encode()) == req  # base64 ids are tolerated
+    span["traceId"] = "not-hex"
     mapped = otlp.map_request(otlp.decode_json(json.dumps(doc).encode()))
     assert mapped.events == [] and "trace_id:" in mapped.rejected[0]
 

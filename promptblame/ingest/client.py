@@ -22,7 +22,8 @@ Why it is built this way:
   jitter, never sooner than the server's `Retry-After`, for at most `retry_for` seconds per
   batch; then the batch is counted as `failed`. Other 4xx mean the events themselves are
   wrong: not retried, counted as `rejected` and logged with the server's reasons (events
-  rejected one by one in a 207 are logged and counted the same way).
+  rejected one by one in a 207 are logged and counted the same way). A 413 (batch over the
+  server's size limit) is resent in halves.
 - `flush(timeout)` waits until everything logged so far was answered; `close()` flushes and
   stops the thread; an `atexit` hook closes every open client (bounded by `exit_timeout`).
 """
@@ -264,6 +265,11 @@ class Client:
                 if r.status_code < 300:
                     self._settle(kind, items, r)
                     return
+                if r.status_code == 413 and len(items) > 1:  # too big: send it in halves
+                    half = len(items) // 2
+                    self._send(kind, items[:half])
+                    self._send(kind, items[half:])
+                    return
                 if r.status_code < 500 and r.status_code not in _RETRY_STATUS:
                     self._count("rejected", len(items))
                     log.error(
@@ -371,9 +377,9 @@ class Trace:
 
 
 def _json_default(v: object) -> str:
-    if isinstance(v, datetime | date):
-        return v.isoformat()
-    raise TypeError(f"{type(v).__name__} is not JSON serializable")
+    """Dates as ISO 8601; anything else as its text, for the server to accept or reject per
+    event (one odd value must not sink the whole batch here)."""
+    return v.isoformat() if isinstance(v, datetime | date) else str(v)
 
 
 def _retry_after(r: httpx.Response) -> float | None:

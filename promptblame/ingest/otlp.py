@@ -19,6 +19,7 @@ of the same spans replaces rather than adds rows.
 from __future__ import annotations
 
 import base64
+import binascii
 import json
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -103,10 +104,10 @@ _FIELDS: tuple[tuple[str, tuple[str, ...], bool, bool], ...] = (
     ("environment", _ENVIRONMENT, False, True),
     ("user_id", (*_USER, "traceloop.association.properties.user_id"), False, True),
     ("session_id", (*_SESSION, "traceloop.association.properties.session_id"), False, True),
-    ("route", ("promptblame.route",), False, False),
-    ("experiment", ("promptblame.experiment",), False, False),
-    ("variant", ("promptblame.variant",), False, False),
-    ("case_id", ("promptblame.case_id",), False, False),
+    ("route", ("promptblame.route",), False, True),
+    ("experiment", ("promptblame.experiment",), False, True),
+    ("variant", ("promptblame.variant",), False, True),
+    ("case_id", ("promptblame.case_id",), False, True),
     ("cost_usd", ("promptblame.cost_usd", "gen_ai.usage.cost"), False, False),
     ("input_tokens", _INPUT_TOKENS, True, False),
     ("output_tokens", _OUTPUT_TOKENS, True, False),
@@ -186,17 +187,26 @@ def decode_json(body: bytes) -> ExportTraceServiceRequest:
     return req
 
 
+def _id_bytes(v: str) -> bytes:
+    """Hex per the OTLP/JSON spec; base64 (what a plain protobuf JSON encoder writes) is
+    accepted too when the text is not hex."""
+    try:
+        return bytes.fromhex(v)
+    except ValueError:
+        pass
+    try:
+        return base64.b64decode(v, validate=True)
+    except (binascii.Error, ValueError):
+        return b""
+
+
 def _hex_ids_to_base64(node: Any) -> None:
     """Rewrite hex ids in place. Ids that are not hex become empty: that span is then
     rejected by the mapping (with the field named) instead of failing the whole request."""
     if isinstance(node, dict):
         for k, v in node.items():
             if k in _ID_KEYS and isinstance(v, str):
-                try:
-                    raw = bytes.fromhex(v)
-                except ValueError:
-                    raw = b""
-                node[k] = base64.b64encode(raw).decode()
+                node[k] = base64.b64encode(_id_bytes(v)).decode()
             elif isinstance(v, dict | list):
                 _hex_ids_to_base64(v)
     elif isinstance(node, list):

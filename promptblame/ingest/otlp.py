@@ -54,6 +54,7 @@ LLM_MARKERS = (
     "llm.model_name",
     "gen_ai.prompt.0.content",
 )
+_LLM_MARKER_SET = frozenset(LLM_MARKERS)
 
 _PROMPT_ID = (
     "promptblame.prompt.id",
@@ -254,7 +255,7 @@ def is_llm_span(attrs: dict[str, Any]) -> bool:
     op = attrs.get("gen_ai.operation.name") or attrs.get("llm.request.type")
     if op is not None and str(op).lower() in NON_LLM_OPERATIONS:
         return False
-    return any(k in attrs for k in LLM_MARKERS)
+    return not _LLM_MARKER_SET.isdisjoint(attrs)
 
 
 def iter_spans(
@@ -279,7 +280,7 @@ def map_request(req: ExportTraceServiceRequest, *, max_events: int | None = None
             continue
         try:
             candidates.append(span_to_event(span, attrs, resource))
-        except ValueError as exc:
+        except (ValueError, TypeError) as exc:
             out.rejected.append(f"span {span.span_id.hex() or '?'}: {exc}")
             continue
         origins.append((span, attrs, resource))

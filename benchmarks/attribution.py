@@ -224,6 +224,15 @@ def s_drift(rng: np.random.Generator) -> tuple[World, Truth]:
     return w, Truth("drift", innocent=("summarize@v7",))
 
 
+def s_drift_all_routes_upgrade(rng: np.random.Generator) -> tuple[World, Truth]:
+    t0 = at(rng)
+    w = World(
+        alloc=lambda h, r: [(PROMPTS[r], NEW if h >= t0 else OLD, 1.0)],
+        drift=lambda h: -0.08 * float(np.clip((h - (t0 - 36)) / 72, 0, 1)),
+    )
+    return w, Truth("drift", innocent=(NEW,))
+
+
 def s_improvement(rng: np.random.Generator) -> tuple[World, Truth]:
     t0 = at(rng)
     w = World(
@@ -319,6 +328,11 @@ SCENARIOS = [
     Scenario("prompt+model, 5% holdout", s_holdout, "holdout keeps v6 on the new model"),
     Scenario("mix shift + harmless deploy", s_mix_with_deploy, "chat 20% -> 50%, extract@v4"),
     Scenario("gradual drift", s_drift, "-8 pt over 3 days, harmless cutover in it"),
+    Scenario(
+        "drift + harmless model upgrade",
+        s_drift_all_routes_upgrade,
+        "same drift, model upgrade on every route (no control traffic)",
+    ),
     Scenario("improvement", s_improvement, "summarize@v7 +8 pt"),
     Scenario("route-only regression", s_route_only, "new model -15 pt on extract only"),
     Scenario("small effect, large traffic", s_small_effect_large_traffic, "-2 pt, 10x traffic"),

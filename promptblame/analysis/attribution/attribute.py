@@ -95,6 +95,7 @@ class _Context:
     period_seconds: int
     period_buckets: int
     min_overlap: float
+    drift_alpha: float
 
     def phase_of(self, c: Cell, use_phase: bool) -> int:
         if not use_phase:
@@ -102,6 +103,15 @@ class _Context:
         return phase(
             c.start, bucket_seconds=self.bucket_seconds, period_seconds=self.period_seconds
         )
+
+
+@dataclass(frozen=True)
+class _Trend:
+    """Level change per window around a before/after arrival (mean of the sides measured)."""
+
+    value: float
+    se: float
+    jump_factor: float  # Var(step - trend) = jump_factor Var(step) + se^2
 
 
 @dataclass(frozen=True)
@@ -131,6 +141,7 @@ def attribute(
     min_share: float = 0.25,
     min_arrival: float = 0.1,
     min_overlap: float = 30.0,
+    drift_alpha: float = 0.05,
     detector_effect: float | None = None,
     detector_p_value: float | None = None,
 ) -> Verdict:
@@ -145,7 +156,13 @@ def attribute(
     min_share: smallest share of the shift a culprit must explain. min_arrival: smallest rise
     of a value's traffic share to count as arriving. min_overlap: effective responses
     (Mantel-Haenszel weight) of concurrent traffic needed to prefer it to before/after.
+    drift_alpha: one-sided level at which a before/after step must beat the trend around it;
+    control traffic (other routes whose versions did not change) must move less, too.
     detector_effect: the detector's de-seasonalized effect, used for the direction.
+    detector_p_value: the detector's p-value; without it (a caller-chosen bucket) the shift is
+    first tested (all traffic, day after vs day before, same hours): `no_shift` if not
+    significant, because an innocent version that happens to sit on a noise bucket must not
+    be blamed for noise.
     """
     live = [c for c in cells if c.n > 0]
     period_buckets = max(1, period_seconds // max(bucket_seconds, 1))
@@ -223,7 +240,26 @@ def attribute(
         period_seconds=period_seconds,
         period_buckets=period_buckets,
         min_overlap=min_overlap,
+        drift_alpha=drift_alpha,
     )
+    if detector_p_value is None:
+        # a caller-chosen bucket: first check that the metric moved there at all
+        moved = _aggregate_change(ctx)
+        if moved is None or moved.p_value >= alpha:
+            p_txt = "n/a" if moved is None else f"{moved.p_value:.2g}"
+            return replace(
+                base,
+                kind="no_shift",
+                aggregate_effect=agg,
+                level_before=mb.mean,
+                level_after=ma.mean,
+                decomposition=decomposition,
+                reason="aggregate_not_significant",
+                summary=(
+                    f"No significant shift at bucket {cp}: {fmt_effect(agg, kind=kind)} over "
+                    f"{L} buckets either side, p={p_txt}."
+                ),
+            )
     base = replace(
         base,
         kind="no_version_cause",
@@ -239,7 +275,7 @@ def attribute(
     wide_after = in_range(live, cp, min(hi_, cp + 2 * L))
     candidates = _candidates(ctx, wide_before, wide_after, min_arrival=min_arrival)
     evidence = [_evaluate(ctx, cand) for cand in candidates]
-    evidence = _decide(ctx, evidence, min_share=min_share)
+    evidence = _decide(ctx, candidates, evidence, min_share=min_share)
     blamed = [e for e in evidence if e.status == "blamed"]
     if blamed:
         culprit = blamed[0]
@@ -498,7 +534,9 @@ def _evaluate(ctx: _Context, cand: _Candidate) -> Evidence:
     def is_old(c: Cell) -> bool:
         return c.value(dim) == cand.predecessor and (c.route, c.environment) in cand.segments
 
-    basis, est, by_scope, trend, trend_se, note = _estimate(ctx, dim, is_new, is_old, cand.arrival)
+    basis, est, by_scope, trend, control, note = _estimate(
+        ctx, dim, is_new, is_old, cand.arrival, cand.segments
+    )
     if est is None:
         # would the comparison exist if the other dimension were ignored?
         loose = _estimate(ctx, None, is_new, is_old, cand.arrival)[1]
@@ -511,7 +549,7 @@ def _evaluate(ctx: _Context, cand: _Candidate) -> Evidence:
         )
         return replace(ev, status=status, note=why)
     ev = _with_estimate(ev, est, basis)
-    ev = replace(ev, trend=trend, note=note)
+    ev = replace(ev, trend=trend.value if trend else None, note=note)
     # scope: a version that moves one route (or environment) only. Its effect there, tested
     # with Bonferroni over the routes, is what is reported when the rest of its traffic is
     # quiet: not significant the same way, or under a fifth of the effect.
@@ -550,7 +588,12 @@ def _evaluate(ctx: _Context, cand: _Candidate) -> Evidence:
     explained = _explained(ctx, cand.arrival, lambda c: is_new(c) and scoped_cell(c), ev.effect)
     ev = replace(ev, explained_share=explained)
     if basis == "before_after":
-        ev = replace(ev, sharp=_sharp(est, trend, trend_se, sign=ctx.sign, alpha=ctx.alpha))
+        sharp = _sharp(est, trend, sign=ctx.sign, alpha=ctx.drift_alpha)
+        ev = replace(
+            ev,
+            sharp=sharp and _beats(est, control, sign=ctx.sign, alpha=ctx.alpha),
+            control_effect=control.effect if control is not None else None,
+        )
     return ev
 
 
@@ -585,28 +628,52 @@ def _explained(
     return effect * rise / (ma.mean - mb.mean)
 
 
-def _sharp(
-    est: Estimate, trend: float | None, trend_se: float | None, *, sign: int, alpha: float
-) -> bool:
-    """Is a before/after step more than the trend around it (or is there no trend that way)?
+def _beats(est: Estimate, control: Estimate | None, *, sign: int, alpha: float) -> bool:
+    """Did the candidate's traffic move more than control traffic over the same windows?
 
-    The trend (mean of the old version's change over the window before and the new version's
-    over the window after) counts when it points the shift's way and is noticeable: z >= 2
-    or half the step. Then the step minus the trend must be significant, one-sided
-    (H0: the step is no larger than the trend). Var(step - trend) = 2 Var(step) + Var(trend):
-    the windows next to the arrival enter both.
+    Difference-in-differences, one-sided in the shift's direction at alpha; the variances
+    add (conservative: the bucket shocks both share would cancel). True without control.
     """
-    if trend is None or trend_se is None:
+    if control is None:
         return True
-    trending = trend * sign > 0 and (
-        abs(trend) >= 2 * trend_se or abs(trend) >= abs(est.effect) / 2
-    )
-    if not trending:
+    excess = (est.effect - control.effect) * sign
+    se = math.sqrt(est.se**2 + control.se**2)
+    return se > 0 and 0.5 * math.erfc(excess / se / math.sqrt(2)) < alpha
+
+
+def _sharp(est: Estimate, trend: _Trend | None, *, sign: int, alpha: float) -> bool:
+    """Is a before/after step significantly larger than the trend around it?
+
+    Only asked when a trend points the shift's way and is noticeable (z >= 1, or a third of
+    the step): testing every step against a trend would cost power for nothing. Then a
+    one-sided test of H0 "the step is no larger than the trend", with
+    Var(step - trend) = jump_factor Var(step) + Var(trend) (the windows next to the arrival
+    enter both). With no room for a trend window, True.
+    """
+    if trend is None:
         return True
-    excess = (est.effect - trend) * sign
-    se = math.sqrt(2 * est.se**2 + trend_se**2)
+    t = trend.value
+    if t * sign <= 0 or (abs(t) < trend.se and abs(t) < abs(est.effect) / 3):
+        return True
+    excess = (est.effect - t) * sign
+    se = math.sqrt(trend.jump_factor * est.se**2 + trend.se**2)
     p_excess = 0.5 * math.erfc(excess / se / math.sqrt(2)) if se > 0 else 1.0
     return p_excess < alpha
+
+
+def _aggregate_change(ctx: _Context) -> Estimate | None:
+    """All traffic after vs before cp, matched on time of day only (mix included on purpose)."""
+    use_phase = ctx.period_buckets > 1 and ctx.period_buckets <= ctx.L
+
+    def key(c: Cell) -> Key:
+        return (ctx.phase_of(c, use_phase),)
+
+    after = sum_by(in_range(ctx.cells, ctx.cp, ctx.cp + ctx.L), key)
+    before = sum_by(in_range(ctx.cells, ctx.cp - ctx.L, ctx.cp), key)
+    days = max(1, ctx.L // ctx.period_buckets) if use_phase else ctx.L
+    return stratified_difference(
+        after, before, kind=ctx.kind, alpha=ctx.alpha, shock_var=2 * ctx.tau2 / days
+    )
 
 
 def _with_estimate(ev: Evidence, est: Estimate, basis: Basis) -> Evidence:
@@ -635,12 +702,14 @@ def _estimate(
     is_new: Callable[[Cell], bool],
     is_old: Callable[[Cell], bool],
     arrival: int,
-) -> tuple[Basis, Estimate | None, _Scoped, float | None, float | None, str]:
+    segments: frozenset[tuple[str, str]] | None = None,
+) -> tuple[Basis, Estimate | None, _Scoped, _Trend | None, Estimate | None, str]:
     """Concurrent estimate if enough overlap, else before/after around the arrival.
 
     dim None ignores the other dimension (used only to tell `not_separable` from no data).
     Returns basis, estimate, per route/environment (inside, outside) estimates, the trend
-    around a before/after arrival with its standard error, and a note.
+    around a before/after arrival, the same before/after change on control traffic (other
+    routes, unchanged versions; needs `segments`, the candidate's), and a note.
     """
 
     def other(c: Cell) -> str:
@@ -678,27 +747,61 @@ def _estimate(
     if est is None:
         return "before_after", None, {}, None, None, ""
     scoped = _scoped(ctx, new1, old1, shock)
-    # Trend windows may cross a neighbouring change point: a drift that the detector cut into
-    # steps then still shows as a trend (conservative: it can only make a step look like drift).
-    trends: list[Estimate] = []
-    if a - 2 * w >= ctx.first:
-        pre = stratified_difference(
-            old1, window(a - 2 * w, a - w, is_old), kind=ctx.kind, alpha=ctx.alpha, shock_var=shock
+    # Control: the same windows on traffic outside the candidate's routes whose versions did
+    # not change (same route, environment, prompt and model on both sides). What moved it
+    # (drift, a shared incident) would have moved the candidate's traffic too.
+    control = None
+    if segments is not None:
+
+        def key_s(c: Cell) -> Key:
+            return (ctx.phase_of(c, use_phase), c.route, c.environment, c.prompt, c.model)
+
+        def outside(c: Cell) -> bool:
+            return (c.route, c.environment) not in segments
+
+        control = stratified_difference(
+            _by(in_range(ctx.cells, a, a + w), key_s, outside),
+            _by(in_range(ctx.cells, a - w, a), key_s, outside),
+            kind=ctx.kind,
+            alpha=ctx.alpha,
+            shock_var=shock,
         )
-        trends += [pre] if pre is not None else []
-    if a + 2 * w <= ctx.last:
-        post = stratified_difference(
-            window(a + w, a + 2 * w, is_new), new1, kind=ctx.kind, alpha=ctx.alpha, shock_var=shock
-        )
-        trends += [post] if post is not None else []
-    trend = trend_se = None
-    if trends:
-        trend = sum(t.effect for t in trends) / len(trends)
-        trend_se = math.sqrt(sum(t.se**2 for t in trends)) / len(trends)
+    # The trend on each side: the old version's level change per window over the windows
+    # before the arrival, the new version's after it, measured against the next window out and
+    # against the one after that (half the noise, but blind to a drift that just began); the
+    # larger in the shift's direction is kept. Trend windows may cross a neighbouring change
+    # point: a drift that the detector cut into steps then still shows as a trend. Both
+    # choices are conservative: they can only make a step look like drift.
+    trend: _Trend | None = None
+    for gap_pre in (1, 2):
+        for gap_post in (1, 2):
+            sides: list[tuple[Estimate, int]] = []
+            if a - (gap_pre + 1) * w >= ctx.first:
+                far = window(a - (gap_pre + 1) * w, a - gap_pre * w, is_old)
+                pre = stratified_difference(
+                    old1, far, kind=ctx.kind, alpha=ctx.alpha, shock_var=shock
+                )
+                sides += [(pre, gap_pre)] if pre is not None else []
+            if a + (gap_post + 1) * w <= ctx.last:
+                far = window(a + gap_post * w, a + (gap_post + 1) * w, is_new)
+                post = stratified_difference(
+                    far, new1, kind=ctx.kind, alpha=ctx.alpha, shock_var=shock
+                )
+                sides += [(post, gap_post)] if post is not None else []
+            if not sides:
+                continue
+            k = len(sides)
+            option = _Trend(
+                value=sum(t.effect / gap for t, gap in sides) / k,
+                se=math.sqrt(sum((t.se / gap) ** 2 for t, gap in sides)) / k,
+                jump_factor=1 + sum(1 / (k * gap) for _, gap in sides),
+            )
+            if trend is None or option.value * ctx.sign > trend.value * ctx.sign:
+                trend = option
     note = f"{w} buckets before vs after the arrival at bucket {a}, matched on time of day"
     if not use_phase:
         note = f"{w} buckets before vs after the arrival at bucket {a} (shorter than a period)"
-    return "before_after", est, scoped, trend, trend_se, note
+    return "before_after", est, scoped, trend, control, note
 
 
 def _scoped(
@@ -724,8 +827,15 @@ def _scoped(
 # decisions
 
 
-def _decide(ctx: _Context, evidence: list[Evidence], *, min_share: float) -> list[Evidence]:
-    """Holm over the candidates with an estimate; statuses; the culprit is the largest share."""
+def _decide(
+    ctx: _Context, candidates: list[_Candidate], evidence: list[Evidence], *, min_share: float
+) -> list[Evidence]:
+    """Holm over the candidates with an estimate; statuses; the culprit is the largest share.
+
+    When a prompt and a model that arrived together on the same traffic both pass, no culprit
+    is named (both become contributors): which one matters is then exactly the question a
+    confounded verdict answers with its evidence.
+    """
     tested = [i for i, e in enumerate(evidence) if e.p_value is not None and e.status == "no_data"]
     # order of the gates: significance, direction, drift, share
     adjusted = compare.adjust([evidence[i].p_value or 1.0 for i in tested], method="holm")
@@ -743,8 +853,9 @@ def _decide(ctx: _Context, evidence: list[Evidence], *, min_share: float) -> lis
                 e,
                 note=(
                     f"the metric was already moving ({fmt_effect(e.trend, kind=ctx.kind)} per "
-                    f"{ctx.L} buckets around the arrival); the step at the arrival is not "
-                    "significantly larger than that trend"
+                    f"{ctx.L} buckets around the arrival; "
+                    f"{fmt_effect(e.control_effect, kind=ctx.kind)} on unchanged traffic "
+                    "elsewhere): the step at the arrival is not significantly larger"
                 ),
             )
         elif (e.explained_share or 0.0) < min_share:
@@ -756,9 +867,16 @@ def _decide(ctx: _Context, evidence: list[Evidence], *, min_share: float) -> lis
         (i for i, e in enumerate(out) if e.status == "blamed"),
         key=lambda i: -(out[i].explained_share or 0.0),
     )
-    for i in blamed[1:]:
+    together = any(
+        candidates[i].dimension != candidates[j].dimension
+        and candidates[i].segments & candidates[j].segments
+        and abs(candidates[i].arrival - candidates[j].arrival) <= 2
+        for i in blamed
+        for j in blamed
+    )
+    for i in blamed if together else blamed[1:]:
         out[i] = replace(out[i], status="contributor")
-    if blamed:  # the culprit first
+    if blamed and not together:  # the culprit first
         out.insert(0, out.pop(blamed[0]))
     return out
 
@@ -789,16 +907,19 @@ def _confounded(
             def in_segs(c: Cell, segs: frozenset[tuple[str, str]] = segs) -> bool:
                 return (c.route, c.environment) in segs
 
-            basis, est, _, trend, trend_se, note = _estimate(
+            basis, est, _, trend, control, note = _estimate(
                 ctx,
                 None,
                 lambda c: is_new(c) and in_segs(c),
                 lambda c: is_old(c) and in_segs(c),
                 min(p.arrival, m.arrival),
+                segs,
             )
             if est is None or est.p_value >= ctx.alpha or est.effect * ctx.sign <= 0:
                 continue
-            if not _sharp(est, trend, trend_se, sign=ctx.sign, alpha=ctx.alpha):
+            if not _sharp(est, trend, sign=ctx.sign, alpha=ctx.drift_alpha) or not _beats(
+                est, control, sign=ctx.sign, alpha=ctx.alpha
+            ):
                 continue
             share = _explained(
                 ctx, min(p.arrival, m.arrival), lambda c: is_new(c) and in_segs(c), est.effect
@@ -821,7 +942,7 @@ def _confounded(
                 est,
                 basis,
             )
-            joint = replace(joint, explained_share=share, trend=trend)
+            joint = replace(joint, explained_share=share, trend=trend.value if trend else None)
             names = [
                 f"prompt {p.value} (from {p.predecessor})",
                 f"model {m.value} (from {m.predecessor})",
@@ -841,6 +962,16 @@ def _to_separate(
     need = math.ceil(7.85 * var / (joint.effect**2)) if joint.effect and var > 0 else None
     size = f" (about {need:,} responses in it would show an effect of this size)" if need else ""
     held = [e for e in (ep, em) if e.status != "not_separable" and e.effect is not None]
+    if held and all(e.status == "contributor" for e in (ep, em)):
+        parts = "; ".join(
+            f"{e.dimension} {e.value} alone: {fmt_effect(e.effect, kind=ctx.kind)} "
+            f"[{fmt_effect(e.ci_low, kind=ctx.kind)}, {fmt_effect(e.ci_high, kind=ctx.kind)}]"
+            for e in held
+        )
+        return (
+            f"where they ran apart both seem to matter ({parts}); a larger holdout of each "
+            "alone, or one change at a time, would tell how much each contributes."
+        )
     if held:
         parts = "; ".join(
             f"{e.dimension} {e.value} alone: {fmt_effect(e.effect, kind=ctx.kind)} "

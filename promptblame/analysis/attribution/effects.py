@@ -24,16 +24,20 @@ import math
 from collections import defaultdict
 from collections.abc import Hashable, Iterable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
-from scipy import special
+import numpy as np
+from scipy import optimize, special, stats
 
 from promptblame.analysis import compare
 from promptblame.analysis.attribution.cells import Cell, MetricKind
 from promptblame.analysis.moments import Moments
 
 _MIN_WITHIN_DOF = 30  # below this, an arm's variance is taken from its pooled moments instead
+_CAP = 25.0  # squared standardized differences are capped here when estimating tau^2
+_CAP_MEAN = float(stats.chi2.cdf(_CAP, 3) + _CAP * stats.chi2.sf(_CAP, 1))  # E min(chi2_1, cap)
 
-Strata = Mapping[tuple[Hashable, ...], Moments]
+Strata = Mapping[tuple[Any, ...], Moments]  # key[0]: the time stratum
 
 
 @dataclass(frozen=True)
@@ -160,39 +164,80 @@ def _single(new: Moments, old: Moments, *, kind: MetricKind, alpha: float) -> Es
 
 
 def overdispersion(cells: Iterable[Cell], *, kind: MetricKind) -> float:
-    """tau^2: variance of bucket-level shocks beyond sampling noise, per response group.
+    """tau^2: variance of bucket-level level shocks beyond sampling noise (conservative).
 
-    Method of moments on lag-1 differences of each cell series (one route, environment,
-    prompt and model): E d^2 = sigma^2 (1/n_t + 1/n_t-1) + 2 tau^2. A version change never
-    sits inside one series, so the differences are blind to the shifts being explained; the
-    largest 2% (standardized) are trimmed so that a mix or drift step cannot inflate tau^2.
-    Pairs are weighted by their size, because busy buckets are the ones that tell shocks from
-    sampling noise. A daily profile adds a little (adjacent hours differ): conservative.
+    Two method-of-moments estimates from lag-1 differences, E d^2 = sampling variance + 2 tau^2,
+    and the larger is kept (an underestimate makes before/after comparisons overconfident):
+
+    * per cell series (one route, environment, prompt and model): shocks of any kind, but a
+      thin series' differences are mostly sampling noise, so the estimate is noisy;
+    * per bucket, pooling every cell's deviation from its own series mean: shocks common to
+      the bucket (topics, load, provider hiccups), measured on all of its traffic at once.
+
+    A version change never sits inside a cell series, and each cell's own mean is removed, so
+    the differences are blind to the shifts being explained; capped standardized squares (see
+    `_moment_tau2`) keep a mix or drift step from inflating tau^2. A daily profile adds a
+    little (adjacent hours differ): conservative too.
     """
     series: dict[tuple[str, str, str, str], list[Cell]] = defaultdict(list)
     for c in cells:
         if c.n > 0:
             series[(c.route, c.environment, c.prompt, c.model)].append(c)
-    sigma2 = pooled_variance(
-        [c.moments for cs in series.values() for c in cs] if kind == "mean" else []
-    )
-    rows: list[tuple[float, float, float]] = []  # (d^2, sampling variance, weight)
-    for cs in series.values():
+    if not series:
+        return 0.0
+    var_of: dict[tuple[str, str, str, str], float] = {}
+    mean_of: dict[tuple[str, str, str, str], float] = {}
+    overall = pooled_variance([c.moments for cs in series.values() for c in cs])
+    for key, cs in series.items():
+        whole = sum((c.moments for c in cs), Moments(0, 0.0, 0.0))
+        mean_of[key] = whole.mean
+        v = whole.mean * (1 - whole.mean) if kind == "proportion" else overall
+        var_of[key] = v if math.isfinite(v) else 0.0
+    rows: list[tuple[float, float]] = []  # (d^2, sampling variance)
+    for key, cs in series.items():
         cs.sort(key=lambda c: c.bucket)
         for a, b in itertools.pairwise(cs):
-            if b.bucket != a.bucket + 1:
-                continue
-            ma, mb = a.total / a.n, b.total / b.n
-            if kind == "proportion":
-                p = (a.total + b.total) / (a.n + b.n)
-                s2 = p * (1 - p) * (a.n + b.n) / max(a.n + b.n - 1, 1)
-            else:
-                s2 = sigma2
-            samp = s2 * (1 / a.n + 1 / b.n)
-            rows.append(((mb - ma) ** 2, samp, a.n * b.n / (a.n + b.n)))
-    if not rows or not all(math.isfinite(r[1]) for r in rows):
+            if b.bucket == a.bucket + 1:
+                samp = var_of[key] * (1 / a.n + 1 / b.n)
+                rows.append(((b.total / b.n - a.total / a.n) ** 2, samp))
+    per_cell = _moment_tau2(rows)
+    # per bucket: n-weighted mean deviation of its cells from their series means
+    dev: dict[int, list[float]] = defaultdict(lambda: [0.0, 0.0, 0.0])  # n, sum dev, sum n var
+    for key, cs in series.items():
+        for c in cs:
+            d = dev[c.bucket]
+            d[0] += c.n
+            d[1] += c.total - c.n * mean_of[key]
+            d[2] += c.n * var_of[key]
+    rows = []
+    for bucket in sorted(dev):
+        if bucket - 1 in dev:
+            (n1, s1, v1), (n2, s2, v2) = dev[bucket - 1], dev[bucket]
+            samp = v1 / (n1 * n1) + v2 / (n2 * n2)
+            rows.append(((s2 / n2 - s1 / n1) ** 2, samp))
+    return max(per_cell, _moment_tau2(rows))
+
+
+def _moment_tau2(rows: list[tuple[float, float]]) -> float:
+    """tau^2 from lag-1 differences d with Var d = sampling + 2 tau^2 (Gaussian likelihood).
+
+    Solves sum (min(d^2 / V, 25) - E min(chi2_1, 25)) / V = 0, V = sampling + 2 tau^2: the
+    maximum-likelihood equation with each squared standardized difference capped at 25, so a
+    single step (mix, drift) cannot inflate it while the estimate stays unbiased without one.
+    """
+    rows = [r for r in rows if math.isfinite(r[0]) and math.isfinite(r[1]) and r[1] >= 0]
+    if not rows:
         return 0.0
-    rows.sort(key=lambda r: r[0] / r[1] if r[1] > 0 else math.inf)
-    rows = rows[: max(1, math.ceil(len(rows) * 0.98))]
-    w = sum(r[2] for r in rows)
-    return max(0.0, sum(r[2] * (r[0] - r[1]) for r in rows) / (2 * w))
+    d2 = np.array([r[0] for r in rows])
+    samp = np.maximum(np.array([r[1] for r in rows]), 1e-12)
+
+    def score(tau2: float) -> float:
+        v = samp + 2 * tau2
+        return float(np.sum((np.minimum(d2 / v, _CAP) - _CAP_MEAN) / v))
+
+    if score(0.0) <= 0:
+        return 0.0
+    hi = max(float(d2.mean()), 1e-12)
+    while score(hi) > 0:
+        hi *= 4
+    return float(optimize.brentq(score, 0.0, hi, xtol=1e-14, rtol=1e-6))

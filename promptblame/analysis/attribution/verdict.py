@@ -57,7 +57,8 @@ class Evidence:
     scope_route: str | None = None  # set when the effect is confined to one route
     scope_environment: str | None = None
     trend: float | None = None  # before/after: mean per-window trend around the arrival
-    sharp: bool | None = None  # before/after: the step is significantly more than that trend
+    sharp: bool | None = None  # before/after: the step beats that trend and control traffic
+    control_effect: float | None = None  # before/after: same windows, other routes, no change
     note: str = ""
 
 

@@ -1,0 +1,485 @@
+"""Attribution on hand-built aggregates with a known culprit (or none); numbers vs scipy."""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+
+import numpy as np
+import pytest
+from scipy import stats
+
+from promptblame.analysis.attribution import (
+    Cell,
+    Verdict,
+    attribute,
+    decompose,
+    find_and_attribute,
+    stratified_difference,
+)
+from promptblame.analysis.attribution.cells import MetricKind
+from promptblame.analysis.attribution.effects import overdispersion
+from promptblame.analysis.moments import Moments
+
+T0 = datetime(2024, 6, 3, 5, tzinfo=UTC)  # not midnight: windows must not rely on it
+OLD, NEW = "gpt-4o-2024-05-13", "gpt-4o-2024-08-06"
+ROUTES = {"summarize": (0.5, 0.80), "extract": (0.3, 0.88), "chat": (0.2, 0.70)}
+PROMPTS = {"summarize": "summarize@v6", "extract": "extract@v3", "chat": "chat@v2"}
+
+Alloc = Callable[[int, str], list[tuple[str, str, float]]]
+Effect = Callable[[int, str, str, str], float]
+
+
+def stay(h: int, route: str) -> list[tuple[str, str, float]]:
+    return [(PROMPTS[route], OLD, 1.0)]
+
+
+def nothing(h: int, route: str, prompt: str, model: str) -> float:
+    return 0.0
+
+
+def prompt_at(t0: int, *, route: str = "summarize", new: str = "summarize@v7") -> Alloc:
+    def alloc(h: int, r: str) -> list[tuple[str, str, float]]:
+        return [(new if r == route and h >= t0 else PROMPTS[r], OLD, 1.0)]
+
+    return alloc
+
+
+def model_at(t0: int) -> Alloc:
+    def alloc(h: int, r: str) -> list[tuple[str, str, float]]:
+        return [(PROMPTS[r], NEW if h >= t0 else OLD, 1.0)]
+
+    return alloc
+
+
+def exact(
+    *,
+    hours: int = 120,
+    alloc: Alloc = stay,
+    effect: Effect = nothing,
+    shares: Callable[[int], dict[str, float]] | None = None,
+    per_hour: int = 400,
+    profile: float = 0.0,
+    drift: Callable[[int], float] | None = None,
+    kind: MetricKind = "proportion",
+) -> list[Cell]:
+    """Noise-free cells: every cell holds exactly its expected mean (sd 0.2 for scores)."""
+    out = []
+    for h in range(hours):
+        start = T0 + timedelta(hours=h)
+        route_shares = shares(h) if shares else {r: s for r, (s, _) in ROUTES.items()}
+        for route, share in route_shares.items():
+            for prompt, model, frac in alloc(h, route):
+                n = round(per_hour * share * frac)
+                if n == 0:
+                    continue
+                mu = ROUTES[route][1] + profile * math.sin(2 * math.pi * ((h + 5) % 24) / 24)
+                mu += (drift(h) if drift else 0.0) + effect(h, route, prompt, model)
+                if kind == "proportion":
+                    s = float(round(n * mu))
+                    q = s
+                else:
+                    s, q = n * mu, n * (mu * mu + 0.04)
+                out.append(Cell(h, start, route, "prod", prompt, model, n, s, q))
+    return out
+
+
+def drawn(
+    rng: np.random.Generator,
+    *,
+    hours: int = 240,
+    alloc: Alloc = stay,
+    effect: Effect = nothing,
+    scored: Callable[[int], float] | None = None,
+    kind: MetricKind = "proportion",
+) -> list[Cell]:
+    """Cells drawn response by response, with a daily traffic cycle and hour shocks of 1 point."""
+    out = []
+    for h in range(hours):
+        start = T0 + timedelta(hours=h)
+        lam = (40 + 200 * (1 + math.cos(2 * math.pi * (h % 24 - 14) / 24)) / 2) * (
+            scored(h) if scored else 1.0
+        )
+        shock = rng.normal(0, 0.01)
+        for route, (share, level) in ROUTES.items():
+            for prompt, model, frac in alloc(h, route):
+                n = int(rng.poisson(lam * share * frac))
+                if n == 0:
+                    continue
+                mu = float(np.clip(level + shock + effect(h, route, prompt, model), 0.02, 0.98))
+                if kind == "proportion":
+                    s = float(rng.binomial(n, mu))
+                    q = s
+                else:
+                    x = rng.beta(mu * 4, (1 - mu) * 4, n)
+                    s, q = float(x.sum()), float(x @ x)
+                out.append(Cell(h, start, route, "prod", prompt, model, n, s, q))
+    return out
+
+
+def v7_costs(points: float) -> Effect:
+    return lambda h, r, p, m: points if p == "summarize@v7" else 0.0
+
+
+def new_model_costs(points: float, *, route: str | None = None) -> Effect:
+    return lambda h, r, p, m: points if m == NEW and (route is None or r == route) else 0.0
+
+
+# ---------------------------------------------------------------------------------------------
+# verdicts
+
+
+def test_a_prompt_cutover_is_blamed_on_the_new_prompt_against_its_predecessor() -> None:
+    cells = exact(alloc=prompt_at(60), effect=v7_costs(-0.10))
+    v = attribute(cells, change_index=60, kind="proportion")
+    assert v.kind == "culprit" and v.direction == "regression"
+    assert v.culprit is not None
+    assert (v.culprit.dimension, v.culprit.value) == ("prompt", "summarize@v7")
+    assert v.culprit.predecessor == "summarize@v6"
+    assert v.culprit.basis == "before_after"
+    assert v.culprit.effect == pytest.approx(-0.10, abs=0.005)
+    assert v.culprit.ci_low is not None and v.culprit.ci_high is not None
+    assert v.culprit.ci_low < -0.10 < v.culprit.ci_high
+    assert v.culprit.explained_share == pytest.approx(1.0, abs=0.05)
+    assert v.culprit.scope_route == "summarize"
+    assert v.index == 60
+    assert "summarize@v7" in v.summary and "summarize@v6" in v.summary
+
+
+def test_a_canary_is_judged_on_concurrent_traffic_in_the_same_buckets() -> None:
+    def alloc(h: int, r: str) -> list[tuple[str, str, float]]:
+        share = 0.0 if h < 36 else 0.1 if h < 60 else 1.0
+        return [(PROMPTS[r], NEW, share), (PROMPTS[r], OLD, 1 - share)]
+
+    # drift on top: a before/after comparison would see it, a concurrent one cannot
+    cells = exact(alloc=alloc, effect=new_model_costs(-0.08), drift=lambda h: -0.0005 * h)
+    v = attribute(cells, change_index=60, kind="proportion")
+    assert v.kind == "culprit" and v.culprit is not None
+    assert (v.culprit.dimension, v.culprit.value) == ("model", NEW)
+    assert v.culprit.basis == "concurrent"
+    assert v.culprit.effect == pytest.approx(-0.08, abs=0.004)
+
+
+def test_an_ab_arm_on_one_route_is_blamed_with_the_share_it_explains() -> None:
+    def alloc(h: int, r: str) -> list[tuple[str, str, float]]:
+        if r == "summarize" and h >= 60:
+            return [("summarize@v6", OLD, 0.5), ("summarize@v7", OLD, 0.5)]
+        return [(PROMPTS[r], OLD, 1.0)]
+
+    v = attribute(exact(alloc=alloc, effect=v7_costs(-0.12)), change_index=60, kind="proportion")
+    assert v.kind == "culprit" and v.culprit is not None
+    assert v.culprit.value == "summarize@v7" and v.culprit.basis == "concurrent"
+    assert v.aggregate_effect == pytest.approx(-0.12 * 0.5 * 0.5, abs=0.003)
+    assert v.culprit.explained_share == pytest.approx(1.0, abs=0.1)
+
+
+def test_a_prompt_and_a_model_switched_together_without_overlap_are_confounded() -> None:
+    def alloc(h: int, r: str) -> list[tuple[str, str, float]]:
+        if r == "summarize" and h >= 60:
+            return [("summarize@v7", NEW, 1.0)]
+        return [(PROMPTS[r], OLD, 1.0)]
+
+    v = attribute(exact(alloc=alloc, effect=v7_costs(-0.10)), change_index=60, kind="proportion")
+    assert v.kind == "confounded"
+    assert v.culprit is None
+    assert v.joint is not None and v.joint.dimension == "prompt+model"
+    assert "summarize@v7" in v.joint.value and NEW in v.joint.value
+    assert {e.status for e in v.candidates} == {"not_separable"}
+    assert v.to_separate is not None and "holdout" in v.to_separate
+    assert v.joint.effect == pytest.approx(-0.10, abs=0.005)
+
+
+def test_a_small_holdout_on_the_old_prompt_separates_the_prompt_from_the_model() -> None:
+    def alloc(h: int, r: str) -> list[tuple[str, str, float]]:
+        if r == "summarize" and h >= 60:
+            return [("summarize@v7", NEW, 0.95), ("summarize@v6", NEW, 0.05)]
+        return [(PROMPTS[r], OLD, 1.0)]
+
+    v = attribute(exact(alloc=alloc, effect=v7_costs(-0.10)), change_index=60, kind="proportion")
+    assert v.kind == "culprit" and v.culprit is not None
+    assert v.culprit.value == "summarize@v7" and v.culprit.basis == "concurrent"
+    model = next(e for e in v.candidates if e.dimension == "model")
+    assert model.status != "blamed"
+
+
+def test_a_holdout_too_small_to_tell_is_confounded_with_the_evidence_not_a_guess() -> None:
+    def alloc(h: int, r: str) -> list[tuple[str, str, float]]:
+        if r == "summarize" and h >= 60:
+            return [("summarize@v7", NEW, 0.995), ("summarize@v6", NEW, 0.005)]
+        return [(PROMPTS[r], OLD, 1.0)]
+
+    cells = exact(alloc=alloc, effect=v7_costs(-0.10), per_hour=300)
+    v = attribute(cells, change_index=60, kind="proportion")
+    assert v.kind == "confounded"
+    assert v.to_separate is not None and "too small" in v.to_separate
+
+
+def test_a_traffic_mix_shift_with_a_harmless_deploy_blames_no_version() -> None:
+    after = {"summarize": 0.3, "extract": 0.2, "chat": 0.5}
+    cells = exact(
+        alloc=prompt_at(60, route="extract", new="extract@v4"),
+        shares=lambda h: after if h >= 60 else {r: s for r, (s, _) in ROUTES.items()},
+    )
+    v = attribute(cells, change_index=60, kind="proportion")
+    assert v.kind == "no_version_cause" and v.cause == "traffic_mix"
+    assert v.decomposition is not None
+    assert v.decomposition.mix == pytest.approx(v.aggregate_effect, abs=0.003)
+    assert abs(v.decomposition.within) < 0.003
+    deploy = next(e for e in v.candidates if e.value == "extract@v4")
+    assert deploy.status != "blamed"
+
+
+def test_simpsons_paradox_a_version_better_in_every_route_is_not_blamed_for_the_drop() -> None:
+    before = {"extract": 0.8, "chat": 0.2}
+    after = {"extract": 0.2, "chat": 0.8}
+
+    def alloc(h: int, r: str) -> list[tuple[str, str, float]]:
+        return [(PROMPTS[r], NEW if h >= 60 else OLD, 1.0)]
+
+    cells = exact(
+        alloc=alloc,
+        effect=new_model_costs(+0.03),
+        shares=lambda h: after if h >= 60 else before,
+    )
+    crude_new = sum(c.total for c in cells if c.model == NEW) / sum(
+        c.n for c in cells if c.model == NEW
+    )
+    crude_old = sum(c.total for c in cells if c.model == OLD) / sum(
+        c.n for c in cells if c.model == OLD
+    )
+    assert crude_new < crude_old - 0.05  # the raw comparison says the new model is much worse
+    v = attribute(cells, change_index=60, kind="proportion")
+    assert v.direction == "regression"
+    assert v.kind == "no_version_cause" and v.cause == "traffic_mix"
+    model = next(e for e in v.candidates if e.dimension == "model")
+    assert model.effect == pytest.approx(0.03, abs=0.005)  # within routes it is better
+    assert model.status == "wrong_direction"
+
+
+def test_gradual_drift_with_a_cutover_inside_it_is_drift_not_the_new_prompt() -> None:
+    cells = exact(alloc=prompt_at(60), drift=lambda h: -0.0015 * h, hours=144)
+    v = attribute(cells, change_index=60, kind="proportion")
+    assert v.kind == "no_version_cause" and v.cause == "drift"
+    prompt = next(e for e in v.candidates if e.value == "summarize@v7")
+    assert prompt.sharp is False and prompt.status == "drift"
+
+
+def test_the_same_cutover_on_top_of_drift_is_still_blamed_when_the_step_is_sharp() -> None:
+    cells = exact(
+        alloc=prompt_at(60), effect=v7_costs(-0.10), drift=lambda h: -0.0005 * h, hours=144
+    )
+    v = attribute(cells, change_index=60, kind="proportion")
+    assert v.kind == "culprit" and v.culprit is not None and v.culprit.value == "summarize@v7"
+    assert v.culprit.sharp is True
+
+
+def test_a_model_that_breaks_one_route_only_is_the_culprit_scoped_to_that_route() -> None:
+    cells = exact(alloc=model_at(60), effect=new_model_costs(-0.15, route="extract"))
+    v = attribute(cells, change_index=60, kind="proportion")
+    assert v.kind == "culprit" and v.culprit is not None
+    assert (v.culprit.dimension, v.culprit.value) == ("model", NEW)
+    assert v.culprit.scope_route == "extract"
+    assert v.culprit.effect == pytest.approx(-0.15, abs=0.005)
+    assert "on route extract" in v.summary
+
+
+def test_a_model_upgrade_under_a_strong_daily_rhythm_is_measured_at_the_same_hours() -> None:
+    cells = exact(alloc=model_at(62), effect=new_model_costs(-0.05), profile=0.10, kind="mean")
+    v = attribute(cells, change_index=62, kind="mean")
+    assert v.kind == "culprit" and v.culprit is not None and v.culprit.value == NEW
+    assert v.culprit.effect == pytest.approx(-0.05, abs=1e-9)
+
+
+def test_an_improvement_is_called_an_improvement_and_lower_is_better_flips_it() -> None:
+    cells = exact(alloc=prompt_at(60), effect=v7_costs(+0.08), kind="mean")
+    up = attribute(cells, change_index=60, kind="mean")
+    assert up.kind == "culprit" and up.direction == "improvement"
+    latency = attribute(cells, change_index=60, kind="mean", higher_is_better=False)
+    assert latency.kind == "culprit" and latency.direction == "regression"
+
+
+@pytest.mark.parametrize("kind", ["proportion", "mean"])
+def test_a_rollback_gives_two_verdicts_and_both_are_attributed(kind: MetricKind) -> None:
+    def alloc(h: int, r: str) -> list[tuple[str, str, float]]:
+        on = r == "summarize" and 100 <= h < 172
+        return [("summarize@v7" if on else PROMPTS[r], OLD, 1.0)]
+
+    cells = drawn(np.random.default_rng(7), alloc=alloc, effect=v7_costs(-0.12), kind=kind)
+    verdicts = find_and_attribute(cells, kind=kind)
+    blamed = [(v.culprit.value, v.direction, v.index or -99) for v in verdicts if v.culprit]
+    assert [(value, d) for value, d, _ in blamed] == [
+        ("summarize@v7", "regression"),
+        ("summarize@v6", "improvement"),
+    ]
+    assert abs(blamed[0][2] - 100) <= 2 and abs(blamed[1][2] - 172) <= 2
+    assert verdicts[1].culprit is not None and verdicts[1].culprit.rollback
+
+
+def test_late_scores_in_the_last_buckets_do_not_make_a_shift() -> None:
+    for seed in range(6):
+        cells = drawn(
+            np.random.default_rng(100 + seed),
+            scored=lambda h: float(np.clip((240 - h) / 24, 0.03, 1.0)),
+            kind="proportion" if seed % 2 else "mean",
+        )
+        assert find_and_attribute(cells, kind="proportion" if seed % 2 else "mean") == []
+
+
+def test_a_cutover_in_thinly_scored_recent_buckets_is_still_found() -> None:
+    cells = drawn(
+        np.random.default_rng(3),
+        alloc=prompt_at(210),
+        effect=v7_costs(-0.15),
+        scored=lambda h: float(np.clip((240 - h) / 24, 0.1, 1.0)),
+    )
+    verdicts = find_and_attribute(cells, kind="proportion")
+    assert [v.blamed for v in verdicts] == [("prompt", "summarize@v7")]
+
+
+def test_unchanged_series_with_a_harmless_deploy_never_get_a_culprit() -> None:
+    for seed in range(20):
+        kind: MetricKind = "proportion" if seed % 2 else "mean"
+        cells = drawn(
+            np.random.default_rng(200 + seed),
+            alloc=prompt_at(120, route="extract", new="extract@v4"),
+            kind=kind,
+        )
+        for v in find_and_attribute(cells, kind=kind):
+            assert v.kind not in ("culprit", "confounded"), v.summary
+        # and forcing a shift at the deploy does not blame it either
+        forced = attribute(cells, change_index=120, kind=kind)
+        assert forced.kind != "culprit", forced.summary
+
+
+def test_no_change_point_gives_a_no_shift_verdict() -> None:
+    v = attribute(drawn(np.random.default_rng(5)), change_index=None, kind="proportion")
+    assert v.kind == "no_shift" and v.reason == "no_change_point"
+
+
+def test_a_change_at_the_first_bucket_has_nothing_to_compare_with() -> None:
+    v = attribute(exact(hours=48), change_index=0, kind="proportion")
+    assert v.kind == "insufficient_data" and v.reason == "no_window"
+    assert attribute([], change_index=3).reason == "no_data"
+
+
+def test_a_verdict_is_json_serialisable_with_every_piece_of_evidence() -> None:
+    v = attribute(exact(alloc=prompt_at(60), effect=v7_costs(-0.1)), change_index=60)
+    d = v.as_dict()
+    text = json.dumps(d, allow_nan=False)
+    back = json.loads(text)
+    assert back["kind"] == "culprit"
+    assert back["culprit"]["value"] == "summarize@v7"
+    assert back["start"] == (T0 + timedelta(hours=60)).isoformat()
+    assert {"decomposition", "candidates", "summary", "direction", "aggregate_effect"} <= set(back)
+    assert back["decomposition"]["segments"][0]["route"] in ROUTES
+
+
+# ---------------------------------------------------------------------------------------------
+# numbers
+
+
+def test_one_stratum_of_scores_matches_scipys_welch_test() -> None:
+    rng = np.random.default_rng(11)
+    a, b = rng.beta(4, 2, 300), rng.beta(3, 2, 200)
+    ma, mb = Moments.of(a.tolist()), Moments.of(b.tolist())
+    est = stratified_difference({(0,): mb}, {(0,): ma}, kind="mean", alpha=0.05)
+    assert est is not None
+    ref = stats.ttest_ind_from_stats(
+        b.mean(), b.std(ddof=1), b.size, a.mean(), a.std(ddof=1), a.size, equal_var=False
+    )
+    assert est.effect == pytest.approx(b.mean() - a.mean(), rel=1e-9)
+    assert est.p_value == pytest.approx(ref.pvalue, rel=1e-6)
+    va, vb = a.var(ddof=1) / a.size, b.var(ddof=1) / b.size
+    df = (va + vb) ** 2 / (va**2 / (a.size - 1) + vb**2 / (b.size - 1))
+    half = stats.t.ppf(0.975, df) * math.sqrt(va + vb)
+    assert est.ci_low == pytest.approx(est.effect - half, rel=1e-6)
+    assert est.ci_high == pytest.approx(est.effect + half, rel=1e-6)
+
+
+def test_one_stratum_of_pass_fail_matches_the_chi_square_test() -> None:
+    old, new = Moments(400, 320.0, 320.0), Moments(380, 266.0, 266.0)
+    est = stratified_difference({(0,): new}, {(0,): old}, kind="proportion")
+    assert est is not None
+    chi2 = stats.chi2_contingency([[266, 114], [320, 80]], correction=False)
+    assert est.effect == pytest.approx(266 / 380 - 320 / 400)
+    assert est.p_value == pytest.approx(chi2.pvalue, rel=1e-6)
+
+
+def test_the_stratified_difference_is_the_mantel_haenszel_weighted_one() -> None:
+    new = {(0, "a"): Moments(10, 9.0, 9.0), (0, "b"): Moments(90, 45.0, 45.0)}
+    old = {(0, "a"): Moments(90, 72.0, 72.0), (0, "b"): Moments(10, 4.0, 4.0)}
+    est = stratified_difference(new, old, kind="proportion")
+    assert est is not None
+    w = [10 * 90 / 100, 90 * 10 / 100]
+    d = [0.9 - 0.8, 0.5 - 0.4]
+    assert est.effect == pytest.approx((w[0] * d[0] + w[1] * d[1]) / sum(w))  # +10 pt
+    assert (est.mean_new - est.mean_old) < 0  # while the crude difference is negative
+    # variance from each arm's pooled within-stratum variance
+    v_new = (9 * 0.1 + 45 * 0.5) / (100 - 2)
+    v_old = (72 * 0.2 + 4 * 0.6) / (100 - 2)
+    var = sum(
+        wi * wi * (v_new / nn + v_old / no)
+        for wi, nn, no in zip(w, (10, 90), (90, 10), strict=True)
+    )
+    assert est.se == pytest.approx(math.sqrt(var) / sum(w))
+    z = est.effect / est.se
+    assert est.p_value == pytest.approx(2 * stats.norm.sf(abs(z)))
+    assert est.ci_low == pytest.approx(est.effect - stats.norm.ppf(0.975) * est.se)
+
+
+def test_bucket_shocks_widen_a_before_after_comparison() -> None:
+    new = {(h, "a"): Moments(100, 80.0, 80.0) for h in range(24)}
+    old = {(h, "a"): Moments(100, 82.0, 82.0) for h in range(24)}
+    calm = stratified_difference(new, old, kind="proportion")
+    shaky = stratified_difference(new, old, kind="proportion", shock_var=2 * 0.01**2)
+    assert calm is not None and shaky is not None
+    assert shaky.effect == calm.effect
+    expected = math.sqrt(calm.se**2 + 2 * 0.01**2 / 24)
+    assert shaky.se == pytest.approx(expected)
+
+
+def test_no_shared_stratum_means_no_estimate() -> None:
+    one, other = {(0, "a"): Moments(5, 4, 4)}, {(1, "a"): Moments(5, 4, 4)}
+    assert stratified_difference(one, other, kind="proportion") is None
+
+
+def test_the_mix_within_decomposition_adds_up() -> None:
+    cells = exact(
+        hours=48,
+        shares=lambda h: (
+            {"summarize": 0.2, "extract": 0.3, "chat": 0.5}
+            if h >= 24
+            else {r: s for r, (s, _) in ROUTES.items()}
+        ),
+        effect=lambda h, r, p, m: -0.05 if r == "chat" and h >= 24 else 0.0,
+        kind="mean",
+    )
+    d = decompose([c for c in cells if c.bucket < 24], [c for c in cells if c.bucket >= 24])
+    assert d is not None
+    assert d.total == pytest.approx(d.mix + d.within)
+    mean = [
+        sum(c.total for c in cells if (c.bucket >= 24) == side)
+        / sum(c.n for c in cells if (c.bucket >= 24) == side)
+        for side in (False, True)
+    ]
+    assert d.total == pytest.approx(mean[1] - mean[0])
+    chat = next(s for s in d.segments if s.route == "chat")
+    assert chat.within == pytest.approx(-0.05 * (0.2 + 0.5) / 2)
+    assert sum(s.within for s in d.segments if s.route != "chat") == pytest.approx(0.0, abs=1e-12)
+
+
+def test_overdispersion_recovers_the_hour_shock_variance() -> None:
+    rng = np.random.default_rng(9)
+    cells = []
+    for h in range(500):
+        mu = 0.7 + rng.normal(0, 0.03)
+        s = float(rng.binomial(400, mu))
+        cells.append(Cell(h, h * 3600, "r", "prod", "p@1", "m", 400, s, s))
+    tau2 = overdispersion(cells, kind="proportion")
+    assert math.sqrt(tau2) == pytest.approx(0.03, rel=0.15)
+
+
+def test_verdict_type_is_exported() -> None:
+    assert Verdict.__dataclass_fields__["kind"]

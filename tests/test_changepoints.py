@@ -289,3 +289,26 @@ def test_buckets_can_be_built_from_moments_and_int_starts_with_an_int_period():
 
 def test_the_default_penalty_grows_with_the_number_of_buckets():
     assert default_penalty(100) < default_penalty(720) < default_penalty(10_000)
+
+
+@pytest.mark.parametrize("binomial", [False, True])
+def test_dense_optimal_partitioning_finds_exactly_what_pelt_finds(binomial, monkeypatch):
+    import promptblame.analysis.changepoints as cp
+
+    rng = np.random.default_rng(11)
+    found = 0
+    for trial in range(40):
+        t = int(rng.integers(10, 300))
+        n = rng.integers(0, 60, t).astype(float)
+        level = np.where(np.arange(t) < rng.integers(1, t), 0.7, 0.7 + rng.choice([-0.1, 0.0]))
+        y = np.clip(level + rng.normal(0, 0.02, t), 0.01, 0.99)
+        w = np.maximum(n, 1.0) / 0.02
+        cost = cp._Cost.build(y, w, y * (1 - y) if binomial else None)
+        kw = {"penalty": float(rng.uniform(2, 20)), "min_segment": 3, "min_segment_n": 30}
+        dense = cp._pelt(cost, n, **kw)
+        monkeypatch.setattr(cp, "_DENSE_MAX", 0)
+        pruned = cp._pelt(cost, n, **kw)
+        monkeypatch.setattr(cp, "_DENSE_MAX", 1000)
+        assert dense == pruned, trial
+        found += bool(dense)
+    assert 10 <= found < 40  # both kinds of series were tried

@@ -537,6 +537,19 @@ class _Cost:
             return -2 * dw * (mu * np.log(mu) + nu * np.log(nu))
         return (self.c2[t] - self.c2[s]) - d1 * d1 / dw
 
+    def matrix(self) -> FloatArray:
+        """m[s, t] = cost of the segment [s, t) for every pair (meaningful where s < t)."""
+        with np.errstate(divide="ignore", invalid="ignore"):
+            dw = self.cw[None, :] - self.cw[:, None]
+            d1 = self.c1[None, :] - self.c1[:, None]
+            if self.binomial:
+                mu = np.minimum(np.maximum(d1 / dw, 1e-12), 1 - 1e-12)
+                nu = 1 - mu
+                out: FloatArray = -2 * dw * (mu * np.log(mu) + nu * np.log(nu))
+                return out
+            out = (self.c2[None, :] - self.c2[:, None]) - d1 * d1 / dw
+            return out
+
     def span(self, a: int, b: int) -> float:
         return float(self(np.array([a], dtype=np.int64), b)[0])
 
@@ -659,6 +672,38 @@ def _tau2(
     return float(optimize.brentq(score, lo, hi, xtol=1e-16, rtol=1e-6))
 
 
+_DENSE_MAX = 1000  # series up to this many buckets: every segment cost in one array op
+
+
+def _optimal_partitioning(cost: _Cost, s_max: list[int], *, penalty: float) -> list[int]:
+    """The same optimum as PELT (which only prunes candidates that cannot win), computed from
+    the full matrix of segment costs: for a few hundred buckets, one vectorized evaluation of
+    all (s, t) costs is far cheaper than one small numpy call per t."""
+    t_len = len(s_max) - 1
+    c = cost.matrix()
+    f = np.full(t_len + 1, np.inf)
+    f[0] = -penalty
+    last = np.zeros(t_len + 1, dtype=np.int64)
+    for t in range(1, t_len + 1):
+        top = s_max[t]
+        if top < 0:
+            continue
+        base = f[: top + 1] + c[: top + 1, t]
+        j = int(base.argmin())
+        if math.isfinite(base[j]):
+            f[t] = base[j] + penalty
+            last[t] = j
+    if not np.isfinite(f[t_len]):
+        return []
+    out: list[int] = []
+    t = t_len
+    while t > 0:
+        t = int(last[t])
+        if t > 0:
+            out.append(t)
+    return sorted(out)
+
+
 def _pelt(
     cost: _Cost,
     n: FloatArray,
@@ -680,6 +725,8 @@ def _pelt(
     # Admissible last changes s for an end t: t - s >= min_segment, cn[t] - cn[s] >= min_segment_n.
     s_max = np.minimum(ts - min_segment, np.searchsorted(cn, cn - min_segment_n, "right") - 1)
     s_max_list = s_max.tolist()
+    if t_len <= _DENSE_MAX:
+        return _optimal_partitioning(cost, s_max_list, penalty=penalty)
     f = np.full(t_len + 1, np.inf)
     f[0] = -penalty
     last = np.zeros(t_len + 1, dtype=np.int64)

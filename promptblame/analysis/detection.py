@@ -95,23 +95,26 @@ def shifts(
     found = [("", v) for v in find_and_attribute(cells, bucket_seconds=bucket_seconds, kind=kind)]
     found = [(route, v) for route, v in found if v.kind in REPORTABLE]
     routes = sorted({c.route for c in cells})
+    within = max(2, _ROUTE_DEDUP_SECONDS // bucket_seconds)
     if len(routes) > 1:
         for route in routes:
             mine = [c for c in cells if c.route == route]
             for v in find_and_attribute(mine, bucket_seconds=bucket_seconds, kind=kind):
-                if v.kind in REPORTABLE and not _seen(found, v, bucket_seconds):
+                if v.kind in REPORTABLE and not _seen(found, v, within=within):
                     found.append((route, v))
     return found
 
 
-def _seen(found: list[tuple[str, Verdict]], v: Verdict, bucket_seconds: int) -> bool:
-    """A shift in the same direction within two buckets was already found."""
-    for _, f in found:
-        if (
-            f.direction == v.direction
-            and f.index is not None
-            and v.index is not None
-            and abs(f.index - v.index) <= 2
-        ):
-            return True
-    return False
+# A route's share of an app-level shift is located less precisely (less data): the same
+# direction within a day is the same shift, already reported at the app level.
+_ROUTE_DEDUP_SECONDS = 86_400
+
+
+def _seen(found: list[tuple[str, Verdict]], v: Verdict, *, within: int) -> bool:
+    return any(
+        f.direction == v.direction
+        and f.index is not None
+        and v.index is not None
+        and abs(f.index - v.index) <= within
+        for _, f in found
+    )

@@ -72,6 +72,8 @@ def main() -> None:
         level=_settings().log_level,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    for chatty in ("httpx", "apscheduler"):  # a line per request / per job run
+        logging.getLogger(chatty).setLevel(max(logging.WARNING, logging.root.level))
 
 
 @main.command()
@@ -388,6 +390,50 @@ def detect(project: str | None) -> None:
         f" resolved {run.resolved}; alerts sent {sent.sent}, failed {sent.failed}",
         err=True,
     )
+
+
+@main.command()
+@click.option(
+    "--data-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("promptblame-demo"),
+    show_default=True,
+    help="Fresh directory for the demo's store, key and reports (re-created on each run).",
+)
+@click.option("--port", type=int, default=8000, show_default=True)
+@click.option("--scale", type=float, default=1.0, help="Traffic volume factor (1 = ~200k).")
+@click.option("--no-serve", is_flag=True, help="Exit after writing the reports.")
+def demo(data_dir: Path, port: int, scale: float, no_serve: bool) -> None:
+    """A month of realistic traffic with injected regressions, end to end on the embedded
+    store: ingest over HTTP, scoring, detection, verdicts, HTML reports, served."""
+    import time
+
+    from promptblame import demo as d
+
+    started = time.perf_counter()
+
+    def bar(label: str, total: int) -> Any:
+        return click.progressbar(length=total, label=f"{label:<22}", file=sys.stderr)
+
+    try:
+        result, server = d.run(data_dir, port=port, scale=scale, echo=click.echo, bar=bar)
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from exc
+    took = time.perf_counter() - started
+    click.echo(f"\ndone in {took:.0f} s; API key in {data_dir / 'demo-key.txt'}")
+    if result.reports:
+        click.echo(f"reports written to {result.reports[0].parent}/ (open index.html)")
+    if no_serve:
+        server.stop()
+        return
+    click.echo(f"serving {result.url}/reports/  (key: {result.key}); Ctrl-C to stop")
+    try:
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.stop()
 
 
 if __name__ == "__main__":

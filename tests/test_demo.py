@@ -1,0 +1,41 @@
+"""`promptblame demo` end to end (a smaller month): the verdicts match the injected truth."""
+
+from __future__ import annotations
+
+import subprocess
+
+from tests.server_process import CLI, env_for, free_port
+
+
+def test_the_demo_names_the_injected_culprits_and_blames_no_version_for_the_mix_shift(tmp_path):
+    data = tmp_path / "demo"
+    r = subprocess.run(
+        [
+            *CLI,
+            "demo",
+            "--data-dir",
+            str(data),
+            "--port",
+            str(free_port()),
+            "--scale",
+            "0.6",
+            "--no-serve",
+        ],
+        env=env_for(tmp_path / "unused"),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert r.returncode == 0, r.stderr[-3000:]
+    lines = [x.strip() for x in r.stdout.splitlines() if x.strip().startswith("[")]
+    by_series = {x.split(":")[0]: x for x in lines}
+    extractor = by_series["[culprit] extractor/* json_ok"]
+    assert "model gpt-4o-mini@2025-01-15" in extractor
+    refunds = next(x for k, x in by_series.items() if k.startswith("[culprit] support-bot/"))
+    assert "prompt answer@v4" in refunds and "refunds" in refunds
+    mix = by_series["[no_version_cause] summarizer/* helpful"]
+    assert "traffic mix" in mix
+    for x in lines:  # the harmless deploys are never blamed
+        assert "arrival of prompt digest@v2" not in x and "gpt-4o@2024-11-20" not in x
+    assert len(lines) == 3
+    assert (data / "demo-key.txt").read_text().startswith("pb_")

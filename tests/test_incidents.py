@@ -253,3 +253,85 @@ def test_alert_rules_are_applied_all_or_nothing_and_listed_without_secrets(
     ]
     assert "s3cret" not in json.dumps(listed) and "abc" not in json.dumps(listed)
     assert listed["rules"][0]["direction"] == "regression"
+
+
+def verdict(
+    kind: str,
+    start: datetime,
+    *,
+    value: str = "answer@v2",
+    pred: str = "answer@v1",
+    direction: str = "regression",
+    rollback: bool = False,
+) -> Any:
+    from promptblame.analysis.attribution import Evidence, Verdict
+
+    e = Evidence(
+        dimension="prompt",
+        value=value,
+        predecessor=pred,
+        status="blamed",
+        share_before=0.0,
+        share_after=1.0,
+        arrival_index=10,
+        rollback=rollback,
+        effect=-0.2 if direction == "regression" else 0.2,
+        p_value=1e-6,
+    )
+    return Verdict(
+        kind=kind,  # type: ignore[arg-type]
+        direction=direction,  # type: ignore[arg-type]
+        index=10,
+        start=start,
+        metric_kind="proportion",
+        higher_is_better=True,
+        aggregate_effect=-0.2,
+        level_before=0.9,
+        level_after=0.7,
+        window=24,
+        culprit=e if kind == "culprit" else None,
+        summary=f"{kind} summary",
+    )
+
+
+def test_merge_dedups_a_wobbling_shift_revises_a_changed_verdict_and_keeps_history():
+    from promptblame.analysis.incidents import Series, merge
+
+    s = Series("p", "bot", "correct", "app", 3600)
+    t = datetime(2026, 11, 10, 12, tzinfo=UTC)
+    first = merge(s, [], [("", verdict("no_version_cause", t))], now=NOW)
+    assert first.opened == 1 and first.incidents[0]["revision"] == 1
+    stored = [{k: v for k, v in first.incidents[0].items() if k != "project_id"}]
+    # found again an hour later, same verdict: nothing to write
+    again = merge(s, stored, [("", verdict("no_version_cause", t + timedelta(hours=1)))], now=NOW)
+    assert (again.opened, again.revised, again.incidents) == (0, 0, [])
+    # late scores make it a culprit: a revision, with the history row
+    late = merge(s, stored, [("", verdict("culprit", t + timedelta(hours=2)))], now=NOW)
+    assert (late.opened, late.revised) == (0, 1)
+    row = late.incidents[0]
+    assert row["incident_id"] == stored[0]["incident_id"] and row["revision"] == 2
+    assert row["culprit"] == "prompt answer@v2" and late.revisions[0]["revision"] == 2
+    # three buckets away, or the other direction: a different shift
+    far = merge(s, stored, [("", verdict("no_version_cause", t + timedelta(hours=3)))], now=NOW)
+    assert far.opened == 1
+
+
+def test_a_rollback_is_its_own_incident_and_resolves_the_one_it_undoes():
+    from promptblame.analysis.incidents import Series, merge
+
+    s = Series("p", "bot", "correct", "app", 3600)
+    t = datetime(2026, 11, 10, 12, tzinfo=UTC)
+    first = merge(s, [], [("", verdict("culprit", t))], now=NOW)
+    stored = [{k: v for k, v in first.incidents[0].items() if k != "project_id"}]
+    back = verdict(
+        "culprit",
+        t + timedelta(days=2),
+        value="answer@v1",
+        pred="answer@v2",
+        direction="improvement",
+        rollback=True,
+    )
+    out = merge(s, stored, [("", back)], now=NOW)
+    assert out.opened == 1 and out.resolved == 1
+    resolved = next(r for r in out.incidents if r["incident_id"] == stored[0]["incident_id"])
+    assert resolved["status"] == "resolved" and "rolled back" in resolved["status_note"]

@@ -5,14 +5,31 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import yaml
-from pydantic import ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from promptblame.errors import ConfigInvalid, Problem
 
 Lines = Mapping[tuple[Any, ...], int]
+
+Names = Annotated[list[Annotated[str, Field(min_length=1, max_length=256)]], Field(max_length=100)]
+
+
+class Scope(BaseModel):
+    """Which responses a config item applies to: any of the listed values per field (empty:
+    all). A single value may be written without a list."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    app: Names = []
+    route: Names = []
+    environment: Names = []
+
+    @field_validator("app", "route", "environment", mode="before")
+    @classmethod
+    def _one_or_many(cls, v: object) -> object:
+        return [v] if isinstance(v, str) else v
 
 
 def read_yaml(path: Path) -> tuple[Any, dict[tuple[Any, ...], int]]:

@@ -672,6 +672,19 @@ def _tau2(
     return float(optimize.brentq(score, lo, hi, xtol=1e-16, rtol=1e-6))
 
 
+def _backtrack(f: FloatArray, last: IntArray) -> list[int]:
+    """Segment starts of the optimal partition ending at the last bucket."""
+    t = f.size - 1
+    if not np.isfinite(f[t]):
+        return []
+    out: list[int] = []
+    while t > 0:
+        t = int(last[t])
+        if t > 0:
+            out.append(t)
+    return sorted(out)
+
+
 _DENSE_MAX = 1000  # series up to this many buckets: every segment cost in one array op
 
 
@@ -693,15 +706,7 @@ def _optimal_partitioning(cost: _Cost, s_max: list[int], *, penalty: float) -> l
         if math.isfinite(base[j]):
             f[t] = base[j] + penalty
             last[t] = j
-    if not np.isfinite(f[t_len]):
-        return []
-    out: list[int] = []
-    t = t_len
-    while t > 0:
-        t = int(last[t])
-        if t > 0:
-            out.append(t)
-    return sorted(out)
+    return _backtrack(f, last)
 
 
 def _pelt(
@@ -756,15 +761,7 @@ def _pelt(
         drop = base > best
         if drop.any():
             pending.append((t, cand[drop]))
-    if not np.isfinite(f[t_len]):
-        return []
-    out: list[int] = []
-    t = t_len
-    while t > 0:
-        t = int(last[t])
-        if t > 0:
-            out.append(t)
-    return sorted(out)
+    return _backtrack(f, last)
 
 
 def _segment_levels(y: FloatArray, w: FloatArray, cps: list[int]) -> FloatArray:

@@ -5,7 +5,8 @@ from __future__ import annotations
 import json
 import logging
 import sys
-from dataclasses import replace
+from collections.abc import Callable
+from dataclasses import asdict, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -197,6 +198,49 @@ def evaluators() -> None:
     """Evaluators as config: apply an evaluators.yaml, list what is applied."""
 
 
+def _apply_config(
+    file: Path,
+    load: Callable[[Path], Any],
+    to_doc: Callable[[Any], dict[str, Any]],
+    api_path: str,
+    apply_here: Callable[[Store, str, Any, bool], list[Any]],
+    *,
+    project: str | None,
+    dry_run: bool,
+    url: str | None,
+    key: str | None,
+) -> list[dict[str, Any]]:
+    """A config file, validated here (errors with lines), applied through a running server
+    (--url/--key) or directly on the store (--project); returns the changes."""
+    try:
+        config = load(file)
+    except ConfigInvalid as exc:
+        raise click.ClickException(
+            f"{file} is not valid:\n" + "\n".join(f"  {p}" for p in exc.problems)
+        ) from exc
+    if url:
+        answer = _call(url, key, "PUT", api_path, params={"dry_run": dry_run}, json=to_doc(config))
+        return list(answer["changes"])
+    if not project:
+        raise click.UsageError("give --project (or --url and --key)")
+    store = _store(_settings(), _THROUGH_API)
+    try:
+        return [asdict(c) for c in apply_here(store, project, config, dry_run)]
+    except ConfigInvalid as exc:
+        raise click.ClickException(str(exc)) from exc
+    finally:
+        store.close()
+
+
+def _report_changes(
+    changes: list[dict[str, Any]], line: Callable[[dict[str, Any]], str], dry_run: bool
+) -> None:
+    for c in changes:
+        click.echo(line(c))
+    changed = sum(c["action"] != "unchanged" for c in changes)
+    click.echo(f"{changed} change(s) {'would' if dry_run else 'did'} apply", err=True)
+
+
 @evaluators.command("apply")
 @click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--project", help="Project to apply to (direct store access).")
@@ -212,40 +256,28 @@ def evaluators_apply(
     file are removed (their scores stay). Through a running server with --url/--key, else
     directly on the store (--project).
     """
+    from promptblame.analysis.scoring.catalog import apply
     from promptblame.analysis.scoring.config import load_yaml
 
-    try:
-        specs = load_yaml(file)
-    except ConfigInvalid as exc:
-        raise click.ClickException(
-            f"{file} is not valid:\n" + "\n".join(f"  {p}" for p in exc.problems)
-        ) from exc
-    doc = {"evaluators": [s.model_dump(mode="json") for s in specs]}
-    if url:
-        changes = _call(url, key, "PUT", "/v1/evaluators", params={"dry_run": dry_run}, json=doc)[
-            "changes"
-        ]
-    else:
-        if not project:
-            raise click.UsageError("give --project (or --url and --key)")
-        from dataclasses import asdict
-
-        from promptblame.analysis.scoring.catalog import apply
-
-        settings = _settings()
-        store = _store(settings, _THROUGH_API)
-        try:
-            changes = [asdict(c) for c in apply(store, project, specs, settings, dry_run=dry_run)]
-        except ConfigInvalid as exc:
-            raise click.ClickException(str(exc)) from exc
-        finally:
-            store.close()
-    verb = "would" if dry_run else "did"
-    for c in changes:
-        detail = f" ({c['detail']})" if c["detail"] else ""
-        click.echo(f"{c['action']:<12} {c['name']}@{c['version']}{detail}")
-    changed = sum(c["action"] != "unchanged" for c in changes)
-    click.echo(f"{changed} change(s) {verb} apply", err=True)
+    changes = _apply_config(
+        file,
+        load_yaml,
+        lambda specs: {"evaluators": [s.model_dump(mode="json") for s in specs]},
+        "/v1/evaluators",
+        lambda store, project, specs, dry: apply(store, project, specs, _settings(), dry_run=dry),
+        project=project,
+        dry_run=dry_run,
+        url=url,
+        key=key,
+    )
+    _report_changes(
+        changes,
+        lambda c: (
+            f"{c['action']:<12} {c['name']}@{c['version']}"
+            + (f" ({c['detail']})" if c["detail"] else "")
+        ),
+        dry_run,
+    )
 
 
 @evaluators.command("list")
@@ -333,35 +365,21 @@ def alerts_apply(
     file: Path, project: str | None, dry_run: bool, url: str | None, key: str | None
 ) -> None:
     """Validate FILE (channels and rules), then make the project's alert config equal to it."""
+    from promptblame.analysis.alerting.catalog import apply
     from promptblame.analysis.alerting.rules import load_yaml
 
-    try:
-        config = load_yaml(file)
-    except ConfigInvalid as exc:
-        raise click.ClickException(
-            f"{file} is not valid:\n" + "\n".join(f"  {p}" for p in exc.problems)
-        ) from exc
-    if url:
-        doc = config.model_dump(mode="json")
-        changes = _call(url, key, "PUT", "/v1/alert-rules", params={"dry_run": dry_run}, json=doc)[
-            "changes"
-        ]
-    else:
-        if not project:
-            raise click.UsageError("give --project (or --url and --key)")
-        from dataclasses import asdict
-
-        from promptblame.analysis.alerting.catalog import apply
-
-        store = _store(_settings(), _THROUGH_API)
-        try:
-            changes = [asdict(c) for c in apply(store, project, config, dry_run=dry_run)]
-        finally:
-            store.close()
-    for c in changes:
-        click.echo(f"{c['action']:<10} {c['section']} {c['name']}")
-    changed = sum(c["action"] != "unchanged" for c in changes)
-    click.echo(f"{changed} change(s) {'would' if dry_run else 'did'} apply", err=True)
+    changes = _apply_config(
+        file,
+        load_yaml,
+        lambda config: config.model_dump(mode="json"),
+        "/v1/alert-rules",
+        lambda store, project, config, dry: apply(store, project, config, dry_run=dry),
+        project=project,
+        dry_run=dry_run,
+        url=url,
+        key=key,
+    )
+    _report_changes(changes, lambda c: f"{c['action']:<10} {c['section']} {c['name']}", dry_run)
 
 
 @main.command()

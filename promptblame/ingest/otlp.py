@@ -315,12 +315,15 @@ def span_to_event(span: Span, attrs: dict[str, Any], resource: dict[str, Any]) -
         raise ValueError("trace_id: must be 16 bytes (32 hex digits), not all zero")
     if len(span_id) != 8 or not any(span_id):
         raise ValueError("span_id: must be 8 bytes (16 hex digits), not all zero")
-    model = _lookup(attrs, _RESPONSE_MODEL) or _lookup(attrs, _REQUEST_MODEL)
-    if model is None:
+    # model: what the app asked for (gpt-4o); model_version: what answered (the dated
+    # snapshot), so a silent provider upgrade shows as a new model_version of the same model
+    requested, answered = _lookup(attrs, _REQUEST_MODEL), _lookup(attrs, _RESPONSE_MODEL)
+    if requested is None and answered is None:
         raise ValueError(
             "model: no gen_ai.response.model, gen_ai.request.model or llm.model_name attribute"
         )
-    model = str(model)[:MAX_NAME]
+    model = str(requested if requested is not None else answered)[:MAX_NAME]
+    model_version = str(answered if answered is not None else requested)[:MAX_NAME]
     trace_hex, span_hex = trace_id.hex(), span_id.hex()
     both = {**resource, **attrs}  # span attributes win over resource attributes
     start, end = span.start_time_unix_nano, span.end_time_unix_nano
@@ -330,7 +333,7 @@ def span_to_event(span: Span, attrs: dict[str, Any], resource: dict[str, Any]) -
         "app": str(both.get("promptblame.app") or resource.get("service.name") or "")[:MAX_NAME]
         or "unknown_service",
         "model": model,
-        "model_version": model,
+        "model_version": model_version,
         "trace_id": trace_hex,
         "span_id": span_hex,
         "latency_ms": (end - start) / 1e6,

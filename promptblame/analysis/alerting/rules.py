@@ -12,13 +12,12 @@ import json
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field, ValidationError
 
-from promptblame.configfile import Lines, problem, problems, read_yaml
+from promptblame.configfile import Lines, Scope, problem, problems, read_yaml
 from promptblame.errors import ConfigInvalid, Problem
 
 Name = Annotated[str, Field(pattern=r"^[A-Za-z][A-Za-z0-9_.-]{0,63}$")]
-Names = Annotated[list[Annotated[str, Field(min_length=1, max_length=256)]], Field(max_length=100)]
 Verdict = Literal["culprit", "confounded", "no_version_cause"]
 
 
@@ -28,18 +27,6 @@ class Channel(BaseModel):
     kind: Literal["webhook", "slack"]
     url: AnyHttpUrl
     headers: dict[str, str] = Field(default_factory=dict)  # webhook only (e.g. an auth token)
-
-
-class Scope(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-    app: Names = []
-    route: Names = []
-    environment: Names = []
-
-    @field_validator("app", "route", "environment", mode="before")
-    @classmethod
-    def _one_or_many(cls, v: object) -> object:
-        return [v] if isinstance(v, str) else v
 
 
 class Rule(BaseModel):

@@ -19,24 +19,8 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from promptblame.analysis.scoring.registry import KINDS, parse_params
-from promptblame.configfile import Lines, problem, problems, read_yaml
+from promptblame.configfile import Lines, Scope, problem, problems, read_yaml
 from promptblame.errors import ConfigInvalid, Problem
-
-Names = Annotated[list[Annotated[str, Field(min_length=1, max_length=256)]], Field(max_length=100)]
-
-
-class EvaluatorFilter(BaseModel):
-    """Which responses an evaluator looks at: any of the listed values per field (empty: all)."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-    app: Names = []
-    route: Names = []
-    environment: Names = []
-
-    @field_validator("app", "route", "environment", mode="before")
-    @classmethod
-    def _one_or_many(cls, v: object) -> object:
-        return [v] if isinstance(v, str) else v
 
 
 class EvaluatorSpec(BaseModel):
@@ -44,7 +28,7 @@ class EvaluatorSpec(BaseModel):
     name: Annotated[str, Field(pattern=r"^[A-Za-z][A-Za-z0-9_.-]{0,63}$")]
     kind: str
     params: dict[str, Any] = {}
-    filter: EvaluatorFilter = EvaluatorFilter()
+    filter: Scope = Scope()
     sample_rate: Annotated[float, Field(gt=0, le=1)] = 1.0
     enabled: bool = True
     description: Annotated[str, Field(max_length=2000)] = ""

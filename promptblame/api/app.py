@@ -22,6 +22,7 @@ from promptblame.api.routes import (
     otlp,
     prompts,
     reads,
+    reports,
     scoring,
 )
 from promptblame.api.state import AppState
@@ -78,6 +79,6 @@ def create_app(settings: Settings | None = None, store: Store | None = None) -> 
         lifespan=lifespan,
     )
     errors.install(app)
-    for module in (health, ingest, otlp, prompts, reads, analysis, scoring, incidents):
+    for module in (health, ingest, otlp, prompts, reads, analysis, scoring, incidents, reports):
         app.include_router(module.router)
     return app

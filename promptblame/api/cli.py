@@ -454,5 +454,54 @@ def demo(data_dir: Path, port: int, scale: float, no_serve: bool) -> None:
         server.stop()
 
 
+@main.group()
+def report() -> None:
+    """Export HTML reports as self-contained files (inline CSS and SVG, no scripts, no network)."""
+
+
+def _export(out: Path, html: str) -> None:
+    out.write_text(html, encoding="utf-8")
+    click.echo(f"wrote {out} ({len(html.encode()) // 1024} KB)", err=True)
+
+
+_SERVE_HOLDS = "; stop `promptblame serve` first, or open /reports/ in a browser on the server"
+
+
+@report.command("incident")
+@click.argument("incident_id")
+@click.option("--project", required=True, help="Project of the incident.")
+@click.option("--out", required=True, type=click.Path(dir_okay=False, path_type=Path))
+def report_incident(incident_id: str, project: str, out: Path) -> None:
+    """One incident: verdict, evidence, charts, per-version table, prompt diff, samples."""
+    from promptblame.errors import NotFound
+    from promptblame.reports.data import incident_view
+    from promptblame.reports.render import render_incident
+
+    store = _store(_settings(), _SERVE_HOLDS)
+    try:
+        view = incident_view(store, project, incident_id)
+    except NotFound as exc:
+        raise click.ClickException(f"{exc} in project {project!r}") from exc
+    finally:
+        store.close()
+    _export(out, render_incident(view, api_base=None))
+
+
+@report.command("overview")
+@click.option("--project", required=True, help="Project to report on.")
+@click.option("--out", required=True, type=click.Path(dir_okay=False, path_type=Path))
+def report_overview(project: str, out: Path) -> None:
+    """Open incidents, trends per app and metric, recent alerts and version rollouts."""
+    from promptblame.reports.data import overview_view
+    from promptblame.reports.render import render_overview
+
+    store = _store(_settings(), _SERVE_HOLDS)
+    try:
+        view = overview_view(store, project)
+    finally:
+        store.close()
+    _export(out, render_overview(view, api_base=None))
+
+
 if __name__ == "__main__":
     main()

@@ -94,7 +94,7 @@ def _deliver(
     poster: Poster,
     now: datetime,
 ) -> dict[str, Any]:
-    link = f"{settings.public_url.rstrip('/')}/v1/incidents/{incident['incident_id']}"
+    link = f"{settings.public_url.rstrip('/')}/reports/incidents/{incident['incident_id']}"
     build = payloads.slack if channel.kind == "slack" else payloads.webhook
     body = build(incident, event, rule.name, link)
     headers = channel.headers if channel.kind == "webhook" else {}

@@ -1,0 +1,209 @@
+"""HTML reports for people: overview, incident, comparison, experiment, and a browser login.
+
+Same keys as the API. Browsers cannot send `Authorization` headers from a link, so a key may
+also come from a cookie that `POST /reports/login` sets: HttpOnly (scripts cannot read it),
+SameSite=Strict (other sites cannot make the browser send it), Path=/reports (the /v1 API
+never reads it, so API auth is unchanged). Pages carry a strict Content-Security-Policy: no
+script runs on them even if some text escaped the templates' autoescape.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any
+from urllib.parse import parse_qs, quote
+
+from fastapi import APIRouter, Path, Query, Request
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from pydantic import ValidationError
+from starlette.concurrency import run_in_threadpool
+
+from promptblame.analysis.service import CompareSpec, ExperimentSpec
+from promptblame.api.auth import Principal
+from promptblame.api.params import utc
+from promptblame.api.routes.analysis import CompareRequest, _parse_split
+from promptblame.api.state import AppState, State
+from promptblame.errors import Forbidden, InvalidArgument, Unauthorized
+from promptblame.reports import data
+from promptblame.reports.render import (
+    render_comparison,
+    render_experiment,
+    render_incident,
+    render_login,
+    render_overview,
+)
+from promptblame.store import ResponseFilter
+
+router = APIRouter(prefix="/reports", tags=["reports"], include_in_schema=False)
+
+COOKIE = "pb_report_key"
+COOKIE_MAX_AGE = 12 * 3600
+CSP = (
+    "default-src 'none'; style-src 'unsafe-inline'; img-src 'self' data:; form-action 'self';"
+    " frame-ancestors 'none'; base-uri 'none'"
+)
+
+
+def _html(body: str, status: int = 200) -> HTMLResponse:
+    return HTMLResponse(
+        body,
+        status_code=status,
+        headers={
+            "Content-Security-Policy": CSP,
+            "X-Content-Type-Options": "nosniff",
+            "Referrer-Policy": "no-referrer",
+            "Cache-Control": "no-store",
+        },
+    )
+
+
+def _reader(request: Request, state: AppState) -> Principal | None:
+    """The read principal from the header, else the login cookie; None means "log in"."""
+    s = state.settings
+    if s.auth_disabled:
+        return Principal(s.default_project, frozenset({"ingest", "read", "admin"}), "local")
+    header = request.headers.get("authorization")
+    principal: Principal | None
+    if header:
+        principal = state.keys.check(header)  # a bad header is an API client's error: 401
+    else:
+        cookie = request.cookies.get(COOKIE, "")
+        try:
+            principal = state.keys.check(f"Bearer {cookie}") if cookie else None
+        except Unauthorized:
+            principal = None
+    if principal is not None:
+        principal.require("read")
+    return principal
+
+
+def _to_login(request: Request) -> RedirectResponse:
+    target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+    return RedirectResponse(f"/reports/login?next={quote(target, safe='')}", status_code=303)
+
+
+def _safe_next(target: str) -> str:
+    """Only our own report pages: never an open redirect."""
+    ok = target.startswith("/reports") and not target.startswith("//") and "\\" not in target
+    return target if ok else "/reports/"
+
+
+@router.get("/", response_class=HTMLResponse)
+def overview(request: Request, state: State) -> Response:
+    p = _reader(request, state)
+    if p is None:
+        return _to_login(request)
+    return _html(render_overview(data.overview_view(state.store, p.project_id)))
+
+
+@router.get("/incidents/{incident_id}", response_class=HTMLResponse)
+def incident(
+    request: Request, state: State, incident_id: Annotated[str, Path(min_length=1, max_length=64)]
+) -> Response:
+    p = _reader(request, state)
+    if p is None:
+        return _to_login(request)
+    return _html(render_incident(data.incident_view(state.store, p.project_id, incident_id)))
+
+
+_GROUP_FIELDS = (*ResponseFilter.__dataclass_fields__,)
+
+
+@router.get("/compare", response_class=HTMLResponse)
+def compare(request: Request, state: State) -> Response:
+    """`/reports/compare?metric=correct&a.prompt_version=v1&b.prompt_version=v2` — the same
+    fields as POST /v1/compare, groups as `a.<field>` / `b.<field>`."""
+    p = _reader(request, state)
+    if p is None:
+        return _to_login(request)
+    q = request.query_params
+    body: dict[str, Any] = {
+        k: q[k]
+        for k in ("metric", "source", "since", "until", "test", "statistic", "alpha")
+        if k in q
+    }
+    for g in ("a", "b"):
+        body[g] = {f: q[f"{g}.{f}"] for f in _GROUP_FIELDS if f"{g}.{f}" in q}
+    try:
+        req = CompareRequest.model_validate(body)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        raise InvalidArgument(".".join(map(str, err["loc"])), err["msg"]) from exc
+    spec = CompareSpec(
+        metric=req.metric,
+        source=req.source,
+        a=req.a.to_filter(req.since, req.until),
+        b=req.b.to_filter(req.since, req.until),
+        test=req.test,
+        statistic=req.statistic,
+        alpha=req.alpha,
+    )
+    return _html(render_comparison(data.comparison_view(state.store, p.project_id, spec)))
+
+
+@router.get("/experiments/{experiment}", response_class=HTMLResponse)
+def experiment(
+    request: Request,
+    state: State,
+    experiment: Annotated[str, Path(min_length=1, max_length=256)],
+    metric: Annotated[list[str], Query(min_length=1)],
+    control: Annotated[str, Query(max_length=256)] = "",
+    split: Annotated[str, Query(max_length=2048)] = "",
+    source: Annotated[str, Query(max_length=256)] = "",
+    alpha: Annotated[float, Query(gt=0, le=0.5)] = 0.05,
+    since: datetime | None = None,
+    until: datetime | None = None,
+) -> Response:
+    """Every arm vs control on every metric, as GET /v1/experiments/{experiment}."""
+    p = _reader(request, state)
+    if p is None:
+        return _to_login(request)
+    spec = ExperimentSpec(
+        experiment=experiment,
+        metrics=metric,
+        control=control,
+        split=_parse_split(split) if split else None,
+        source=source,
+        alpha=alpha,
+        base=ResponseFilter(since=utc(since), until=utc(until)),
+    )
+    return _html(render_experiment(data.experiment_view(state.store, p.project_id, spec)))
+
+
+@router.get("/login", response_class=HTMLResponse)
+def login_form(state: State, next: str = "/reports/") -> Response:
+    if state.settings.auth_disabled:
+        return RedirectResponse(_safe_next(next), status_code=303)
+    return _html(render_login(next_url=_safe_next(next)))
+
+
+@router.post("/login", response_class=HTMLResponse)
+async def login(request: Request, state: State) -> Response:
+    """Check the key, keep it in the cookie, go back to the page asked for."""
+    raw = await request.body()
+    form = parse_qs(raw[:8192].decode("utf-8", "replace"))
+    key = (form.get("key") or [""])[0].strip()
+    target = _safe_next((form.get("next") or ["/reports/"])[0])
+    try:
+        principal = await run_in_threadpool(state.keys.check, f"Bearer {key}")
+        principal.require("read")
+    except (Unauthorized, Forbidden) as exc:
+        return _html(render_login(next_url=target, error=str(exc)), status=401)
+    response = RedirectResponse(target, status_code=303)
+    response.set_cookie(
+        COOKIE,
+        key,
+        max_age=COOKIE_MAX_AGE,
+        path="/reports",
+        httponly=True,
+        samesite="strict",
+        secure=request.url.scheme == "https" or state.settings.public_url.startswith("https"),
+    )
+    return response
+
+
+@router.post("/logout")
+def logout() -> Response:
+    response = RedirectResponse("/reports/login", status_code=303)
+    response.delete_cookie(COOKIE, path="/reports", httponly=True, samesite="strict")
+    return response

@@ -1,0 +1,248 @@
+"""Charts as inline SVG strings, rendered on the server by matplotlib (Agg, no pyplot state).
+
+Text stays text (`svg.fonttype: none`), so matplotlib's XML writer escapes every label; labels
+are also passed through `_plain` so a `$` in a version name is not read as mathtext. The XML
+header and metadata are stripped and width/height dropped so the SVG scales with its container.
+"""
+
+from __future__ import annotations
+
+import io
+import itertools
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import matplotlib
+import numpy as np
+
+matplotlib.use("Agg")
+
+import matplotlib.dates as mdates
+from markupsafe import escape
+from matplotlib import rc_context
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure
+
+INK, MUTED, GRID = "#1f2328", "#656d76", "#d8dee4"
+BLUE, RED, GREEN, AMBER = "#0969da", "#cf222e", "#1a7f37", "#9a6700"
+PURPLE, ORANGE = "#8250df", "#bc4c00"
+PALETTE = ["#0969da", "#cf222e", "#8250df", "#1a7f37", "#bc4c00", "#1b7c83", "#656d76"]
+
+_RC: dict[str, Any] = {
+    "svg.fonttype": "none",
+    "font.family": "sans-serif",
+    "font.sans-serif": ["Inter", "Segoe UI", "Helvetica", "Arial", "DejaVu Sans"],
+    "font.size": 9,
+    "axes.edgecolor": GRID,
+    "axes.labelcolor": MUTED,
+    "axes.spines.top": False,
+    "axes.spines.right": False,
+    "xtick.color": MUTED,
+    "ytick.color": MUTED,
+    "axes.grid": True,
+    "grid.color": GRID,
+    "grid.linewidth": 0.6,
+    "legend.frameon": False,
+}
+_salt = itertools.count()
+_dates_mod: Any = mdates  # partly untyped in matplotlib's stubs
+_date2num: Any = mdates.date2num
+
+
+def _style(salt: str, **extra: Any) -> Any:
+    """Our rc settings for one chart; a unique hash salt keeps SVG ids apart on one page."""
+    rc: Any = {**_RC, "svg.hashsalt": f"{salt}{next(_salt)}", **extra}
+    return rc_context(rc)
+
+
+def _x(ts: Sequence[datetime] | datetime) -> Any:
+    """Datetimes as matplotlib date numbers (floats): what the axes plot."""
+    return _date2num(ts)
+
+
+def _y(values: Sequence[float | None]) -> Any:
+    return np.array([np.nan if v is None else v for v in values], dtype=float)
+
+
+@dataclass(frozen=True)
+class Point:
+    t: datetime
+    mean: float | None
+    low: float | None
+    high: float | None
+
+
+@dataclass(frozen=True)
+class Marker:
+    t: datetime
+    label: str
+    kind: str  # prompt | model | change
+
+
+def _plain(text: str) -> str:
+    """Keep matplotlib from reading user text as mathtext."""
+    return text.replace("\\", "\\\\").replace("$", r"\$")
+
+
+def _svg(fig: Figure, title: str) -> str:
+    buf = io.StringIO()
+    fig.savefig(buf, format="svg", metadata={"Date": None, "Creator": None})
+    text = buf.getvalue()
+    text = text[text.index("<svg") :]
+    text = re.sub(r"<metadata>.*?</metadata>", "", text, count=1, flags=re.S)
+    end = text.index(">")
+    text = re.sub(r'\s(?:width|height)="[^"]*"', "", text[:end]) + text[end:]
+    return text.replace(
+        "<svg ", f'<svg role="img" aria-label="{escape(title)}" class="chart" ', 1
+    ).strip()
+
+
+def _figure(width: float, height: float, *, left: float = 0.6, right: float = 0.15) -> Figure:
+    """Fixed margins in inches: a layout engine would cost more than the drawing itself."""
+    fig = Figure(figsize=(width, height), dpi=72)
+    fig.subplots_adjust(
+        left=left / width, right=1 - right / width, bottom=0.45 / height, top=1 - 0.12 / height
+    )
+    return fig
+
+
+def _dates(ax: Axes) -> None:
+    loc = _dates_mod.AutoDateLocator(minticks=4, maxticks=9)
+    ax.xaxis.set_major_locator(loc)
+    ax.xaxis.set_major_formatter(_dates_mod.ConciseDateFormatter(loc))
+
+
+def incident_chart(
+    points: Sequence[Point],
+    markers: Sequence[Marker],
+    *,
+    metric: str,
+    levels: tuple[datetime, float | None, float | None] | None,
+    times: Sequence[datetime],
+    shares: dict[str, list[float]],
+    share_title: str = "version",
+) -> str:
+    """The metric per bucket with its 95% band, rollout markers and the change point, above the
+    traffic share of each version on the same time axis (one figure: cheaper, and aligned)."""
+    with _style("i"):
+        widest = max((len(k) for k in shares), default=8)
+        fig = _figure(10.5, 5.4, left=0.7, right=min(0.5 + 0.075 * max(widest, 10), 3.0))
+        ax, bx = fig.subplots(2, 1, sharex=True, height_ratios=[3, 1.25])
+        fig.subplots_adjust(hspace=0.12)
+        _metric(ax, points, markers, metric=metric, levels=levels)
+        _shares(bx, times, shares, title=share_title)
+        for m in markers:
+            if m.kind == "change":
+                bx.axvline(_x(m.t), color=RED, linewidth=1.6)
+        _dates(bx)
+        return _svg(fig, f"{metric} over time with 95% confidence band, and traffic share")
+
+
+def _metric(
+    ax: Axes,
+    points: Sequence[Point],
+    markers: Sequence[Marker],
+    *,
+    metric: str,
+    levels: tuple[datetime, float | None, float | None] | None,
+) -> None:
+    shown = [p for p in points if p.mean is not None]
+    ts = _x([p.t for p in shown])
+    ax.fill_between(
+        ts,
+        _y([p.low if p.low is not None else p.mean for p in shown]),
+        _y([p.high if p.high is not None else p.mean for p in shown]),
+        color=BLUE,
+        alpha=0.15,
+        linewidth=0,
+        label="95% CI",
+    )
+    ax.plot(ts, _y([p.mean for p in shown]), color=BLUE, linewidth=1.3, label=_plain(metric))
+    if levels is not None and len(ts):
+        at, before, after = _x(levels[0]), levels[1], levels[2]
+        if before is not None:
+            ax.hlines(before, ts[0], at, colors=INK, linestyles="--", linewidth=1, label="level")
+        if after is not None:
+            ax.hlines(after, at, ts[-1], colors=INK, linestyles="--", linewidth=1)
+    top = ax.get_ylim()[1]
+    for i, m in enumerate(markers):
+        color = {"prompt": PURPLE, "model": ORANGE}.get(m.kind, RED)
+        ax.axvline(
+            _x(m.t), color=color, linestyle="-" if m.kind == "change" else ":", linewidth=1.6
+        )
+        ax.annotate(
+            _plain(m.label),
+            (_x(m.t), top),
+            xytext=(-4, -4 - 12 * (i % 4)),
+            textcoords="offset points",
+            color=color,
+            fontsize=9,
+            va="top",
+            ha="right",
+            fontweight="bold" if m.kind == "change" else "normal",
+        )
+    ax.set_ylabel(_plain(metric))
+    ax.margins(x=0.005)
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8)
+
+
+def _shares(
+    ax: Axes, times: Sequence[datetime], shares: dict[str, list[float]], *, title: str
+) -> None:
+    labels = list(shares)
+    ax.stackplot(
+        _x(list(times)),
+        *[shares[k] for k in labels],
+        labels=[_plain(k) for k in labels],
+        colors=[PALETTE[i % len(PALETTE)] for i in range(len(labels))],
+        alpha=0.75,
+        linewidth=0,
+    )
+    ax.set_ylim(0, 1)
+    ax.set_yticks([0, 0.5, 1], ["0%", "50%", "100%"])
+    ax.set_ylabel(f"{_plain(title)} share")
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8)
+
+
+def sparkline(
+    times: Sequence[datetime], means: Sequence[float], *, marks: Sequence[datetime]
+) -> str:
+    """A small trend line for the overview, incidents marked."""
+    with _style("k", **{"axes.grid": False}):
+        fig = Figure(figsize=(4, 1.1), dpi=72)
+        fig.subplots_adjust(left=0.1, right=0.98, bottom=0.06, top=0.94)
+        ax = fig.add_subplot()
+        ax.plot(_x(list(times)), _y(list(means)), color=BLUE, linewidth=1.2)
+        for t in marks:
+            ax.axvline(_x(t), color=RED, linewidth=1, linestyle=":")
+        ax.set_xticks([])
+        ax.tick_params(axis="y", labelsize=7)
+        ax.locator_params(axis="y", nbins=3)
+        ax.spines["bottom"].set_visible(False)
+        ax.spines["left"].set_visible(False)
+        ax.margins(x=0)
+        return _svg(fig, "trend")
+
+
+def effect_chart(rows: Sequence[tuple[str, float | None, float | None, float | None]]) -> str:
+    """Effects with their confidence intervals, one row each, against a zero line."""
+    with _style("e"):
+        widest = max((len(r[0]) for r in rows), default=8)
+        fig = _figure(8, 0.9 + 0.4 * max(len(rows), 1), left=min(0.3 + 0.075 * widest, 3.0))
+        ax = fig.add_subplot()
+        for i, (_label, effect, low, high) in enumerate(reversed(rows)):
+            if effect is None:
+                continue
+            color = GREEN if (low or 0) > 0 else RED if (high or 0) < 0 else MUTED
+            if low is not None and high is not None:
+                ax.hlines(i, low, high, colors=color, linewidth=3, alpha=0.6)
+            ax.plot([effect], [i], "o", color=color)
+        ax.axvline(0, color=INK, linewidth=1)
+        ax.set_yticks(range(len(rows)), [_plain(r[0]) for r in reversed(rows)])
+        ax.set_ylim(-0.6, len(rows) - 0.4)
+        ax.set_xlabel("effect (B − A) with confidence interval")
+        ax.grid(axis="y", visible=False)
+        return _svg(fig, "effects with confidence intervals")

@@ -1,0 +1,27 @@
+"""The one Jinja2 environment of the reports: autoescape on, templates shipped in the package.
+
+LLM output and version names are untrusted; autoescape makes every `{{ }}` safe. The only
+`|safe` in the templates is chart SVG, which matplotlib's XML writer already escaped.
+"""
+
+from __future__ import annotations
+
+from functools import cache
+
+from jinja2 import Environment, PackageLoader, StrictUndefined
+
+from promptblame.analysis.attribution.verdict import fmt_effect
+from promptblame.reports.data import fmt_num, fmt_p, fmt_pct, fmt_ts, p_eq
+
+
+@cache
+def environment() -> Environment:
+    env = Environment(
+        loader=PackageLoader("promptblame.reports", "templates"),
+        autoescape=True,
+        undefined=StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+    env.filters.update(p=fmt_p, p_eq=p_eq, num=fmt_num, pct=fmt_pct, ts=fmt_ts, effect=fmt_effect)
+    return env

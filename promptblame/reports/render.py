@@ -1,0 +1,47 @@
+"""Render the reports to HTML strings: the same page is served and exported.
+
+`api_base` is where the JSON API links point: "" on the server (same origin), None in exported
+files, which then show the API paths as text so the file loads nothing and links nowhere.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from promptblame import __version__
+from promptblame.reports.data import ComparisonView, ExperimentView, IncidentView, OverviewView
+from promptblame.reports.env import environment
+
+
+def _render(template: str, *, api_base: str | None, **context: Any) -> str:
+    return (
+        environment()
+        .get_template(template)
+        .render(
+            api_base=api_base,
+            version=__version__,
+            rendered_at=datetime.now(UTC),
+            **context,
+        )
+    )
+
+
+def render_incident(view: IncidentView, *, api_base: str | None = "") -> str:
+    return _render("incident.html", api_base=api_base, v=view)
+
+
+def render_overview(view: OverviewView, *, api_base: str | None = "") -> str:
+    return _render("overview.html", api_base=api_base, v=view)
+
+
+def render_comparison(view: ComparisonView, *, api_base: str | None = "") -> str:
+    return _render("comparison.html", api_base=api_base, v=view)
+
+
+def render_experiment(view: ExperimentView, *, api_base: str | None = "") -> str:
+    return _render("experiment.html", api_base=api_base, v=view)
+
+
+def render_login(*, next_url: str, error: str = "") -> str:
+    return _render("login.html", api_base="", next_url=next_url, error=error)

@@ -1,0 +1,316 @@
+"""HTML reports: the numbers on the page are the API's, untrusted text stays text, exported
+files are self-contained, and the browser login works without weakening /v1 auth."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import subprocess
+from datetime import UTC, datetime, timedelta
+from html import unescape
+from pathlib import Path
+
+import numpy as np
+
+from promptblame.analysis.attribution.verdict import fmt_effect
+from promptblame.analysis.detection import run_detection
+from promptblame.api.auth import new_key
+from promptblame.ingest.contracts import ResponseEvent, ScoreEvent
+from promptblame.ingest.rows import responses_table, scores_table
+from promptblame.reports import charts
+from promptblame.reports.data import fmt_p
+from promptblame.settings import Settings
+from promptblame.store import open_store
+from tests.helpers import auth
+from tests.server_process import CLI, env_for
+from tests.test_incidents import NOW, SETTINGS, START, SWITCH, traffic
+
+XSS = (
+    "<script>document.title='pwned'</script>"
+    "<img src=x onerror=\"document.body.setAttribute('data-pwned','1')\">"
+)
+TEMPLATE_V1 = (
+    "You are the support assistant of ACME.\n"
+    "Answer the customer's question using only the policy excerpts below.\n"
+    "If the policy does not cover it, say so and offer a human agent.\n"
+    "Policy:\n{policy}\n\nQuestion: {question}"
+)
+TEMPLATE_V2 = (
+    "You are the support assistant of ACME.\n"
+    "Answer the customer's question briefly and confidently.\n"
+    "Policy:\n{policy}\n\nQuestion: {question}"
+)
+QUESTIONS = [
+    ("c1", "billing", "Why was I charged twice in October?"),
+    ("c2", "refunds", "Can I get a refund for an annual plan after 20 days?"),
+    ("c3", "billing", "How do I change the card on file?"),
+    ("c4", "refunds", "My refund has not arrived after 10 days."),
+]
+
+
+def report_traffic(store, project: str = "acme") -> str:
+    """The incident test traffic (prompt answer@v2 regresses `correct`), the prompt registry
+    entries of v1 and v2, and eval-case responses on both sides — one with an XSS payload.
+    Returns the culprit incident's id."""
+    traffic(store, project)
+    for version, template in (("v1", TEMPLATE_V1), ("v2", TEMPLATE_V2)):
+        store.put_prompt_version(
+            project,
+            prompt_id="answer",
+            version=version,
+            template=template,
+            content_hash=hashlib.sha256(template.encode()).hexdigest(),
+            author="dana@acme.test",
+            labels=[],
+            created_at=START if version == "v1" else SWITCH - timedelta(hours=1),
+        )
+    events = []
+    for i, (case, route, question) in enumerate(QUESTIONS):
+        for version, ts in (
+            ("v1", SWITCH - timedelta(hours=1)),
+            ("v2", SWITCH + timedelta(hours=1)),
+        ):
+            good = version == "v1"
+            output = (
+                f"According to the policy, {question.lower()} — here is what applies: ..."
+                if good
+                else "Sure! That's definitely fine, no problem at all."
+            )
+            if i == 0 and not good:
+                output = f"Sure! {XSS}"
+            events.append(
+                ResponseEvent(
+                    event_id=f"case-{case}-{version}",
+                    ts=ts + timedelta(minutes=i),
+                    app="bot",
+                    route=route,
+                    model="gpt-4o",
+                    prompt_id="answer",
+                    prompt_version=version,
+                    case_id=case,
+                    input=question,
+                    output=output,
+                )
+            )
+    store.insert("responses", responses_table(project, events, datetime.now(UTC)))
+    run_detection(store, SETTINGS, now=NOW)
+    (inc,) = [i for i in store.incidents(project) if i["verdict"] == "culprit"]
+    return str(inc["incident_id"])
+
+
+def page(client, path: str, key: str) -> str:
+    r = client.get(path, headers=auth(key))
+    assert r.status_code == 200, r.text
+    assert r.headers["content-type"].startswith("text/html")
+    return r.text
+
+
+def table_rows(html: str, table_id: str) -> list[list[str]]:
+    """Cell texts of each body row of the table inside the element with `table_id`."""
+    section = html[html.index(f'id="{table_id}"') :]
+    body = section[section.index("<tbody>") : section.index("</tbody>")]
+    return [
+        [
+            unescape(re.sub(r"<[^>]+>", "", c)).strip()
+            for c in re.findall(r"<td[^>]*>(.*?)</td>", row, re.S)
+        ]
+        for row in re.findall(r"<tr[^>]*>(.*?)</tr>", body, re.S)
+    ]
+
+
+def test_the_incident_report_shows_the_api_verdict_and_per_version_numbers(
+    client, key, embedded_store
+):
+    incident_id = report_traffic(embedded_store)
+    html = page(client, f"/reports/incidents/{incident_id}", key)
+    api = client.get(f"/v1/incidents/{incident_id}", headers=auth(key)).json()
+    c = api["evidence"]["culprit"]
+    text = unescape(html)
+    assert "Prompt answer@v2 regressed correct on bot by -22.4 pt" in text
+    for x in (c["effect"], c["ci_low"], c["ci_high"]):
+        assert fmt_effect(x, kind="proportion") in text
+    assert fmt_p(c["p_adjusted"]) in text and f"{c['explained_share']:.0%}" in text
+    assert text.count("<svg") == 1 and "answer@v1 → answer@v2" in text
+
+    # The per-version table is what the linked /v1/versions answers for the same window.
+    found = re.search(r'href="(/v1/versions\?[^"]+)"', html)
+    assert found is not None
+    link = unescape(found.group(1))
+    versions = client.get(link, headers=auth(key)).json()["versions"]
+    rows = {r[0]: r for r in table_rows(html, "versions")}
+    assert len(rows) == len(versions) == 2
+    for v in versions:
+        row = rows[f"answer@{v['prompt_version']}"]
+        s = v["score"]
+        assert row[2] == f"{s['n']:,}" and row[3] == f"{s['mean']:.3f}"
+        assert row[4] == f"{s['ci_low']:.3f} to {s['ci_high']:.3f}"
+    assert rows["answer@v1"][5:8] == ["100%", "0%", "predecessor"]
+    assert rows["answer@v2"][5:8] == ["0%", "100%", "culprit"]
+
+    # The diff comes from the registry; the sample pairs the same eval cases.
+    assert "-If the policy does not cover it, say so and offer a human agent." in text
+    assert "same eval case c1" in text
+
+
+def test_llm_output_and_hostile_version_names_are_shown_as_text(client, key, embedded_store):
+    incident_id = report_traffic(embedded_store)
+    html = page(client, f"/reports/incidents/{incident_id}", key)
+    assert "<script>document.title" not in html and "<img src=x" not in html
+    assert "&lt;script&gt;document.title=&#39;pwned&#39;&lt;/script&gt;" in html
+    assert "&lt;img src=x onerror=" in html
+    assert "<script" not in html.lower()
+    # An incident whose labels are hostile (a version name is caller-chosen text).
+    row = embedded_store.incident("acme", incident_id)
+    evil = "<img src=x onerror=alert(1)>"
+    ev = json.loads(row["evidence"])
+    ev["culprit"]["value"] = ev["candidates"][0]["value"] = f"answer@{evil}"
+    row.update(
+        project_id="acme",
+        incident_id="evil",
+        culprit=f"prompt answer@{evil}",
+        summary=evil,
+        evidence=json.dumps(ev),
+        status_note=evil,
+    )
+    embedded_store.insert_rows("incidents", [row])
+    for path in ("/reports/incidents/evil", "/reports/"):
+        html = page(client, path, key)
+        assert "<img" not in html and "&lt;img src=x onerror=alert(1)&gt;" in html
+    r = client.get("/reports/incidents/evil", headers=auth(key))
+    assert "script-src" not in r.headers["content-security-policy"]  # no script may run
+    assert "default-src 'none'" in r.headers["content-security-policy"]
+
+
+def test_chart_labels_are_escaped_by_the_svg_writer_and_dollars_stay_text():
+    t0 = datetime(2026, 11, 1, tzinfo=UTC)
+    ts = [t0 + timedelta(hours=i) for i in range(10)]
+    hostile = "<script>alert(1)</script> $x$ & co"
+    svg = charts.incident_chart(
+        [charts.Point(t, 0.5, 0.4, 0.6) for t in ts],
+        [charts.Marker(ts[5], f"prompt {hostile}", "prompt")],
+        metric=hostile,
+        levels=(ts[5], 0.5, 0.5),
+        times=ts,
+        shares={hostile: [1.0] * 10},
+    )
+    assert "<script" not in svg and "&lt;script&gt;alert(1)&lt;/script&gt;" in svg
+    assert "$x$ &amp; co" in svg
+    assert svg.startswith("<svg") and 'viewBox="' in svg and " width=" not in svg[:300]
+
+
+def test_overview_lists_open_incidents_trends_rollouts(client, key, embedded_store):
+    report_traffic(embedded_store)
+    html = page(client, "/reports/", key)
+    text = unescape(html)
+    assert "Prompt answer@v2 regressed correct on bot by -22.4 pt" in text
+    assert 'class="badge sev-critical"' in html
+    assert "bot · correct" in text and html.count("<svg") == 1
+    rows = table_rows(html, "rollouts")
+    assert [r[1] for r in rows] == ["answer@v2", "answer@v1"]
+
+
+def test_the_browser_login_sets_a_strict_httponly_cookie_and_api_auth_is_unchanged(
+    client, key, embedded_store
+):
+    r = client.get("/reports/", follow_redirects=False)
+    assert r.status_code == 303 and r.headers["location"] == "/reports/login?next=%2Freports%2F"
+    assert 'name="key"' in client.get("/reports/login").text
+    bad = client.post("/reports/login", data={"key": "pb_nope_nope", "next": "/reports/"})
+    assert bad.status_code == 401 and "unknown or revoked" in bad.text
+    ok = client.post(
+        "/reports/login",
+        data={"key": key, "next": "https://evil.example/"},
+        follow_redirects=False,
+    )
+    assert ok.status_code == 303 and ok.headers["location"] == "/reports/"
+    cookie = ok.headers["set-cookie"].lower()
+    assert "httponly" in cookie and "samesite=strict" in cookie and "path=/reports" in cookie
+    assert client.get("/reports/").status_code == 200  # the cookie is sent back
+    assert client.get("/v1/incidents").status_code == 401  # /v1 never reads the cookie
+    client.post("/reports/logout")
+    assert client.get("/reports/", follow_redirects=False).status_code == 303
+    ingest_only, record = new_key("acme", ["ingest"])
+    embedded_store.put_api_key(record)
+    denied = client.post("/reports/login", data={"key": ingest_only})
+    assert denied.status_code == 401 and "read" in denied.text
+
+
+def test_comparison_and_experiment_reports_show_the_api_numbers(client, key, embedded_store):
+    rng = np.random.default_rng(3)
+    events, scores = [], []
+    for i in range(900):
+        arm = "control" if i % 3 else "b"  # 2:1 where the split says 1:1: a mismatch
+        events.append(
+            ResponseEvent(
+                event_id=f"x{i}",
+                ts=datetime(2026, 11, 20, tzinfo=UTC) + timedelta(minutes=i),
+                app="bot",
+                model="gpt-4o",
+                prompt_id="answer",
+                prompt_version="v1" if arm == "control" else "v2",
+                experiment="exp1",
+                variant=arm,
+            )
+        )
+        p = 0.8 if arm == "control" else 0.7
+        scores.append(ScoreEvent(event_id=f"x{i}", name="correct", value=float(rng.random() < p)))
+    now = datetime.now(UTC)
+    embedded_store.insert("responses", responses_table("acme", events, now))
+    embedded_store.insert("scores", scores_table("acme", scores, now))
+    body = {"metric": "correct", "a": {"prompt_version": "v1"}, "b": {"prompt_version": "v2"}}
+    api = client.post("/v1/compare", json=body, headers=auth(key)).json()
+    html = page(
+        client, "/reports/compare?metric=correct&a.prompt_version=v1&b.prompt_version=v2", key
+    )
+    for x in (api["effect"], api["ci_low"], api["ci_high"]):
+        assert f"{x:.4f}" in html or f"{x:.3f}" in html
+    assert fmt_p(api["p_value"]) in html and "<svg" in html and "power" in html
+    bad = client.get("/reports/compare?metric=correct&a.nope=1", headers=auth(key))
+    assert bad.status_code == 200  # unknown group fields are ignored, like absent ones
+
+    exp = client.get("/v1/experiments/exp1?metric=correct", headers=auth(key)).json()
+    html = page(client, "/reports/experiments/exp1?metric=correct", key)
+    assert "Sample ratio mismatch" in html and exp["srm"]["mismatch"]
+    (row,) = table_rows(html, "results")
+    (res,) = exp["results"]
+    assert row[0:3] == ["correct", "b", f"{res['effect']:.4f}"]
+    assert row[5] == fmt_p(res["p_holm"]) and row[6] == fmt_p(res["p_bh"])
+
+
+def exported(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [*CLI, *args],
+        env=env_for(tmp_path / "data"),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def test_exported_reports_are_self_contained_files(tmp_path):
+    store = open_store(Settings(data_dir=tmp_path / "data"))
+    try:
+        incident_id = report_traffic(store)
+    finally:
+        store.close()
+    out = tmp_path / "incident.html"
+    done = exported(
+        tmp_path, "report", "incident", incident_id, "--project", "acme", "--out", str(out)
+    )
+    assert done.returncode == 0, done.stderr
+    overview = tmp_path / "overview.html"
+    done = exported(tmp_path, "report", "overview", "--project", "acme", "--out", str(overview))
+    assert done.returncode == 0, done.stderr
+    missing = exported(
+        tmp_path, "report", "incident", "nope", "--project", "acme", "--out", str(out)
+    )
+    assert missing.returncode != 0 and "no incident 'nope'" in missing.stderr
+    for f in (out, overview):
+        html = f.read_text()
+        assert "<svg" in html and "regressed correct" in html
+        assert not re.search(
+            r"<script|<link|<iframe|<object|@import|url\(\s*['\"]?(?!#)", html, re.I
+        )
+        assert not re.search(r"\b(src|href|action)\s*=\s*[\"']?\s*(https?:)?//", html, re.I)
+        assert "/v1/incidents" in html and 'href="/' not in html  # API paths as text

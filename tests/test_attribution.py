@@ -175,6 +175,18 @@ def test_an_ab_arm_on_one_route_is_blamed_with_the_share_it_explains() -> None:
     assert v.culprit.explained_share == pytest.approx(1.0, abs=0.1)
 
 
+def test_an_effect_so_clear_its_p_value_underflows_to_zero_is_still_blamed() -> None:
+    def alloc(h: int, r: str) -> list[tuple[str, str, float]]:
+        if r == "summarize" and h >= 60:
+            return [("summarize@v6", OLD, 0.5), ("summarize@v7", OLD, 0.5)]
+        return [(PROMPTS[r], OLD, 1.0)]
+
+    cells = exact(alloc=alloc, effect=v7_costs(-0.3), per_hour=5000)
+    v = attribute(cells, change_index=60, kind="proportion")
+    assert v.culprit is not None and v.culprit.p_value == 0.0
+    assert v.culprit.value == "summarize@v7"
+
+
 def test_a_prompt_and_a_model_switched_together_without_overlap_are_confounded() -> None:
     def alloc(h: int, r: str) -> list[tuple[str, str, float]]:
         if r == "summarize" and h >= 60:
@@ -210,7 +222,7 @@ def test_a_holdout_too_small_to_tell_is_confounded_with_the_evidence_not_a_guess
             return [("summarize@v7", NEW, 0.995), ("summarize@v6", NEW, 0.005)]
         return [(PROMPTS[r], OLD, 1.0)]
 
-    cells = exact(alloc=alloc, effect=v7_costs(-0.10), per_hour=300)
+    cells = exact(alloc=alloc, effect=v7_costs(-0.10), per_hour=300, hours=84)
     v = attribute(cells, change_index=60, kind="proportion")
     assert v.kind == "confounded"
     assert v.to_separate is not None and "too small" in v.to_separate
@@ -264,6 +276,22 @@ def test_gradual_drift_with_a_cutover_inside_it_is_drift_not_the_new_prompt() ->
     assert v.kind == "no_version_cause" and v.cause == "drift"
     prompt = next(e for e in v.candidates if e.value == "summarize@v7")
     assert prompt.sharp is False and prompt.status == "drift"
+
+
+def test_drift_under_a_model_upgrade_on_every_route_is_drift_without_control_traffic() -> None:
+    cells = exact(alloc=model_at(60), drift=lambda h: -0.0015 * h, hours=144)
+    v = attribute(cells, change_index=60, kind="proportion")
+    assert v.kind == "no_version_cause" and v.cause == "drift"
+    model = next(e for e in v.candidates if e.dimension == "model")
+    assert model.control_effect is None and model.status == "drift"
+
+
+def test_control_traffic_on_other_routes_exposes_drift_behind_a_cutover() -> None:
+    cells = exact(alloc=prompt_at(60), drift=lambda h: -0.0015 * h, hours=144)
+    prompt = next(
+        e for e in attribute(cells, change_index=60).candidates if e.value == "summarize@v7"
+    )
+    assert prompt.control_effect == pytest.approx(prompt.effect, abs=0.003)
 
 
 def test_the_same_cutover_on_top_of_drift_is_still_blamed_when_the_step_is_sharp() -> None:

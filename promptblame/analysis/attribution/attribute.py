@@ -3,31 +3,41 @@
 Method, for a shift at bucket `cp` (found on the aggregate series by the change-point detector):
 
 1. Windows: L buckets either side of cp (a day by default, so each window holds every hour of
-   the day once and a daily rhythm cancels), clipped at the neighbouring change points.
+   the day once and a daily rhythm cancels), clipped at the neighbouring change points. When
+   the bucket was chosen by the caller (no detector p-value), the aggregate change over these
+   windows must itself be significant, else `no_shift`.
 2. Aggregate change (mean after - mean before) and its mix/within decomposition by route x
    environment (`decompose`).
 3. Candidates: for each dimension (prompt, model), the values whose share of their routes'
-   traffic rose by at least `min_arrival` across cp; the predecessor is the value of the same
-   dimension whose share fell most (for prompts, the same prompt id first).
+   traffic rose by at least `min_arrival` across cp (looked for over 2L either side: the
+   detector can misplace a shift in thin night traffic); the predecessor is the value of the
+   same dimension whose share fell most (for prompts, the same prompt id first). Its arrival
+   is the bucket where its share stepped up most; a culprit's arrival is the verdict's time.
 4. Effect of each candidate against its predecessor on comparable traffic (`effects`):
-   * concurrent when both ran in the same buckets (canary, A/B arm, holdout): strata =
-     bucket x route x environment x other-dimension value; immune to drift, seasonality and mix;
+   * concurrent when both ran in the same buckets (canary, A/B arm, holdout) between the
+     neighbouring change points: strata = bucket x route x environment x other-dimension
+     value; immune to drift, seasonality and mix;
    * before/after otherwise: strata = time of day x route x environment x other-dimension
-     value, over the day before vs the day after the arrival, with bucket-level shocks in the
-     variance. A before/after step must also be sharper than the trend around it: the old
-     version's trend over the day before and the new version's over the day after are
-     measured, and when they point the same way as the shift, the step minus that trend must
-     itself be significant — otherwise it is drift, and the version is not blamed.
+     value, over the window before vs the window after the arrival, with bucket-level shocks
+     (overdispersion) in the variance. A before/after step must also stand out from what
+     moved without it: (a) control traffic — other routes whose versions did not change,
+     same windows (difference-in-differences); (b) the trend around the arrival — the old
+     version's change over the window before, the new version's over the window after (at
+     a fifth of alpha when there is no control traffic). Each is asked only when it moved the
+     shift's way noticeably; failing either, the candidate is `drift` and is not blamed.
    Holding the other dimension fixed is what separates a prompt from a model that switched at
    the same time: with no stratum where only one of them changed, the candidate is
    `not_separable`.
 5. Blame only what is significant after Holm's correction over candidates (the smallest of
    the overall and Bonferroni-corrected per-route p-values, so a version that breaks one route
-   is found and scoped to it), points the same way as the shift, explains at least `min_share`
-   of it (effect x change in its traffic share / aggregate change), and is not drift.
-6. Otherwise: two candidates that arrived together, whose combined effect explains the shift,
-   are `confounded` (with what would separate them); else `no_version_cause`, as traffic mix
-   when the between-segment part dominates the decomposition, as drift when it does not.
+   is found and scoped to it), points the same way as the shift, is not drift, and explains
+   at least `min_share` of it (effect x change in its traffic share / aggregate change, around
+   its arrival). A prompt and a model that arrived together and both pass are not split by
+   guesswork: they go to step 6 as contributors.
+6. Otherwise: a prompt and a model that arrived together, whose combined effect explains the
+   shift, are `confounded` (with the evidence, and what data would separate them); else
+   `no_version_cause`, as traffic mix when the between-segment part dominates the
+   decomposition, as drift when it does not.
 
 A wrong culprit sends people to roll back an innocent version, so every gate errs towards
 "can't tell, here is why".
@@ -111,7 +121,7 @@ class _Trend:
 
     value: float
     se: float
-    jump_factor: float  # Var(step - trend) = jump_factor Var(step) + se^2
+    agree: bool  # every side measured moved the same way
 
 
 @dataclass(frozen=True)
@@ -293,15 +303,18 @@ def attribute(
     confounded = _confounded(ctx, candidates, evidence, min_share=min_share)
     if confounded is not None:
         joint, names, to_separate = confounded
+        index = joint.arrival_index if joint.arrival_index is not None else cp
         v = replace(
             base,
             kind="confounded",
+            index=index,
+            start=next((c.start for c in live if c.bucket == index), start),
             candidates=tuple(evidence),
             joint=joint,
             to_separate=to_separate,
         )
         summary = (
-            f"{direction.capitalize()} at bucket {cp} "
+            f"{direction.capitalize()} at bucket {index} "
             f"({fmt_effect(agg, kind=kind)}): confounded — {' and '.join(names)} changed together "
             f"({fmt_effect(joint.effect, kind=kind)} together, p={joint.p_value:.2g}); "
             f"{to_separate}"
@@ -331,6 +344,19 @@ def attribute(
             f"drift with no version change ({fmt_effect(within, kind=kind)} within routes, "
             "not tied to any version's arrival)"
         )
+    drifting = [e for e in evidence if e.status == "drift"]
+    if drifting and cause == "drift":
+        e = drifting[0]
+        return replace(
+            v,
+            summary=(
+                f"{direction.capitalize()} at bucket {cp} ({fmt_effect(agg, kind=kind)}): no "
+                f"version can be blamed — the metric was already moving; {e.dimension} "
+                f"{e.value} arrived then ({fmt_effect(e.effect, kind=kind)} vs {e.predecessor}) "
+                f"but its step is not clearly larger than {e.note.split(': ')[0]}. A holdout on "
+                f"{e.predecessor} or a canary would tell."
+            ),
+        )
     return replace(
         v,
         summary=(
@@ -356,7 +382,8 @@ def find_and_attribute(
 
     Uses `detect_change_points` (de-seasonalized, calibrated to rarely alarm on an unchanged
     series); each shift is attributed within its neighbouring change points, so a rollback
-    gives two verdicts. Empty list when nothing changed.
+    gives two verdicts. A culprit arrival already blamed for an earlier change point is not
+    repeated (the detector cut one shift in two). Empty list when nothing changed.
     """
     live = [c for c in cells if c.n > 0]
     if not live:
@@ -389,7 +416,17 @@ def find_and_attribute(
                 detector_p_value=c.p_value,
             )
         )
-    return verdicts
+    # a detector that cut one shift in two would blame one arrival twice: keep the first
+    seen: set[tuple[str, str, int | None]] = set()
+    unique = []
+    for v in verdicts:
+        if v.culprit is not None:
+            key = (v.culprit.dimension, v.culprit.value, v.culprit.arrival_index)
+            if key in seen:
+                continue
+            seen.add(key)
+        unique.append(v)
+    return unique
 
 
 def aggregate_buckets(cells: Iterable[Cell], *, bucket_seconds: int) -> list[Bucket]:
@@ -545,7 +582,7 @@ def _evaluate(ctx: _Context, cand: _Candidate) -> Evidence:
             f"no traffic ran {cand.value} and {cand.predecessor} with the same "
             f"{'model' if dim == 'prompt' else 'prompt'}"
             if loose is not None
-            else "no comparable traffic"
+            else note or "no comparable traffic"
         )
         return replace(ev, status=status, note=why)
     ev = _with_estimate(ev, est, basis)
@@ -588,7 +625,9 @@ def _evaluate(ctx: _Context, cand: _Candidate) -> Evidence:
     explained = _explained(ctx, cand.arrival, lambda c: is_new(c) and scoped_cell(c), ev.effect)
     ev = replace(ev, explained_share=explained)
     if basis == "before_after":
-        sharp = _sharp(est, trend, sign=ctx.sign, alpha=ctx.drift_alpha)
+        # without control traffic the trend is the only guard against drift: stricter then
+        margin = 1.0 if control is not None else 1.5
+        sharp = _sharp(est, trend, sign=ctx.sign, alpha=ctx.drift_alpha, margin=margin)
         ev = replace(
             ev,
             sharp=sharp and _beats(est, control, sign=ctx.sign, alpha=ctx.alpha),
@@ -631,32 +670,41 @@ def _explained(
 def _beats(est: Estimate, control: Estimate | None, *, sign: int, alpha: float) -> bool:
     """Did the candidate's traffic move more than control traffic over the same windows?
 
-    Difference-in-differences, one-sided in the shift's direction at alpha; the variances
-    add (conservative: the bucket shocks both share would cancel). True without control.
+    Asked only when control traffic moved the shift's way noticeably (z >= 1, or a third of
+    the step): otherwise its noise would only cost power. Then difference-in-differences,
+    one-sided in the shift's direction at alpha; the variances add (conservative: the bucket
+    shocks both share would cancel). True without control traffic.
     """
     if control is None:
         return True
-    excess = (est.effect - control.effect) * sign
+    c = control.effect
+    if c * sign <= 0 or (abs(c) < control.se and abs(c) < abs(est.effect) / 3):
+        return True
+    excess = (est.effect - c) * sign
     se = math.sqrt(est.se**2 + control.se**2)
     return se > 0 and 0.5 * math.erfc(excess / se / math.sqrt(2)) < alpha
 
 
-def _sharp(est: Estimate, trend: _Trend | None, *, sign: int, alpha: float) -> bool:
-    """Is a before/after step significantly larger than the trend around it?
+def _sharp(
+    est: Estimate, trend: _Trend | None, *, sign: int, alpha: float, margin: float = 1.0
+) -> bool:
+    """Is a before/after step significantly larger than `margin` x the trend around it?
 
-    Only asked when a trend points the shift's way and is noticeable (z >= 1, or a third of
-    the step): testing every step against a trend would cost power for nothing. Then a
-    one-sided test of H0 "the step is no larger than the trend", with
-    Var(step - trend) = jump_factor Var(step) + Var(trend) (the windows next to the arrival
-    enter both). With no room for a trend window, True.
+    Only asked when a trend points the shift's way on both sides of the arrival (when both
+    were measured) and is noticeable (z >= 1, or a third of the step): testing every step
+    against a trend would cost power for nothing. Then a
+    one-sided test of H0 "step <= margin x trend". Each side's trend shares one window with
+    the step (Cov = -Var(step) / 2), so Var(step - c trend) = (1 + c) Var(step) + c^2 Var(trend).
+    A margin above 1 leaves room for a drift that bends (it is steeper at the arrival than
+    a window away). With no room for a trend window, True.
     """
     if trend is None:
         return True
     t = trend.value
-    if t * sign <= 0 or (abs(t) < trend.se and abs(t) < abs(est.effect) / 3):
+    if not trend.agree or t * sign <= 0 or (abs(t) < trend.se and abs(t) < abs(est.effect) / 3):
         return True
-    excess = (est.effect - t) * sign
-    se = math.sqrt(trend.jump_factor * est.se**2 + trend.se**2)
+    excess = (est.effect - margin * t) * sign
+    se = math.sqrt((1 + margin) * est.se**2 + (margin * trend.se) ** 2)
     p_excess = 0.5 * math.erfc(excess / se / math.sqrt(2)) if se > 0 else 1.0
     return p_excess < alpha
 
@@ -715,9 +763,10 @@ def _estimate(
     def other(c: Cell) -> str:
         return c.other(dim) if dim is not None else ""
 
-    # concurrent: same bucket, route, environment and other-dimension value
-    lo, hi = max(ctx.lo, ctx.cp - 2 * ctx.L), min(ctx.hi, ctx.cp + 2 * ctx.L)
-    span = in_range(ctx.cells, lo, hi)
+    # concurrent: same bucket, route, environment and other-dimension value, anywhere between
+    # the neighbouring change points (time cannot bias a same-bucket comparison, so a small
+    # holdout or a long canary gets all of its traffic counted)
+    span = in_range(ctx.cells, ctx.lo, ctx.hi)
 
     def key_c(c: Cell) -> Key:
         return (c.bucket, c.route, c.environment, other(c))
@@ -732,6 +781,14 @@ def _estimate(
     w = min(ctx.L, a - ctx.lo, ctx.hi - a)
     if w < 1:
         return "before_after", None, {}, None, None, ""
+    if ctx.period_buckets > 1 and w < ctx.period_buckets <= (ctx.last - ctx.first) // 2:
+        # under a period either side (other change points close by), the windows cannot be
+        # matched on time of day and a daily rhythm or a drift cut into steps passes for a step
+        why = (
+            f"only {w} buckets either side of the arrival before other change points: too "
+            "short to compare the same hours of the day"
+        )
+        return "before_after", None, {}, None, None, why
     use_phase = ctx.period_buckets > 1 and w >= ctx.period_buckets
 
     def key_p(c: Cell) -> Key:
@@ -766,38 +823,27 @@ def _estimate(
             alpha=ctx.alpha,
             shock_var=shock,
         )
-    # The trend on each side: the old version's level change per window over the windows
-    # before the arrival, the new version's after it, measured against the next window out and
-    # against the one after that (half the noise, but blind to a drift that just began); the
-    # larger in the shift's direction is kept. Trend windows may cross a neighbouring change
-    # point: a drift that the detector cut into steps then still shows as a trend. Both
-    # choices are conservative: they can only make a step look like drift.
-    trend: _Trend | None = None
-    for gap_pre in (1, 2):
-        for gap_post in (1, 2):
-            sides: list[tuple[Estimate, int]] = []
-            if a - (gap_pre + 1) * w >= ctx.first:
-                far = window(a - (gap_pre + 1) * w, a - gap_pre * w, is_old)
-                pre = stratified_difference(
-                    old1, far, kind=ctx.kind, alpha=ctx.alpha, shock_var=shock
-                )
-                sides += [(pre, gap_pre)] if pre is not None else []
-            if a + (gap_post + 1) * w <= ctx.last:
-                far = window(a + gap_post * w, a + (gap_post + 1) * w, is_new)
-                post = stratified_difference(
-                    far, new1, kind=ctx.kind, alpha=ctx.alpha, shock_var=shock
-                )
-                sides += [(post, gap_post)] if post is not None else []
-            if not sides:
-                continue
-            k = len(sides)
-            option = _Trend(
-                value=sum(t.effect / gap for t, gap in sides) / k,
-                se=math.sqrt(sum((t.se / gap) ** 2 for t, gap in sides)) / k,
-                jump_factor=1 + sum(1 / (k * gap) for _, gap in sides),
-            )
-            if trend is None or option.value * ctx.sign > trend.value * ctx.sign:
-                trend = option
+    # The trend on each side: the old version's change from the window before to the window
+    # next to the arrival, the new version's from the window next to it to the one after.
+    # Trend windows may cross a neighbouring change point: a drift that the detector cut into
+    # steps then still shows as a trend (conservative: it can only make a step look like drift).
+    sides: list[Estimate] = []
+    if a - 2 * w >= ctx.first:
+        far = window(a - 2 * w, a - w, is_old)
+        pre = stratified_difference(old1, far, kind=ctx.kind, alpha=ctx.alpha, shock_var=shock)
+        sides += [pre] if pre is not None else []
+    if a + 2 * w <= ctx.last:
+        far = window(a + w, a + 2 * w, is_new)
+        post = stratified_difference(far, new1, kind=ctx.kind, alpha=ctx.alpha, shock_var=shock)
+        sides += [post] if post is not None else []
+    trend = None
+    if sides:
+        k = len(sides)
+        trend = _Trend(
+            value=sum(t.effect for t in sides) / k,
+            se=math.sqrt(sum(t.se**2 for t in sides)) / k,
+            agree=len({t.effect > 0 for t in sides}) == 1,
+        )
     note = f"{w} buckets before vs after the arrival at bucket {a}, matched on time of day"
     if not use_phase:
         note = f"{w} buckets before vs after the arrival at bucket {a} (shorter than a period)"
@@ -838,7 +884,8 @@ def _decide(
     """
     tested = [i for i, e in enumerate(evidence) if e.p_value is not None and e.status == "no_data"]
     # order of the gates: significance, direction, drift, share
-    adjusted = compare.adjust([evidence[i].p_value or 1.0 for i in tested], method="holm")
+    raw = [evidence[i].p_value for i in tested]
+    adjusted = compare.adjust([1.0 if p is None else p for p in raw], method="holm")
     out = list(evidence)
     for i, p_adj in zip(tested, adjusted, strict=True):
         e = replace(out[i], p_adjusted=p_adj)
@@ -852,10 +899,10 @@ def _decide(
             e = replace(
                 e,
                 note=(
-                    f"the metric was already moving ({fmt_effect(e.trend, kind=ctx.kind)} per "
-                    f"{ctx.L} buckets around the arrival; "
-                    f"{fmt_effect(e.control_effect, kind=ctx.kind)} on unchanged traffic "
-                    "elsewhere): the step at the arrival is not significantly larger"
+                    f"the trend around it ({fmt_effect(e.trend, kind=ctx.kind)} per "
+                    f"{ctx.L} buckets) or the change on unchanged traffic elsewhere "
+                    f"({fmt_effect(e.control_effect, kind=ctx.kind)}): the step at the "
+                    "arrival is not significantly larger"
                 ),
             )
         elif (e.explained_share or 0.0) < min_share:

@@ -236,7 +236,8 @@ def effect_chart(rows: Sequence[tuple[str, float | None, float | None, float | N
         for i, (_label, effect, low, high) in enumerate(reversed(rows)):
             if effect is None:
                 continue
-            color = GREEN if (low or 0) > 0 else RED if (high or 0) < 0 else MUTED
+            # Direction-neutral: whether higher is better depends on the metric.
+            color = BLUE if (low or 0) > 0 or (high or 0) < 0 else MUTED
             if low is not None and high is not None:
                 ax.hlines(i, low, high, colors=color, linewidth=3, alpha=0.6)
             ax.plot([effect], [i], "o", color=color)

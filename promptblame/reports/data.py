@@ -9,7 +9,7 @@ from __future__ import annotations
 import difflib
 import json
 from collections import defaultdict
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import quote, urlencode
@@ -693,11 +693,11 @@ class ComparisonView:
 def comparison_view(store: Store, project: str, spec: CompareSpec) -> ComparisonView:
     store.materialize_scores()
     answer = compare_groups(store, project, spec)
-    from dataclasses import asdict
 
     res = {**asdict(answer.comparison), "significant": answer.comparison.significant}
     groups = {
-        g: {k: v for k, v in asdict(f).items() if v} for g, f in (("A", spec.a), ("B", spec.b))
+        g: {k: v.isoformat() if isinstance(v, datetime) else v for k, v in asdict(f).items() if v}
+        for g, f in (("A", spec.a), ("B", spec.b))
     }
     label = "B − A"
     return ComparisonView(
@@ -709,7 +709,18 @@ def comparison_view(store: Store, project: str, spec: CompareSpec) -> Comparison
         sequential=answer.sequential,
         svg=charts.effect_chart([(label, res["effect"], res["ci_low"], res["ci_high"])]),
         groups=groups,
-        api="POST /v1/compare",
+        api=json.dumps(
+            {
+                "metric": spec.metric,
+                "source": answer.source,
+                "a": groups["A"],
+                "b": groups["B"],
+                "test": spec.test,
+                "alpha": spec.alpha,
+            },
+            default=str,
+            indent=2,
+        ),
     )
 
 

@@ -964,9 +964,9 @@ def _confounded(
             )
             if est is None or est.p_value >= ctx.alpha or est.effect * ctx.sign <= 0:
                 continue
-            if not _sharp(est, trend, sign=ctx.sign, alpha=ctx.drift_alpha) or not _beats(
-                est, control, sign=ctx.sign, alpha=ctx.alpha
-            ):
+            margin = 1.0 if control is not None else 1.5
+            sharp = _sharp(est, trend, sign=ctx.sign, alpha=ctx.drift_alpha, margin=margin)
+            if not sharp or not _beats(est, control, sign=ctx.sign, alpha=ctx.alpha):
                 continue
             share = _explained(
                 ctx, min(p.arrival, m.arrival), lambda c: is_new(c) and in_segs(c), est.effect

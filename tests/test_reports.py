@@ -314,3 +314,113 @@ def test_exported_reports_are_self_contained_files(tmp_path):
         )
         assert not re.search(r"\b(src|href|action)\s*=\s*[\"']?\s*(https?:)?//", html, re.I)
         assert "/v1/incidents" in html and 'href="/' not in html  # API paths as text
+
+
+def evidence(dimension: str, value: str, predecessor: str, status: str, **kw):
+    from promptblame.analysis.attribution.verdict import Evidence
+
+    return Evidence(
+        dimension=dimension,  # type: ignore[arg-type]
+        value=value,
+        predecessor=predecessor,
+        status=status,  # type: ignore[arg-type]
+        share_before=0.0,
+        share_after=1.0,
+        arrival_index=269,
+        rollback=False,
+        **kw,
+    )
+
+
+def store_verdict(store, incident_id: str, verdict) -> None:
+    from promptblame.analysis.incidents import describe
+
+    now = datetime.now(UTC)
+    store.insert_rows(
+        "incidents",
+        [
+            {
+                "project_id": "acme",
+                "incident_id": incident_id,
+                "app": "bot",
+                "metric": "correct",
+                "source": "app",
+                "bucket_seconds": 3600,
+                "shift_start": SWITCH,
+                **describe(verdict, ""),
+                "status": "open",
+                "status_note": "",
+                "revision": 1,
+                "created_at": now,
+                "updated_at": now,
+            }
+        ],
+    )
+
+
+def test_confounded_and_traffic_mix_verdicts_explain_themselves_even_without_traffic(
+    client, key, embedded_store
+):
+    from promptblame.analysis.attribution.decompose import Decomposition, SegmentShift
+    from promptblame.analysis.attribution.verdict import Verdict
+
+    common = dict(
+        direction="regression",
+        index=269,
+        start=SWITCH,
+        metric_kind="proportion",
+        higher_is_better=True,
+        aggregate_effect=-0.2,
+        level_before=0.9,
+        level_after=0.7,
+        window=24,
+    )
+    confounded = Verdict(
+        kind="confounded",
+        candidates=(
+            evidence("prompt", "answer@v2", "answer@v1", "not_separable"),
+            evidence("model", "gpt-4o@2024-11", "gpt-4o", "not_separable"),
+        ),
+        joint=evidence(
+            "prompt+model",
+            "answer@v2 + gpt-4o@2024-11",
+            "answer@v1 + gpt-4o",
+            "blamed",
+            effect=-0.2,
+            ci_low=-0.23,
+            ci_high=-0.17,
+            p_value=1e-9,
+        ),
+        to_separate="send some traffic to answer@v2 on gpt-4o",
+        summary="confounded",
+        **common,  # type: ignore[arg-type]
+    )
+    mix = Verdict(
+        kind="no_version_cause",
+        cause="traffic_mix",
+        decomposition=Decomposition(
+            total=-0.2,
+            mix=-0.19,
+            within=-0.01,
+            segments=(
+                SegmentShift("billing", "prod", 0.8, 0.2, 0.95, 0.94, -0.57, -0.005),
+                SegmentShift("refunds", "prod", 0.2, 0.8, 0.6, 0.59, 0.36, -0.005),
+            ),
+        ),
+        summary="traffic mix",
+        **common,  # type: ignore[arg-type]
+    )
+    store_verdict(embedded_store, "conf", confounded)
+    store_verdict(embedded_store, "mix", mix)
+    text = unescape(page(client, "/reports/incidents/conf", key))
+    assert "Confounded: prompt answer@v2, model gpt-4o@2024-11 changed together" in text
+    assert "Together they changed it by -20.0 pt (95% CI -23.0 pt to -17.0 pt), p = 1e-09" in text
+    assert "To separate them: send some traffic to answer@v2 on gpt-4o." in text
+    assert "answer@v1 → answer@v2" in text and "not in the prompt registry" in text
+    text = unescape(page(client, "/reports/incidents/mix", key))
+    assert "no version caused it (a traffic-mix change)" in text
+    assert "Of the -20.0 pt change, -19.0 pt is mix and -1.0 pt is within segments" in text
+    assert [r[0] for r in table_rows(text, "decomposition")] == ["billing", "refunds"]
+    overview = unescape(page(client, "/reports/", key))
+    assert overview.count('<div class="incident-line">') == 2
+    assert client.get("/reports/incidents/nope", headers=auth(key)).status_code == 404

@@ -141,6 +141,19 @@ def incident_chart(
         return _svg(fig, f"{metric} over time with 95% confidence band, and traffic share")
 
 
+def _empty(ax: Axes) -> None:
+    ax.text(
+        0.5,
+        0.5,
+        "no scored responses in this window",
+        ha="center",
+        va="center",
+        color=MUTED,
+        transform=ax.transAxes,
+    )
+    ax.set_yticks([])
+
+
 def _metric(
     ax: Axes,
     points: Sequence[Point],
@@ -150,6 +163,9 @@ def _metric(
     levels: tuple[datetime, float | None, float | None] | None,
 ) -> None:
     shown = [p for p in points if p.mean is not None]
+    if not shown:
+        _empty(ax)
+        return
     ts = _x([p.t for p in shown])
     ax.fill_between(
         ts,
@@ -193,6 +209,9 @@ def _shares(
     ax: Axes, times: Sequence[datetime], shares: dict[str, list[float]], *, title: str
 ) -> None:
     labels = list(shares)
+    if not labels or not times:
+        _empty(ax)
+        return
     ax.stackplot(
         _x(list(times)),
         *[shares[k] for k in labels],

@@ -313,6 +313,28 @@ def test_a_model_that_breaks_one_route_only_is_the_culprit_scoped_to_that_route(
     assert "on route extract" in v.summary
 
 
+def test_a_model_that_breaks_only_staging_is_scoped_to_that_environment() -> None:
+    prod = exact(alloc=model_at(60))
+    staging = [
+        Cell(
+            c.bucket,
+            c.start,
+            c.route,
+            "staging",
+            c.prompt,
+            c.model,
+            c.n,
+            c.total - (round(0.2 * c.n) if c.model == NEW else 0),
+            c.total_sq - (round(0.2 * c.n) if c.model == NEW else 0),
+        )
+        for c in prod
+    ]
+    v = attribute(prod + staging, change_index=60, kind="proportion")
+    assert v.kind == "culprit" and v.culprit is not None and v.culprit.value == NEW
+    assert v.culprit.scope_environment == "staging" and v.culprit.scope_route is None
+    assert v.culprit.effect == pytest.approx(-0.2, abs=0.005)
+
+
 def test_a_model_upgrade_under_a_strong_daily_rhythm_is_measured_at_the_same_hours() -> None:
     cells = exact(alloc=model_at(62), effect=new_model_costs(-0.05), profile=0.10, kind="mean")
     v = attribute(cells, change_index=62, kind="mean")

@@ -20,7 +20,6 @@ What the month holds (the ground truth the verdicts are checked against):
 from __future__ import annotations
 
 import gzip
-import importlib
 import json
 import math
 import shutil
@@ -406,23 +405,19 @@ def run(
 
 
 def write_reports(store: Any, folder: Path, incidents: list[dict[str, Any]]) -> list[Path]:
-    """Self-contained HTML files of the overview and every incident (when reports exist)."""
-    try:
-        render: Any = importlib.import_module("promptblame.reports.render")
-    except ImportError:
-        return []
-    if not (hasattr(render, "overview") and hasattr(render, "incident")):
-        return []
+    """Self-contained HTML files (inline CSS and SVG, no scripts): the overview and every
+    incident, as `promptblame report` exports them."""
+    from promptblame.reports.data import incident_view, overview_view
+    from promptblame.reports.render import render_incident, render_overview
+
     folder.mkdir(parents=True, exist_ok=True)
-    written = []
     overview = folder / "index.html"
-    overview.write_text(render.overview(store, PROJECT, standalone=True), encoding="utf-8")
-    written.append(overview)
+    overview.write_text(render_overview(overview_view(store, PROJECT), api_base=None), "utf-8")
+    written = [overview]
     for inc in incidents:
         path = folder / f"incident-{inc['incident_id']}.html"
-        path.write_text(
-            render.incident(store, PROJECT, inc["incident_id"], standalone=True), encoding="utf-8"
-        )
+        view = incident_view(store, PROJECT, inc["incident_id"])
+        path.write_text(render_incident(view, api_base=None), "utf-8")
         written.append(path)
     return written
 

@@ -424,3 +424,20 @@ def test_confounded_and_traffic_mix_verdicts_explain_themselves_even_without_tra
     overview = unescape(page(client, "/reports/", key))
     assert overview.count('<div class="incident-line">') == 2
     assert client.get("/reports/incidents/nope", headers=auth(key)).status_code == 404
+
+
+def test_alerts_link_to_the_incident_report(client, key, embedded_store):
+    from promptblame.analysis.alerting.catalog import apply as apply_alerts
+    from promptblame.analysis.alerting.job import run_alerts
+    from tests.test_incidents import fast_post, receiver, rules
+
+    incident_id = report_traffic(embedded_store)
+    with receiver() as (url, rec):
+        apply_alerts(embedded_store, "acme", rules(url, metric="correct"))
+        assert run_alerts(embedded_store, SETTINGS, now=NOW, poster=fast_post).sent == 2
+    (hook,) = [b for b in rec.bodies if "event" in b]
+    assert hook["link"].endswith(f"/reports/incidents/{incident_id}")
+    path = hook["link"][hook["link"].index("/reports/") :]
+    assert "regressed correct" in page(client, path, key)
+    alerts = table_rows(page(client, "/reports/", key), "alerts")
+    assert len(alerts) == 2 and all(r[4] == "sent" for r in alerts)

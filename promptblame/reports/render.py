@@ -2,6 +2,7 @@
 
 `api_base` is where the JSON API links point: "" on the server (same origin), None in exported
 files, which then show the API paths as text so the file loads nothing and links nowhere.
+`logout` shows the log-out button (not in local no-auth mode).
 """
 
 from __future__ import annotations
@@ -27,21 +28,25 @@ def _render(template: str, *, api_base: str | None, **context: Any) -> str:
     )
 
 
-def render_incident(view: IncidentView, *, api_base: str | None = "") -> str:
-    return _render("incident.html", api_base=api_base, v=view)
+def render_incident(view: IncidentView, *, api_base: str | None = "", logout: bool = True) -> str:
+    return _render("incident.html", api_base=api_base, logout=logout, v=view)
 
 
-def render_overview(view: OverviewView, *, api_base: str | None = "") -> str:
-    return _render("overview.html", api_base=api_base, v=view)
+def render_overview(view: OverviewView, *, api_base: str | None = "", logout: bool = True) -> str:
+    return _render("overview.html", api_base=api_base, logout=logout, v=view)
 
 
-def render_comparison(view: ComparisonView, *, api_base: str | None = "") -> str:
-    return _render("comparison.html", api_base=api_base, v=view)
+def render_comparison(
+    view: ComparisonView, *, api_base: str | None = "", logout: bool = True
+) -> str:
+    return _render("comparison.html", api_base=api_base, logout=logout, v=view)
 
 
-def render_experiment(view: ExperimentView, *, api_base: str | None = "") -> str:
-    return _render("experiment.html", api_base=api_base, v=view)
+def render_experiment(
+    view: ExperimentView, *, api_base: str | None = "", logout: bool = True
+) -> str:
+    return _render("experiment.html", api_base=api_base, logout=logout, v=view)
 
 
 def render_login(*, next_url: str, error: str = "") -> str:
-    return _render("login.html", api_base="", next_url=next_url, error=error)
+    return _render("login.html", api_base="", logout=False, next_url=next_url, error=error)

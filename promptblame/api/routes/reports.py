@@ -77,6 +77,10 @@ def _reader(request: Request, state: AppState) -> Principal | None:
     return principal
 
 
+def _logout(state: AppState) -> bool:
+    return not state.settings.auth_disabled
+
+
 def _to_login(request: Request) -> RedirectResponse:
     target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
     return RedirectResponse(f"/reports/login?next={quote(target, safe='')}", status_code=303)
@@ -93,7 +97,9 @@ def overview(request: Request, state: State) -> Response:
     p = _reader(request, state)
     if p is None:
         return _to_login(request)
-    return _html(render_overview(data.overview_view(state.store, p.project_id)))
+    return _html(
+        render_overview(data.overview_view(state.store, p.project_id), logout=_logout(state))
+    )
 
 
 @router.get("/incidents/{incident_id}", response_class=HTMLResponse)
@@ -103,7 +109,11 @@ def incident(
     p = _reader(request, state)
     if p is None:
         return _to_login(request)
-    return _html(render_incident(data.incident_view(state.store, p.project_id, incident_id)))
+    return _html(
+        render_incident(
+            data.incident_view(state.store, p.project_id, incident_id), logout=_logout(state)
+        )
+    )
 
 
 _GROUP_FIELDS = (*ResponseFilter.__dataclass_fields__,)
@@ -138,7 +148,11 @@ def compare(request: Request, state: State) -> Response:
         statistic=req.statistic,
         alpha=req.alpha,
     )
-    return _html(render_comparison(data.comparison_view(state.store, p.project_id, spec)))
+    return _html(
+        render_comparison(
+            data.comparison_view(state.store, p.project_id, spec), logout=_logout(state)
+        )
+    )
 
 
 @router.get("/experiments/{experiment}", response_class=HTMLResponse)
@@ -167,7 +181,11 @@ def experiment(
         alpha=alpha,
         base=ResponseFilter(since=utc(since), until=utc(until)),
     )
-    return _html(render_experiment(data.experiment_view(state.store, p.project_id, spec)))
+    return _html(
+        render_experiment(
+            data.experiment_view(state.store, p.project_id, spec), logout=_logout(state)
+        )
+    )
 
 
 @router.get("/login", response_class=HTMLResponse)

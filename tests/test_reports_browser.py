@@ -55,8 +55,9 @@ def chromium(profile: Path, *args: str, offline: bool = False) -> str:
 
 
 @pytest.fixture(scope="module")
-def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str]]:
-    """A server in local no-auth mode over the report test traffic: (base url, incident id)."""
+def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str, Path]]:
+    """A server in local no-auth mode over the report test traffic: (base url, incident id,
+    its data directory)."""
     data = tmp_path_factory.mktemp("browser") / "data"
     store = open_store(Settings(data_dir=data))
     try:
@@ -83,7 +84,7 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str]]:
                 pass
             assert time.monotonic() < deadline, "server did not become healthy in 60 s"
             time.sleep(0.1)
-        yield base, incident_id
+        yield base, incident_id, data
     finally:
         proc.terminate()
         proc.wait(timeout=30)
@@ -99,7 +100,7 @@ def shots(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_the_incident_report_renders_verdict_chart_and_table_and_runs_no_payload(
     site, shots, tmp_path
 ):
-    base, incident_id = site
+    base, incident_id, _ = site
     url = f"{base}/reports/incidents/{incident_id}"
     dom = chromium(tmp_path / "p1", "--dump-dom", url)
     assert "Prompt answer@v2 regressed correct on bot by -22.4 pt" in dom
@@ -116,7 +117,7 @@ def test_the_incident_report_renders_verdict_chart_and_table_and_runs_no_payload
 
 
 def test_the_overview_renders_incidents_and_trends(site, shots, tmp_path):
-    base, incident_id = site
+    base, incident_id, _ = site
     url = f"{base}/reports/"
     dom = chromium(tmp_path / "p1", "--dump-dom", url)
     assert f'href="/reports/incidents/{incident_id}"' in dom
@@ -154,3 +155,18 @@ def test_an_exported_report_loads_with_the_network_off(shots, tmp_path):
         offline=True,
     )
     assert png.stat().st_size > 20_000
+
+
+def test_exporting_while_the_server_holds_the_data_directory_says_what_to_do(site, tmp_path):
+    _, incident_id, data = site
+    out = tmp_path / "r.html"
+    done = subprocess.run(
+        [*CLI, "report", "incident", incident_id, "--project", "acme", "--out", str(out)],
+        env=env_for(data),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 1 and "stop `promptblame serve` first" in done.stderr
+    assert "Traceback" not in done.stderr and not out.exists()

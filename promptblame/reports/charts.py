@@ -238,7 +238,7 @@ def sparkline(
         for t in marks:
             ax.axvline(_x(t), color=RED, linewidth=1, linestyle=":")
         ax.set_xticks([])
-        ax.tick_params(axis="y", labelsize=7)
+        ax.tick_params(axis="y", labelsize=9)
         ax.locator_params(axis="y", nbins=3)
         ax.spines["bottom"].set_visible(False)
         ax.spines["left"].set_visible(False)

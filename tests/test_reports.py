@@ -93,7 +93,19 @@ def report_traffic(store, project: str = "acme") -> str:
                     output=output,
                 )
             )
-    store.insert("responses", responses_table(project, events, datetime.now(UTC)))
+    now = datetime.now(UTC)
+    store.insert("responses", responses_table(project, events, now))
+    # The eval cases are scored too: c1 and c3 regress under v2, c2 and c4 do not.
+    case_scores = [
+        ScoreEvent(
+            event_id=e.event_id,
+            name="correct",
+            value=float(e.prompt_version == "v1" or e.case_id in ("c2", "c4")),
+        )
+        for e in events
+    ]
+    store.insert("scores", scores_table(project, case_scores, now))
+    store.materialize_scores()
     run_detection(store, SETTINGS, now=NOW)
     (inc,) = [i for i in store.incidents(project) if i["verdict"] == "culprit"]
     return str(inc["incident_id"])
@@ -127,7 +139,7 @@ def test_the_incident_report_shows_the_api_verdict_and_per_version_numbers(
     api = client.get(f"/v1/incidents/{incident_id}", headers=auth(key)).json()
     c = api["evidence"]["culprit"]
     text = unescape(html)
-    assert "Prompt answer@v2 regressed correct on bot by -22.4 pt" in text
+    assert "Prompt answer@v2 regressed correct on bot by -22.5 pt" in text
     for x in (c["effect"], c["ci_low"], c["ci_high"]):
         assert fmt_effect(x, kind="proportion") in text
     assert fmt_p(c["p_adjusted"]) in text and f"{c['explained_share']:.0%}" in text
@@ -150,7 +162,11 @@ def test_the_incident_report_shows_the_api_verdict_and_per_version_numbers(
 
     # The diff comes from the registry; the sample pairs the same eval cases.
     assert "-If the policy does not cover it, say so and offer a human agent." in text
-    assert "same eval case c1" in text
+    samples = re.findall(r'<div class="match">(.*?)</div>', text)
+    assert samples[:2] == [
+        "same eval case c3: correct 1.00 → 0.00",
+        "same eval case c1: correct 1.00 → 0.00",
+    ]
 
 
 def test_llm_output_and_hostile_version_names_are_shown_as_text(client, key, embedded_store):
@@ -203,7 +219,7 @@ def test_overview_lists_open_incidents_trends_rollouts(client, key, embedded_sto
     report_traffic(embedded_store)
     html = page(client, "/reports/", key)
     text = unescape(html)
-    assert "Prompt answer@v2 regressed correct on bot by -22.4 pt" in text
+    assert "Prompt answer@v2 regressed correct on bot by -22.5 pt" in text
     assert 'class="badge sev-critical"' in html
     assert "bot · correct" in text and html.count("<svg") == 1
     rows = table_rows(html, "rollouts")

@@ -103,7 +103,7 @@ def test_the_incident_report_renders_verdict_chart_and_table_and_runs_no_payload
     base, incident_id, _ = site
     url = f"{base}/reports/incidents/{incident_id}"
     dom = chromium(tmp_path / "p1", "--dump-dom", url)
-    assert "Prompt answer@v2 regressed correct on bot by -22.4 pt" in dom
+    assert "Prompt answer@v2 regressed correct on bot by -22.5 pt" in dom
     assert 'id="verdict"' in dom and "explains 100% of the shift" in dom.replace("It e", "e")
     assert re.search(r'<div class="chart-box" id="metric-chart"><svg ', dom)
     assert re.search(r'<div id="versions">.*?<td class="mono">answer@v2</td>', dom, re.S)

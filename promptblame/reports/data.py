@@ -9,6 +9,7 @@ from __future__ import annotations
 import difflib
 import json
 from collections import defaultdict
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -263,8 +264,21 @@ def incident_view(
         )
         if not route or c["route"] == route
     ]
-    chart = _incident_chart(cells, row, ev)
-    versions = _version_rows(store, project, row, ev, cells, before, after)
+    # The rest of the reads run while the chart is drawn: the store's engine releases the GIL
+    # and matplotlib holds it, so on two cores the page costs about the longer of the two.
+    # Only that one thread uses the store meanwhile.
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        reads = pool.submit(
+            lambda: (
+                _version_rows(store, project, row, ev, cells, before, after),
+                _diffs(store, project, ev),
+                _samples(store, project, row, ev, before, after),
+                store.incident_revisions(project, incident_id),
+                store.alerts(project, incident_id=incident_id, limit=20),
+            )
+        )
+        chart = _incident_chart(cells, row, ev)
+        versions, diffs, samples, revisions, alerts = reads.result()
     base = {"app": row["app"], "route": route}
     links = [
         ("This incident, its evidence and revisions", f"/v1/incidents/{quote(incident_id)}"),
@@ -305,10 +319,10 @@ def incident_view(
         after=after,
         candidates=list(ev.get("candidates") or []),
         decomposition=ev.get("decomposition"),
-        diffs=_diffs(store, project, ev),
-        samples=_samples(store, project, row, ev, before, after),
-        revisions=store.incident_revisions(project, incident_id),
-        alerts=store.alerts(project, incident_id=incident_id, limit=20),
+        diffs=diffs,
+        samples=samples,
+        revisions=revisions,
+        alerts=alerts,
         links=links,
         kind=str(ev.get("metric_kind") or "mean"),
     )
@@ -542,13 +556,29 @@ def _samples(
     by_route: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for r in sorted(rows_b, key=lambda r: not r["output"]):
         by_route[r["route"]].append(r)
+    # Eval cases scored on both sides: the most regressed first (the same test used by
+    # /v1/compare's paired tests), so the sample shows what got worse.
+    scored: dict[str, tuple[float, float]] = {}
+    if any(r["case_id"] in by_case for r in rows_a if r["case_id"]):
+        for x in store.paired_values(project, fb, fa, metric=row["metric"], source=row["source"]):
+            scored[x["case_id"]] = (float(x["a"]), float(x["b"]))
+    worse = -1.0 if row["direction"] == "regression" else 1.0
+
+    def order(r: dict[str, Any]) -> tuple[bool, float, bool]:
+        a_b = scored.get(r["case_id"])
+        drop = worse * (a_b[1] - a_b[0]) if a_b else 0.0
+        return (r["case_id"] not in by_case, -drop, not r["output"])
+
     pairs: list[SamplePair] = []
     used: set[str] = set()
-    for r in sorted(rows_a, key=lambda r: (r["case_id"] not in by_case, not r["output"])):
+    for r in sorted(rows_a, key=order):
         if len(pairs) >= SAMPLE_PAIRS:
             break
         m = by_case.get(r["case_id"]) if r["case_id"] else None
         match = f"same eval case {r['case_id']}" if m else ""
+        if m is not None and r["case_id"] in scored:
+            a, b = scored[r["case_id"]]
+            match += f": {row['metric']} {fmt_num(a, 2)} → {fmt_num(b, 2)}"
         if m is None or m["event_id"] in used:
             m = next((x for x in by_route[r["route"]] if x["event_id"] not in used), None)
             match = f"same route {r['route'] or '(none)'}"

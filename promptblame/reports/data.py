@@ -270,7 +270,6 @@ def incident_view(
     with ThreadPoolExecutor(max_workers=1) as pool:
         reads = pool.submit(
             lambda: (
-                _version_rows(store, project, row, ev, cells, before, after),
                 _diffs(store, project, ev),
                 _samples(store, project, row, ev, before, after),
                 store.incident_revisions(project, incident_id),
@@ -278,7 +277,8 @@ def incident_view(
             )
         )
         chart = _incident_chart(cells, row, ev)
-        versions, diffs, samples, revisions, alerts = reads.result()
+        versions = _version_rows(row, ev, cells, before, after)
+        diffs, samples, revisions, alerts = reads.result()
     base = {"app": row["app"], "route": route}
     links = [
         ("This incident, its evidence and revisions", f"/v1/incidents/{quote(incident_id)}"),
@@ -402,40 +402,34 @@ def _incident_chart(cells: list[dict[str, Any]], row: dict[str, Any], ev: dict[s
 
 
 def _version_rows(
-    store: Store,
-    project: str,
     row: dict[str, Any],
     ev: dict[str, Any],
     cells: list[dict[str, Any]],
     before: tuple[datetime, datetime],
     after: tuple[datetime, datetime],
 ) -> list[VersionRow]:
-    """Per prompt × model version over both windows: the same sums and CI as /v1/versions."""
-    f = ResponseFilter(app=row["app"], route=row["route"], since=before[0], until=after[1])
-    sums = store.version_score_sums(project, f, metric=row["metric"], source=row["source"])
+    """Per prompt × model version over both windows, summed from the cells: the same sums and
+    CI as /v1/versions over that window (both windows start on bucket boundaries)."""
+    sums: dict[tuple[str, str], list[float]] = defaultdict(lambda: [0.0, 0.0, 0.0])
     n_side: dict[str, dict[tuple[str, str], float]] = {
         "b": defaultdict(float),
         "a": defaultdict(float),
     }
     for c in cells:
-        side = (
-            "b"
-            if before[0] <= c["bucket"] < before[1]
-            else "a"
-            if after[0] <= c["bucket"] < after[1]
-            else ""
-        )
+        key = (c["prompt"], c["model_label"])
+        side = "b" if before[0] <= c["bucket"] < before[1] else ""
+        side = "a" if after[0] <= c["bucket"] < after[1] else side
         if side:
-            n_side[side][(c["prompt"], c["model_label"])] += c["n"]
+            n_side[side][key] += c["n"]
+            acc = sums[key]
+            acc[0] += c["n"]
+            acc[1] += c["total"]
+            acc[2] += c["total_sq"]
     tot_b, tot_a = sum(n_side["b"].values()) or 1.0, sum(n_side["a"].values()) or 1.0
     culprit = ev.get("culprit") or {}
     out = []
-    for s in sums:
-        key = (
-            _prompt_key(s["prompt_id"], s["prompt_version"]),
-            _model_key(s["model"], s["model_version"]),
-        )
-        ci = mean_ci(n=int(s["n"]), total=s["total"], total_sq=s["total_sq"])
+    for key, (n, total, total_sq) in sums.items():
+        ci = mean_ci(n=int(n), total=total, total_sq=total_sq)
         out.append(
             VersionRow(
                 prompt=key[0],
@@ -484,8 +478,12 @@ def _diffs(store: Store, project: str, ev: dict[str, Any]) -> list[Diff]:
         if new is None or old is None:
             continue
         title = f"{old[0]}@{old[1]} → {new[0]}@{new[1]}"
-        a = store.get_prompt_version(project, *old)
-        b = store.get_prompt_version(project, *new)
+        registry = {
+            (r["prompt_id"], r["version"]): r
+            for pid in {old[0], new[0]}
+            for r in store.list_prompt_versions(project, pid)
+        }
+        a, b = registry.get(old), registry.get(new)
         if a is None or b is None:
             missing = " and ".join(f"{p[0]}@{p[1]}" for p, r in ((old, a), (new, b)) if r is None)
             note = (

@@ -19,7 +19,7 @@ from promptblame.api.auth import new_key
 from promptblame.ingest.contracts import ResponseEvent, ScoreEvent
 from promptblame.ingest.rows import responses_table, scores_table
 from promptblame.reports import charts
-from promptblame.reports.data import fmt_p
+from promptblame.reports.words import fmt_p
 from promptblame.settings import Settings
 from promptblame.store import open_store
 from tests.helpers import auth

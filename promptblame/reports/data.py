@@ -7,6 +7,7 @@ Numbers come from the same store methods and statistics the JSON API uses (`mean
 from __future__ import annotations
 
 import difflib
+import inspect
 import json
 from collections import defaultdict
 from concurrent.futures import ThreadPoolExecutor
@@ -18,7 +19,6 @@ from urllib.parse import quote, urlencode
 import numpy as np
 from scipy import stats
 
-from promptblame.analysis.attribution.verdict import fmt_effect
 from promptblame.analysis.service import (
     CompareSpec,
     ExperimentSpec,
@@ -28,58 +28,13 @@ from promptblame.analysis.service import (
 from promptblame.analysis.summary import mean_ci
 from promptblame.errors import NotFound
 from promptblame.reports import charts
+from promptblame.reports.words import SEVERITIES, explanation, fmt_num, headline, severity
 from promptblame.store import ResponseFilter, Store
 
-SEVERITIES = ("critical", "major", "minor", "info")
 SAMPLE_PAIRS = 6
 SAMPLE_CHARS = 1200
 SAMPLE_ROWS = 200  # per side, the newest in its window
 SAMPLE_BUCKETS = 2  # buckets each side of the shift the samples come from
-
-
-# -- formatting helpers (also used by the templates) ---------------------------------------
-
-
-def fmt_p(p: float | None) -> str:
-    if p is None:
-        return "n/a"
-    return "< 1e-16" if p < 1e-16 else f"{p:.2g}"
-
-
-def p_eq(p: float | None) -> str:
-    """The p-value in a sentence: "p = 0.003", or "p < 1e-16" below what the tests resolve."""
-    text = fmt_p(p)
-    return f"p {text}" if text.startswith("<") else f"p = {text}"
-
-
-def fmt_num(x: float | None, digits: int = 3) -> str:
-    return "–" if x is None else f"{x:.{digits}f}"
-
-
-def fmt_pct(x: float | None) -> str:
-    return "–" if x is None else f"{x:.0%}"
-
-
-def fmt_ts(t: datetime | str | None) -> str:
-    if t is None:
-        return "–"
-    if isinstance(t, str):
-        t = datetime.fromisoformat(t)
-    return t.astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC")
-
-
-def severity(row: dict[str, Any], evidence: dict[str, Any]) -> str:
-    """critical / major / minor for regressions by size, info for improvements.
-
-    Points on 0..1 metrics (pass rates, judge scores); relative to the level before otherwise.
-    """
-    if row.get("direction") == "improvement":
-        return "info"
-    effect = abs(float(row.get("effect") or 0.0))
-    level = evidence.get("level_before")
-    if evidence.get("metric_kind") != "proportion" and level and abs(level) > 1:
-        effect = effect / abs(level)
-    return "critical" if effect >= 0.10 else "major" if effect >= 0.03 else "minor"
 
 
 def _prompt_key(pid: str, pv: str) -> str:
@@ -93,96 +48,6 @@ def _model_key(model: str, mv: str) -> str:
 def _api(path: str, **params: Any) -> str:
     q = {k: v.isoformat() if isinstance(v, datetime) else v for k, v in params.items() if v}
     return path + ("?" + urlencode(q) if q else "")
-
-
-# -- the verdict in plain words -------------------------------------------------------------
-
-
-def headline(row: dict[str, Any], ev: dict[str, Any]) -> str:
-    """One line for lists and the page title."""
-    where = row["app"] + (f"/{row['route']}" if row["route"] else "")
-    kind = ev.get("metric_kind", "mean")
-    eff = fmt_effect(row.get("effect"), kind=kind)
-    moved = "regressed" if row["direction"] == "regression" else "improved"
-    if row["verdict"] == "culprit" and ev.get("culprit"):
-        c = ev["culprit"]
-        who = f"{c['dimension'].capitalize()} {c['value']}"
-        return f"{who} {moved} {row['metric']} on {where} by {eff}"
-    if row["verdict"] == "confounded":
-        return f"{row['metric']} {moved} on {where} by {eff}: confounded ({row['culprit']})"
-    cause = {"traffic_mix": "a traffic-mix change", "drift": "gradual drift"}.get(
-        ev.get("cause") or "", "no version"
-    )
-    return f"{row['metric']} {moved} on {where} by {eff}: no version caused it ({cause})"
-
-
-def explanation(row: dict[str, Any], ev: dict[str, Any]) -> list[str]:
-    """The verdict's reasoning as short sentences, numbers included."""
-    kind = ev.get("metric_kind", "mean")
-
-    def f(x: float | None) -> str:
-        return fmt_effect(x, kind=kind)
-
-    out: list[str] = []
-    c = ev.get("culprit")
-    if row["verdict"] == "culprit" and c:
-        verb = "The rollback to" if c.get("rollback") else "The arrival of"
-        out.append(
-            f"{verb} {c['dimension']} {c['value']} (replacing {c['predecessor']}) changed "
-            f"{row['metric']} by {f(c['effect'])} (95% CI {f(c['ci_low'])} to {f(c['ci_high'])}),"
-            f" {p_eq(c.get('p_adjusted') or c.get('p_value'))}."
-        )
-        if c.get("explained_share") is not None:
-            out.append(f"It explains {c['explained_share']:.0%} of the shift in the aggregate.")
-        if c.get("basis") == "concurrent":
-            out.append(
-                f"Compared with {c['predecessor']} on the same hours while both served traffic,"
-                f" stratified by route and environment ({c.get('strata', 0)} strata)."
-            )
-        elif c.get("basis") == "before_after":
-            out.append(
-                "The versions never served side by side, so this compares the hours before and"
-                " after the arrival at the same time of day"
-                + ("; the step is sharper than the trend around it." if c.get("sharp") else ".")
-            )
-        if c.get("scope_route"):
-            out.append(f"The effect is confined to route {c['scope_route']}.")
-    elif row["verdict"] == "confounded":
-        tied = [x for x in ev.get("candidates", []) if x.get("status") == "not_separable"]
-        names = ", ".join(f"{x['dimension']} {x['value']}" for x in tied) or row["culprit"]
-        out.append(
-            f"Confounded: {names} changed together, so the data cannot say which one moved "
-            f"{row['metric']}."
-        )
-        j = ev.get("joint")
-        if j and j.get("effect") is not None:
-            out.append(
-                f"Together they changed it by {f(j['effect'])} (95% CI {f(j['ci_low'])} to"
-                f" {f(j['ci_high'])}), {p_eq(j.get('p_value'))}."
-            )
-        if ev.get("to_separate"):
-            out.append(f"To separate them: {ev['to_separate']}.")
-    else:
-        d = ev.get("decomposition")
-        if ev.get("cause") == "traffic_mix" and d:
-            out.append(
-                f"No version explains it: traffic moved between routes/environments. Of the"
-                f" {f(d['total'])} change, {f(d['mix'])} is mix and {f(d['within'])} is within"
-                " segments (see the decomposition)."
-            )
-        elif ev.get("cause") == "drift":
-            out.append(
-                "No version explains it: the metric drifted gradually; no arrival of a version"
-                " stands out from the trend around it."
-            )
-        else:
-            out.append("No prompt or model version explains this shift.")
-    if ev.get("level_before") is not None and ev.get("level_after") is not None:
-        out.append(
-            f"Level {fmt_num(ev['level_before'])} before, {fmt_num(ev['level_after'])} after"
-            f" ({ev.get('window', 0)} buckets each side)."
-        )
-    return out
 
 
 # -- incident ------------------------------------------------------------------------------
@@ -251,17 +116,10 @@ def incident_view(
     since, until = start - timedelta(days=7), min(start + timedelta(days=7), now)
     until = max(until, after[1])
     route = row["route"]
+    series = (row["app"], row["metric"], row["source"])
     cells = [
         c
-        for c in store.attribution_cells(
-            project,
-            app=row["app"],
-            metric=row["metric"],
-            source=row["source"],
-            since=since,
-            until=until,
-            bucket_seconds=bs,
-        )
+        for c in _cells(store, project, since=since, until=until, bucket_seconds=bs, only=series)
         if not route or c["route"] == route
     ]
     # The rest of the reads run while the chart is drawn: the store's engine releases the GIL
@@ -661,38 +519,69 @@ def overview_view(store: Store, project: str, *, now: datetime | None = None) ->
 
 def _trends(store: Store, project: str, now: datetime) -> list[Trend]:
     """The last TREND_DAYS with data of each scored series (its own end, not today's)."""
+    since = now - timedelta(days=90)
+    sums: dict[tuple[str, str, str], dict[datetime, list[float]]] = defaultdict(
+        lambda: defaultdict(lambda: [0.0, 0.0])
+    )
+    for c in _cells(store, project, since=since, until=now, bucket_seconds=TREND_BUCKET):
+        acc = sums[(c["app"], c["metric"], c["source"])][c["bucket"]]
+        acc[0] += c["n"]
+        acc[1] += c["total"]
     out = []
-    for s in store.detection_series(project, now - timedelta(days=90), 1)[:MAX_TRENDS]:
-        rows = store.metric_series(
-            project,
-            ResponseFilter(app=s["app"], since=now - timedelta(days=90)),
-            metric=s["metric"],
-            source=s["source"],
-            bucket_seconds=TREND_BUCKET,
-        )
-        if not rows:
+    for (app, metric, source), per in sorted(sums.items())[:MAX_TRENDS]:
+        ts = sorted(t for t in per if per[t][0])
+        if not ts:
             continue
-        cut = rows[-1]["bucket"] - timedelta(days=TREND_DAYS)
-        rows = [r for r in rows if r["bucket"] >= cut and r["n"]]
+        cut = ts[-1] - timedelta(days=TREND_DAYS)
+        ts = [t for t in ts if t >= cut]
+        means = [per[t][1] / per[t][0] for t in ts]
         marks = [
             i["shift_start"]
-            for i in store.series_incidents(
-                project, app=s["app"], metric=s["metric"], source=s["source"]
-            )
+            for i in store.series_incidents(project, app=app, metric=metric, source=source)
             if i["shift_start"] >= cut
         ]
         out.append(
             Trend(
-                app=s["app"],
-                metric=s["metric"],
-                source=s["source"],
-                svg=charts.sparkline(
-                    [r["bucket"] for r in rows], [r["total"] / r["n"] for r in rows], marks=marks
-                ),
-                last=rows[-1]["total"] / rows[-1]["n"],
-                n=int(sum(r["n"] for r in rows)),
+                app=app,
+                metric=metric,
+                source=source,
+                svg=charts.sparkline(ts, means, marks=marks),
+                last=means[-1],
+                n=int(sum(per[t][0] for t in ts)),
             )
         )
+    return out
+
+
+def _cells(
+    store: Store,
+    project: str,
+    *,
+    since: datetime,
+    until: datetime,
+    bucket_seconds: int,
+    only: tuple[str, str, str] | None = None,
+) -> list[dict[str, Any]]:
+    """Attribution cells with their series (app, metric, source) named, of one series or all.
+
+    Works with both shapes of `Store.attribution_cells`: one scan of every series of the
+    project, or one series per call (then the series come from `detection_series`).
+    """
+    fn: Any = store.attribution_cells
+    if "app" not in inspect.signature(fn).parameters:
+        rows: list[dict[str, Any]] = fn(
+            project, since=since, until=until, bucket_seconds=bucket_seconds
+        )
+        return [r for r in rows if only is None or (r["app"], r["metric"], r["source"]) == only]
+    if only is not None:
+        wanted = [{"app": only[0], "metric": only[1], "source": only[2]}]
+    else:
+        wanted = getattr(store, "detection_series")(project, since, 1)  # noqa: B009
+    out: list[dict[str, Any]] = []
+    for s in wanted:
+        key = {k: s[k] for k in ("app", "metric", "source")}
+        for r in fn(project, **key, since=since, until=until, bucket_seconds=bucket_seconds):
+            out.append({**r, **key})
     return out
 
 

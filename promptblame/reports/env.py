@@ -11,7 +11,7 @@ from functools import cache
 from jinja2 import Environment, PackageLoader, StrictUndefined
 
 from promptblame.analysis.attribution.verdict import fmt_effect
-from promptblame.reports.data import fmt_num, fmt_p, fmt_pct, fmt_ts, p_eq
+from promptblame.reports.words import fmt_num, fmt_p, fmt_pct, fmt_ts, p_eq
 
 
 @cache

@@ -40,24 +40,21 @@ def run_detection(
     run = DetectionRun()
     projects = [project_id] if project_id else store.projects_with_scores(since)
     for project in projects:
-        for s in store.detection_series(project, since, settings.detection_min_scores):
-            series = Series(project, s["app"], s["metric"], s["source"], bs)
-            rows = store.attribution_cells(
-                project,
-                app=series.app,
-                metric=series.metric,
-                source=series.source,
-                since=since,
-                until=until,
-                bucket_seconds=bs,
-            )
-            found = shifts(rows, since=since, bucket_seconds=bs)
+        rows = store.attribution_cells(project, since=since, until=until, bucket_seconds=bs)
+        by_series: dict[tuple[str, str, str], list[dict[str, Any]]] = {}
+        for r in rows:
+            by_series.setdefault((r["app"], r["metric"], r["source"]), []).append(r)
+        known: dict[tuple[str, str, str], list[dict[str, Any]]] = {}
+        for i in store.incidents_since(project, since - timedelta(days=1)):
+            known.setdefault((i["app"], i["metric"], i["source"]), []).append(i)
+        for (app, metric, source), cells in by_series.items():
+            if sum(c["n"] for c in cells) < settings.detection_min_scores:
+                continue
+            series = Series(project, app, metric, source, bs)
             writes = merge(
                 series,
-                store.series_incidents(
-                    project, app=series.app, metric=series.metric, source=series.source
-                ),
-                found,
+                known.get((app, metric, source), []),
+                shifts(cells, since=since, bucket_seconds=bs),
                 now=now,
             )
             if writes.incidents:

@@ -404,6 +404,14 @@ class Store(ABC):
         )
 
     # -- detection, incidents, alerts --------------------------------------------------------
+    def projects_with_scores(self, since: datetime) -> list[str]:
+        rows = self._rows(
+            "SELECT DISTINCT project_id FROM scored WHERE ts >= {since:DateTime64(3)}"
+            " ORDER BY project_id",
+            since=since,
+        )
+        return [r["project_id"] for r in rows]
+
     def detection_series(
         self, project_id: str, since: datetime, min_n: int
     ) -> list[dict[str, Any]]:
@@ -417,37 +425,25 @@ class Store(ABC):
             min_n=min_n,
         )
 
-    def projects_with_scores(self, since: datetime) -> list[str]:
-        rows = self._rows(
-            "SELECT DISTINCT project_id FROM scored WHERE ts >= {since:DateTime64(3)}"
-            " ORDER BY project_id",
-            since=since,
-        )
-        return [r["project_id"] for r in rows]
-
     def attribution_cells(
         self,
         project_id: str,
         *,
-        app: str,
-        metric: str,
-        source: str,
         since: datetime,
         until: datetime,
         bucket_seconds: int,
+        app: str = "",
+        metric: str = "",
+        source: str = "",
     ) -> list[dict[str, Any]]:
-        """A metric of one app per (time bucket by response time, route, environment, prompt,
-        model): n, total, total_sq, non_binary. `prompt` is prompt_id@prompt_version, `model`
-        the model with its version when that differs."""
-        values = metric_values_sql(
-            metric,
-            source=source,
-            columns="ts, route, environment, prompt_id, prompt_version, model, model_version",
-            where="app = {app:String}"
-            " AND ts >= {since:DateTime64(3)} AND ts < {until:DateTime64(3)}",
-        )
+        """Scored series in one scan (all of the project's, or the one app / metric / source
+        given): per app, score name, source, time bucket (by response time, so late scores
+        land in their response's bucket), route, environment, prompt and model — n, total,
+        total_sq, non_binary. `prompt` is prompt_id@prompt_version, `model_label` the model
+        with its version when that differs."""
         return self._rows(
-            "SELECT toDateTime64(toStartOfInterval(ts, toIntervalSecond({bs:UInt32})), 3, 'UTC')"
+            "SELECT app, name AS metric, source,"
+            " toDateTime64(toStartOfInterval(ts, toIntervalSecond({bs:UInt32})), 3, 'UTC')"
             " AS bucket, route, environment,"
             " if(prompt_id = '' AND prompt_version = '', '',"
             "  concat(prompt_id, '@', prompt_version)) AS prompt,"
@@ -455,15 +451,20 @@ class Store(ABC):
             "  AS model_label,"
             " count() AS n, sum(value) AS total, sum(value * value) AS total_sq,"
             " countIf(value NOT IN (0, 1)) AS non_binary"
-            f" FROM ({values}) GROUP BY bucket, route, environment, prompt, model_label"
-            " ORDER BY bucket",
+            " FROM scored FINAL WHERE project_id = {p:String}"
+            " AND ({m:String} = '' OR name = {m:String})"
+            " AND ({app:String} = '' OR app = {app:String})"
+            " AND ({src:String} = '' OR source = {src:String})"
+            " AND ts >= {since:DateTime64(3)} AND ts < {until:DateTime64(3)}"
+            " GROUP BY app, metric, source, bucket, route, environment, prompt, model_label"
+            " ORDER BY app, metric, source, bucket",
             p=project_id,
-            m=metric,
-            src=source,
-            app=app,
             since=since,
             until=until,
             bs=bucket_seconds,
+            app=app,
+            m=metric,
+            src=source,
         )
 
     def incidents(
@@ -508,6 +509,15 @@ class Store(ABC):
             app=app,
             m=metric,
             src=source,
+        )
+
+    def incidents_since(self, project_id: str, since: datetime) -> list[dict[str, Any]]:
+        """Every incident whose shift is at or after `since`, oldest shift first."""
+        return self._rows(
+            "SELECT * EXCEPT (project_id) FROM incidents FINAL WHERE project_id = {p:String}"
+            " AND shift_start >= {since:DateTime64(3)} ORDER BY shift_start",
+            p=project_id,
+            since=since,
         )
 
     def alert_config(self, project_id: str) -> list[dict[str, Any]]:

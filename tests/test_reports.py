@@ -19,6 +19,8 @@ from promptblame.api.auth import new_key
 from promptblame.ingest.contracts import ResponseEvent, ScoreEvent
 from promptblame.ingest.rows import responses_table, scores_table
 from promptblame.reports import charts
+from promptblame.reports.data import overview_view
+from promptblame.reports.render import render_overview
 from promptblame.reports.words import fmt_p
 from promptblame.settings import Settings
 from promptblame.store import open_store
@@ -330,6 +332,14 @@ def test_exported_reports_are_self_contained_files(tmp_path):
         )
         assert not re.search(r"\b(src|href|action)\s*=\s*[\"']?\s*(https?:)?//", html, re.I)
         assert "/v1/incidents" in html and 'href="/' not in html  # API paths as text
+    # Exported side by side, the overview can link to the exported incidents.
+    store = open_store(Settings(data_dir=tmp_path / "data"))
+    try:
+        view = overview_view(store, "acme")
+    finally:
+        store.close()
+    html = render_overview(view, api_base=None, incident_link="i-{id}.html")
+    assert f'href="i-{incident_id}.html"' in html
 
 
 def evidence(dimension: str, value: str, predecessor: str, status: str, **kw):

@@ -23,7 +23,7 @@ def _render(template: str, *, api_base: str | None, **context: Any) -> str:
             api_base=api_base,
             version=__version__,
             rendered_at=datetime.now(UTC),
-            **context,
+            **{"logout": True, "incident_link": None, **context},
         )
     )
 
@@ -32,8 +32,18 @@ def render_incident(view: IncidentView, *, api_base: str | None = "", logout: bo
     return _render("incident.html", api_base=api_base, logout=logout, v=view)
 
 
-def render_overview(view: OverviewView, *, api_base: str | None = "", logout: bool = True) -> str:
-    return _render("overview.html", api_base=api_base, logout=logout, v=view)
+def render_overview(
+    view: OverviewView,
+    *,
+    api_base: str | None = "",
+    logout: bool = True,
+    incident_link: str | None = None,
+) -> str:
+    """`incident_link`, for exported files: where incident `{id}` was exported beside this one,
+    e.g. "incident-{id}.html"; without it exported incidents are not linked."""
+    return _render(
+        "overview.html", api_base=api_base, logout=logout, incident_link=incident_link, v=view
+    )
 
 
 def render_comparison(

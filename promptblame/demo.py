@@ -412,7 +412,10 @@ def write_reports(store: Any, folder: Path, incidents: list[dict[str, Any]]) -> 
 
     folder.mkdir(parents=True, exist_ok=True)
     overview = folder / "index.html"
-    overview.write_text(render_overview(overview_view(store, PROJECT), api_base=None), "utf-8")
+    page = render_overview(
+        overview_view(store, PROJECT), api_base=None, incident_link="incident-{id}.html"
+    )
+    overview.write_text(page, "utf-8")
     written = [overview]
     for inc in incidents:
         path = folder / f"incident-{inc['incident_id']}.html"

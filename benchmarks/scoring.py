@@ -101,7 +101,7 @@ def fill(store: Store, rows: int, rng: np.random.Generator) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--rows", type=int, default=1_000_000)
-    ap.add_argument("--batch", type=int, default=5_000)
+    ap.add_argument("--batch", type=int, default=20_000)
     args = ap.parse_args()
     data = Path(tempfile.mkdtemp(prefix="pb-scoring-"))
     try:

@@ -64,7 +64,7 @@ class Settings(BaseSettings):
         default=60.0, gt=0, description="How often the scoring job runs the evaluators."
     )
     scoring_batch_rows: int = Field(
-        default=5_000, ge=1, description="Responses read and scored per step of the scoring job."
+        default=20_000, ge=1, description="Responses read and scored per step of the scoring job."
     )
     scoring_lookback_days: float = Field(
         default=7.0,

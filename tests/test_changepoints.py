@@ -304,10 +304,10 @@ def test_dense_optimal_partitioning_finds_exactly_what_pelt_finds(binomial, monk
         y = np.clip(level + rng.normal(0, 0.02, t), 0.01, 0.99)
         w = np.maximum(n, 1.0) / 0.02
         cost = cp._Cost.build(y, w, y * (1 - y) if binomial else None)
-        kw = {"penalty": float(rng.uniform(2, 20)), "min_segment": 3, "min_segment_n": 30}
-        dense = cp._pelt(cost, n, **kw)
+        penalty = float(rng.uniform(2, 20))
+        dense = cp._pelt(cost, n, penalty=penalty, min_segment=3, min_segment_n=30)
         monkeypatch.setattr(cp, "_DENSE_MAX", 0)
-        pruned = cp._pelt(cost, n, **kw)
+        pruned = cp._pelt(cost, n, penalty=penalty, min_segment=3, min_segment_n=30)
         monkeypatch.setattr(cp, "_DENSE_MAX", 1000)
         assert dense == pruned, trial
         found += bool(dense)

@@ -7,3 +7,13 @@ PY=${PYTHON:-python3}
 [ -x .venv/bin/python ] || "$PY" -m venv .venv
 .venv/bin/python -m pip install -q --upgrade pip
 .venv/bin/python -m pip install -q -e '.[dev]'
+# Debian packages: Chromium for the reports' browser tests (tests/test_reports_browser.py).
+# Installed when missing and we can (root with apt-get); otherwise those tests skip, saying why.
+if ! command -v chromium >/dev/null 2>&1; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null \
+      || echo "setup: could not install chromium; the browser tests will skip" >&2
+  else
+    echo "setup: chromium not found (install Debian packages chromium chromium-driver for the browser tests)" >&2
+  fi
+fi

@@ -67,22 +67,25 @@ class CompareRequest(BaseModel):
     sequential: bool = Field(False, description="add always-valid (peeking-safe) p-value and CI")
     effect_of_interest: float | None = Field(None, description="effect to report power for")
 
+    def spec(self) -> CompareSpec:
+        return CompareSpec(
+            metric=self.metric,
+            source=self.source,
+            a=self.a.to_filter(self.since, self.until),
+            b=self.b.to_filter(self.since, self.until),
+            test=self.test,
+            statistic=self.statistic,
+            alpha=self.alpha,
+            sequential=self.sequential,
+            effect_of_interest=self.effect_of_interest,
+        )
+
 
 @router.post("/compare")
 def compare(body: CompareRequest, state: State, key: ReadKey) -> dict[str, Any]:
     """Effect of B vs A on a metric with CI, p-value, the test used and why, power and MDE."""
     state.store.materialize_scores()
-    spec = CompareSpec(
-        metric=body.metric,
-        source=body.source,
-        a=body.a.to_filter(body.since, body.until),
-        b=body.b.to_filter(body.since, body.until),
-        test=body.test,
-        statistic=body.statistic,
-        alpha=body.alpha,
-        sequential=body.sequential,
-        effect_of_interest=body.effect_of_interest,
-    )
+    spec = body.spec()
     answer = compare_groups(state.store, key.project_id, spec)
     return {
         "metric": answer.metric,

@@ -18,7 +18,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 
-from promptblame.analysis.service import CompareSpec, ExperimentSpec
+from promptblame.analysis.service import ExperimentSpec
 from promptblame.api.auth import Principal
 from promptblame.api.params import utc
 from promptblame.api.routes.analysis import CompareRequest, _parse_split
@@ -139,15 +139,7 @@ def compare(request: Request, state: State) -> Response:
     except ValidationError as exc:
         err = exc.errors()[0]
         raise InvalidArgument(".".join(map(str, err["loc"])), err["msg"]) from exc
-    spec = CompareSpec(
-        metric=req.metric,
-        source=req.source,
-        a=req.a.to_filter(req.since, req.until),
-        b=req.b.to_filter(req.since, req.until),
-        test=req.test,
-        statistic=req.statistic,
-        alpha=req.alpha,
-    )
+    spec = req.spec()
     return _html(
         render_comparison(
             data.comparison_view(state.store, p.project_id, spec), logout=_logout(state)

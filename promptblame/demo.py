@@ -334,7 +334,8 @@ def run(
     from promptblame.store import open_store
 
     prepare_dir(data_dir)
-    end = datetime.now(UTC).replace(minute=0, second=0, microsecond=0)
+    # the month ends at the last midnight (UTC), so every run generates the same traffic
+    end = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
     month = Month(end - timedelta(days=DAYS))
     settings = Settings(
         data_dir=data_dir / "store",

@@ -1,4 +1,4 @@
-"""`promptblame demo` end to end (a smaller month): the verdicts match the injected truth."""
+"""`promptblame demo` end to end, as README runs it: the verdicts match the injected truth."""
 
 from __future__ import annotations
 
@@ -17,8 +17,6 @@ def test_the_demo_names_the_injected_culprits_and_blames_no_version_for_the_mix_
             str(data),
             "--port",
             str(free_port()),
-            "--scale",
-            "0.6",
             "--no-serve",
         ],
         env=env_for(tmp_path / "unused"),
@@ -35,7 +33,10 @@ def test_the_demo_names_the_injected_culprits_and_blames_no_version_for_the_mix_
     assert "prompt answer@v4" in refunds and "refunds" in refunds
     mix = by_series["[no_version_cause] summarizer/* helpful"]
     assert "traffic mix" in mix
-    for x in lines:  # the harmless deploys are never blamed
-        assert "arrival of prompt digest@v2" not in x and "gpt-4o@2024-11-20" not in x
-    assert len(lines) == 3
+    # the harmless deploys are never blamed: the only culprits are the two injected ones, and
+    # nothing is "confounded" (the detector may add a small no-version drift alarm, which
+    # blames nobody)
+    blamed = [x for x in lines if not x.startswith("[no_version_cause]")]
+    assert sorted(blamed) == sorted([extractor, refunds])
+    assert not any("digest@v2 (from" in x or "gpt-4o@2024-11-20 (from" in x for x in lines)
     assert (data / "demo-key.txt").read_text().startswith("pb_")

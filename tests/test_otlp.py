@@ -374,6 +374,7 @@ def test_a_protobuf_export_is_stored_and_answered_in_protobuf(client, key):
     answer = ExportTraceServiceResponse.FromString(r.content)
     assert not answer.HasField("partial_success")
     assert r.headers["X-Promptblame-Skipped-Spans"] == "1"
+    assert "promptblame_otlp_spans_skipped_total 1.0" in client.get("/metrics").text
     rows = {x["model_version"]: x for x in stored(client, key)}
     assert set(rows) == {"gpt-4o-2024-08-06", "claude-sonnet-4-20250514"}
     assert rows["gpt-4o-2024-08-06"]["prompt_version"] == "3"

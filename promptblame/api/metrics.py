@@ -22,6 +22,11 @@ class Metrics:
             ["kind"],
             registry=self.registry,
         )
+        self.spans_skipped = Counter(
+            "promptblame_otlp_spans_skipped",
+            "OTLP spans that are not LLM calls (HTTP, DB, tools, embeddings...), not stored",
+            registry=self.registry,
+        )
         self.requests_refused = Counter(
             "promptblame_ingest_requests_refused",
             "Whole ingest requests refused, by reason",

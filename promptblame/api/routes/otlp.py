@@ -49,6 +49,7 @@ async def post_traces(request: Request, state: State, key: IngestKey) -> Respons
     m.ack_seconds.labels("traces").observe(time.perf_counter() - started)
     m.accepted.labels("responses").inc(len(mapped.events))
     m.rejected.labels("responses").inc(len(mapped.rejected))
+    m.spans_skipped.inc(mapped.skipped)
 
     answer = ExportTraceServiceResponse()
     if mapped.rejected:

@@ -30,7 +30,12 @@ from promptblame.store.filters import (
     target_params,
     target_sql,
 )
-from promptblame.store.schema import INSERTABLE, MIGRATIONS, MIGRATIONS_TABLE
+from promptblame.store.schema import (
+    EVALUATOR_VERSIONS_ARROW,
+    INSERTABLE,
+    MIGRATIONS,
+    MIGRATIONS_TABLE,
+)
 
 log = logging.getLogger(__name__)
 
@@ -274,37 +279,16 @@ class Store(ABC):
 
     def put_evaluator(self, project_id: str, row: Mapping[str, Any], *, new_version: bool) -> None:
         """Store an evaluator's current definition (and, if new, the version's definition)."""
+        current = {
+            **row,
+            "project_id": project_id,
+            "enabled": int(row["enabled"]),
+            "removed": int(row["removed"]),
+        }
         if new_version:
-            self._exec(
-                "INSERT INTO evaluator_versions (project_id, name, version, kind, params,"
-                " content_hash, created_at) VALUES ({p:String}, {n:String}, {v:UInt32},"
-                " {k:String}, {params:String}, {h:String}, {at:DateTime64(3)})",
-                p=project_id,
-                n=row["name"],
-                v=row["version"],
-                k=row["kind"],
-                params=row["params"],
-                h=row["content_hash"],
-                at=row["updated_at"],
-            )
-        self._exec(
-            "INSERT INTO evaluators (project_id, name, version, kind, params, content_hash,"
-            " filter, sample_rate, enabled, description, removed, updated_at) VALUES"
-            " ({p:String}, {n:String}, {v:UInt32}, {k:String}, {params:String}, {h:String},"
-            " {f:String}, {r:Float64}, {e:UInt8}, {d:String}, {rm:UInt8}, {at:DateTime64(3)})",
-            p=project_id,
-            n=row["name"],
-            v=row["version"],
-            k=row["kind"],
-            params=row["params"],
-            h=row["content_hash"],
-            f=row["filter"],
-            r=row["sample_rate"],
-            e=int(row["enabled"]),
-            d=row["description"],
-            rm=int(row["removed"]),
-            at=row["updated_at"],
-        )
+            version = {f.name: current.get(f.name) for f in EVALUATOR_VERSIONS_ARROW}
+            self.insert_rows("evaluator_versions", [{**version, "created_at": row["updated_at"]}])
+        self.insert_rows("evaluators", [current])
 
     def projects_with_evaluators(self) -> list[str]:
         rows = self._rows(

@@ -415,6 +415,34 @@ ALERTS_ARROW = pa.schema(
     ]
 )
 
+EVALUATORS_ARROW = pa.schema(
+    [
+        ("project_id", _STR),
+        ("name", _STR),
+        ("version", _U32),
+        ("kind", _STR),
+        ("params", _STR),
+        ("content_hash", _STR),
+        ("filter", _STR),
+        ("sample_rate", _F64),
+        ("enabled", _U8),
+        ("description", _STR),
+        ("removed", _U8),
+        ("updated_at", _TS),
+    ]
+)
+EVALUATOR_VERSIONS_ARROW = pa.schema(
+    [
+        ("project_id", _STR),
+        ("name", _STR),
+        ("version", _U32),
+        ("kind", _STR),
+        ("params", _STR),
+        ("content_hash", _STR),
+        ("created_at", _TS),
+    ]
+)
+
 INSERTABLE: dict[str, pa.Schema] = {
     "responses": RESPONSES_ARROW,
     "scores": SCORES_ARROW,
@@ -423,4 +451,6 @@ INSERTABLE: dict[str, pa.Schema] = {
     "incident_revisions": INCIDENT_REVISIONS_ARROW,
     "alert_config": ALERT_CONFIG_ARROW,
     "alerts": ALERTS_ARROW,
+    "evaluators": EVALUATORS_ARROW,
+    "evaluator_versions": EVALUATOR_VERSIONS_ARROW,
 }

@@ -21,6 +21,14 @@ class QueueFull(PromptblameError):
     """The writer's queue is full; the request was not accepted and may be retried."""
 
 
+class RateLimited(PromptblameError):
+    """The API key made more requests than its rate limit allows; retry after `retry_after` s."""
+
+    def __init__(self, message: str, *, retry_after: int) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
 class Conflict(PromptblameError):
     """The request contradicts what is stored (e.g. a prompt version with different text)."""
 

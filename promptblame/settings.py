@@ -9,6 +9,8 @@ from typing import Literal
 from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from promptblame.ingest.contracts import IngestLimits
+
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="PROMPTBLAME_", extra="ignore")
@@ -42,6 +44,37 @@ class Settings(BaseSettings):
     )
     max_events_per_request: int = Field(
         default=10_000, ge=1, description="Most events or scores in one request."
+    )
+    max_text_chars: int = Field(
+        default=2_000_000,
+        ge=1,
+        description="Longest input, output or expected_output of one response (characters);"
+        " longer events are rejected naming the field (OTLP spans: cut to this length).",
+    )
+    max_name_chars: int = Field(
+        default=256,
+        ge=64,
+        description="Longest short string of an event: ids, app, route, prompt/model versions,"
+        " tag names (characters).",
+    )
+    max_tags: int = Field(default=64, ge=0, description="Most tags on one response event.")
+    max_tag_value_chars: int = Field(
+        default=4096, ge=1, description="Longest tag value (characters)."
+    )
+    body_read_timeout_seconds: float = Field(
+        default=60.0,
+        gt=0,
+        description="Time a client has to send its whole request body; slower ones get 408."
+        " Ingest hands the writer only bodies read in full and validated.",
+    )
+    rate_limit_per_second: float = Field(
+        default=500.0,
+        ge=0,
+        description="Requests per second one API key may make on average (a token bucket per"
+        " key); over it the API answers 429 + Retry-After. 0: no limit.",
+    )
+    rate_limit_burst: int = Field(
+        default=1000, ge=1, description="Requests one API key may make at once (bucket size)."
     )
     write_queue_max_rows: int = Field(
         default=200_000,
@@ -119,6 +152,15 @@ class Settings(BaseSettings):
         if v and not v.startswith(("http://", "https://")):
             raise ValueError("must start with http:// or https://")
         return v or None
+
+    def ingest_limits(self) -> IngestLimits:
+        return IngestLimits(
+            events=self.max_events_per_request,
+            name_chars=self.max_name_chars,
+            text_chars=self.max_text_chars,
+            tags=self.max_tags,
+            tag_value_chars=self.max_tag_value_chars,
+        )
 
     def custom_modules(self) -> list[str]:
         return [m.strip() for m in self.custom_evaluator_modules.split(",") if m.strip()]

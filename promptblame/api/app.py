@@ -13,7 +13,10 @@ from promptblame import __version__
 from promptblame.analysis.jobs import add_jobs
 from promptblame.api import errors
 from promptblame.api.auth import KeyChecker
+from promptblame.api.limits import BodyLimits
 from promptblame.api.metrics import Metrics
+from promptblame.api.openapi import install_openapi
+from promptblame.api.ratelimit import TokenBuckets
 from promptblame.api.routes import (
     analysis,
     health,
@@ -59,9 +62,9 @@ def create_app(settings: Settings | None = None, store: Store | None = None) -> 
         if s.kind == "embedded":  # with a server store, `promptblame worker` runs the jobs
             add_jobs(scheduler, s, settings)
             scheduler.start()
-        app.state.pb = AppState(
-            settings, s, writer, KeyChecker(s, cache_seconds=settings.key_cache_seconds), metrics
-        )
+        limiter = TokenBuckets(rate=settings.rate_limit_per_second, burst=settings.rate_limit_burst)
+        keys = KeyChecker(s, cache_seconds=settings.key_cache_seconds, limiter=limiter)
+        app.state.pb = AppState(settings, s, writer, keys, metrics)
         log.info("promptblame %s on the %s store", __version__, s.kind)
         try:
             yield
@@ -79,6 +82,12 @@ def create_app(settings: Settings | None = None, store: Store | None = None) -> 
         lifespan=lifespan,
     )
     errors.install(app)
+    app.add_middleware(
+        BodyLimits,
+        max_bytes=settings.max_request_bytes,
+        timeout=settings.body_read_timeout_seconds,
+    )
     for module in (health, ingest, otlp, prompts, reads, analysis, scoring, incidents, reports):
         app.include_router(module.router)
+    install_openapi(app, settings)
     return app

@@ -2,7 +2,8 @@
 
 Keys are 256-bit random, so a plain SHA-256 is enough (no password stretching needed); lookup is
 by key id, comparison in constant time. Checked keys are cached briefly so ingest does not pay a
-query per request; revocation takes effect within `key_cache_seconds`.
+query per request; revocation takes effect within `key_cache_seconds`. A valid key then takes a
+token from its rate-limit bucket (`ratelimit.TokenBuckets`): over the rate, 429 + Retry-After.
 """
 
 from __future__ import annotations
@@ -15,6 +16,11 @@ import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+from fastapi.openapi.models import HTTPBearer as HTTPBearerModel
+from fastapi.security.base import SecurityBase
+from starlette.requests import HTTPConnection
+
+from promptblame.api.ratelimit import TokenBuckets
 from promptblame.errors import Forbidden, Unauthorized
 from promptblame.store import ApiKeyRecord, Store
 
@@ -56,10 +62,33 @@ def new_key(project_id: str, scopes: list[str], name: str = "") -> tuple[str, Ap
     return f"{_PREFIX}{key_id}_{secret}", record
 
 
+class BearerKey(SecurityBase):
+    """`Authorization: Bearer pb_...` as an OpenAPI security scheme. Hands the raw header to
+    KeyChecker, which says what is wrong with it (FastAPI's own HTTPBearer would not)."""
+
+    def __init__(self) -> None:
+        self.model = HTTPBearerModel(
+            bearerFormat="pb_<key id>_<secret>",
+            description="An API key from `promptblame keys create`; its project and scopes"
+            " decide what the request may see and do.",
+        )
+        self.scheme_name = "ApiKey"
+        self.auto_error = False
+
+    async def __call__(self, request: HTTPConnection) -> str | None:
+        return request.headers.get("authorization")
+
+
+bearer_key = BearerKey()
+
+
 class KeyChecker:
-    def __init__(self, store: Store, *, cache_seconds: float) -> None:
+    def __init__(
+        self, store: Store, *, cache_seconds: float, limiter: TokenBuckets | None = None
+    ) -> None:
         self._store = store
         self._ttl = cache_seconds
+        self._limiter = limiter
         self._cache: dict[str, tuple[float, ApiKeyRecord | None]] = {}
         self._lock = threading.Lock()
 
@@ -77,6 +106,8 @@ class KeyChecker:
             or not hmac.compare_digest(record.secret_sha256, _sha256(secret))
         ):
             raise Unauthorized("unknown or revoked API key")
+        if self._limiter is not None:
+            self._limiter.check(record.key_id)
         return Principal(record.project_id, frozenset(record.scopes), record.key_id)
 
     def _lookup(self, key_id: str) -> ApiKeyRecord | None:

@@ -3,10 +3,27 @@
 from __future__ import annotations
 
 from fastapi import FastAPI, Request
+from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
+from pydantic import BaseModel, Field
+from starlette.exceptions import HTTPException
+from starlette.routing import Match
 
 from promptblame import errors
+
+
+class ErrorItem(BaseModel):
+    field: str = Field(description="dotted path of the field at fault, e.g. responses.3.ts")
+    message: str
+    line: int | None = Field(None, description="line in the config file, when known")
+
+
+class ErrorBody(BaseModel):
+    """Every error answer: what went wrong, in words or field by field."""
+
+    detail: str | list[ErrorItem]
+
 
 _STATUS: list[tuple[type[Exception], int, dict[str, str]]] = [
     (errors.QueueFull, 503, {"Retry-After": "1"}),
@@ -25,6 +42,8 @@ _STATUS: list[tuple[type[Exception], int, dict[str, str]]] = [
 def install(app: FastAPI) -> None:
     for exc_type, status, headers in _STATUS:
         app.add_exception_handler(exc_type, _simple(status, headers))
+    app.add_exception_handler(errors.RateLimited, _rate_limited)
+    app.add_exception_handler(HTTPException, _http_exception)
     app.add_exception_handler(errors.InvalidArgument, _invalid_argument)
     app.add_exception_handler(errors.ConfigInvalid, _config_invalid)
     app.add_exception_handler(RequestValidationError, _request_validation)
@@ -35,6 +54,29 @@ def _simple(status: int, headers: dict[str, str]):  # type: ignore[no-untyped-de
         return JSONResponse({"detail": str(exc)}, status_code=status, headers=headers)
 
     return handler
+
+
+async def _rate_limited(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, errors.RateLimited)
+    headers = {"Retry-After": str(exc.retry_after)}
+    return JSONResponse({"detail": str(exc)}, status_code=429, headers=headers)
+
+
+async def _http_exception(request: Request, exc: Exception) -> Response:
+    """FastAPI's own answer, except that a 405 lists every method of the path in `Allow`
+    (Starlette lists only those of the first route that matched the path)."""
+    assert isinstance(exc, HTTPException)
+    if exc.status_code == 405:
+        methods: set[str] = set()
+        for route in request.app.router.routes:
+            match, _ = route.matches({**request.scope, "method": "GET"})
+            if match != Match.NONE:
+                methods.update(getattr(route, "methods", None) or ())
+        if methods:
+            allow = ", ".join(sorted(methods))
+            exc = HTTPException(405, f"{request.method} is not allowed here; use {allow}")
+            exc.headers = {"Allow": allow}
+    return await http_exception_handler(request, exc)
 
 
 async def _invalid_argument(_: Request, exc: Exception) -> JSONResponse:

@@ -5,9 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Annotated
 
-from fastapi import Depends, Header, Request
+from fastapi import Depends, Request
 
-from promptblame.api.auth import KeyChecker, Principal
+from promptblame.api.auth import KeyChecker, Principal, bearer_key
 from promptblame.api.metrics import Metrics
 from promptblame.ingest.writer import GroupCommitWriter
 from promptblame.settings import Settings
@@ -31,7 +31,9 @@ def get_state(request: Request) -> AppState:
 State = Annotated[AppState, Depends(get_state)]
 
 
-def _principal(state: State, authorization: Annotated[str | None, Header()] = None) -> Principal:
+def _principal(
+    state: State, authorization: Annotated[str | None, Depends(bearer_key)] = None
+) -> Principal:
     if state.settings.auth_disabled:
         s = state.settings
         return Principal(s.default_project, frozenset({"ingest", "read", "admin"}), "local")

@@ -6,14 +6,23 @@ free-form attributes belong in `tags`.
 
 from __future__ import annotations
 
+import functools
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, create_model, field_validator
 
-Name = Annotated[str, Field(max_length=256)]
-Identifier = Annotated[str, Field(min_length=1, max_length=256)]
-Text = Annotated[str, Field(max_length=2_000_000)]
+# Default limits (the Settings fields max_name_chars, max_text_chars, max_tags,
+# max_tag_value_chars change them; `contracts_for` builds the models for other values).
+NAME_CHARS = 256
+TEXT_CHARS = 2_000_000
+TAGS = 64
+TAG_VALUE_CHARS = 4096
+
+Name = Annotated[str, Field(max_length=NAME_CHARS)]
+Identifier = Annotated[str, Field(min_length=1, max_length=NAME_CHARS)]
+Text = Annotated[str, Field(max_length=TEXT_CHARS)]
 
 # Events dated further ahead than this are a clock or unit bug on the sender's side.
 MAX_FUTURE = timedelta(days=1)
@@ -70,7 +79,9 @@ class ResponseEvent(BaseModel):
     cost_usd: Annotated[float, Field(ge=0, allow_inf_nan=False)] | None = None
     status: Literal["ok", "error"] = "ok"
     error_type: Name = ""
-    tags: Annotated[dict[Name, Annotated[str, Field(max_length=4096)]], Field(max_length=64)] = {}
+    tags: Annotated[
+        dict[Name, Annotated[str, Field(max_length=TAG_VALUE_CHARS)]], Field(max_length=TAGS)
+    ] = {}
 
     @field_validator("ts")
     @classmethod
@@ -113,3 +124,73 @@ class PromptVersionIn(BaseModel):
     template: Annotated[str, Field(min_length=1, max_length=1_000_000)]
     author: Name = ""
     labels: Annotated[list[Name], Field(max_length=32)] = []
+
+
+@dataclass(frozen=True)
+class IngestLimits:
+    """What one request may hold (Settings.ingest_limits() reads them from the environment)."""
+
+    events: int = 10_000
+    name_chars: int = NAME_CHARS
+    text_chars: int = TEXT_CHARS
+    tags: int = TAGS
+    tag_value_chars: int = TAG_VALUE_CHARS
+
+
+@dataclass(frozen=True)
+class Contracts:
+    """The event and batch models that enforce one set of limits."""
+
+    response: type[ResponseEvent]
+    score: type[ScoreEvent]
+    responses: type[ResponsesBatch]
+    scores: type[ScoresBatch]
+
+
+_NAME_FIELDS = (
+    "route",
+    "environment",
+    "prompt_id",
+    "prompt_version",
+    "model_version",
+    "provider",
+    "experiment",
+    "variant",
+    "case_id",
+    "trace_id",
+    "span_id",
+    "user_id",
+    "session_id",
+    "error_type",
+)
+_TEXT_FIELDS = ("input", "output", "expected_output")
+
+
+@functools.cache
+def contracts_for(limits: IngestLimits) -> Contracts:
+    """The models for `limits`: the classes above for the defaults, subclasses that only change
+    the length/count constraints otherwise (same names, so errors and the schema read alike)."""
+    if (limits.name_chars, limits.text_chars, limits.tags, limits.tag_value_chars) == (
+        NAME_CHARS,
+        TEXT_CHARS,
+        TAGS,
+        TAG_VALUE_CHARS,
+    ):
+        return Contracts(ResponseEvent, ScoreEvent, ResponsesBatch, ScoresBatch)
+    name = Annotated[str, Field(max_length=limits.name_chars)]
+    ident = Annotated[str, Field(min_length=1, max_length=limits.name_chars)]
+    text = Annotated[str, Field(max_length=limits.text_chars)]
+    value = Annotated[str, Field(max_length=limits.tag_value_chars)]
+    fields: dict[str, Any] = {f: (ident, ...) for f in ("event_id", "app", "model")}
+    fields.update({f: (name, "") for f in _NAME_FIELDS})
+    fields.update({f: (text, "") for f in _TEXT_FIELDS})
+    fields["tags"] = (Annotated[dict[name, value], Field(max_length=limits.tags)], {})
+    response = create_model("ResponseEvent", __base__=ResponseEvent, **fields)
+    score = create_model("ScoreEvent", __base__=ScoreEvent, event_id=(ident, ...))
+    response_list: Any = list[response]  # type: ignore[valid-type]
+    score_list: Any = list[score]  # type: ignore[valid-type]
+    responses = create_model(
+        "ResponsesBatch", __base__=ResponsesBatch, responses=(response_list, ...)
+    )
+    scores = create_model("ScoresBatch", __base__=ScoresBatch, scores=(score_list, ...))
+    return Contracts(response, score, responses, scores)

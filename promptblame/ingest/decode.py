@@ -6,6 +6,7 @@ re-validate event by event, so one bad record costs its batch nothing but its ow
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 import zlib
@@ -17,13 +18,7 @@ import pydantic_core
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
 from promptblame.errors import InvalidArgument, MalformedBody, TooLarge
-from promptblame.ingest.contracts import (
-    MAX_FUTURE,
-    ResponseEvent,
-    ResponsesBatch,
-    ScoreEvent,
-    ScoresBatch,
-)
+from promptblame.ingest.contracts import MAX_FUTURE, IngestLimits, contracts_for
 
 E = TypeVar("E", bound=BaseModel)
 
@@ -35,17 +30,29 @@ class Decoded(Generic[E]):
 
 
 def gunzip(data: bytes, *, limit: int) -> bytes:
-    """Inflate gzip without ever holding more than `limit` bytes (gzip bombs)."""
-    d = zlib.decompressobj(wbits=16 + zlib.MAX_WBITS)
-    try:
-        out = d.decompress(data, limit + 1)
-    except zlib.error as exc:
-        raise MalformedBody(f"Content-Encoding is gzip but the body is not: {exc}") from None
-    if len(out) > limit or d.unconsumed_tail:
-        raise TooLarge(f"body is over {limit} bytes once decompressed")
-    if not d.eof:
-        raise MalformedBody("gzip body is truncated")
-    return out
+    """Inflate gzip without ever holding more than `limit` bytes (gzip bombs).
+
+    Several gzip members one after the other are one body (RFC 1952, as `gzip.decompress`
+    reads them); anything else after a member is refused rather than silently dropped."""
+    out = bytearray()
+    rest = data
+    while True:
+        d = zlib.decompressobj(wbits=16 + zlib.MAX_WBITS)
+        try:
+            out += d.decompress(rest, limit + 1 - len(out))
+        except zlib.error as exc:
+            raise MalformedBody(f"Content-Encoding is gzip but the body is not: {exc}") from None
+        if len(out) > limit or d.unconsumed_tail:
+            raise TooLarge(
+                f"body is over {limit} bytes once decompressed (PROMPTBLAME_MAX_REQUEST_BYTES)"
+            )
+        if not d.eof:
+            raise MalformedBody("gzip body is truncated")
+        rest = d.unused_data
+        if not rest:
+            return bytes(out)
+        if not rest.startswith(b"\x1f\x8b"):
+            raise MalformedBody(f"{len(rest)} bytes after the end of the gzip data")
 
 
 def error_list(exc: ValidationError, *, strip: int = 0) -> list[dict[str, str]]:
@@ -90,21 +97,42 @@ def _replace_surrogates(v: Any) -> Any:
     return v
 
 
-_BATCH: dict[str, tuple[type[BaseModel], TypeAdapter[Any]]] = {
-    "responses": (ResponsesBatch, TypeAdapter(ResponseEvent)),
-    "scores": (ScoresBatch, TypeAdapter(ScoreEvent)),
-}
+@functools.cache
+def _models(limits: IngestLimits) -> dict[str, tuple[type[BaseModel], TypeAdapter[Any]]]:
+    c = contracts_for(limits)
+    return {
+        "responses": (c.responses, TypeAdapter(c.response)),
+        "scores": (c.scores, TypeAdapter(c.score)),
+    }
 
 
-def decode_batch(body: bytes, key: str, *, max_events: int) -> Decoded[Any]:
-    """Validate `{"<key>": [event, ...]}`; invalid events are reported by index."""
-    batch_model, event_adapter = _BATCH[key]
+DEFAULT_LIMITS = IngestLimits()
+
+
+def _too_many(n: int, key: str, limit: int) -> TooLarge:
+    return TooLarge(
+        f"{key}: {n} in one request; the limit is {limit} (PROMPTBLAME_MAX_EVENTS_PER_REQUEST)"
+    )
+
+
+def decode_batch(
+    body: bytes,
+    key: str,
+    *,
+    max_events: int | None = None,
+    limits: IngestLimits = DEFAULT_LIMITS,
+) -> Decoded[Any]:
+    """Validate `{"<key>": [event, ...]}`; invalid events are reported by index.
+
+    `max_events` defaults to `limits.events`; the string and tag limits come from `limits`."""
+    limit = limits.events if max_events is None else max_events
+    batch_model, event_adapter = _models(limits)[key]
     context = {"latest_ts": datetime.now(UTC) + MAX_FUTURE}
     try:
         batch = batch_model.model_validate_json(body, context=context)
         events: list[Any] = getattr(batch, key)
-        if len(events) > max_events:
-            raise TooLarge(f"{len(events)} {key} in one request; the limit is {max_events}")
+        if len(events) > limit:
+            raise _too_many(len(events), key, limit)
         return Decoded(events)
     except ValidationError:
         pass  # some event is invalid (or the body is not JSON): sort it out below
@@ -116,8 +144,8 @@ def decode_batch(body: bytes, key: str, *, max_events: int) -> Decoded[Any]:
     if extra:
         raise InvalidArgument(extra[0], "unknown top-level field")
     items = doc[key]
-    if len(items) > max_events:
-        raise TooLarge(f"{len(items)} {key} in one request; the limit is {max_events}")
+    if len(items) > limit:
+        raise _too_many(len(items), key, limit)
 
     out: Decoded[Any] = Decoded([])
     for i, item in enumerate(items):

@@ -20,6 +20,8 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
+import itertools
 import json
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -35,7 +37,7 @@ from pydantic import TypeAdapter, ValidationError
 from pydantic_core import from_json
 
 from promptblame.errors import MalformedBody, TooLarge
-from promptblame.ingest.contracts import MAX_FUTURE, ResponseEvent
+from promptblame.ingest.contracts import MAX_FUTURE, IngestLimits, ResponseEvent, contracts_for
 from promptblame.ingest.decode import error_list
 
 # Operations that carry gen_ai.* attributes but are not one model response: embeddings and
@@ -128,12 +130,13 @@ _TAG_ATTRS = {
     "service.version": "service_version",
 }
 _TAG_PREFIXES = ("promptblame.tags.", "traceloop.association.properties.")
-MAX_TAGS = 64
-MAX_TAG_VALUE = 4096
-MAX_TEXT = 2_000_000
-MAX_NAME = 256
+DEFAULT_LIMITS = IngestLimits()
 
-_EVENTS = TypeAdapter(list[ResponseEvent])
+
+@functools.cache
+def _adapters(limits: IngestLimits) -> tuple[TypeAdapter[Any], type[ResponseEvent]]:
+    model = contracts_for(limits).response
+    return TypeAdapter(list[model]), model  # type: ignore[valid-type]
 
 
 @dataclass
@@ -268,8 +271,18 @@ def iter_spans(
                 yield resource, span
 
 
-def map_request(req: ExportTraceServiceRequest, *, max_events: int | None = None) -> Mapped:
-    """Every span of the request: LLM spans → validated events, the rest counted as skipped."""
+def map_request(
+    req: ExportTraceServiceRequest,
+    *,
+    max_events: int | None = None,
+    limits: IngestLimits = DEFAULT_LIMITS,
+) -> Mapped:
+    """Every span of the request: LLM spans → validated events, the rest counted as skipped.
+
+    Over-long names, texts and tag values are cut to `limits` (as OpenTelemetry SDKs cut
+    attributes); `max_events` (default `limits.events`) bounds the LLM spans of one request."""
+    max_events = limits.events if max_events is None else max_events
+    events_adapter, event_model = _adapters(limits)
     out = Mapped()
     candidates: list[dict[str, Any]] = []
     origins: list[tuple[Span, dict[str, Any], dict[str, Any]]] = []
@@ -279,22 +292,25 @@ def map_request(req: ExportTraceServiceRequest, *, max_events: int | None = None
             out.skipped += 1
             continue
         try:
-            candidates.append(span_to_event(span, attrs, resource))
+            candidates.append(span_to_event(span, attrs, resource, limits=limits))
         except (ValueError, TypeError) as exc:
             out.rejected.append(f"span {span.span_id.hex() or '?'}: {exc}")
             continue
         origins.append((span, attrs, resource))
-    if max_events is not None and len(candidates) > max_events:
-        raise TooLarge(f"{len(candidates)} LLM spans in one request; the limit is {max_events}")
+    if len(candidates) > max_events:
+        raise TooLarge(
+            f"spans: {len(candidates)} LLM spans in one request; the limit is {max_events}"
+            " (PROMPTBLAME_MAX_EVENTS_PER_REQUEST)"
+        )
     context = {"latest_ts": datetime.now(UTC) + MAX_FUTURE}
     try:  # fast path: one validation pass for the whole batch
-        out.events = _EVENTS.validate_python(candidates, context=context)
+        out.events = events_adapter.validate_python(candidates, context=context)
         return out
     except ValidationError:
         pass
     for event, (span, attrs, resource) in zip(candidates, origins, strict=True):
         try:
-            out.events.append(ResponseEvent.model_validate(event, context=context))
+            out.events.append(event_model.model_validate(event, context=context))
         except ValidationError as exc:
             problems = []
             for err in error_list(exc):
@@ -305,7 +321,13 @@ def map_request(req: ExportTraceServiceRequest, *, max_events: int | None = None
     return out
 
 
-def span_to_event(span: Span, attrs: dict[str, Any], resource: dict[str, Any]) -> dict[str, Any]:
+def span_to_event(
+    span: Span,
+    attrs: dict[str, Any],
+    resource: dict[str, Any],
+    *,
+    limits: IngestLimits = DEFAULT_LIMITS,
+) -> dict[str, Any]:
     """The event dict for one LLM span (validated later, in one pass for the whole batch).
 
     Raises ValueError (naming the field) for what pydantic cannot say better itself.
@@ -322,15 +344,16 @@ def span_to_event(span: Span, attrs: dict[str, Any], resource: dict[str, Any]) -
         raise ValueError(
             "model: no gen_ai.response.model, gen_ai.request.model or llm.model_name attribute"
         )
-    model = str(requested if requested is not None else answered)[:MAX_NAME]
-    model_version = str(answered if answered is not None else requested)[:MAX_NAME]
+    max_name = limits.name_chars
+    model = str(requested if requested is not None else answered)[:max_name]
+    model_version = str(answered if answered is not None else requested)[:max_name]
     trace_hex, span_hex = trace_id.hex(), span_id.hex()
     both = {**resource, **attrs}  # span attributes win over resource attributes
     start, end = span.start_time_unix_nano, span.end_time_unix_nano
     e: dict[str, Any] = {
         "event_id": f"otel:{trace_hex}:{span_hex}",
         "ts": datetime.fromtimestamp(start / 1e9, UTC),
-        "app": str(both.get("promptblame.app") or resource.get("service.name") or "")[:MAX_NAME]
+        "app": str(both.get("promptblame.app") or resource.get("service.name") or "")[:max_name]
         or "unknown_service",
         "model": model,
         "model_version": model_version,
@@ -343,21 +366,21 @@ def span_to_event(span: Span, attrs: dict[str, Any], resource: dict[str, Any]) -
         for k in keys:
             v = where.get(k)
             if v is not None and v != "":
-                e[name] = str(v)[:MAX_NAME] if as_name else v
+                e[name] = str(v)[:max_name] if as_name else v
                 break
 
     events = [(ev.name, _attrs(ev.attributes)) for ev in span.events] if span.events else []
     text_in = input_text(attrs, events)
     if text_in:
-        e["input"] = text_in[:MAX_TEXT]
+        e["input"] = text_in[: limits.text_chars]
     text_out = output_text(attrs, events)
     if text_out:
-        e["output"] = text_out[:MAX_TEXT]
+        e["output"] = text_out[: limits.text_chars]
     if span.status.code == Status.STATUS_CODE_ERROR:
         e["status"] = "error"
         err = attrs.get("error.type") or _exception_type(events) or span.status.message
-        e["error_type"] = str(err or "error")[:MAX_NAME]
-    tags = _tags(both, span.name)
+        e["error_type"] = str(err or "error")[:max_name]
+    tags = _tags(both, span.name, limits)
     if tags:
         e["tags"] = tags
     return e
@@ -381,11 +404,6 @@ def source_of(field_name: str, attrs: dict[str, Any], resource: dict[str, Any]) 
     return None
 
 
-def _name(v: Any) -> str:
-    """A short string field: ints and floats as text, long values cut to the column's limit."""
-    return str(v)[:MAX_NAME]
-
-
 def _exception_type(events: list[tuple[str, dict[str, Any]]]) -> str | None:
     for name, a in events:
         if name == "exception" and a.get("exception.type"):
@@ -393,23 +411,27 @@ def _exception_type(events: list[tuple[str, dict[str, Any]]]) -> str | None:
     return None
 
 
-def _tags(attrs: dict[str, Any], span_name: str) -> dict[str, str]:
-    tags: dict[str, str] = {"span_name": span_name[:MAX_TAG_VALUE]} if span_name else {}
+def _tags(attrs: dict[str, Any], span_name: str, limits: IngestLimits) -> dict[str, str]:
+    """Known attributes and `promptblame.tags.*` ones, at most `limits.tags` of them."""
+    cut = limits.tag_value_chars
+    tags: dict[str, str] = {"span_name": span_name[:cut]} if span_name else {}
     for key, tag in _TAG_ATTRS.items():
         v = attrs.get(key)
         if v is not None and v != "" and tag not in tags:
-            tags[tag] = _tag_value(v)
+            tags[tag] = _tag_value(v, cut)
     for key, v in attrs.items():
-        if key.startswith(_TAG_PREFIXES) and len(tags) < MAX_TAGS:
+        if key.startswith(_TAG_PREFIXES):
             name = key[len(next(p for p in _TAG_PREFIXES if key.startswith(p))) :]
             if name:
-                tags[name[:MAX_NAME]] = _tag_value(v)
+                tags[name[: limits.name_chars]] = _tag_value(v, cut)
+    if len(tags) > limits.tags:
+        tags = dict(itertools.islice(tags.items(), limits.tags))
     return tags
 
 
-def _tag_value(v: Any) -> str:
+def _tag_value(v: Any, cut: int) -> str:
     s = ",".join(map(str, v)) if isinstance(v, list) else str(v)
-    return s[:MAX_TAG_VALUE]
+    return s[:cut]
 
 
 # ---------------------------------------------------------------------------------------------

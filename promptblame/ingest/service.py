@@ -10,6 +10,7 @@ from typing import Any
 
 import pyarrow as pa
 
+from promptblame.ingest.contracts import IngestLimits
 from promptblame.ingest.decode import decode_batch
 from promptblame.ingest.rows import responses_table, scores_table
 from promptblame.ingest.writer import GroupCommitWriter
@@ -28,9 +29,14 @@ class Accepted:
 
 
 def accept(
-    kind: str, body: bytes, *, project_id: str, writer: GroupCommitWriter, max_events: int
+    kind: str,
+    body: bytes,
+    *,
+    project_id: str,
+    writer: GroupCommitWriter,
+    limits: IngestLimits,
 ) -> Accepted:
     """`kind` is "responses" or "scores". Raises QueueFull before anything is queued."""
-    decoded = decode_batch(body, kind, max_events=max_events)
+    decoded = decode_batch(body, kind, limits=limits)
     rows = _TABLES[kind](project_id, decoded.events, datetime.now(UTC))
     return Accepted(len(decoded.events), decoded.rejected, writer.submit(kind, rows))

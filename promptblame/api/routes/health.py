@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 from fastapi import APIRouter, Response
+from fastapi.responses import PlainTextResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from promptblame.analysis import jobs
+from promptblame.api.errors import ErrorBody
 from promptblame.api.state import State
 from promptblame.errors import StoreUnavailable
 
 router = APIRouter(tags=["ops"])
 
 
-@router.get("/healthz")
+@router.get(
+    "/healthz", responses={503: {"description": "the store does not answer", "model": ErrorBody}}
+)
 def healthz(state: State) -> dict[str, object]:
     """200 when the store answers a query; 503 (with the reason) when it does not."""
     try:
@@ -27,7 +31,11 @@ def healthz(state: State) -> dict[str, object]:
     }
 
 
-@router.get("/metrics")
+@router.get(
+    "/metrics",
+    response_class=PlainTextResponse,
+    responses={200: {"content": {"text/plain": {"schema": {"type": "string"}}}}},
+)
 def metrics(state: State) -> Response:
     for job, n in jobs.failures.items():
         state.metrics.job_failures.labels(job).set(n)

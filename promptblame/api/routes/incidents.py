@@ -12,12 +12,16 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from promptblame.analysis.alerting.catalog import apply, listing
 from promptblame.analysis.alerting.rules import validate
+from promptblame.api.errors import ErrorBody
 from promptblame.api.state import AdminKey, ReadKey, State
 from promptblame.errors import NotFound
 
 router = APIRouter(prefix="/v1", tags=["incidents"])
 
 IncidentId = Annotated[str, Path(min_length=1, max_length=64)]
+_NOT_FOUND: dict[int | str, dict[str, Any]] = {
+    404: {"description": "no such incident in this key's project", "model": ErrorBody}
+}
 
 
 class StatusNote(BaseModel):
@@ -46,7 +50,7 @@ def list_incidents(
     return {"incidents": [public(r) for r in rows]}
 
 
-@router.get("/incidents/{incident_id}")
+@router.get("/incidents/{incident_id}", responses=_NOT_FOUND)
 def get_incident(incident_id: IncidentId, state: State, key: ReadKey) -> dict[str, Any]:
     """The incident with its evidence, every earlier verdict, and the alerts sent about it."""
     row = _incident(state, key.project_id, incident_id)
@@ -59,14 +63,14 @@ def get_incident(incident_id: IncidentId, state: State, key: ReadKey) -> dict[st
     }
 
 
-@router.post("/incidents/{incident_id}/ack")
+@router.post("/incidents/{incident_id}/ack", responses=_NOT_FOUND)
 def ack_incident(
     incident_id: IncidentId, state: State, key: AdminKey, body: StatusNote | None = None
 ) -> dict[str, Any]:
     return _set_status(state, key.project_id, incident_id, "acknowledged", body)
 
 
-@router.post("/incidents/{incident_id}/resolve")
+@router.post("/incidents/{incident_id}/resolve", responses=_NOT_FOUND)
 def resolve_incident(
     incident_id: IncidentId, state: State, key: AdminKey, body: StatusNote | None = None
 ) -> dict[str, Any]:

@@ -13,6 +13,9 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
+from promptblame.api.errors import ErrorBody
+from promptblame.api.limits import body_too_large
+from promptblame.api.openapi import IngestResult, ref
 from promptblame.api.state import IngestKey, State
 from promptblame.errors import PromptblameError, TooLarge, UnsupportedMedia
 from promptblame.ingest.decode import gunzip
@@ -36,12 +39,12 @@ async def read_body(
         raise UnsupportedMedia(f"Content-Encoding must be gzip or absent, not {encoding!r}")
     declared = request.headers.get("content-length")
     if declared and declared.isdigit() and int(declared) > limit:
-        raise TooLarge(f"body of {declared} bytes is over the {limit}-byte limit")
+        raise TooLarge(body_too_large(limit, declared))
     chunks, size = [], 0
     async for chunk in request.stream():
         size += len(chunk)
         if size > limit:
-            raise TooLarge(f"body is over the {limit}-byte limit")
+            raise TooLarge(body_too_large(limit))
         chunks.append(chunk)
     body = b"".join(chunks)
     return gunzip(body, limit=limit) if encoding == "gzip" else body
@@ -57,7 +60,7 @@ async def _ingest(kind: str, request: Request, state: State, project_id: str) ->
             body,
             project_id=project_id,
             writer=state.writer,
-            max_events=state.settings.max_events_per_request,
+            limits=state.settings.ingest_limits(),
         )
         await asyncio.wrap_future(result.written)
     except PromptblameError as exc:
@@ -68,14 +71,61 @@ async def _ingest(kind: str, request: Request, state: State, project_id: str) ->
     m.rejected.labels(kind).inc(len(result.rejected))
     outcome = "stored" if not result.rejected else "partial" if result.accepted else "none"
     payload: dict[str, Any] = {"accepted": result.accepted, "rejected": result.rejected}
+    if outcome == "none":
+        first = result.rejected[0]["errors"][0]
+        payload["detail"] = (
+            f"none of the {len(result.rejected)} {kind} is valid (each listed in `rejected`);"
+            f" the first: {first['field']}: {first['message']}"
+        )
     return JSONResponse(payload, status_code=_STATUS_OF[outcome])
 
 
-@router.post("/responses", summary='Ingest response events: {"responses": [...]}')
+def _openapi(batch: str) -> dict[str, Any]:
+    """The raw body as FastAPI cannot see it (api.openapi adds the schemas)."""
+    return {
+        "requestBody": {
+            "required": True,
+            "description": "JSON, optionally with `Content-Encoding: gzip`.",
+            "content": {"application/json": {"schema": ref(batch)}},
+        }
+    }
+
+
+_ANSWERS: dict[int | str, dict[str, Any]] = {
+    200: {"description": "every event stored", "model": IngestResult},
+    207: {
+        "description": "the valid events stored, the others in `rejected`",
+        "model": IngestResult,
+    },
+    400: {"description": "not JSON, or broken gzip", "model": ErrorBody},
+    415: {
+        "description": "not application/json, or an encoding other than gzip",
+        "model": ErrorBody,
+    },
+    422: {
+        "description": "no valid event (each in `rejected`), or not the expected object",
+        "content": {
+            "application/json": {"schema": {"anyOf": [ref("IngestRefused"), ref("ErrorBody")]}}
+        },
+    },
+}
+
+
+@router.post(
+    "/responses",
+    summary='Ingest response events: {"responses": [...]}',
+    responses=_ANSWERS,
+    openapi_extra=_openapi("ResponsesBatch"),
+)
 async def post_responses(request: Request, state: State, key: IngestKey) -> JSONResponse:
     return await _ingest("responses", request, state, key.project_id)
 
 
-@router.post("/scores", summary='Ingest scores of responses: {"scores": [...]}')
+@router.post(
+    "/scores",
+    summary='Ingest scores of responses: {"scores": [...]}',
+    responses=_ANSWERS,
+    openapi_extra=_openapi("ScoresBatch"),
+)
 async def post_scores(request: Request, state: State, key: IngestKey) -> JSONResponse:
     return await _ingest("scores", request, state, key.project_id)

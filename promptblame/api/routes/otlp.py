@@ -13,11 +13,13 @@ from __future__ import annotations
 import asyncio
 import time
 from datetime import UTC, datetime
+from typing import Any
 
 from fastapi import APIRouter, Request, Response
 from google.protobuf import json_format
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceResponse
 
+from promptblame.api.errors import ErrorBody
 from promptblame.api.routes.ingest import read_body
 from promptblame.api.state import IngestKey, State
 from promptblame.errors import PromptblameError
@@ -31,7 +33,49 @@ JSON = "application/json"
 SKIPPED_HEADER = "X-Promptblame-Skipped-Spans"
 
 
-@router.post("/traces", summary="OTLP/HTTP trace export; LLM spans become response events")
+_SKIPPED = {
+    SKIPPED_HEADER: {
+        "description": "spans that are not LLM calls (not stored, not rejections)",
+        "schema": {"type": "string"},
+    }
+}
+_OPENAPI = {
+    "requestBody": {
+        "required": True,
+        "description": "An OTLP ExportTraceServiceRequest, optionally with"
+        " `Content-Encoding: gzip`.",
+        "content": {
+            PROTOBUF: {"schema": {"type": "string", "format": "binary"}},
+            JSON: {
+                "schema": {
+                    "type": "object",
+                    "properties": {"resourceSpans": {"type": "array", "items": {"type": "object"}}},
+                }
+            },
+        },
+    }
+}
+_ANSWERS: dict[int | str, dict[str, Any]] = {
+    200: {
+        "description": "ExportTraceServiceResponse (partial_success names rejected spans)",
+        "headers": _SKIPPED,
+        "content": {PROTOBUF: {"schema": {"type": "string", "format": "binary"}}, JSON: {}},
+    },
+    400: {"description": "not an OTLP export request, or broken gzip", "model": ErrorBody},
+    415: {
+        "description": "not protobuf or JSON, or an encoding other than gzip",
+        "model": ErrorBody,
+    },
+}
+
+
+@router.post(
+    "/traces",
+    summary="OTLP/HTTP trace export; LLM spans become response events",
+    response_class=Response,
+    responses=_ANSWERS,
+    openapi_extra=_OPENAPI,
+)
 async def post_traces(request: Request, state: State, key: IngestKey) -> Response:
     m = state.metrics
     try:
@@ -39,7 +83,7 @@ async def post_traces(request: Request, state: State, key: IngestKey) -> Respons
         is_json = request.headers["content-type"].split(";")[0].strip().lower() == JSON
         started = time.perf_counter()
         req = otlp.decode_json(body) if is_json else otlp.decode_protobuf(body)
-        mapped = otlp.map_request(req, max_events=state.settings.max_events_per_request)
+        mapped = otlp.map_request(req, limits=state.settings.ingest_limits())
         if mapped.events:
             table = responses_table(key.project_id, mapped.events, datetime.now(UTC))
             await asyncio.wrap_future(state.writer.submit("responses", table))

@@ -9,6 +9,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Path
 from fastapi.responses import JSONResponse
 
+from promptblame.api.errors import ErrorBody
 from promptblame.api.state import IngestKey, ReadKey, State
 from promptblame.errors import Conflict
 from promptblame.ingest.contracts import PromptVersionIn
@@ -18,7 +19,13 @@ router = APIRouter(prefix="/v1/prompts", tags=["prompts"])
 PathName = Annotated[str, Path(min_length=1, max_length=256)]
 
 
-@router.put("/{prompt_id}/versions/{version}")
+@router.put(
+    "/{prompt_id}/versions/{version}",
+    responses={
+        201: {"description": "registered now"},
+        409: {"description": "this version is registered with other text", "model": ErrorBody},
+    },
+)
 def put_version(
     prompt_id: PathName, version: PathName, body: PromptVersionIn, state: State, key: IngestKey
 ) -> JSONResponse:

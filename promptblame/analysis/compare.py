@@ -892,7 +892,12 @@ def wilcoxon(
     )
 
 
-def mcnemar(*, a_pass: Sequence[bool], b_pass: Sequence[bool], alpha: float = 0.05) -> Comparison:
+def mcnemar(
+    *,
+    a_pass: Sequence[bool] | npt.NDArray[np.bool_],
+    b_pass: Sequence[bool] | npt.NDArray[np.bool_],
+    alpha: float = 0.05,
+) -> Comparison:
     """Exact McNemar test (statsmodels): pass/fail of the same cases under both versions.
 
     Only discordant cases (pass under one version, fail under the other) carry information;
@@ -913,15 +918,39 @@ def mcnemar(*, a_pass: Sequence[bool], b_pass: Sequence[bool], alpha: float = 0.
     )
     if len(a_pass) != len(b_pass):
         return replace(base, reason="length_mismatch")
-    n = len(a_pass)
-    if n == 0:
-        return replace(base, reason="no_data")
     pa_arr = np.asarray(a_pass, dtype=bool)
     pb_arr = np.asarray(b_pass, dtype=bool)
     both = int(np.count_nonzero(pa_arr & pb_arr))
     only_a = int(np.count_nonzero(pa_arr & ~pb_arr))
     only_b = int(np.count_nonzero(~pa_arr & pb_arr))
-    neither = n - both - only_a - only_b
+    return mcnemar_counts(
+        both=both,
+        only_a=only_a,
+        only_b=only_b,
+        neither=len(a_pass) - both - only_a - only_b,
+        alpha=alpha,
+    )
+
+
+def mcnemar_counts(
+    *, both: int, only_a: int, only_b: int, neither: int, alpha: float = 0.05
+) -> Comparison:
+    """`mcnemar` from the 2×2 table of paired outcomes (pass under both, only A, only B,
+    neither) — for callers that only have the counts."""
+    _check_alpha(alpha)
+    n = both + only_a + only_b + neither
+    base = Comparison(
+        test="mcnemar_exact",
+        why="exact McNemar test: same cases under both versions, binary outcome",
+        alpha=alpha,
+        n_a=n,
+        n_b=n,
+        effect_kind="difference_in_proportions",
+    )
+    if min(both, only_a, only_b, neither) < 0:
+        return replace(base, reason="invalid_counts")
+    if n == 0:
+        return replace(base, reason="no_data")
     pass_a, pass_b = both + only_a, both + only_b
     p_a, p_b = pass_a / n, pass_b / n
     res = _sm_mcnemar(np.array([[both, only_a], [only_b, neither]]), exact=True)
@@ -1268,6 +1297,8 @@ def adjust(p_values: Sequence[float], *, method: Literal["holm", "bh"]) -> list[
     if np.any((p[ok] < 0) | (p[ok] > 1)):
         raise ValueError("p-values must lie in [0, 1]")
     out = np.full(p.size, math.nan)
-    if ok.any():
+    if np.count_nonzero(ok) == 1:  # a family of one needs no adjusting (and multipletests
+        out[ok] = p[ok]  # runs a full gc.collect() per call: ~60 ms in a large process)
+    elif ok.any():
         out[ok] = multipletests(p[ok], method="holm" if method == "holm" else "fdr_bh")[1]
     return [float(v) for v in out]

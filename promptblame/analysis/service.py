@@ -13,10 +13,12 @@ import numpy as np
 
 from promptblame.analysis import changepoints as cp
 from promptblame.analysis import compare as cmp
+from promptblame.analysis import gate as gt
 from promptblame.analysis.moments import Moments
 from promptblame.analysis.sequential import always_valid
-from promptblame.errors import InvalidArgument
+from promptblame.errors import InvalidArgument, NotFound
 from promptblame.store import BUILTIN_METRICS, ResponseFilter, Store
+from promptblame.store.base import EVAL_VERSION_COLUMNS
 
 # Raw values fetched per group for rank tests, the bootstrap and the auto rule's shape check.
 # Above this, a seeded reservoir sample is used (ClickHouse groupArraySample) and flagged.
@@ -276,4 +278,174 @@ def series_with_change_points(
         "method": result.method,
         "params": dict(result.params),
         "reason": result.reason,
+    }
+
+
+# -- the CI gate -----------------------------------------------------------------------------
+
+# Built-in response metrics where lower is better; every score is higher-is-better.
+LOWER_IS_BETTER = frozenset(BUILTIN_METRICS)
+
+
+@dataclass(frozen=True)
+class GateSpec:
+    app: str
+    baseline: str
+    candidate: str
+    by: Literal["auto", "prompt_version", "model_version", "model"] = "auto"
+    environment: str = "eval"
+    baseline_run: str | None = None
+    """None: the version's newest run."""
+    candidate_run: str | None = None
+    metrics: Sequence[str] = ()
+    """Score names or built-in response metrics; empty: every score on both runs."""
+    max_drop: float = 0.02
+    max_drop_per_metric: Mapping[str, float] = field(default_factory=dict)
+    alpha: float = 0.05
+    case_threshold: float | None = None
+
+
+def run_gate(store: Store, project_id: str, spec: GateSpec) -> dict[str, Any]:
+    """Pair the two versions' eval runs by case, gate every metric, attach excerpts of the
+    cases that moved. Raises InvalidArgument/NotFound when the runs cannot be compared."""
+    column = _gate_column(store, project_id, spec)
+    sides: dict[str, dict[str, Any]] = {}
+    for side, version, run_id in (
+        ("baseline", spec.baseline, spec.baseline_run),
+        ("candidate", spec.candidate, spec.candidate_run),
+    ):
+        sides[side] = _eval_run(store, project_id, spec, column, version, run_id, side)
+    builtin = [m for m in spec.metrics if m in BUILTIN_METRICS]
+    values: dict[str, dict[tuple[str, str], dict[str, float]]] = {}
+    cases: dict[str, dict[str, dict[str, Any]]] = {}
+    for side, info in sides.items():
+        key = dict(app=spec.app, environment=spec.environment, column=column, run_id=info["run_id"])
+        rows = store.eval_case_scores(project_id, version=info["version"], builtin=builtin, **key)
+        per_metric: dict[tuple[str, str], dict[str, float]] = {}
+        for r in rows:
+            per_metric.setdefault((r["name"], r["source"]), {})[r["case_id"]] = float(r["value"])
+        values[side] = per_metric
+        cases[side] = {
+            c["case_id"]: c for c in store.eval_cases(project_id, version=info["version"], **key)
+        }
+    wanted = set(values["baseline"]) | set(values["candidate"])
+    if spec.metrics:
+        unknown = [m for m in spec.metrics if not any(name == m for name, _ in wanted)]
+        if unknown:
+            raise InvalidArgument(
+                "metric",
+                f"no values of {', '.join(unknown)} on either run; scored here: "
+                + (", ".join(sorted({n for n, _ in wanted})) or "nothing"),
+            )
+        wanted = {k for k in wanted if k[0] in spec.metrics}
+    if not wanted:
+        raise InvalidArgument(
+            "metric", "neither run has scores: score the eval responses (app scores or evaluators)"
+        )
+    result = gt.gate(
+        [
+            gt.MetricCases(
+                metric=name,
+                source=source,
+                baseline=values["baseline"].get((name, source), {}),
+                candidate=values["candidate"].get((name, source), {}),
+                higher_is_better=name not in LOWER_IS_BETTER,
+            )
+            for name, source in sorted(wanted)
+        ],
+        max_drop={**{n: spec.max_drop for n, _ in wanted}, **spec.max_drop_per_metric},
+        alpha=spec.alpha,
+        case_threshold=spec.case_threshold,
+    )
+    warnings = list(result.warnings)
+    for other in (c for c in EVAL_VERSION_COLUMNS if c != column):
+        b, c = sides["baseline"][f"{other}s"], sides["candidate"][f"{other}s"]
+        if b != c:
+            warnings.append(
+                f"also_changed: {other} {', '.join(b) or '-'} -> {', '.join(c) or '-'}; the gate"
+                " measures both changes together"
+            )
+    only_b = sorted(set(cases["baseline"]) - set(cases["candidate"]))
+    only_c = sorted(set(cases["candidate"]) - set(cases["baseline"]))
+    if only_b or only_c:
+        warnings.append(
+            f"missing_cases: {len(only_b)} only in the baseline run, {len(only_c)} only in the"
+            " candidate run; they are not compared"
+        )
+
+    def excerpt(change: gt.CaseChange) -> dict[str, Any]:
+        b = cases["baseline"].get(change.case_id, {})
+        c = cases["candidate"].get(change.case_id, {})
+        return {
+            **asdict(change),
+            "input": c.get("input") or b.get("input", ""),
+            "baseline_output": b.get("output", ""),
+            "candidate_output": c.get("output", ""),
+        }
+
+    metrics = []
+    for m in result.metrics:
+        d = asdict(m)
+        d["regressed"] = [excerpt(c) for c in m.regressed]
+        d["improved"] = [excerpt(c) for c in m.improved]
+        metrics.append(d)
+    for info in sides.values():
+        info.pop("last_ts", None)
+    return {
+        "verdict": result.verdict,
+        "app": spec.app,
+        "environment": spec.environment,
+        "compared": column,
+        "alpha": spec.alpha,
+        "baseline": sides["baseline"],
+        "candidate": sides["candidate"],
+        "cases_only_in_baseline": only_b,
+        "cases_only_in_candidate": only_c,
+        "metrics": metrics,
+        "warnings": warnings,
+    }
+
+
+def _gate_column(store: Store, project_id: str, spec: GateSpec) -> str:
+    """Which version column the two names live in: the one given, else the first where both
+    have eval responses (prompt version, then model version, then model)."""
+    columns = EVAL_VERSION_COLUMNS if spec.by == "auto" else (spec.by,)
+    for column in columns:
+        found = [
+            store.eval_runs(
+                project_id, app=spec.app, environment=spec.environment, column=column, version=v
+            )
+            for v in (spec.baseline, spec.candidate)
+        ]
+        if all(found):
+            return column
+    raise NotFound(
+        f"no {spec.environment!r} responses of app {spec.app!r} for both {spec.baseline!r} and"
+        f" {spec.candidate!r} as {' or '.join(columns)}; ship the eval runs first"
+    )
+
+
+def _eval_run(
+    store: Store,
+    project_id: str,
+    spec: GateSpec,
+    column: str,
+    version: str,
+    run_id: str | None,
+    side: str,
+) -> dict[str, Any]:
+    runs = store.eval_runs(
+        project_id, app=spec.app, environment=spec.environment, column=column, version=version
+    )
+    chosen = runs[0] if run_id is None else next((r for r in runs if r["run_id"] == run_id), None)
+    if chosen is None:
+        raise InvalidArgument(
+            f"{side}_run",
+            f"{version!r} has no eval run {run_id!r}; runs: "
+            + ", ".join(repr(r["run_id"]) for r in runs),
+        )
+    return {
+        "version": version,
+        **chosen,
+        "other_runs": [r["run_id"] for r in runs if r is not chosen],
     }

@@ -19,6 +19,7 @@ from promptblame.api.openapi import install_openapi
 from promptblame.api.ratelimit import TokenBuckets
 from promptblame.api.routes import (
     analysis,
+    gate,
     health,
     incidents,
     ingest,
@@ -87,7 +88,18 @@ def create_app(settings: Settings | None = None, store: Store | None = None) -> 
         max_bytes=settings.max_request_bytes,
         timeout=settings.body_read_timeout_seconds,
     )
-    for module in (health, ingest, otlp, prompts, reads, analysis, scoring, incidents, reports):
+    for module in (
+        health,
+        ingest,
+        otlp,
+        prompts,
+        reads,
+        analysis,
+        gate,
+        scoring,
+        incidents,
+        reports,
+    ):
         app.include_router(module.router)
     install_openapi(app, settings)
     return app

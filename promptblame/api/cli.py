@@ -1,4 +1,5 @@
-"""The `promptblame` command: serve, worker, migrate, keys, evaluators, score, alerts, detect."""
+"""The `promptblame` command: serve, worker, migrate, keys, evaluators, score, alerts, detect,
+gate, report, demo."""
 
 from __future__ import annotations
 
@@ -501,6 +502,134 @@ def report_overview(project: str, out: Path) -> None:
     finally:
         store.close()
     _export(out, render_overview(view, api_base=None))
+
+
+class GateDataError(click.ClickException):
+    """Usage or data problem in `gate` (no such run, no scores): exit 2, like click's usage
+    errors, so a CI step can tell "could not gate" from "the candidate failed" (1)."""
+
+    exit_code = 2
+
+
+def _max_drops(values: tuple[str, ...]) -> tuple[float, dict[str, float]]:
+    default, per_metric = 0.02, {}
+    for v in values:
+        name, sep, number = v.rpartition("=")
+        try:
+            drop = float(number)
+        except ValueError:
+            drop = -1.0
+        if not drop >= 0 or drop == float("inf") or (sep and not name):
+            raise GateDataError(f"--max-drop: expected a number >= 0 or METRIC=NUMBER, got {v!r}")
+        if sep:
+            per_metric[name] = drop
+        else:
+            default = drop
+    return default, per_metric
+
+
+@main.command()
+@click.option("--app", required=True, help="The app whose eval runs to compare.")
+@click.option("--baseline", required=True, help="Baseline version (prompt version or model).")
+@click.option("--candidate", required=True, help="Candidate version, same kind as --baseline.")
+@click.option(
+    "--metric",
+    "metrics",
+    multiple=True,
+    help="Score name or response.* metric to gate on (repeat); default: every score.",
+)
+@click.option(
+    "--max-drop",
+    "max_drop",
+    multiple=True,
+    help="Allowed drop in the metric's units (default 0.02); METRIC=NUMBER for one metric.",
+)
+@click.option("--alpha", type=click.FloatRange(0, 0.5, min_open=True, max_open=True), default=0.05)
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["text", "json", "markdown"]),
+    default="text",
+    show_default=True,
+)
+@click.option(
+    "--by",
+    type=click.Choice(["auto", "prompt_version", "model_version", "model"]),
+    default="auto",
+    show_default=True,
+    help="Column the versions are in; auto: the first that holds both.",
+)
+@click.option("--environment", default="eval", show_default=True)
+@click.option("--baseline-run", help="Eval run id (tag run_id); default: the newest run.")
+@click.option("--candidate-run", help="Eval run id; default: the newest run.")
+@click.option(
+    "--case-threshold", type=float, help="Score change that names a case; default: automatic."
+)
+@click.option("--project", help="Project (embedded store; default: the local project).")
+@url_option
+@click.option("--api-key", "--key", "key", envvar="PROMPTBLAME_API_KEY", help="Key for --url.")
+def gate(
+    app: str,
+    baseline: str,
+    candidate: str,
+    metrics: tuple[str, ...],
+    max_drop: tuple[str, ...],
+    alpha: float,
+    fmt: str,
+    by: str,
+    environment: str,
+    baseline_run: str | None,
+    candidate_run: str | None,
+    case_threshold: float | None,
+    project: str | None,
+    url: str | None,
+    key: str | None,
+) -> None:
+    """Gate a candidate version on its eval run: paired by case, per-metric tests (McNemar,
+    paired t or Wilcoxon), Holm across metrics, the regressed cases named.
+
+    Exit status: 0 pass, 1 fail, 2 usage or data error, 3 inconclusive.
+    """
+    from promptblame.reports.gate import EXIT_CODES, render_markdown, render_text
+
+    default_drop, per_metric = _max_drops(max_drop)
+    body: dict[str, Any] = {
+        "app": app,
+        "baseline": baseline,
+        "candidate": candidate,
+        "by": by,
+        "environment": environment,
+        "baseline_run": baseline_run,
+        "candidate_run": candidate_run,
+        "metrics": list(metrics),
+        "max_drop": default_drop,
+        "max_drop_per_metric": per_metric,
+        "alpha": alpha,
+        "case_threshold": case_threshold,
+    }
+    if url:
+        try:
+            result = _call(url, key, "POST", "/v1/gate", json=body)
+        except click.ClickException as exc:
+            raise GateDataError(exc.message) from exc
+    else:
+        from promptblame.analysis.service import GateSpec, run_gate
+        from promptblame.errors import InvalidArgument, NotFound
+
+        settings = _settings()
+        store = _store(settings, "; pass --url and --api-key to gate through the running server")
+        try:
+            result = run_gate(store, project or settings.default_project, GateSpec(**body))
+        except (InvalidArgument, NotFound) as exc:
+            raise GateDataError(str(exc)) from exc
+        finally:
+            store.close()
+        result = json.loads(json.dumps(result, default=str))
+    if fmt == "json":
+        click.echo(json.dumps(result, indent=2))
+    else:
+        click.echo((render_markdown if fmt == "markdown" else render_text)(result), nl=False)
+    sys.exit(EXIT_CODES[result["verdict"]])
 
 
 if __name__ == "__main__":

@@ -309,3 +309,43 @@ def test_the_store_filter_matches_what_the_endpoint_reports(client, key, embedde
     post(client, key, "/v1/responses", body("responses", [event(i) for i in range(4)]))
     rows = embedded_store.list_responses("acme", ResponseFilter(route="billing"), limit=10)
     assert {r["event_id"] for r in rows} == {"evt-0", "evt-2"}
+
+
+def test_a_client_that_hangs_up_mid_body_is_answered_400_not_an_unhandled_error(
+    client, key, embedded_store
+):
+    """A dropped connection is the client's network, not a server fault: no exception escapes
+    the app (uvicorn would log it as an ERROR with a traceback), and nothing is stored."""
+    whole = body("responses", [event(i) for i in range(10)])
+    incoming = [
+        {"type": "http.request", "body": whole[: len(whole) // 2], "more_body": True},
+        {"type": "http.disconnect"},
+    ]
+    sent: list[dict] = []
+
+    async def receive() -> dict:
+        return incoming.pop(0) if incoming else {"type": "http.disconnect"}
+
+    async def send(message: dict) -> None:
+        sent.append(message)
+
+    headers = {"content-type": "application/json", "content-length": str(len(whole)), **auth(key)}
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "POST",
+        "scheme": "http",
+        "path": "/v1/responses",
+        "raw_path": b"/v1/responses",
+        "query_string": b"",
+        "root_path": "",
+        "server": ("testserver", 80),
+        "client": ("127.0.0.1", 50000),
+        "headers": [(k.lower().encode(), v.encode()) for k, v in headers.items()],
+    }
+    client.portal.call(client.app, scope, receive, send)
+
+    assert sent[0]["status"] == 400
+    assert b"disconnected" in sent[1]["body"]
+    assert embedded_store.count("responses", "acme") == 0

@@ -12,12 +12,13 @@ from typing import Any
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
+from starlette.requests import ClientDisconnect
 
 from promptblame.api.errors import ErrorBody
 from promptblame.api.limits import body_too_large
 from promptblame.api.openapi import IngestResult, ref
 from promptblame.api.state import IngestKey, State
-from promptblame.errors import PromptblameError, TooLarge, UnsupportedMedia
+from promptblame.errors import MalformedBody, PromptblameError, TooLarge, UnsupportedMedia
 from promptblame.ingest.decode import gunzip
 from promptblame.ingest.service import accept
 
@@ -29,7 +30,9 @@ _STATUS_OF = {"stored": 200, "partial": 207, "none": 422}
 async def read_body(
     request: Request, limit: int, content_types: tuple[str, ...] = ("application/json",)
 ) -> bytes:
-    """The body, gunzipped, never more than `limit` bytes held (413 past it)."""
+    """The body, gunzipped, never more than `limit` bytes held (413 past it). A client that
+    hangs up before the body is complete is a refused request (400, counted), not an
+    unhandled exception: its network failed, nothing was queued."""
     ctype = request.headers.get("content-type", "")
     if ctype.split(";")[0].strip().lower() not in content_types:
         allowed = " or ".join(content_types)
@@ -41,11 +44,16 @@ async def read_body(
     if declared and declared.isdigit() and int(declared) > limit:
         raise TooLarge(body_too_large(limit, declared))
     chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise TooLarge(body_too_large(limit))
-        chunks.append(chunk)
+    try:
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit:
+                raise TooLarge(body_too_large(limit))
+            chunks.append(chunk)
+    except ClientDisconnect:
+        raise MalformedBody(
+            f"client disconnected after {size} bytes, before the body was complete"
+        ) from None
     body = b"".join(chunks)
     return gunzip(body, limit=limit) if encoding == "gzip" else body
 

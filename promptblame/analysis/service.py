@@ -389,8 +389,6 @@ def run_gate(store: Store, project_id: str, spec: GateSpec) -> dict[str, Any]:
         d["regressed"] = [excerpt(c) for c in m.regressed]
         d["improved"] = [excerpt(c) for c in m.improved]
         metrics.append(d)
-    for info in sides.values():
-        info.pop("last_ts", None)
     return {
         "verdict": result.verdict,
         "app": spec.app,
@@ -447,5 +445,7 @@ def _eval_run(
     return {
         "version": version,
         **chosen,
+        "first_ts": chosen["first_ts"].isoformat(),
+        "last_ts": chosen["last_ts"].isoformat(),
         "other_runs": [r["run_id"] for r in runs if r is not chosen],
     }

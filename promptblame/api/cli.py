@@ -624,7 +624,6 @@ def gate(
             raise GateDataError(str(exc)) from exc
         finally:
             store.close()
-        result = json.loads(json.dumps(result, default=str))
     if fmt == "json":
         click.echo(json.dumps(result, indent=2))
     else:

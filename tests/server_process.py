@@ -33,10 +33,11 @@ def cli(data_dir: Path, *args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-def start_server(data_dir: Path, port: int) -> subprocess.Popen[bytes]:
+def start_server(data_dir: Path, port: int, **env: str) -> subprocess.Popen[bytes]:
+    """`env`: extra variables for the server, e.g. PROMPTBLAME_RATE_LIMIT_PER_SECOND="5"."""
     proc = subprocess.Popen(
         [*CLI, "serve", "--port", str(port)],
-        env=env_for(data_dir),
+        env=env_for(data_dir, **env),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )

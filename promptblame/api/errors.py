@@ -64,19 +64,39 @@ async def _rate_limited(_: Request, exc: Exception) -> JSONResponse:
 
 async def _http_exception(request: Request, exc: Exception) -> Response:
     """FastAPI's own answer, except that a 405 lists every method of the path in `Allow`
-    (Starlette lists only those of the first route that matched the path)."""
+    (Starlette lists only those of the first route that matched the path) and a body that
+    cannot be decoded says why."""
     assert isinstance(exc, HTTPException)
-    if exc.status_code == 405:
-        methods: set[str] = set()
-        for route in request.app.router.routes:
-            match, _ = route.matches({**request.scope, "method": "GET"})
-            if match != Match.NONE:
-                methods.update(getattr(route, "methods", None) or ())
-        if methods:
-            allow = ", ".join(sorted(methods))
+    if exc.status_code == 400 and exc.detail == _FASTAPI_PARSE_ERROR and exc.__cause__:
+        # FastAPI's words for a body json.loads cannot even decode (invalid UTF-8): say why
+        exc = HTTPException(400, f"the body is not JSON in UTF-8: {exc.__cause__}")
+    elif exc.status_code == 405:
+        allow = ", ".join(_methods(request))
+        if allow:
             exc = HTTPException(405, f"{request.method} is not allowed here; use {allow}")
             exc.headers = {"Allow": allow}
     return await http_exception_handler(request, exc)
+
+
+_FASTAPI_PARSE_ERROR = "There was an error parsing the body"
+_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE")
+
+
+def _methods(request: Request) -> list[str]:
+    """The methods some route of the app takes on this request's path."""
+    out = []
+    for method in _METHODS:
+        scope = {
+            "type": "http",
+            "method": method,
+            "path": request.scope["path"],
+            "root_path": request.scope.get("root_path", ""),
+            "headers": [],
+            "query_string": b"",
+        }
+        if any(r.matches(scope)[0] == Match.FULL for r in request.app.router.routes):
+            out.append(method)
+    return out
 
 
 async def _invalid_argument(_: Request, exc: Exception) -> JSONResponse:

@@ -69,6 +69,7 @@ AUTH_ERRORS = {
     "429": error("the API key is over its rate limit", **{"Retry-After": RETRY}),
 }
 BODY_ERRORS = {
+    "400": error("the body cannot be parsed (not JSON in UTF-8, broken gzip)"),
     "408": error("the body was not sent within PROMPTBLAME_BODY_READ_TIMEOUT_SECONDS"),
     "413": error("the body (or its event count) is over the limit"),
 }

@@ -6,10 +6,30 @@ from datetime import UTC, datetime
 from typing import Annotated
 
 from fastapi import Depends, Query
+from pydantic import AfterValidator
 
 from promptblame.store import ResponseFilter
 
 Q = Annotated[str, Query(max_length=256)]
+
+# What a ClickHouse DateTime64(3) holds: a bound outside it cannot be a query parameter.
+EARLIEST = datetime(1900, 1, 1, tzinfo=UTC)
+LATEST = datetime(2299, 12, 31, 23, 59, 59, 999000, tzinfo=UTC)
+
+
+def _in_range(v: datetime) -> datetime:
+    """Naive is UTC; outside what the store holds is refused (a 422 naming the field)."""
+    problem = "must be between 1900-01-01 and 2299-12-31 (UTC)"
+    try:
+        v = v.replace(tzinfo=UTC) if v.tzinfo is None else v.astimezone(UTC)
+    except OverflowError:  # e.g. 0001-01-01T00:00+05:00 is before year 1 in UTC
+        raise ValueError(problem) from None
+    if not EARLIEST <= v <= LATEST:
+        raise ValueError(problem)
+    return v
+
+
+Instant = Annotated[datetime, AfterValidator(_in_range)]
 
 
 def utc(v: datetime | None) -> datetime | None:
@@ -30,8 +50,8 @@ def response_filter(
     provider: Q = "",
     experiment: Q = "",
     variant: Q = "",
-    since: Annotated[datetime | None, Query(description="ISO 8601, inclusive")] = None,
-    until: Annotated[datetime | None, Query(description="ISO 8601, exclusive")] = None,
+    since: Annotated[Instant | None, Query(description="ISO 8601, inclusive")] = None,
+    until: Annotated[Instant | None, Query(description="ISO 8601, exclusive")] = None,
 ) -> ResponseFilter:
     return ResponseFilter(
         app=app,

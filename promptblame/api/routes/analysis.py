@@ -17,7 +17,7 @@ from promptblame.analysis.service import (
     experiment_report,
     series_with_change_points,
 )
-from promptblame.api.params import Filter, utc
+from promptblame.api.params import Filter, Instant, utc
 from promptblame.api.state import ReadKey, State
 from promptblame.errors import InvalidArgument
 from promptblame.store import ResponseFilter
@@ -43,8 +43,8 @@ class Group(BaseModel):
     provider: Name = ""
     experiment: Name = ""
     variant: Name = ""
-    since: datetime | None = None
-    until: datetime | None = None
+    since: Instant | None = None
+    until: Instant | None = None
 
     def to_filter(self, since: datetime | None, until: datetime | None) -> ResponseFilter:
         d = self.model_dump()
@@ -59,8 +59,8 @@ class CompareRequest(BaseModel):
     source: Name = Field("", description="score source; required when several sources score it")
     a: Group = Field(description="baseline (control)")
     b: Group = Field(description="candidate")
-    since: datetime | None = Field(None, description="time window for both groups (inclusive)")
-    until: datetime | None = Field(None, description="exclusive")
+    since: Instant | None = Field(None, description="time window for both groups (inclusive)")
+    until: Instant | None = Field(None, description="exclusive")
     test: Test = "auto"
     statistic: Annotated[str, Field(pattern=r"^(mean|median|p\d{1,2})$")] = "p95"
     alpha: Alpha = 0.05
@@ -109,8 +109,8 @@ def experiment(
     source: Annotated[str, Query(max_length=256)] = "",
     alpha: Annotated[float, Query(gt=0, le=0.5)] = 0.05,
     sequential: bool = False,
-    since: datetime | None = None,
-    until: datetime | None = None,
+    since: Instant | None = None,
+    until: Instant | None = None,
 ) -> dict[str, Any]:
     """Every arm vs control over every metric, Holm/BH-corrected, with an SRM check."""
     state.store.materialize_scores()

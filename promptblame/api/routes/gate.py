@@ -8,6 +8,7 @@ from fastapi import APIRouter
 from pydantic import BaseModel, ConfigDict, Field
 
 from promptblame.analysis.service import GateSpec, run_gate
+from promptblame.api.errors import ErrorBody
 from promptblame.api.state import ReadKey, State
 
 router = APIRouter(prefix="/v1", tags=["gate"])
@@ -45,7 +46,12 @@ class GateRequest(BaseModel):
         return GateSpec(**self.model_dump())
 
 
-@router.post("/gate")
+@router.post(
+    "/gate",
+    responses={
+        404: {"description": "no eval responses for a side of the comparison", "model": ErrorBody}
+    },
+)
 def gate(body: GateRequest, state: State, key: ReadKey) -> dict[str, Any]:
     """pass / fail / inconclusive per metric and overall, with the regressed cases named."""
     return run_gate(state.store, key.project_id, body.spec())

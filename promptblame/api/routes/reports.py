@@ -9,7 +9,6 @@ script runs on them even if some text escaped the templates' autoescape.
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Annotated, Any
 from urllib.parse import parse_qs, quote
 
@@ -20,7 +19,7 @@ from starlette.concurrency import run_in_threadpool
 
 from promptblame.analysis.service import ExperimentSpec
 from promptblame.api.auth import Principal
-from promptblame.api.params import utc
+from promptblame.api.params import Instant, utc
 from promptblame.api.routes.analysis import CompareRequest, _parse_split
 from promptblame.api.state import AppState, State
 from promptblame.errors import Forbidden, InvalidArgument, Unauthorized
@@ -157,8 +156,8 @@ def experiment(
     split: Annotated[str, Query(max_length=2048)] = "",
     source: Annotated[str, Query(max_length=256)] = "",
     alpha: Annotated[float, Query(gt=0, le=0.5)] = 0.05,
-    since: datetime | None = None,
-    until: datetime | None = None,
+    since: Instant | None = None,
+    until: Instant | None = None,
 ) -> Response:
     """Every arm vs control on every metric, as GET /v1/experiments/{experiment}."""
     p = _reader(request, state)

@@ -278,8 +278,8 @@ def _judge(m: MetricVerdict, t: _Tested, alpha: float, family: int) -> MetricVer
             m,
             verdict="fail",
             why=f"{worse} by {size} (more than the allowed {m.max_drop:g}), significant"
-            f" (p = {holm:.2g} after Holm over {family} metrics); {len(m.regressed)} cases"
-            " regressed",
+            f" (p = {holm:.2g}{f' after Holm over {family} metrics' if family > 1 else ''});"
+            f" {len(m.regressed)} cases regressed",
         )
     if t.bound is not None and t.bound >= -m.max_drop:
         return replace(

@@ -15,7 +15,10 @@ EXIT_CODES = {"pass": 0, "fail": 1, "inconclusive": 3}
 
 MAX_CASES_SHOWN = 25  # per list in text/Markdown; JSON has them all
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u200b-\u200f\u202a-\u202e\u2066-\u2069]")
-_MD_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+\-.!|~>])")
+_ENTITIES = str.maketrans(
+    {"&": "&amp;", "<": "&lt;", ">": "&gt;", "@": "&#64;", "#": "&#35;", ":": "&#58;"}
+)
+_MD_SPECIAL = re.compile(r"([\\`*_{}\[\]()!|~])")  # inline syntax; our cells never start a line
 
 
 def plain(value: object, limit: int = 120) -> str:
@@ -25,11 +28,10 @@ def plain(value: object, limit: int = 120) -> str:
 
 
 def md(value: object, limit: int = 120) -> str:
-    """One line of Markdown that renders as the literal text."""
-    text = plain(value, limit)
-    text = text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
-    text = _MD_SPECIAL.sub(r"\\\1", text)
-    return text.replace("@", "&#64;").replace(":", "&#58;")
+    """One line of Markdown that renders as the literal text: HTML escaped, inline syntax
+    backslashed; @mentions (would ping), #123 (would link an issue) and "https:" (would
+    autolink) written as entities."""
+    return _MD_SPECIAL.sub(r"\\\1", plain(value, limit).translate(_ENTITIES))
 
 
 def _num(v: float | None, digits: int = 3) -> str:
@@ -121,7 +123,7 @@ def render_markdown(r: dict[str, Any]) -> str:
             f" {_p(m['p_holm'])} | **{m['verdict']}** |"
         )
     lines.append("")
-    lines += [f"- **{md(m['metric'])}**: {md(m['why'], 400)}" for m in r["metrics"]]
+    lines += [f"- **{md(m['metric'])}**: {m['why']}" for m in r["metrics"]]  # ours: numbers
     for m in r["metrics"]:
         for label, changes in (("regressed", m["regressed"]), ("improved", m["improved"])):
             if not changes:

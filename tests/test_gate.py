@@ -24,6 +24,16 @@ def pass_fail(baseline: np.ndarray, candidate: np.ndarray, ids=IDS, **kw) -> Met
     )
 
 
+def scores(baseline: np.ndarray, candidate: np.ndarray, name: str = "f1", **kw) -> MetricCases:
+    return MetricCases(
+        metric=name,
+        source="e",
+        baseline=dict(zip(IDS, baseline.tolist(), strict=True)),
+        candidate=dict(zip(IDS, candidate.tolist(), strict=True)),
+        **kw,
+    )
+
+
 def stable_eval(seed: int, n: int = 300) -> np.ndarray:
     return (np.random.default_rng(seed).random(n) < 0.85).astype(float)
 
@@ -106,16 +116,7 @@ def test_a_significant_drop_within_the_allowed_drop_passes_a_larger_one_fails():
     small = base - 0.01 + rng.normal(0, 0.01, 300)
     large = base - 0.05 + rng.normal(0, 0.01, 300)
     for cand, verdict in ((small, "pass"), (large, "fail")):
-        m = gate(
-            [
-                MetricCases(
-                    metric="f1",
-                    source="e",
-                    baseline=dict(zip(IDS, base)),
-                    candidate=dict(zip(IDS, cand)),
-                )
-            ]
-        ).metrics[0]
+        m = gate([scores(base, cand)]).metrics[0]
         assert m.p_value is not None and m.p_value < 1e-6
         assert m.verdict == verdict, m.why
 
@@ -126,16 +127,7 @@ def test_a_score_metric_names_the_cases_that_dropped_far_beyond_the_eval_wobble(
     cand = np.clip(base + rng.normal(0, 0.01, 300), 0, 1)
     hit = rng.choice(300, 12, replace=False)
     cand[hit] = np.maximum(base[hit] - 0.6, 0.0)
-    m = gate(
-        [
-            MetricCases(
-                metric="f1",
-                source="e",
-                baseline=dict(zip(IDS, base)),
-                candidate=dict(zip(IDS, cand)),
-            )
-        ]
-    ).metrics[0]
+    m = gate([scores(base, cand)]).metrics[0]
     assert {c.case_id for c in m.regressed} == {IDS[i] for i in hit}
     assert m.verdict == "fail", m.why
 
@@ -151,13 +143,7 @@ def test_results_match_statsmodels_and_scipy_paired_tests():
 
     x = rng.normal(0.7, 0.1, 300)
     y = x + rng.normal(-0.01, 0.05, 300)
-    s = gate(
-        [
-            MetricCases(
-                metric="f1", source="e", baseline=dict(zip(IDS, x)), candidate=dict(zip(IDS, y))
-            )
-        ]
-    ).metrics[0]
+    s = gate([scores(x, y)]).metrics[0]
     ref = stats.ttest_rel(y, x)
     ci = ref.confidence_interval(0.95)
     assert s.test == "paired_t"
@@ -169,16 +155,7 @@ def test_results_match_statsmodels_and_scipy_paired_tests():
     skewed_y = x.copy()
     skewed_y[:6] -= 0.5  # a few big drops: skewed changes, the rank test decides
     skewed_y += rng.normal(0, 0.002, 300)
-    w = gate(
-        [
-            MetricCases(
-                metric="f1",
-                source="e",
-                baseline=dict(zip(IDS, x)),
-                candidate=dict(zip(IDS, skewed_y)),
-            )
-        ]
-    ).metrics[0]
+    w = gate([scores(x, skewed_y)]).metrics[0]
     assert w.test == "paired_permutation"
     ref_perm = stats.permutation_test(
         (skewed_y - x,),
@@ -198,11 +175,7 @@ def test_p_values_are_holm_corrected_across_the_gated_metrics():
     for k, shift in enumerate((0.0, -0.01, -0.03)):
         x = rng.normal(0.7, 0.1, 300)
         y = x + shift + rng.normal(0, 0.08, 300)
-        metrics.append(
-            MetricCases(
-                metric=f"m{k}", source="e", baseline=dict(zip(IDS, x)), candidate=dict(zip(IDS, y))
-            )
-        )
+        metrics.append(scores(x, y, name=f"m{k}"))
     result = gate(metrics)
     raw = [m.p_value for m in result.metrics]
     expected = multipletests(raw, method="holm")[1]

@@ -18,7 +18,7 @@ from promptblame.analysis.moments import Moments
 from promptblame.analysis.sequential import always_valid
 from promptblame.errors import InvalidArgument, NotFound
 from promptblame.store import BUILTIN_METRICS, ResponseFilter, Store
-from promptblame.store.base import EVAL_VERSION_COLUMNS
+from promptblame.store.filters import EVAL_VERSION_COLUMNS, EvalRun
 
 # Raw values fetched per group for rank tests, the bootstrap and the auto rule's shape check.
 # Above this, a seeded reservoir sample is used (ClickHouse groupArraySample) and flagged.
@@ -308,26 +308,24 @@ class GateSpec:
 def run_gate(store: Store, project_id: str, spec: GateSpec) -> dict[str, Any]:
     """Pair the two versions' eval runs by case, gate every metric, attach excerpts of the
     cases that moved. Raises InvalidArgument/NotFound when the runs cannot be compared."""
-    column = _gate_column(store, project_id, spec)
-    sides: dict[str, dict[str, Any]] = {}
-    for side, version, run_id in (
-        ("baseline", spec.baseline, spec.baseline_run),
-        ("candidate", spec.candidate, spec.candidate_run),
-    ):
-        sides[side] = _eval_run(store, project_id, spec, column, version, run_id, side)
+    column, found = _gate_runs(store, project_id, spec)
+    sides = {
+        side: _chosen_run(found[side], version, run_id, side)
+        for side, version, run_id in (
+            ("baseline", spec.baseline, spec.baseline_run),
+            ("candidate", spec.candidate, spec.candidate_run),
+        )
+    }
     builtin = [m for m in spec.metrics if m in BUILTIN_METRICS]
     values: dict[str, dict[tuple[str, str], dict[str, float]]] = {}
     cases: dict[str, dict[str, dict[str, Any]]] = {}
     for side, info in sides.items():
-        key = dict(app=spec.app, environment=spec.environment, column=column, run_id=info["run_id"])
-        rows = store.eval_case_scores(project_id, version=info["version"], builtin=builtin, **key)
+        run = EvalRun(spec.app, spec.environment, column, info["version"], info["run_id"])
         per_metric: dict[tuple[str, str], dict[str, float]] = {}
-        for r in rows:
+        for r in store.eval_case_scores(project_id, run, builtin=builtin):
             per_metric.setdefault((r["name"], r["source"]), {})[r["case_id"]] = float(r["value"])
         values[side] = per_metric
-        cases[side] = {
-            c["case_id"]: c for c in store.eval_cases(project_id, version=info["version"], **key)
-        }
+        cases[side] = {c["case_id"]: c for c in store.eval_cases(project_id, run)}
     wanted = set(values["baseline"]) | set(values["candidate"])
     if spec.metrics:
         unknown = [m for m in spec.metrics if not any(name == m for name, _ in wanted)]
@@ -404,37 +402,30 @@ def run_gate(store: Store, project_id: str, spec: GateSpec) -> dict[str, Any]:
     }
 
 
-def _gate_column(store: Store, project_id: str, spec: GateSpec) -> str:
-    """Which version column the two names live in: the one given, else the first where both
-    have eval responses (prompt version, then model version, then model)."""
+def _gate_runs(
+    store: Store, project_id: str, spec: GateSpec
+) -> tuple[str, dict[str, list[dict[str, Any]]]]:
+    """Which version column the two names live in — the one given, else the first where both
+    have eval responses (prompt version, then model version, then model) — and each side's
+    runs there."""
     columns = EVAL_VERSION_COLUMNS if spec.by == "auto" else (spec.by,)
     for column in columns:
-        found = [
-            store.eval_runs(
-                project_id, app=spec.app, environment=spec.environment, column=column, version=v
-            )
-            for v in (spec.baseline, spec.candidate)
-        ]
-        if all(found):
-            return column
+        found = {
+            side: store.eval_runs(project_id, EvalRun(spec.app, spec.environment, column, v))
+            for side, v in (("baseline", spec.baseline), ("candidate", spec.candidate))
+        }
+        if all(found.values()):
+            return column, found
     raise NotFound(
         f"no {spec.environment!r} responses of app {spec.app!r} for both {spec.baseline!r} and"
         f" {spec.candidate!r} as {' or '.join(columns)}; ship the eval runs first"
     )
 
 
-def _eval_run(
-    store: Store,
-    project_id: str,
-    spec: GateSpec,
-    column: str,
-    version: str,
-    run_id: str | None,
-    side: str,
+def _chosen_run(
+    runs: list[dict[str, Any]], version: str, run_id: str | None, side: str
 ) -> dict[str, Any]:
-    runs = store.eval_runs(
-        project_id, app=spec.app, environment=spec.environment, column=column, version=version
-    )
+    """The named run, else the newest."""
     chosen = runs[0] if run_id is None else next((r for r in runs if r["run_id"] == run_id), None)
     if chosen is None:
         raise InvalidArgument(

@@ -20,9 +20,11 @@ import pyarrow as pa
 
 from promptblame.store.filters import (
     BUILTIN_METRICS,
+    EVAL_VERSION_COLUMNS,
     FAR_FUTURE,
     FAR_PAST,
     FILTER_COLUMNS,
+    EvalRun,
     ResponseFilter,
     ScoringTarget,
     filter_params,
@@ -660,102 +662,64 @@ class Store(ABC):
         )
 
     # -- eval runs (the CI gate) -----------------------------------------------------------
-    def eval_runs(
-        self, project_id: str, *, app: str, environment: str, column: str, version: str
-    ) -> list[dict[str, Any]]:
-        """The eval runs (tag run_id; '' when untagged) of one version, newest first, with the
-        other version columns' values (a second change riding along would confound the gate)."""
-        if column not in EVAL_VERSION_COLUMNS:
-            raise ValueError(f"not a version column: {column!r}")
+    def eval_runs(self, project_id: str, run: EvalRun) -> list[dict[str, Any]]:
+        """The eval runs (tag run_id; '' when untagged) of `run`'s version, whatever its
+        run_id, newest first, with the other version columns' values (a second change riding
+        along would confound the gate)."""
         others = ", ".join(
-            f"arraySort(groupUniqArray({c})) AS {c}s" for c in EVAL_VERSION_COLUMNS if c != column
+            f"arraySort(groupUniqArray({c})) AS {c}s"
+            for c in EVAL_VERSION_COLUMNS
+            if c != run.column
         )
         return self._rows(
             "SELECT tags['run_id'] AS run_id, count() AS responses,"
             " uniqExactIf(case_id, case_id != '') AS cases,"
             " countIf(case_id = '') AS without_case, min(ts) AS first_ts, max(ts) AS last_ts,"
-            f" {others} FROM responses FINAL WHERE {_EVAL_RUN.format(column=column)}"
+            f" {others} FROM responses FINAL WHERE {run.sql(any_run=True)}"
             " GROUP BY run_id ORDER BY last_ts DESC, run_id",
             p=project_id,
-            app=app,
-            env=environment,
-            v=version,
-            all_runs=1,
-            run="",
+            **run.params(),
         )
 
     def eval_cases(
-        self,
-        project_id: str,
-        *,
-        app: str,
-        environment: str,
-        column: str,
-        version: str,
-        run_id: str,
-        excerpt: int = 300,
+        self, project_id: str, run: EvalRun, *, excerpt: int = 300
     ) -> list[dict[str, Any]]:
         """Per eval case of one run: responses, and the latest input/output cut to `excerpt`
         characters (shown next to a regressed case)."""
-        if column not in EVAL_VERSION_COLUMNS:
-            raise ValueError(f"not a version column: {column!r}")
         return self._rows(
             "SELECT case_id, count() AS responses,"
             " argMax(substringUTF8(input, 1, {x:UInt32}), ts) AS input,"
             " argMax(substringUTF8(output, 1, {x:UInt32}), ts) AS output"
-            f" FROM responses FINAL WHERE {_EVAL_RUN.format(column=column)} AND case_id != ''"
-            " GROUP BY case_id ORDER BY case_id",
+            f" FROM responses FINAL WHERE {run.sql()} GROUP BY case_id ORDER BY case_id",
             p=project_id,
-            app=app,
-            env=environment,
-            v=version,
-            all_runs=0,
-            run=run_id,
             x=excerpt,
+            **run.params(),
         )
 
     def eval_case_scores(
-        self,
-        project_id: str,
-        *,
-        app: str,
-        environment: str,
-        column: str,
-        version: str,
-        run_id: str,
-        builtin: Sequence[str] = (),
+        self, project_id: str, run: EvalRun, *, builtin: Sequence[str] = ()
     ) -> list[dict[str, Any]]:
         """(case_id, name, source, value, n): each case's mean of every score (straight from
         `scores`: a CI gate runs right after ingest, before the scored table catches up) and
         of the named built-in response metrics (source '')."""
-        if column not in EVAL_VERSION_COLUMNS:
-            raise ValueError(f"not a version column: {column!r}")
-        run = f"SELECT event_id, case_id FROM responses FINAL WHERE {_EVAL_RUN}".format(
-            column=column
-        )
+        events = f"SELECT event_id, case_id FROM responses FINAL WHERE {run.sql()}"
         parts = [
             "SELECT r.case_id AS case_id, s.name AS name, s.source AS source, s.value AS value"
             " FROM (SELECT event_id, name, source, value FROM scores FINAL"
-            f" WHERE project_id = {{p:String}} AND event_id IN (SELECT event_id FROM ({run})))"
-            f" AS s INNER JOIN ({run} AND case_id != '') AS r USING (event_id)"
+            f" WHERE project_id = {{p:String}} AND event_id IN (SELECT event_id FROM ({events})))"
+            f" AS s INNER JOIN ({events}) AS r USING (event_id)"
         ]
-        for i, metric in enumerate(builtin):
-            expr = BUILTIN_METRICS[metric]
-            parts.append(
-                f"SELECT case_id, {{b{i}:String}} AS name, '' AS source, {expr} AS value"
-                f" FROM responses FINAL WHERE {_EVAL_RUN.format(column=column)}"
-                " AND case_id != '' AND isNotNull(value)"
-            )
+        parts += [
+            f"SELECT case_id, {{b{i}:String}} AS name, '' AS source, {BUILTIN_METRICS[m]} AS value"
+            f" FROM responses FINAL WHERE {run.sql()} AND isNotNull(value)"
+            for i, m in enumerate(builtin)
+        ]
         return self._rows(
             "SELECT case_id, name, source, avg(value) AS value, count() AS n FROM ("
             + " UNION ALL ".join(parts)
             + ") GROUP BY case_id, name, source ORDER BY name, source, case_id",
             p=project_id,
-            app=app,
-            env=environment,
-            v=version,
-            all_runs=0,
-            run=run_id,
+            **run.params(),
             **{f"b{i}": m for i, m in enumerate(builtin)},
         )
 
@@ -831,11 +795,7 @@ _SCORING_COLUMNS = (
 
 
 _VERSION_KEY = "app, prompt_id, prompt_version, model, model_version"
-EVAL_VERSION_COLUMNS = ("prompt_version", "model_version", "model")
-_EVAL_RUN = (
-    "project_id = {{p:String}} AND app = {{app:String}} AND environment = {{env:String}}"
-    " AND {column} = {{v:String}} AND ({{all_runs:UInt8}} OR tags['run_id'] = {{run:String}})"
-)
+
 _ALL_DIMS = ", ".join([*FILTER_COLUMNS, "ts"])
 
 

@@ -50,6 +50,36 @@ class ScoringTarget:
     retry_errors: bool = False
 
 
+EVAL_VERSION_COLUMNS = ("prompt_version", "model_version", "model")
+
+
+@dataclass(frozen=True)
+class EvalRun:
+    """One eval run: an app's responses in `environment` with `version` in `column`, tagged
+    run_id = `run_id` ('' = untagged). The CI gate compares two of these case by case."""
+
+    app: str
+    environment: str
+    column: str
+    version: str
+    run_id: str = ""
+
+    def __post_init__(self) -> None:
+        if self.column not in EVAL_VERSION_COLUMNS:
+            raise ValueError(f"not a version column: {self.column!r}")
+
+    def sql(self, *, any_run: bool = False) -> str:
+        """Boolean SQL over `responses` (binds {p} and the params below); cases only."""
+        run = "" if any_run else " AND tags['run_id'] = {run:String} AND case_id != ''"
+        return (
+            "project_id = {p:String} AND app = {app:String} AND environment = {env:String}"
+            f" AND {self.column} = {{v:String}}{run}"
+        )
+
+    def params(self) -> dict[str, Any]:
+        return {"app": self.app, "env": self.environment, "v": self.version, "run": self.run_id}
+
+
 # Sampling by a hash of event_id: reruns, restarts and every worker choose the same responses.
 SAMPLE_SCALE = 1_000_000
 

@@ -15,6 +15,7 @@ from typing import Any
 import click
 
 from promptblame.api.auth import SCOPES, new_key
+from promptblame.display import visible
 from promptblame.errors import ConfigInvalid, DataDirLocked, StoreUnavailable
 from promptblame.settings import Settings, load_settings
 from promptblame.store import Store, open_store
@@ -63,7 +64,7 @@ def _call(url: str, key: str | None, method: str, path: str, **kw: Any) -> Any:
                 f"{d['message']}"
                 for d in detail
             )
-        raise click.ClickException(f"{r.status_code}: {detail}")
+        raise click.ClickException(visible(f"{r.status_code}: {detail}"))
     return r.json()
 
 
@@ -171,8 +172,8 @@ def keys_list(project: str) -> None:
         for k in store.list_api_keys(project or None):
             state = "revoked" if k.revoked else "active"
             click.echo(
-                f"{k.key_id}\t{k.project_id}\t{','.join(k.scopes)}\t{state}\t{k.name}"
-                f"\t{k.created_at:%Y-%m-%d %H:%M}"
+                visible(f"{k.key_id}\t{k.project_id}\t{','.join(k.scopes)}\t{state}\t{k.name}")
+                + f"\t{k.created_at:%Y-%m-%d %H:%M}"
             )
     finally:
         store.close()
@@ -237,7 +238,7 @@ def _report_changes(
     changes: list[dict[str, Any]], line: Callable[[dict[str, Any]], str], dry_run: bool
 ) -> None:
     for c in changes:
-        click.echo(line(c))
+        click.echo(visible(line(c)))
     changed = sum(c["action"] != "unchanged" for c in changes)
     click.echo(f"{changed} change(s) {'would' if dry_run else 'did'} apply", err=True)
 
@@ -348,7 +349,9 @@ def score(
         store.close()
     click.echo(f"scored {result.scored}, errors {result.errors}, left for later {result.skipped}")
     if result.failed:
-        raise click.ClickException("some evaluators could not run: " + "; ".join(result.failed))
+        raise click.ClickException(
+            visible("some evaluators could not run: " + "; ".join(result.failed))
+        )
 
 
 @main.group()
@@ -401,7 +404,7 @@ def detect(project: str | None) -> None:
             [project] if project else store.projects_with_scores(datetime(2000, 1, 1, tzinfo=UTC))
         ):
             for i in store.incidents(p, status="open", limit=20):
-                click.echo(f"{i['incident_id']}  {i['verdict']:<16} {i['summary']}")
+                click.echo(visible(f"{i['incident_id']}  {i['verdict']:<16} {i['summary']}"))
     finally:
         store.close()
     click.echo(

@@ -1,4 +1,4 @@
-"""Query parameters shared by read endpoints: the response filter."""
+"""Query parameters shared by read endpoints: the response filter; the `text` path convertor."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ from typing import Annotated
 
 from fastapi import Depends, Query
 from pydantic import AfterValidator
+from starlette.convertors import Convertor, register_url_convertor
 
 from promptblame.store import ResponseFilter
 
@@ -70,3 +71,23 @@ def response_filter(
 
 
 Filter = Annotated[ResponseFilter, Depends(response_filter)]
+
+
+class _Text(Convertor[str]):
+    """A path parameter holding any text, "/" and newlines included (the last parameter's match
+    extends to the end, an earlier one's to the last separator after it).
+
+    Names the apps choose (prompt ids, versions, experiments) may hold "/" ("support/answer",
+    "release/2026-11"); Starlette routes the decoded path, so even %2F arrives as "/"."""
+
+    regex = "(?s:.+)"
+
+    def convert(self, value: str) -> str:
+        return value
+
+    def to_string(self, value: str) -> str:
+        return value
+
+
+TEXT = "text"  # use as "/{name:text}"
+register_url_convertor(TEXT, _Text())

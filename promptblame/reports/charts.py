@@ -1,8 +1,11 @@
 """Charts as inline SVG strings, rendered on the server by matplotlib (Agg, no pyplot state).
 
-Text stays text (`svg.fonttype: none`), so matplotlib's XML writer escapes every label; labels
-are also passed through `_plain` so a `$` in a version name is not read as mathtext. The XML
-header and metadata are stripped and width/height dropped so the SVG scales with its container.
+Text stays text (`svg.fonttype: none`), so matplotlib's XML writer escapes every label; mathtext
+is off (`text.parse_math`), so `$` and backslashes in a version name are shown as they are; labels
+pass through `_plain` so control characters or bidi overrides show as symbols
+(`display.visible`; NUL is not even valid XML).
+The XML header and metadata are stripped and width/height dropped so the SVG scales with its
+container.
 """
 
 from __future__ import annotations
@@ -10,6 +13,7 @@ from __future__ import annotations
 import io
 import itertools
 import re
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -26,6 +30,12 @@ from matplotlib import rc_context
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
+from promptblame.display import visible
+
+# Labels are user text in any script; a glyph the font lacks is drawn by the browser anyway
+# (the SVG keeps text as text), so matplotlib's warning per missing glyph is only noise.
+warnings.filterwarnings("ignore", r"Glyph \d+ .* missing from font", UserWarning)
+
 INK, MUTED, GRID = "#1f2328", "#656d76", "#d8dee4"
 BLUE, RED, GREEN, AMBER = "#0969da", "#cf222e", "#1a7f37", "#9a6700"
 PURPLE, ORANGE = "#8250df", "#bc4c00"
@@ -33,6 +43,7 @@ PALETTE = ["#0969da", "#cf222e", "#8250df", "#1a7f37", "#bc4c00", "#1b7c83", "#6
 
 _RC: dict[str, Any] = {
     "svg.fonttype": "none",
+    "text.parse_math": False,  # labels are user text: "$x$" is not a formula
     "font.family": "sans-serif",
     "font.sans-serif": ["Inter", "Segoe UI", "Helvetica", "Arial", "DejaVu Sans"],
     "font.size": 9,
@@ -83,8 +94,8 @@ class Marker:
 
 
 def _plain(text: str) -> str:
-    """Keep matplotlib from reading user text as mathtext."""
-    return text.replace("\\", "\\\\").replace("$", r"\$")
+    """User text for a label: control characters shown (mathtext is off in `_RC`)."""
+    return visible(text)
 
 
 def _svg(fig: Figure, title: str) -> str:
@@ -96,7 +107,7 @@ def _svg(fig: Figure, title: str) -> str:
     end = text.index(">")
     text = re.sub(r'\s(?:width|height)="[^"]*"', "", text[:end]) + text[end:]
     return text.replace(
-        "<svg ", f'<svg role="img" aria-label="{escape(title)}" class="chart" ', 1
+        "<svg ", f'<svg role="img" aria-label="{escape(visible(title))}" class="chart" ', 1
     ).strip()
 
 

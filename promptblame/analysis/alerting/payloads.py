@@ -1,9 +1,17 @@
 """What an alert says: a generic JSON document, and a Slack incoming-webhook message whose first
-line names the culprit (or says why there is none)."""
+line names the culprit (or says why there is none).
+
+Version names, apps and routes are caller-chosen text. The webhook document carries them exactly
+(JSON escapes them); its `text` line and the Slack message are for people, so control characters
+and bidi overrides there are shown as symbols (`display.visible`), and in Slack `&`, `<` and `>`
+are escaped so no text becomes a mention (`<!channel>`) or a disguised link (`<url|label>`).
+"""
 
 from __future__ import annotations
 
 from typing import Any, Literal
+
+from promptblame.display import visible
 
 Event = Literal["opened", "updated", "resolved"]
 
@@ -47,7 +55,7 @@ def webhook(incident: dict[str, Any], event: Event, rule: str, link: str) -> dic
     return {
         "event": event,
         "rule": rule,
-        "text": headline(incident, event),
+        "text": visible(headline(incident, event)),
         "incident": {k: _plain(incident.get(k)) for k in keys},
         "evidence": incident.get("evidence", {}),
         "link": link,
@@ -59,6 +67,8 @@ def slack(incident: dict[str, Any], event: Event, rule: str, link: str) -> dict[
     detail = _escape(str(incident.get("summary", "")))
     return {
         "text": text,  # the notification line
+        "unfurl_links": False,  # Slack must not fetch URLs that sit in version names
+        "unfurl_media": False,
         "blocks": [
             {"type": "section", "text": {"type": "mrkdwn", "text": f"*{text}*"}},
             {"type": "section", "text": {"type": "mrkdwn", "text": detail}},
@@ -73,8 +83,9 @@ def slack(incident: dict[str, Any], event: Event, rule: str, link: str) -> dict[
 
 
 def _escape(text: str) -> str:
-    """Slack mrkdwn control characters (version labels are user data)."""
-    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    """Slack mrkdwn control characters (version labels are user data), and what would act on the
+    reader's display."""
+    return visible(text).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
 
 def _plain(v: Any) -> Any:

@@ -17,7 +17,7 @@ from promptblame.analysis.service import (
     experiment_report,
     series_with_change_points,
 )
-from promptblame.api.params import Filter, Instant, utc
+from promptblame.api.params import TEXT, Filter, Instant, utc
 from promptblame.api.state import ReadKey, State
 from promptblame.errors import InvalidArgument
 from promptblame.store import ResponseFilter
@@ -96,7 +96,7 @@ def compare(body: CompareRequest, state: State, key: ReadKey) -> dict[str, Any]:
     }
 
 
-@router.get("/experiments/{experiment}")
+@router.get(f"/experiments/{{experiment:{TEXT}}}")
 def experiment(
     experiment: Annotated[str, Path(min_length=1, max_length=256)],
     state: State,

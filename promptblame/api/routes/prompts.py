@@ -1,4 +1,10 @@
-"""Prompt registry: register a version's template once; re-registering other text is a 409."""
+"""Prompt registry: register a version's template once; re-registering other text is a 409.
+
+Prompt ids and versions are the app's own names and may hold any text the ingest accepts for
+them: "/" ("support/answer", "release/2026-11"; Starlette routes the decoded path, so %2F is a
+"/" too) and even newlines. The path parameters take all of it (the version is what follows the
+last "/versions/").
+"""
 
 from __future__ import annotations
 
@@ -10,6 +16,7 @@ from fastapi import APIRouter, Path
 from fastapi.responses import JSONResponse
 
 from promptblame.api.errors import ErrorBody
+from promptblame.api.params import TEXT
 from promptblame.api.state import IngestKey, ReadKey, State
 from promptblame.errors import Conflict
 from promptblame.ingest.contracts import PromptVersionIn
@@ -20,7 +27,7 @@ PathName = Annotated[str, Path(min_length=1, max_length=256)]
 
 
 @router.put(
-    "/{prompt_id}/versions/{version}",
+    f"/{{prompt_id:{TEXT}}}/versions/{{version:{TEXT}}}",
     responses={
         201: {"description": "registered now"},
         409: {"description": "this version is registered with other text", "model": ErrorBody},
@@ -54,7 +61,7 @@ def put_version(
     return JSONResponse(_public(stored), status_code=201)
 
 
-@router.get("/{prompt_id}/versions")
+@router.get(f"/{{prompt_id:{TEXT}}}/versions")
 def list_versions(prompt_id: PathName, state: State, key: ReadKey) -> dict[str, Any]:
     rows = state.store.list_prompt_versions(key.project_id, prompt_id)
     return {"prompt_id": prompt_id, "versions": [_public(r) for r in rows]}

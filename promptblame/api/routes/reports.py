@@ -19,7 +19,7 @@ from starlette.concurrency import run_in_threadpool
 
 from promptblame.analysis.service import ExperimentSpec
 from promptblame.api.auth import Principal
-from promptblame.api.params import Instant, utc
+from promptblame.api.params import TEXT, Instant, utc
 from promptblame.api.routes.analysis import CompareRequest, _parse_split
 from promptblame.api.state import AppState, State
 from promptblame.errors import Forbidden, InvalidArgument, Unauthorized
@@ -146,7 +146,7 @@ def compare(request: Request, state: State) -> Response:
     )
 
 
-@router.get("/experiments/{experiment}", response_class=HTMLResponse)
+@router.get(f"/experiments/{{experiment:{TEXT}}}", response_class=HTMLResponse)
 def experiment(
     request: Request,
     state: State,

@@ -1,8 +1,8 @@
 """The gate's result as terminal text or a pull-request comment (Markdown).
 
-Case ids, inputs and outputs come from the app and its LLM: untrusted. Text output drops
-control characters (no ANSI escapes reach a terminal or CI log); Markdown escapes HTML and
-Markdown syntax and defuses @mentions, so an output cannot format, link or ping anyone.
+Case ids, inputs and outputs come from the app and its LLM: untrusted. Text output shows
+control characters as symbols (no ANSI escape reaches a terminal or CI log); Markdown escapes
+HTML and Markdown syntax and defuses @mentions, so an output cannot format, link or ping anyone.
 """
 
 from __future__ import annotations
@@ -10,11 +10,12 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from promptblame.display import visible
+
 EXIT_CODES = {"pass": 0, "fail": 1, "inconclusive": 3}
 """Exit status of `promptblame gate` per verdict; 2 is a usage or data error."""
 
 MAX_CASES_SHOWN = 25  # per list in text/Markdown; JSON has them all
-_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u200b-\u200f\u202a-\u202e\u2066-\u2069]")
 _ENTITIES = str.maketrans(
     {"&": "&amp;", "<": "&lt;", ">": "&gt;", "@": "&#64;", "#": "&#35;", ":": "&#58;"}
 )
@@ -22,8 +23,9 @@ _MD_SPECIAL = re.compile(r"([\\`*_{}\[\]()!|~])")  # inline syntax; our cells ne
 
 
 def plain(value: object, limit: int = 120) -> str:
-    """One line of inert text: control and bidi characters gone, newlines as spaces."""
-    text = _CONTROL.sub("", str(value).replace("\n", " ").replace("\t", " "))
+    """One line of inert text: newlines as spaces, control and bidi characters as visible
+    symbols (display.visible), cut to `limit`."""
+    text = visible(" ".join(str(value).split("\n")).replace("\t", " "))
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 

@@ -77,11 +77,14 @@ def _lenient_json(body: bytes) -> Any:
         return pydantic_core.from_json(body)
     except ValueError as exc:
         strict_error = exc
+    if "recursion limit" in str(strict_error):  # no event nests that deep: not worth a retry
+        raise MalformedBody(f"body is not valid JSON: nested too deeply ({strict_error})")
     try:
-        doc = json.loads(body.decode("utf-8", errors="replace"))
+        return _replace_surrogates(json.loads(body.decode("utf-8", errors="replace")))
+    except RecursionError:
+        raise MalformedBody("body is not valid JSON: nested too deeply") from None
     except ValueError:
         raise MalformedBody(f"body is not valid JSON: {strict_error}") from None
-    return _replace_surrogates(doc)
 
 
 _LONE_SURROGATE = re.compile("[\ud800-\udfff]")  # json.loads has already joined valid pairs

@@ -178,14 +178,18 @@ def decode_json(body: bytes) -> ExportTraceServiceRequest:
     """OTLP/JSON: like protobuf's JSON mapping except that trace/span ids are hex, not base64."""
     try:
         doc = json.loads(body)
+    except RecursionError:
+        raise MalformedBody("body is not JSON: nested too deeply") from None
     except (ValueError, UnicodeDecodeError) as exc:
         raise MalformedBody(f"body is not JSON: {exc}") from None
     if not isinstance(doc, dict):
         raise MalformedBody("OTLP/JSON body must be an object with resourceSpans")
-    _hex_ids_to_base64(doc)
     req = ExportTraceServiceRequest()
     try:
+        _hex_ids_to_base64(doc)
         json_format.ParseDict(doc, req, ignore_unknown_fields=True)
+    except RecursionError:
+        raise MalformedBody("OTLP/JSON body is nested too deeply") from None
     except json_format.ParseError as exc:
         raise MalformedBody(f"not an OTLP ExportTraceServiceRequest (JSON): {exc}") from None
     return req

@@ -264,3 +264,112 @@ def test_report_pages_answer_any_query_without_a_server_error(live, path, x, que
     assert r.status_code < 500, r.text[:500]
     if 400 <= r.status_code < 500 and r.headers["content-type"].startswith("application/json"):
         names_the_problem(r)
+
+
+# --- what the fuzzers found, pinned down -------------------------------------------------------
+
+
+def test_the_schema_declares_what_the_api_answers():
+    """Found by schemathesis: undeclared statuses (401/403/429 on keyed routes, 404, 409,
+    400/408/413 where a body is read, 503), FastAPI's 422 schema where ours is {"detail"},
+    text/plain /metrics declared as JSON, and ingest routes that declared no body at all."""
+    doc = APP.openapi()
+    ops = [(p, m, op) for p, ms in doc["paths"].items() for m, op in ms.items()]
+    assert "HTTPValidationError" not in doc["components"]["schemas"]
+    for path, method, op in ops:
+        answers = op["responses"]
+        assert "503" in answers, (method, path)
+        if op.get("security"):
+            assert {"401", "403", "429"} <= set(answers), (method, path)
+            assert "Retry-After" in answers["429"]["headers"]
+        if "requestBody" in op:
+            assert {"400", "408", "413"} <= set(answers), (method, path)
+    assert "text/plain" in doc["paths"]["/metrics"]["get"]["responses"]["200"]["content"]
+    post = doc["paths"]["/v1/responses"]["post"]
+    body = post["requestBody"]["content"]["application/json"]["schema"]
+    assert body == {"$ref": "#/components/schemas/ResponsesBatch"}
+    assert {"200", "207", "415", "422"} <= set(post["responses"])
+    event = doc["components"]["schemas"]["ResponseEvent"]["properties"]
+    assert event["output"]["maxLength"] == 2_000_000 and event["tags"]["maxProperties"] == 64
+    traces = doc["paths"]["/v1/traces"]["post"]["requestBody"]["content"]
+    assert set(traces) == {"application/x-protobuf", "application/json"}
+    assert "404" in doc["paths"]["/v1/incidents/{incident_id}"]["get"]["responses"]
+    assert "409" in doc["paths"]["/v1/prompts/{prompt_id}/versions/{version}"]["put"]["responses"]
+
+
+def test_a_405_lists_every_method_the_path_takes(client):
+    """Found by schemathesis: Starlette answered with the methods of the first matching
+    route only (OPTIONS /v1/responses said `Allow: POST`; GET is there too)."""
+    r = client.options("/v1/responses")
+    assert r.status_code == 405 and r.headers["Allow"] == "GET, POST"
+    assert "use GET, POST" in r.json()["detail"]
+    assert client.delete("/v1/alert-rules").headers["Allow"] == "GET, PUT"
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "/v1/series?metric=m&since=0380-10-15T16:32:42%2B05:32",
+        "/v1/series?metric=m&since=0001-01-01T00:00:00%2B05:00",
+        "/v1/versions?until=2300-01-01",
+        "/v1/responses?since=1899-12-31T23:59:59Z",
+        "/v1/experiments/x?metric=m&since=0099-01-01",
+    ],
+)
+def test_dates_outside_what_the_store_holds_are_a_422_naming_the_field(client, key, url):
+    """Found by schemathesis: such a date reached ClickHouse ("cannot be parsed as
+    DateTime64") and came back as a 503 — or, for year 1 with an offset, an OverflowError."""
+    r = client.get(url, headers={"Authorization": f"Bearer {key}"})
+    assert r.status_code == 422, r.text
+    (problem,) = r.json()["detail"]
+    assert problem["field"] in ("query.since", "query.until")
+    assert "between 1900-01-01 and 2299-12-31" in problem["message"]
+
+
+def test_a_compare_group_dated_in_year_1_is_a_422_naming_the_field(client, key):
+    r = client.post(
+        "/v1/compare",
+        json={"metric": "m", "a": {"since": "0001-01-01T00:00:00+01:00"}, "b": {}},
+        headers={"Authorization": f"Bearer {key}"},
+    )
+    assert r.status_code == 422
+    assert r.json()["detail"][0]["field"] == "body.a.since"
+
+
+def test_a_body_that_is_not_utf8_json_says_why(client, key):
+    """Found by schemathesis: 400 "There was an error parsing the body", undeclared."""
+    r = client.post(
+        "/v1/incidents/x/ack",
+        content=b"\xff\xfe{",
+        headers={"Authorization": f"Bearer {key}", "Content-Type": "application/json"},
+    )
+    assert r.status_code == 400
+    assert r.json()["detail"].startswith("the body is not JSON in UTF-8: ")
+
+
+def test_json_nested_too_deeply_is_a_400_not_a_500(client, key):
+    """Found by the decoder fuzzing: RecursionError in the lenient JSON fallback."""
+    headers = {"Authorization": f"Bearer {key}", "Content-Type": "application/json"}
+    deep = b"[" * 100_000 + b"]" * 100_000
+    for path, body in (
+        ("/v1/responses", b'{"responses": [' + deep + b"]}"),
+        ("/v1/scores", b'{"scores": ["\\udc80", ' + deep + b"]}"),
+        ("/v1/traces", b'{"resourceSpans": ' + deep + b"}"),
+    ):
+        r = client.post(path, content=body, headers=headers)
+        assert r.status_code == 400, (path, r.text)
+        assert "nested too deeply" in r.json()["detail"]
+
+
+def test_a_batch_with_no_valid_event_says_so_in_detail(client, key):
+    """Every 4xx names the problem: the all-rejected 422 had only `rejected`."""
+    r = client.post(
+        "/v1/responses",
+        json={"responses": [{"event_id": "a"}, {"event_id": "b", "app": "x"}]},
+        headers={"Authorization": f"Bearer {key}"},
+    )
+    assert r.status_code == 422
+    body = r.json()
+    assert body["accepted"] == 0 and len(body["rejected"]) == 2
+    assert body["detail"].startswith("none of the 2 responses is valid")
+    assert "the first: ts: Field required" in body["detail"]

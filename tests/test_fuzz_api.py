@@ -153,6 +153,11 @@ def names_the_problem(response: Any) -> None:
     """A 4xx says what is wrong: a non-empty detail (text, or fields with their messages)."""
     if not 400 <= response.status_code < 500:
         return
+    if _header(response, "Content-Type") == "application/x-protobuf":  # OTLP's rpc Status
+        from google.rpc.status_pb2 import Status
+
+        assert Status.FromString(response.content).message, response.content[:300]
+        return
     body = response.json()
     detail = body.get("detail") if isinstance(body, dict) else None
     assert detail, f"{response.status_code} without a detail: {response.text[:300]}"

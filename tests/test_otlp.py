@@ -21,6 +21,7 @@ import httpx
 import pytest
 from fastapi.testclient import TestClient
 from google.protobuf import json_format
+from google.rpc.status_pb2 import Status as RpcStatus
 from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceRequest,
@@ -434,6 +435,23 @@ def test_whole_request_errors_401_415_400_413(client, key):
     huge = b"\x00" * (10 * 1024 * 1024 + 1)
     assert post(client, key, huge).status_code == 413
     assert stored(client, key) == []
+
+
+def test_errors_to_a_protobuf_export_are_protobuf_status_messages_as_otlp_asks(client, key):
+    """An OTLP exporter decodes a failed export's body as google.rpc.Status and logs its
+    message; JSON there would be logged as undecodable."""
+    body = spans(GENAI).SerializeToString()
+    for r, status, code, words in (
+        (post(client, None, body), 401, 16, "api key"),
+        (post(client, key, b"\xff\xff\xff garbage"), 400, 3, "OTLP"),
+        (post(client, key, b"\x00" * (10 * 1024 * 1024 + 1)), 413, 8, "bytes"),
+    ):
+        assert r.status_code == status
+        assert r.headers["content-type"] == "application/x-protobuf"
+        answer = RpcStatus.FromString(r.content)
+        assert answer.code == code and words in answer.message, answer.message
+    r = post(client, None, b"{}", **{"Content-Type": "application/json"})
+    assert r.status_code == 401 and "api key" in r.json()["detail"]  # OTLP/JSON: JSON errors
 
 
 # ---------------------------------------------------------------------------------------------

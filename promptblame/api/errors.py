@@ -50,16 +50,39 @@ def install(app: FastAPI) -> None:
 
 
 def _simple(status: int, headers: dict[str, str]):  # type: ignore[no-untyped-def]
-    async def handler(_: Request, exc: Exception) -> JSONResponse:
-        return JSONResponse({"detail": str(exc)}, status_code=status, headers=headers)
+    async def handler(request: Request, exc: Exception) -> Response:
+        return error_response(request, str(exc), status, headers)
 
     return handler
 
 
-async def _rate_limited(_: Request, exc: Exception) -> JSONResponse:
+async def _rate_limited(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, errors.RateLimited)
-    headers = {"Retry-After": str(exc.retry_after)}
-    return JSONResponse({"detail": str(exc)}, status_code=429, headers=headers)
+    return error_response(request, str(exc), 429, {"Retry-After": str(exc.retry_after)})
+
+
+def _wants_rpc_status(request: Request) -> bool:
+    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    return request.url.path.endswith("/v1/traces") and content_type == _PROTOBUF
+
+
+# google.rpc.Code per HTTP status, for OTLP's Status answers
+_RPC_CODE = {400: 3, 401: 16, 403: 7, 404: 5, 409: 6, 413: 8, 415: 3, 429: 8, 503: 14}
+_PROTOBUF = "application/x-protobuf"
+
+
+def error_response(
+    request: Request, message: str, status: int, headers: dict[str, str]
+) -> Response:
+    """`{"detail": message}`, except to an OTLP exporter sending protobuf: the OTLP/HTTP spec
+    has every 4xx/5xx carry a protobuf `google.rpc.Status`, which is what exporters decode
+    and log."""
+    if _wants_rpc_status(request):
+        from google.rpc.status_pb2 import Status
+
+        body = Status(code=_RPC_CODE.get(status, 2), message=message).SerializeToString()
+        return Response(body, status_code=status, headers=headers, media_type=_PROTOBUF)
+    return JSONResponse({"detail": message}, status_code=status, headers=headers)
 
 
 async def _http_exception(request: Request, exc: Exception) -> Response:
@@ -67,6 +90,8 @@ async def _http_exception(request: Request, exc: Exception) -> Response:
     (Starlette lists only those of the first route that matched the path) and a body that
     cannot be decoded says why."""
     assert isinstance(exc, HTTPException)
+    if _wants_rpc_status(request) and isinstance(exc.detail, str):
+        return error_response(request, exc.detail, exc.status_code, dict(exc.headers or {}))
     if exc.status_code == 400 and exc.detail == _FASTAPI_PARSE_ERROR and exc.__cause__:
         # FastAPI's words for a body json.loads cannot even decode (invalid UTF-8): say why
         exc = HTTPException(400, f"the body is not JSON in UTF-8: {exc.__cause__}")

@@ -10,10 +10,11 @@ its own connection, never the writer.
 from __future__ import annotations
 
 import asyncio
-import json
 
-from fastapi import HTTPException
+from fastapi import HTTPException, Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from promptblame.api.errors import error_response
 
 
 def body_too_large(limit: int, declared: str | None = None) -> str:
@@ -45,7 +46,10 @@ class BodyLimits:
             return
         declared = _header(scope, b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
-            await _refuse(send, 413, body_too_large(self.max_bytes, declared))
+            answer = error_response(
+                Request(scope), body_too_large(self.max_bytes, declared), 413, _CLOSE
+            )
+            await answer(scope, receive, send)
             return
 
         loop = asyncio.get_running_loop()
@@ -81,17 +85,4 @@ def _header(scope: Scope, name: bytes) -> str | None:
     return None
 
 
-async def _refuse(send: Send, status: int, detail: str) -> None:
-    body = json.dumps({"detail": detail}).encode()
-    await send(
-        {
-            "type": "http.response.start",
-            "status": status,
-            "headers": [
-                (b"content-type", b"application/json"),
-                (b"content-length", str(len(body)).encode()),
-                (b"connection", b"close"),
-            ],
-        }
-    )
-    await send({"type": "http.response.body", "body": body})
+_CLOSE = {"Connection": "close"}  # the unread body is not worth reading

@@ -5,6 +5,7 @@
 - Every error answer is `{"detail": ...}` (`api.errors`), FastAPI's default 422 schema is not.
 - Statuses that middleware and dependencies add to many routes: 401/403/429 wherever a key is
   required, 408/413 wherever a body is read, 503 (store unreachable or write queue full).
+- OTLP's errors to a protobuf export are protobuf `google.rpc.Status` messages.
 
 tests/test_fuzz_api.py checks every answer of a live server against this document.
 """
@@ -119,7 +120,19 @@ def _document(app: FastAPI, settings: Settings) -> dict[str, Any]:
                 for code, answer in BODY_ERRORS.items():
                     responses.setdefault(code, answer)
             responses.setdefault("503", UNAVAILABLE)
+    _otlp_errors(doc["paths"].get("/v1/traces", {}).get("post"))
     return doc
+
+
+RPC_STATUS = {"schema": {"type": "string", "format": "binary", "description": "google.rpc.Status"}}
+
+
+def _otlp_errors(op: dict[str, Any] | None) -> None:
+    """OTLP/HTTP: errors to a protobuf export are a protobuf google.rpc.Status (api.errors)."""
+    for code, answer in (op or {}).get("responses", {}).items():
+        if code[0] in "45":
+            content = {**answer.get("content", {}), "application/x-protobuf": RPC_STATUS}
+            op["responses"][code] = {**answer, "content": content}  # type: ignore[index]
 
 
 def _is_fastapi_422(answer: dict[str, Any]) -> bool:

@@ -4,8 +4,9 @@ Answers as the OTLP spec asks: 200 with an `ExportTraceServiceResponse` in the r
 encoding, carrying `partial_success {rejected_spans, error_message}` when some LLM spans were
 invalid. Spans that are not LLM calls are not rejections (the exporter must not log them as
 failures); their count is in the `X-Promptblame-Skipped-Spans` header. Like /v1/responses, the
-answer is sent only after the stored rows are in ClickHouse; whole-request errors are the same
-JSON errors (400/401/403/413/415/503).
+answer is sent only after the stored rows are in ClickHouse. Whole-request errors
+(400/401/403/413/415/429/503) are protobuf `google.rpc.Status` messages to a protobuf export,
+as the spec asks (`api.errors`), and the usual JSON to an OTLP/JSON one.
 """
 
 from __future__ import annotations

@@ -26,6 +26,7 @@ import httpx
 import pytest
 import schemathesis
 from fastapi.routing import APIRoute
+from google.rpc.status_pb2 import Status
 from hypothesis import given
 from hypothesis import strategies as st
 from schemathesis import GenerationMode
@@ -154,9 +155,7 @@ def names_the_problem(response: Any) -> None:
     if not 400 <= response.status_code < 500:
         return
     if _header(response, "Content-Type") == "application/x-protobuf":  # OTLP's rpc Status
-        from google.rpc.status_pb2 import Status
-
-        assert Status.FromString(response.content).message, response.content[:300]
+        assert _detail(response), response.content[:300]
         return
     body = response.json()
     detail = body.get("detail") if isinstance(body, dict) else None
@@ -164,6 +163,13 @@ def names_the_problem(response: Any) -> None:
     if isinstance(detail, list):
         for item in detail:
             assert item.get("field") and item.get("message"), f"unnamed problem: {item}"
+
+
+def _detail(response: Any) -> str:
+    """`detail` of a JSON error, or the message of OTLP's protobuf google.rpc.Status."""
+    if _header(response, "Content-Type") == "application/x-protobuf":
+        return str(Status.FromString(response.content).message)
+    return str(response.json()["detail"])
 
 
 def _header(response: Any, name: str) -> str | None:
@@ -212,7 +218,7 @@ def test_every_operation_refuses_a_missing_or_bad_key_and_a_key_without_the_scop
     if scope in ("ingest", "admin"):
         assert response.status_code in (403, 400, 408, 413), response.text[:300]
         if response.status_code == 403:
-            assert f"lacks the {scope!r} scope" in response.json()["detail"]
+            assert f"lacks the {scope!r} scope" in _detail(response)
     else:
         assert response.status_code != 403, response.text[:300]
 

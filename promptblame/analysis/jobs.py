@@ -32,7 +32,12 @@ def guarded(
     store: Store, name: str, fn: Callable[[], object], *, record: bool = True
 ) -> Callable[[], None]:
     """`fn` as a job: its exception is logged, counted and (with `record`) recorded, never
-    raised. Jobs that record their own runs per project pass record=False."""
+    raised. Jobs that record their own runs per project pass record=False.
+
+    These runs are store-wide (project ''), and GET /v1/jobs shows them to every project, while
+    an exception may quote one project's data (a validation error shows the offending value,
+    e.g. a webhook URL with its token): the run records only the exception's type; the log
+    has the whole of it."""
 
     def run() -> None:
         started, t0 = datetime.now(UTC), time.perf_counter()
@@ -41,7 +46,7 @@ def guarded(
             fn()
         except Exception as exc:
             failures[name] += 1
-            status, error = "failed", f"{type(exc).__name__}: {exc}"
+            status, error = "failed", f"{type(exc).__name__} (details in the server log)"
             log.exception("job %s failed", name)
         if not record:
             return

@@ -317,7 +317,7 @@ def test_a_client_that_hangs_up_mid_body_is_answered_400_not_an_unhandled_error(
     """A dropped connection is the client's network, not a server fault: no exception escapes
     the app (uvicorn would log it as an ERROR with a traceback), and nothing is stored."""
     whole = body("responses", [event(i) for i in range(10)])
-    incoming = [
+    incoming: list[dict] = [
         {"type": "http.request", "body": whole[: len(whole) // 2], "more_body": True},
         {"type": "http.disconnect"},
     ]

@@ -165,6 +165,7 @@ def test_results_match_statsmodels_and_scipy_paired_tests():
         rng=np.random.default_rng(PERMUTATION_SEED),
     )
     assert w.p_value == pytest.approx(ref_perm.pvalue, rel=1e-12)
+    assert w.p_value is not None
     assert w.p_value < 0.05  # six big drops move the mean; a rank test would barely notice
     assert stats.wilcoxon(skewed_y - x, zero_method="pratt").pvalue > 0.05
 
@@ -190,8 +191,8 @@ def test_lower_is_better_metrics_regress_when_they_rise():
             MetricCases(
                 metric="response.latency_ms",
                 source="",
-                baseline=dict(zip(IDS, x)),
-                candidate=dict(zip(IDS, x * 1.3)),
+                baseline=dict(zip(IDS, x, strict=False)),
+                candidate=dict(zip(IDS, x * 1.3, strict=False)),
                 higher_is_better=False,
             )
         ],
@@ -209,8 +210,8 @@ def test_cases_on_one_side_only_are_listed_not_silently_dropped():
             MetricCases(
                 metric="correct",
                 source="app",
-                baseline=dict(zip(IDS[:298], base[:298])),
-                candidate=dict(zip(IDS[2:], base[2:])),
+                baseline=dict(zip(IDS[:298], base[:298], strict=False)),
+                candidate=dict(zip(IDS[2:], base[2:], strict=False)),
             )
         ]
     ).metrics[0]

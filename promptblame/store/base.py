@@ -193,19 +193,21 @@ class Store(ABC):
         labels: Sequence[str],
         created_at: datetime,
     ) -> None:
-        self._exec(
-            "INSERT INTO prompt_versions (project_id, prompt_id, version, template, content_hash,"
-            " author, labels, created_at) VALUES ({p:String}, {i:String}, {v:String},"
-            " {t:String}, {h:String}, {a:String}, JSONExtract({l:String}, 'Array(String)'),"
-            " {c:DateTime64(3)})",
-            p=project_id,
-            i=prompt_id,
-            v=version,
-            t=template,
-            h=content_hash,
-            a=author,
-            l=json.dumps(list(labels)),
-            c=created_at,
+        # an arrow insert, not parameters: a template of 1 MB would not fit a server's URL
+        self.insert_rows(
+            "prompt_versions",
+            [
+                {
+                    "project_id": project_id,
+                    "prompt_id": prompt_id,
+                    "version": version,
+                    "template": template,
+                    "content_hash": content_hash,
+                    "author": author,
+                    "labels": list(labels),
+                    "created_at": created_at,
+                }
+            ],
         )
 
     def list_prompt_versions(self, project_id: str, prompt_id: str) -> list[dict[str, Any]]:

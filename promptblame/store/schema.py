@@ -443,6 +443,21 @@ EVALUATOR_VERSIONS_ARROW = pa.schema(
     ]
 )
 
+# Templates may be 1 MB: a row, not a query parameter (clickhouse-connect sends parameters in
+# the URL, which servers cap: ClickHouse's http_max_uri_size is 1 MiB).
+PROMPT_VERSIONS_ARROW = pa.schema(
+    [
+        ("project_id", _STR),
+        ("prompt_id", _STR),
+        ("version", _STR),
+        ("template", _STR),
+        ("content_hash", _STR),
+        ("author", _STR),
+        ("labels", pa.list_(_STR)),
+        ("created_at", _TS),
+    ]
+)
+
 INSERTABLE: dict[str, pa.Schema] = {
     "responses": RESPONSES_ARROW,
     "scores": SCORES_ARROW,
@@ -453,4 +468,5 @@ INSERTABLE: dict[str, pa.Schema] = {
     "alerts": ALERTS_ARROW,
     "evaluators": EVALUATORS_ARROW,
     "evaluator_versions": EVALUATOR_VERSIONS_ARROW,
+    "prompt_versions": PROMPT_VERSIONS_ARROW,
 }

@@ -200,6 +200,45 @@ def test_a_channel_that_stays_down_is_recorded_as_failed_and_tried_again(embedde
     assert len(failed) == 2 and failed[0]["attempts"] == 4 and "HTTP 500" in failed[0]["error"]
 
 
+def test_one_projects_broken_alert_config_does_not_silence_the_other_projects(
+    embedded_store, caplog
+):
+    for project in ("acme", "zeta"):  # "acme" sorts first: its failure comes before zeta
+        traffic(embedded_store, project)
+    run_detection(embedded_store, SETTINGS, now=NOW)
+    with receiver() as (url, rec):
+        apply_alerts(embedded_store, "zeta", rules(url, metric="correct"))
+        broken = {"name": "hook", "kind": "webhook", "url": "not a url \x1b[2J"}
+        embedded_store.insert_rows(
+            "alert_config",
+            [
+                {
+                    "project_id": "acme",
+                    "section": "channel",
+                    "name": "hook",
+                    "definition": json.dumps(broken),
+                    "content_hash": "x",
+                    "removed": 0,
+                    "updated_at": NOW,
+                },
+                {
+                    "project_id": "acme",
+                    "section": "rule",
+                    "name": "quality",
+                    "definition": json.dumps({"name": "quality", "channels": ["hook"]}),
+                    "content_hash": "y",
+                    "removed": 0,
+                    "updated_at": NOW,
+                },
+            ],
+        )
+        with pytest.raises(RuntimeError, match="failed for 1 project"):
+            run_alerts(embedded_store, SETTINGS, now=NOW, poster=fast_post)
+        assert len(rec.bodies) == 2  # zeta's webhook and Slack message went out
+    assert [a["status"] for a in embedded_store.alerts("zeta")] == ["sent", "sent"]
+    assert "alerting pass failed for project acme" in caplog.text
+
+
 def test_the_api_lists_shows_acks_and_resolves_incidents_in_one_project_only(
     client, key, embedded_store
 ):

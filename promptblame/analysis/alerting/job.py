@@ -18,6 +18,7 @@ from promptblame.analysis.alerting.catalog import current
 from promptblame.analysis.alerting.delivery import Delivery, post
 from promptblame.analysis.alerting.payloads import Event
 from promptblame.analysis.alerting.rules import Channel, Rule
+from promptblame.display import visible
 from promptblame.settings import Settings
 from promptblame.store import Store
 
@@ -30,6 +31,8 @@ Poster = Callable[..., Delivery]
 class AlertRun:
     sent: int = 0
     failed: int = 0
+    errors: int = 0
+    """Projects whose pass failed (logged, then raised once all projects had theirs)."""
 
 
 def run_alerts(
@@ -43,32 +46,47 @@ def run_alerts(
     now = now or datetime.now(UTC)
     run = AlertRun()
     for project in [project_id] if project_id else store.projects_with_alert_rules():
-        config = current(store, project)
-        channels = {c.name: c for c in config.channels}
-        history = store.alert_history(project)
-        oldest = now - timedelta(days=settings.detection_window_days)
-        rows = []
-        for incident in store.incidents(project, limit=1000):
-            if incident["shift_start"] < oldest:
-                continue
-            for rule in config.rules:
-                if not rule.matches(incident):
-                    continue
-                for name in rule.channels:
-                    h = history.get((incident["incident_id"], rule.name, name))
-                    event = _event(incident, rule, h, now)
-                    if event is None:
-                        continue
-                    rows.append(
-                        _deliver(
-                            project, incident, rule, channels[name], event, settings, poster, now
-                        )
-                    )
-                    run.sent += rows[-1]["status"] == "sent"
-                    run.failed += rows[-1]["status"] == "failed"
-        if rows:
-            store.insert_rows("alerts", rows)
+        try:
+            _alert_project(store, settings, project, now, poster, run)
+        except Exception:  # one project's broken config must not silence the others
+            run.errors += 1
+            log.exception("alerting pass failed for project %s", project)
+    if run.errors:  # after every project had its pass: the job run counts as failed
+        raise RuntimeError(f"the alerting pass failed for {run.errors} project(s); see the log")
     return run
+
+
+def _alert_project(
+    store: Store,
+    settings: Settings,
+    project: str,
+    now: datetime,
+    poster: Poster,
+    run: AlertRun,
+) -> None:
+    config = current(store, project)
+    channels = {c.name: c for c in config.channels}
+    history = store.alert_history(project)
+    oldest = now - timedelta(days=settings.detection_window_days)
+    rows = []
+    for incident in store.incidents(project, limit=1000):
+        if incident["shift_start"] < oldest:
+            continue
+        for rule in config.rules:
+            if not rule.matches(incident):
+                continue
+            for name in rule.channels:
+                h = history.get((incident["incident_id"], rule.name, name))
+                event = _event(incident, rule, h, now)
+                if event is None:
+                    continue
+                rows.append(
+                    _deliver(project, incident, rule, channels[name], event, settings, poster, now)
+                )
+                run.sent += rows[-1]["status"] == "sent"
+                run.failed += rows[-1]["status"] == "failed"
+    if rows:
+        store.insert_rows("alerts", rows)
 
 
 def _event(
@@ -100,7 +118,10 @@ def _deliver(
     headers = channel.headers if channel.kind == "webhook" else {}
     d = poster(str(channel.url), body, headers=headers)
     if not d.ok:
-        log.warning("alert to %s failed after %d tries: %s", channel.name, d.attempts, d.error)
+        # the receiver's words are untrusted: no control characters into the log
+        log.warning(
+            "alert to %s failed after %d tries: %s", channel.name, d.attempts, visible(d.error)
+        )
     return {
         "project_id": project,
         "incident_id": incident["incident_id"],

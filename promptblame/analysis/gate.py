@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from typing import Literal
 
 import numpy as np
@@ -99,7 +99,6 @@ class GateResult:
     verdict: Verdict
     alpha: float
     metrics: tuple[MetricVerdict, ...]
-    warnings: tuple[str, ...] = field(default=())
 
 
 def _oriented(values: np.ndarray, *, binary: bool, higher_is_better: bool) -> np.ndarray:

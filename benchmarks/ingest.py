@@ -567,7 +567,9 @@ def mib(n: float) -> str:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--seconds", type=float, default=20, help="heavy-load duration (default 20)")
-    p.add_argument("--clients", type=int, default=4, help="concurrent clients (default 4)")
+    # 8 apps (or app instances) each waiting for its answer: with 4 the service is latency-bound
+    # (each client has one request in flight), not CPU-bound; benchmarks/README.md has both
+    p.add_argument("--clients", type=int, default=8, help="concurrent clients (default 8)")
     p.add_argument("--batch", type=int, default=1000, help="events per request (default 1000)")
     p.add_argument("--light-seconds", type=float, default=5, help="light-load duration")
     p.add_argument("--light-batch", type=int, default=10, help="events per light-load request")

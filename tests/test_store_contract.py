@@ -150,6 +150,26 @@ def test_every_column_of_a_response_reads_back_as_written(any_store: Store) -> N
     assert got == expected
 
 
+def test_a_page_of_some_columns_and_whole_rows_by_id_read_what_was_written(
+    any_store: Store,
+) -> None:
+    rows = [response(f"e{i}", ts=T0 + timedelta(minutes=i), output=f"out {i}") for i in range(5)]
+    insert_responses(any_store, *rows, response("other", project="p2"))
+    insert_responses(any_store, response("e3", ts=T0 + timedelta(minutes=3), output="resent"))
+
+    page = any_store.list_responses("p1", every_filter(), limit=3, columns=("event_id", "ts"))
+    assert page == [{"event_id": f"e{i}", "ts": T0 + timedelta(minutes=i)} for i in (4, 3, 2)]
+    with pytest.raises(ValueError, match="not columns"):
+        any_store.list_responses("p1", every_filter(), limit=3, columns=("event_id; DROP",))
+
+    whole = any_store.responses_by_id("p1", ["e3", "e0", "missing", "other", INJECTION])
+    assert sorted((r["event_id"], r["output"]) for r in whole) == [
+        ("e0", "out 0"),
+        ("e3", "resent"),
+    ]
+    assert any_store.responses_by_id("p1", []) == []
+
+
 def test_a_retried_insert_of_the_same_rows_counts_once(any_store: Store) -> None:
     rows = [response("e1"), response("e2")]
     insert_responses(any_store, *rows)

@@ -34,6 +34,7 @@ from promptblame.store import ResponseFilter, Store
 SAMPLE_PAIRS = 6
 SAMPLE_CHARS = 1200
 SAMPLE_ROWS = 200  # per side, the newest in its window
+_PAIRING = ("event_id", "ts", "route", "case_id", "status")  # what choosing the pairs reads
 SAMPLE_BUCKETS = 2  # buckets each side of the shift the samples come from
 
 
@@ -394,7 +395,8 @@ def _samples(
     after: tuple[datetime, datetime],
 ) -> list[SamplePair]:
     """Responses just before and after, paired by eval case when both sides have one, else by
-    route (responses with an output first)."""
+    route (answered responses first). Pairs are chosen from the rows' keys; only the chosen
+    responses are read whole (the texts of 200 rows per side cost seconds on a large table)."""
     base = ResponseFilter(app=row["app"], route=row["route"])
     near = timedelta(seconds=int(row["bucket_seconds"]) * SAMPLE_BUCKETS)
     before = (max(before[0], before[1] - near), before[1])
@@ -406,11 +408,11 @@ def _samples(
     else:
         fb = ResponseFilter(app=base.app, route=base.route, since=before[0], until=before[1])
         fa = ResponseFilter(app=base.app, route=base.route, since=after[0], until=after[1])
-    rows_b = store.list_responses(project, fb, limit=SAMPLE_ROWS)
-    rows_a = store.list_responses(project, fa, limit=SAMPLE_ROWS)
+    rows_b = store.list_responses(project, fb, limit=SAMPLE_ROWS, columns=_PAIRING)
+    rows_a = store.list_responses(project, fa, limit=SAMPLE_ROWS, columns=_PAIRING)
     by_case = {r["case_id"]: r for r in rows_b if r["case_id"]}
     by_route: dict[str, list[dict[str, Any]]] = defaultdict(list)
-    for r in sorted(rows_b, key=lambda r: not r["output"]):
+    for r in sorted(rows_b, key=lambda r: r["status"] != "ok"):
         by_route[r["route"]].append(r)
     # Eval cases scored on both sides: the most regressed first (the same test used by
     # /v1/compare's paired tests), so the sample shows what got worse.
@@ -423,12 +425,12 @@ def _samples(
     def order(r: dict[str, Any]) -> tuple[bool, float, bool]:
         a_b = scored.get(r["case_id"])
         drop = worse * (a_b[1] - a_b[0]) if a_b else 0.0
-        return (r["case_id"] not in by_case, -drop, not r["output"])
+        return (r["case_id"] not in by_case, -drop, r["status"] != "ok")
 
-    pairs: list[SamplePair] = []
+    chosen: list[tuple[str, dict[str, Any], dict[str, Any]]] = []
     used: set[str] = set()
     for r in sorted(rows_a, key=order):
-        if len(pairs) >= SAMPLE_PAIRS:
+        if len(chosen) >= SAMPLE_PAIRS:
             break
         m = by_case.get(r["case_id"]) if r["case_id"] else None
         match = f"same eval case {r['case_id']}" if m else ""
@@ -441,8 +443,14 @@ def _samples(
         if m is None:
             continue
         used.add(m["event_id"])
-        pairs.append(SamplePair(match, _clip(m), _clip(r)))
-    return pairs
+        chosen.append((match, m, r))
+    ids = [x["event_id"] for _, m, r in chosen for x in (m, r)]
+    whole = {x["event_id"]: x for x in store.responses_by_id(project, ids)}
+    return [
+        SamplePair(match, _clip(whole[m["event_id"]]), _clip(whole[r["event_id"]]))
+        for match, m, r in chosen
+        if m["event_id"] in whole and r["event_id"] in whole
+    ]
 
 
 def _clip(r: dict[str, Any]) -> dict[str, Any]:

@@ -7,7 +7,6 @@ Numbers come from the same store methods and statistics the JSON API uses (`mean
 from __future__ import annotations
 
 import difflib
-import inspect
 import json
 from collections import defaultdict
 from concurrent.futures import ThreadPoolExecutor
@@ -570,27 +569,17 @@ def _cells(
     bucket_seconds: int,
     only: tuple[str, str, str] | None = None,
 ) -> list[dict[str, Any]]:
-    """Attribution cells with their series (app, metric, source) named, of one series or all.
-
-    Works with both shapes of `Store.attribution_cells`: one scan of every series of the
-    project, or one series per call (then the series come from `detection_series`).
-    """
-    fn: Any = store.attribution_cells
-    if "app" not in inspect.signature(fn).parameters:
-        rows: list[dict[str, Any]] = fn(
-            project, since=since, until=until, bucket_seconds=bucket_seconds
-        )
-        return [r for r in rows if only is None or (r["app"], r["metric"], r["source"]) == only]
-    if only is not None:
-        wanted = [{"app": only[0], "metric": only[1], "source": only[2]}]
-    else:
-        wanted = getattr(store, "detection_series")(project, since, 1)  # noqa: B009
-    out: list[dict[str, Any]] = []
-    for s in wanted:
-        key = {k: s[k] for k in ("app", "metric", "source")}
-        for r in fn(project, **key, since=since, until=until, bucket_seconds=bucket_seconds):
-            out.append({**r, **key})
-    return out
+    """Attribution cells of one series (app, metric, source) or, in one scan, of all."""
+    app, metric, source = only or ("", "", "")
+    return store.attribution_cells(
+        project,
+        since=since,
+        until=until,
+        bucket_seconds=bucket_seconds,
+        app=app,
+        metric=metric,
+        source=source,
+    )
 
 
 def _rollout_rows(store: Store, project: str) -> list[dict[str, Any]]:

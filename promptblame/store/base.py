@@ -235,7 +235,7 @@ class Store(ABC):
         `columns` (default: all) matters for cost: the texts of rows scattered over a large
         table are most of what a page reads (200 whole rows of 9M took 1.2 s, their ids 0.1 s).
         """
-        unknown = set(columns) - set(RESPONSES_ARROW.names) - {"project_id"}
+        unknown = set(columns) - set(RESPONSES_ARROW.names)
         if unknown:
             raise ValueError(f"not columns of responses: {sorted(unknown)}")
         wanted = ", ".join(columns) if columns else "* EXCEPT (project_id)"
@@ -422,19 +422,6 @@ class Store(ABC):
             since=since,
         )
         return [r["project_id"] for r in rows]
-
-    def detection_series(
-        self, project_id: str, since: datetime, min_n: int
-    ) -> list[dict[str, Any]]:
-        """(app, metric, source, n) of every scored series with at least min_n scores since."""
-        return self._rows(
-            "SELECT app, name AS metric, source, count() AS n FROM scored FINAL"
-            " WHERE project_id = {p:String} AND ts >= {since:DateTime64(3)}"
-            " GROUP BY app, name, source HAVING n >= {min_n:UInt64} ORDER BY app, name, source",
-            p=project_id,
-            since=since,
-            min_n=min_n,
-        )
 
     def attribution_cells(
         self,

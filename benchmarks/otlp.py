@@ -53,6 +53,7 @@ from ingest import (  # benchmarks/ingest.py (the script's directory is on sys.p
     process_cpu,
     stored_count,
     wait_for_quiet,
+    writer_metrics,
 )
 from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceResponse
@@ -250,6 +251,7 @@ def main() -> None:
         print(f"server pid {server.pid} on {HOST}:{server.port}")
         warm = run_load(server.port, key, bodies, seqs, batch=args.batch, clients=1, seconds=1)
         print(wait_for_quiet(args.wait_quiet, server.pid))
+        writer0 = writer_metrics(server.port)
         cpu0, client0, machine0 = pid_cpu(server.pid), process_cpu(), machine_cpu()
         with RssSampler(server.pid) as rss:
             load = run_load(
@@ -263,6 +265,7 @@ def main() -> None:
             )
         server_cpu, client_cpu = pid_cpu(server.pid) - cpu0, process_cpu() - client0
         machine1 = machine_cpu()
+        writer1 = writer_metrics(server.port)
         hwm = max(proc_status(server.pid)["VmHWM"], rss.peak)
         stored = stored_count(server.port, key)
     finally:
@@ -280,6 +283,12 @@ def main() -> None:
     )
     for e in load.errors[:5]:
         print(f"    {e}")
+    inserts, written, insert_s = (b - a for a, b in zip(writer0, writer1, strict=True))
+    print(
+        f"  group-commit writer: {inserts:,.0f} INSERTs, mean {written / max(1, inserts):,.0f}"
+        f" rows and {ms(insert_s / max(1, inserts))} each, busy {insert_s / load.elapsed:.0%}"
+        " of the time"
+    )
     print(
         f"  CPU (100% = one core): server {server_cpu / load.elapsed:.0%}, load generator"
         f" {client_cpu / load.elapsed:.0%}, other processes {others:.0%}"

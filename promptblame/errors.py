@@ -21,6 +21,10 @@ class QueueFull(PromptblameError):
     """The writer's queue is full; the request was not accepted and may be retried."""
 
 
+class WorkerLost(PromptblameError):
+    """A worker process died while it held the request; nothing was stored, it may be retried."""
+
+
 class RateLimited(PromptblameError):
     """The API key made more requests than its rate limit allows; retry after `retry_after` s."""
 

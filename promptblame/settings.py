@@ -84,6 +84,21 @@ class Settings(BaseSettings):
     write_batch_max_rows: int = Field(
         default=100_000, ge=1, description="Most rows the writer puts in one INSERT."
     )
+    write_linger_ms: float = Field(
+        default=50,
+        ge=0,
+        le=1000,
+        description="Longest the writer waits for requests still being read or decoded, so a"
+        " busy service writes fewer, larger parts (never when nothing else is on its way).",
+    )
+    otlp_processes: int = Field(
+        default=2,
+        ge=0,
+        le=64,
+        description="Worker processes that decode and map OTLP exports, so that work runs beside"
+        " the event loop and the writer instead of sharing their interpreter; 0 = in the event"
+        " loop. Started on the first export.",
+    )
     key_cache_seconds: float = Field(
         default=5.0, ge=0, description="How long a checked API key is trusted before re-reading."
     )

@@ -30,6 +30,7 @@ from promptblame.api.routes import (
     scoring,
 )
 from promptblame.api.state import AppState
+from promptblame.ingest.otlp_pool import OtlpPool
 from promptblame.ingest.writer import GroupCommitWriter, WriterStats
 from promptblame.settings import Settings
 from promptblame.store import Store, open_store
@@ -57,6 +58,7 @@ def create_app(settings: Settings | None = None, store: Store | None = None) -> 
             s.insert,
             max_queue_rows=settings.write_queue_max_rows,
             max_batch_rows=settings.write_batch_max_rows,
+            linger=settings.write_linger_ms / 1000,
             stats=stats,
         )
         scheduler = BackgroundScheduler(timezone="UTC")
@@ -65,13 +67,15 @@ def create_app(settings: Settings | None = None, store: Store | None = None) -> 
             scheduler.start()
         limiter = TokenBuckets(rate=settings.rate_limit_per_second, burst=settings.rate_limit_burst)
         keys = KeyChecker(s, cache_seconds=settings.key_cache_seconds, limiter=limiter)
-        app.state.pb = AppState(settings, s, writer, keys, metrics)
+        pool = OtlpPool(settings.otlp_processes)
+        app.state.pb = AppState(settings, s, writer, keys, metrics, pool)
         log.info("promptblame %s on the %s store", __version__, s.kind)
         try:
             yield
         finally:
             if scheduler.running:
                 scheduler.shutdown(wait=True)
+            pool.close()
             writer.close()
             if own_store:
                 s.close()

@@ -27,6 +27,7 @@ class ErrorBody(BaseModel):
 
 _STATUS: list[tuple[type[Exception], int, dict[str, str]]] = [
     (errors.QueueFull, 503, {"Retry-After": "1"}),
+    (errors.WorkerLost, 503, {"Retry-After": "1"}),
     (errors.StoreUnavailable, 503, {"Retry-After": "5"}),
     (errors.DataDirLocked, 503, {"Retry-After": "5"}),
     (errors.Conflict, 409, {}),

@@ -9,6 +9,7 @@ from fastapi import Depends, Request
 
 from promptblame.api.auth import KeyChecker, Principal, bearer_key
 from promptblame.api.metrics import Metrics
+from promptblame.ingest.otlp_pool import OtlpPool
 from promptblame.ingest.writer import GroupCommitWriter
 from promptblame.settings import Settings
 from promptblame.store import Store
@@ -21,6 +22,7 @@ class AppState:
     writer: GroupCommitWriter
     keys: KeyChecker
     metrics: Metrics
+    otlp: OtlpPool
 
 
 def get_state(request: Request) -> AppState:

@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+import pyarrow as pa
 from google.protobuf import json_format
 from google.protobuf.message import DecodeError
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
@@ -39,6 +40,7 @@ from pydantic_core import from_json
 from promptblame.errors import MalformedBody, TooLarge
 from promptblame.ingest.contracts import MAX_FUTURE, IngestLimits, ResponseEvent, contracts_for
 from promptblame.ingest.decode import error_list
+from promptblame.ingest.rows import responses_table
 
 # Operations that carry gen_ai.* attributes but are not one model response: embeddings and
 # tools have no answer to score, and agent spans wrap the chat spans that are logged anyway.
@@ -147,14 +149,37 @@ class Mapped:
     rejected: list[str] = field(default_factory=list)
     skipped: int = 0
 
-    def error_message(self, limit: int = 5) -> str:
-        if not self.rejected:
-            return ""
-        shown = "; ".join(self.rejected[:limit])
-        more = len(self.rejected) - limit
-        return f"{len(self.rejected)} LLM span(s) rejected: {shown}" + (
-            f"; and {more} more" if more > 0 else ""
-        )
+    def error_message(self) -> str:
+        return rejection_message(self.rejected)
+
+
+@dataclass
+class Rows:
+    """An export request as the writer takes it: the stored rows, per-span rejections, skips."""
+
+    table: pa.Table
+    rejected: list[str]
+    skipped: int
+
+
+def rejection_message(rejected: list[str], limit: int = 5) -> str:
+    """OTLP partial_success.error_message: the count and the first few reasons."""
+    if not rejected:
+        return ""
+    shown = "; ".join(rejected[:limit])
+    more = len(rejected) - limit
+    return f"{len(rejected)} LLM span(s) rejected: {shown}" + (
+        f"; and {more} more" if more > 0 else ""
+    )
+
+
+def export_rows(body: bytes, is_json: bool, project_id: str, limits: IngestLimits) -> Rows:
+    """All the CPU work of one export, from body to rows, in one call with picklable arguments
+    and result, so it can run in a worker process (`ingest.otlp_pool`)."""
+    req = decode_json(body) if is_json else decode_protobuf(body)
+    mapped = map_request(req, limits=limits)
+    table = responses_table(project_id, mapped.events, datetime.now(UTC))
+    return Rows(table, mapped.rejected, mapped.skipped)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -1,9 +1,12 @@
 """Group-commit writer: every request's rows wait in one queue; a single thread writes all that
 is queued in one INSERT per table, then acknowledges each request.
 
-ClickHouse wants few large inserts (each INSERT is a new part: ~5 ms whatever its size), so batch
-size grows with load by itself while a lone request waits only for its own insert. A request is
-acknowledged only after the INSERT holding its rows returned: a 2xx means the rows are stored.
+ClickHouse wants few large inserts (each INSERT is a new part: ~5 ms whatever its size, and every
+part is merged again later), so batch size grows with load by itself while a lone request waits
+only for its own insert. Requests still being read or decoded announce themselves (`incoming`):
+while more of them are on their way than are queued, the writer waits for them, up to `linger`
+seconds, so a busy service writes fewer, larger parts. A request is acknowledged only after the
+INSERT holding its rows returned: a 2xx means the rows are stored.
 """
 
 from __future__ import annotations
@@ -12,8 +15,9 @@ import logging
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -51,15 +55,18 @@ class GroupCommitWriter:
         *,
         max_queue_rows: int,
         max_batch_rows: int,
+        linger: float = 0.0,
         stats: WriterStats | None = None,
     ) -> None:
         self._insert = insert
         self._max_queue_rows = max_queue_rows
         self._max_batch_rows = max_batch_rows
+        self._linger = linger
         self.stats = stats or WriterStats()
         self._queue: deque[_Pending] = deque()
         self._cond = threading.Condition()
         self._closing = False
+        self._incoming = 0
         self._thread = threading.Thread(target=self._run, name="group-commit-writer", daemon=True)
         self._thread.start()
 
@@ -82,6 +89,19 @@ class GroupCommitWriter:
             self._cond.notify()
         return item.done
 
+    @contextmanager
+    def incoming(self) -> Iterator[None]:
+        """Wrap the reading and decoding of a request up to its `submit` (not the wait after
+        it): the writer may wait for it to join the next INSERT."""
+        with self._cond:
+            self._incoming += 1
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._incoming -= 1
+                self._cond.notify()
+
     def close(self, timeout: float = 30.0) -> None:
         """Stop accepting, write what is queued, stop the thread."""
         with self._cond:
@@ -95,6 +115,16 @@ class GroupCommitWriter:
                 if self._closing:
                     return None
                 self._cond.wait()
+            # Wait for requests on their way while they outnumber the queued ones: under load
+            # the INSERT grows, at most half the work in flight waits, a lone request never does.
+            deadline = time.monotonic() + self._linger
+            while (
+                self._incoming > len(self._queue)
+                and self.stats.queued_rows < self._max_batch_rows
+                and not self._closing
+                and (left := deadline - time.monotonic()) > 0
+            ):
+                self._cond.wait(left)
             batch: list[_Pending] = []
             rows = 0
             while self._queue and (

@@ -61,15 +61,16 @@ async def read_body(
 async def _ingest(kind: str, request: Request, state: State, project_id: str) -> JSONResponse:
     m = state.metrics
     try:
-        body = await read_body(request, state.settings.max_request_bytes)
-        started = time.perf_counter()
-        result = accept(
-            kind,
-            body,
-            project_id=project_id,
-            writer=state.writer,
-            limits=state.settings.ingest_limits(),
-        )
+        with state.writer.incoming():
+            body = await read_body(request, state.settings.max_request_bytes)
+            started = time.perf_counter()
+            result = accept(
+                kind,
+                body,
+                project_id=project_id,
+                writer=state.writer,
+                limits=state.settings.ingest_limits(),
+            )
         await asyncio.wrap_future(result.written)
     except PromptblameError as exc:
         m.requests_refused.labels(type(exc).__name__).inc()

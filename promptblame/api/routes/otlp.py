@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from datetime import UTC, datetime
 from typing import Any
 
 from fastapi import APIRouter, Request, Response
@@ -25,7 +24,6 @@ from promptblame.api.routes.ingest import read_body
 from promptblame.api.state import IngestKey, State
 from promptblame.errors import PromptblameError
 from promptblame.ingest import otlp
-from promptblame.ingest.rows import responses_table
 
 router = APIRouter(prefix="/v1", tags=["ingest"])
 
@@ -80,27 +78,28 @@ _ANSWERS: dict[int | str, dict[str, Any]] = {
 async def post_traces(request: Request, state: State, key: IngestKey) -> Response:
     m = state.metrics
     try:
-        body = await read_body(request, state.settings.max_request_bytes, (PROTOBUF, JSON))
-        is_json = request.headers["content-type"].split(";")[0].strip().lower() == JSON
-        started = time.perf_counter()
-        req = otlp.decode_json(body) if is_json else otlp.decode_protobuf(body)
-        mapped = otlp.map_request(req, limits=state.settings.ingest_limits())
-        if mapped.events:
-            table = responses_table(key.project_id, mapped.events, datetime.now(UTC))
-            await asyncio.wrap_future(state.writer.submit("responses", table))
+        with state.writer.incoming():
+            body = await read_body(request, state.settings.max_request_bytes, (PROTOBUF, JSON))
+            is_json = request.headers["content-type"].split(";")[0].strip().lower() == JSON
+            started = time.perf_counter()
+            rows = await state.otlp.rows(
+                body, is_json, key.project_id, state.settings.ingest_limits()
+            )
+            written = state.writer.submit("responses", rows.table)
+        await asyncio.wrap_future(written)
     except PromptblameError as exc:
         m.requests_refused.labels(type(exc).__name__).inc()
         raise
     m.ack_seconds.labels("traces").observe(time.perf_counter() - started)
-    m.accepted.labels("responses").inc(len(mapped.events))
-    m.rejected.labels("responses").inc(len(mapped.rejected))
-    m.spans_skipped.inc(mapped.skipped)
+    m.accepted.labels("responses").inc(rows.table.num_rows)
+    m.rejected.labels("responses").inc(len(rows.rejected))
+    m.spans_skipped.inc(rows.skipped)
 
     answer = ExportTraceServiceResponse()
-    if mapped.rejected:
-        answer.partial_success.rejected_spans = len(mapped.rejected)
-        answer.partial_success.error_message = mapped.error_message()
-    headers = {SKIPPED_HEADER: str(mapped.skipped)}
+    if rows.rejected:
+        answer.partial_success.rejected_spans = len(rows.rejected)
+        answer.partial_success.error_message = otlp.rejection_message(rows.rejected)
+    headers = {SKIPPED_HEADER: str(rows.skipped)}
     if is_json:
         content = json_format.MessageToJson(answer, indent=None).encode()
         return Response(content, media_type=JSON, headers=headers)

@@ -9,6 +9,7 @@ document and emit them.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import gzip
 import json
@@ -34,6 +35,8 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace import Status, StatusCode
 
 from promptblame.ingest import otlp
+from promptblame.ingest.contracts import IngestLimits
+from promptblame.ingest.otlp_pool import OtlpPool
 from tests.server_process import cli, free_port, start_server
 
 RESOURCE = {"service.name": "support-bot", "deployment.environment.name": "prod"}
@@ -315,7 +318,7 @@ def test_a_malformed_llm_span_is_rejected_naming_the_field_and_the_rest_are_kept
     assert "model:" in model_msg and "gen_ai.request.model" in model_msg
     assert "input_tokens (from gen_ai.usage.input_tokens)" in tokens_msg
     assert "output_tokens (from llm.token_count.completion)" in text_msg
-    assert mapped.error_message().startswith("3 LLM span(s) rejected: span ")
+    assert otlp.rejection_message(mapped.rejected).startswith("3 LLM span(s) rejected: span ")
 
 
 def test_bad_ids_and_timestamps_are_rejected_per_span():
@@ -519,3 +522,77 @@ def test_the_opentelemetry_sdk_exporter_ships_llm_spans_to_a_live_server(live_se
     assert all(10 <= x["latency_ms"] < 5_000 for x in rows)
     assert {x["output"] for x in rows} == {"Paris."}
     assert {x["input"] for x in rows} == {"system: Be brief.\nuser: Capital of France?"}
+
+
+# ---------------------------------------------------------------------------------------------
+# Worker processes (ingest.otlp_pool)
+# ---------------------------------------------------------------------------------------------
+def test_exports_mapped_in_worker_processes_give_the_rows_of_the_event_loop():
+    bad_tokens = {**GENAI, "gen_ai.usage.output_tokens": -1}
+    req = spans(OPENLLMETRY, GENAI, OPENINFERENCE, {"_name": "db", "db.system": "pg"}, bad_tokens)
+    body, limits = req.SerializeToString(), IngestLimits()
+
+    async def through(processes: int) -> otlp.Rows:
+        pool = OtlpPool(processes)
+        try:
+            return await pool.rows(body, False, "acme", limits)
+        finally:
+            pool.close()
+
+    workers, inline = asyncio.run(through(2)), asyncio.run(through(0))
+    assert workers.table.num_rows == 3 and workers.skipped == 1 and len(workers.rejected) == 1
+    assert (workers.rejected, workers.skipped) == (inline.rejected, inline.skipped)
+    same = [workers.table.drop_columns("received_at"), inline.table.drop_columns("received_at")]
+    assert same[0].equals(same[1])
+
+
+def test_a_worker_that_dies_fails_its_export_with_a_retryable_503_and_the_next_is_stored(
+    client, key
+):
+    assert post(client, key, spans(GENAI).SerializeToString()).status_code == 200
+    pool = client.app.state.pb.otlp
+    assert pool.processes > 0 and pool._executor is not None  # the export ran in a worker
+    for proc in list(pool._executor._processes.values()):
+        proc.kill()
+        proc.join(10)
+    lost = post(client, key, spans(OPENLLMETRY).SerializeToString())
+    assert lost.status_code == 503 and lost.headers["Retry-After"] == "1"
+    assert "worker process" in RpcStatus.FromString(lost.content).message
+    retried = post(client, key, spans(OPENLLMETRY).SerializeToString())
+    assert retried.status_code == 200, retried.text
+    assert len(stored(client, key)) == 2
+
+
+def _children(pid: int) -> set[int]:
+    found = set()
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            found.add(int(stat.parent.name))
+    return found
+
+
+def test_worker_processes_exit_when_the_server_is_killed(tmp_path):
+    made = cli(tmp_path, "keys", "create", "--project", "otel")
+    key, port = made.stdout.strip(), free_port()
+    proc = start_server(tmp_path, port)
+    try:
+        r = httpx.post(
+            f"http://127.0.0.1:{port}/v1/traces",
+            content=spans(GENAI).SerializeToString(),
+            headers={**PB, "Authorization": f"Bearer {key}"},
+            timeout=60,
+        )
+        assert r.status_code == 200, r.text
+        workers = _children(proc.pid)
+        assert workers  # the export was mapped in a worker process
+    finally:
+        proc.kill()  # kill -9: no shutdown code runs in the server
+        proc.wait(30)
+    deadline = time.monotonic() + 15
+    while any(Path(f"/proc/{w}").exists() for w in workers) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not any(Path(f"/proc/{w}").exists() for w in workers)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import threading
+import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 
 import pyarrow as pa
@@ -12,6 +14,7 @@ from promptblame.errors import QueueFull, StoreUnavailable
 from promptblame.ingest.contracts import ResponseEvent
 from promptblame.ingest.rows import responses_table
 from promptblame.ingest.writer import GroupCommitWriter
+from promptblame.store import Store
 from tests.helpers import event
 
 
@@ -96,3 +99,82 @@ def test_close_writes_what_is_queued_then_refuses_new_work(embedded_store):
     assert embedded_store.count("responses", "p") == 7
     with pytest.raises(StoreUnavailable):
         w.submit("responses", rows(7, 1))
+
+
+def recording(store: Store) -> tuple[Callable[[str, pa.Table], None], list[int]]:
+    """An insert that writes to the real store and records each INSERT's row count."""
+    sizes: list[int] = []
+
+    def insert(table: str, data: pa.Table) -> None:
+        sizes.append(data.num_rows)
+        store.insert(table, data)
+
+    return insert, sizes
+
+
+def test_a_lone_request_is_written_at_once_however_long_the_linger(embedded_store):
+    insert, sizes = recording(embedded_store)
+    w = GroupCommitWriter(insert, max_queue_rows=10_000, max_batch_rows=10_000, linger=5.0)
+    with w.incoming():
+        done = w.submit("responses", rows(0, 3))
+    started = time.monotonic()
+    done.result(10)
+    assert time.monotonic() - started < 2.0  # nothing else was on its way: no waiting
+    w.close()
+    assert sizes == [3]
+
+
+def test_requests_on_their_way_join_the_insert_while_they_outnumber_the_queued(embedded_store):
+    insert, sizes = recording(embedded_store)
+    w = GroupCommitWriter(insert, max_queue_rows=10_000, max_batch_rows=10_000, linger=5.0)
+    all_announced = threading.Barrier(3)
+    go = threading.Event()
+    futures = []
+
+    def request(k: int) -> None:
+        with w.incoming():
+            all_announced.wait(10)
+            if k:  # the others are still being read when the first one is queued
+                go.wait(10)
+            futures.append(w.submit("responses", rows(10 * k, 10)))
+
+    threads = [threading.Thread(target=request, args=(k,)) for k in range(3)]
+    for t in threads:
+        t.start()
+    time.sleep(0.3)  # request 0 is queued; 2 more on their way outnumber it: the writer waits
+    assert sizes == []
+    go.set()
+    for t in threads:
+        t.join(10)
+    for f in futures:
+        f.result(10)
+    w.close()
+    # once two were queued and one was still on its way the writer went: at most two INSERTs
+    assert sum(sizes) == 30 and len(sizes) <= 2 and sizes[0] >= 20
+    assert embedded_store.count("responses", "p") == 30
+
+
+def test_the_linger_is_bounded_when_an_announced_request_never_arrives(embedded_store):
+    insert, sizes = recording(embedded_store)
+    w = GroupCommitWriter(insert, max_queue_rows=10_000, max_batch_rows=10_000, linger=0.2)
+    release = threading.Event()
+    stuck_entered = threading.Event()
+
+    def stuck() -> None:  # a slow client: announced, still sending its body
+        with w.incoming():
+            stuck_entered.set()
+            release.wait(10)
+
+    a, b = threading.Thread(target=stuck), threading.Thread(target=stuck)
+    a.start()
+    b.start()
+    assert stuck_entered.wait(10)
+    time.sleep(0.05)
+    started = time.monotonic()
+    w.submit("responses", rows(0, 4)).result(10)
+    assert 0.1 <= time.monotonic() - started < 2.0  # waited for them, but only `linger`
+    release.set()
+    a.join(10)
+    b.join(10)
+    w.close()
+    assert sizes == [4]

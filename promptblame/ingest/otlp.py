@@ -149,9 +149,6 @@ class Mapped:
     rejected: list[str] = field(default_factory=list)
     skipped: int = 0
 
-    def error_message(self) -> str:
-        return rejection_message(self.rejected)
-
 
 @dataclass
 class Rows:

@@ -28,7 +28,8 @@ What it does (loopback only, bounded in time and in count):
      closed; whole body sent then closed before the answer; whole body then a TCP reset;
    - the burster sends 8 parallel 4,000-event batches 5-12 s after every start and then every
      30-60 s, to fill the write queue (503 + Retry-After);
-   - the server's RSS is sampled every second of every lifetime; 90 s into each of the two long
+   - the server's RSS (with its OTLP worker processes) is sampled every second of every
+     lifetime; 90 s into each of the two long
      lifetimes (RSS climbs for ~90 s after a start) the load pauses for a quiet window: every
      batch in hand and the client's buffer delivered, a scoring run with nothing left, then
      40 s of samples with only the scheduled jobs running (--minutes counts load time only);
@@ -39,7 +40,8 @@ What it does (loopback only, bounded in time and in count):
    scores unique per (event, metric, source) in `scores` and in `scored` (what analysis reads),
    scores all materialized, incidents unique (no two for one shift, as the detection job's
    merge defines it), each incident's revision recorded, job runs in every lifetime, no
-   unhandled exception in the server log; memory: the quiet floor (lower quartile of RSS) after
+   unhandled exception in the server log, no OTLP worker process outliving its killed server;
+   memory: the quiet floor (lower quartile of RSS) after
    the load vs after warm-up in the same process, and after warm-up in the last vs the first
    lifetime, each ≤ +10 % (under load the floor follows the work in flight — client backlog
    after a kill, bursts — so that figure is printed, not judged).
@@ -89,7 +91,8 @@ from ingest import (  # benchmarks/ingest.py (the script's directory is on sys.p
     process_cpu,
 )
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceResponse
-from otlp import make_bodies as make_otlp_bodies  # benchmarks/otlp.py
+from otlp import children  # benchmarks/otlp.py
+from otlp import make_bodies as make_otlp_bodies
 
 from promptblame.ingest.client import Client
 
@@ -294,6 +297,7 @@ class Server:
         self.log_path = log_path
         self.proc: subprocess.Popen[bytes] | None = None
         self.lifetimes: list[Lifetime] = []
+        self.killed_workers: list[int] = []  # OTLP worker processes of killed servers
 
     def create_key(self) -> str:
         out = subprocess.run(
@@ -329,6 +333,7 @@ class Server:
 
     def kill9(self) -> None:
         assert self.proc is not None
+        self.killed_workers += children(self.proc.pid)  # they must exit with their server
         self.proc.send_signal(signal.SIGKILL)
         self.proc.wait()
         self.lifetimes[-1].ended, self.lifetimes[-1].how = time.monotonic(), "kill -9"
@@ -659,9 +664,9 @@ class RssMonitor(threading.Thread):
             if pid is None or not lives or lives[-1].pid != pid or lives[-1].ended:
                 continue
             with contextlib.suppress(OSError, KeyError, IndexError):
-                lives[-1].rss.append(
-                    (time.monotonic() - lives[-1].healthy, proc_status(pid)["VmRSS"])
-                )
+                # the server's memory includes its OTLP worker processes
+                rss = sum(proc_status(p)["VmRSS"] for p in [pid, *children(pid)])
+                lives[-1].rss.append((time.monotonic() - lives[-1].healthy, rss))
                 lives[-1].cpu = pid_cpu(pid)
 
 
@@ -1481,6 +1486,7 @@ def main() -> int:
     tracebacks = log_text.count("Traceback")
     errors = [ln for ln in log_text.splitlines() if " ERROR " in ln or ln.startswith("ERROR")]
     print(f"  server log: {tracebacks} tracebacks, {len(errors)} ERROR lines")
+    left_behind = [w for w in server.killed_workers if Path(f"/proc/{w}").exists()]
     for ln in list(dict.fromkeys(e[:160] for e in errors))[:5]:
         print(f"    {ln}")
 
@@ -1542,6 +1548,8 @@ def main() -> int:
         ("RSS under load, end vs warm-up (not judged)",
          "n/a" if under_load is None else f"worst {under_load:+.1%}", None),
         ("unhandled exceptions in the server log", f"{tracebacks}", tracebacks == 0),
+        ("OTLP workers outliving their killed server",
+         f"{len(left_behind)} of {len(server.killed_workers)}", not left_behind),
         # uvicorn re-raises SIGTERM after its graceful shutdown: -15 is a clean exit
         ("clean shutdown (SIGTERM)", f"exit code {exit_code}", exit_code in (0, -signal.SIGTERM)),
     ]  # fmt: skip

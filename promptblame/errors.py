@@ -37,6 +37,14 @@ class Conflict(PromptblameError):
     """The request contradicts what is stored (e.g. a prompt version with different text)."""
 
 
+class LabelConflict(Conflict):
+    """A label move whose `expected` version is not what the label holds; `current` is."""
+
+    def __init__(self, message: str, *, current: str) -> None:
+        super().__init__(message)
+        self.current = current
+
+
 class NotFound(PromptblameError):
     """The named object does not exist in this project."""
 

@@ -152,9 +152,23 @@ class Settings(BaseSettings):
         description="Comma list of Python packages whose functions `custom` evaluators may name"
         " (empty: custom evaluators are refused).",
     )
+    protected_labels: str = Field(
+        default="production",
+        description="Comma list of prompt labels that accept only a version with a passing gate"
+        " result on record (an admin may force a move, with a reason the history keeps).",
+    )
+    resolve_cache_seconds: float = Field(
+        default=5.0,
+        ge=0,
+        description="How long an api process serves a prompt label from its cache. A move is"
+        " seen at once by the process that made it, by the others within this time.",
+    )
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = Field(
         default="INFO", description="Python logging level."
     )
+
+    def protected(self) -> frozenset[str]:
+        return frozenset(x.strip() for x in self.protected_labels.split(",") if x.strip())
 
     @field_validator("log_level", mode="before")
     @classmethod

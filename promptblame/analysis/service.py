@@ -5,8 +5,10 @@ This is the only analysis module that touches the store; the statistics modules 
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
+from datetime import UTC, datetime
 from typing import Any, Literal
 
 import numpy as np
@@ -387,7 +389,7 @@ def run_gate(store: Store, project_id: str, spec: GateSpec) -> dict[str, Any]:
         d["regressed"] = [excerpt(c) for c in m.regressed]
         d["improved"] = [excerpt(c) for c in m.improved]
         metrics.append(d)
-    return {
+    answer = {
         "verdict": result.verdict,
         "app": spec.app,
         "environment": spec.environment,
@@ -400,6 +402,37 @@ def run_gate(store: Store, project_id: str, spec: GateSpec) -> dict[str, Any]:
         "metrics": metrics,
         "warnings": warnings,
     }
+    _keep_gate_result(store, project_id, answer)
+    return answer
+
+
+def _keep_gate_result(store: Store, project_id: str, answer: dict[str, Any]) -> None:
+    """Record the verdict: a protected prompt label accepts only a version that passed."""
+    column, cand = answer["compared"], answer["candidate"]
+
+    def values(name: str) -> list[str]:
+        return [cand["version"]] if column == name else list(cand.get(f"{name}s", []))
+
+    store.insert_rows(
+        "gate_results",
+        [
+            {
+                "project_id": project_id,
+                "app": answer["app"],
+                "environment": answer["environment"],
+                "compared": column,
+                "baseline": answer["baseline"]["version"],
+                "candidate": cand["version"],
+                "candidate_run": cand["run_id"],
+                "prompt_ids": list(cand.get("prompt_ids", [])),
+                "models": values("model"),
+                "model_versions": values("model_version"),
+                "verdict": answer["verdict"],
+                "result": json.dumps(answer, default=str),
+                "ts": datetime.now(UTC),
+            }
+        ],
+    )
 
 
 def _gate_runs(

@@ -32,6 +32,7 @@ from promptblame.api.routes import (
 from promptblame.api.state import AppState
 from promptblame.ingest.otlp_pool import OtlpPool
 from promptblame.ingest.writer import GroupCommitWriter, WriterStats
+from promptblame.releases.resolve import ResolveCache
 from promptblame.settings import Settings
 from promptblame.store import Store, open_store
 
@@ -68,7 +69,8 @@ def create_app(settings: Settings | None = None, store: Store | None = None) -> 
         limiter = TokenBuckets(rate=settings.rate_limit_per_second, burst=settings.rate_limit_burst)
         keys = KeyChecker(s, cache_seconds=settings.key_cache_seconds, limiter=limiter)
         pool = OtlpPool(settings.otlp_processes)
-        app.state.pb = AppState(settings, s, writer, keys, metrics, pool)
+        releases = ResolveCache(settings.resolve_cache_seconds)
+        app.state.pb = AppState(settings, s, writer, keys, metrics, pool, releases)
         log.info("promptblame %s on the %s store", __version__, s.kind)
         try:
             yield

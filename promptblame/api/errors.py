@@ -44,6 +44,7 @@ def install(app: FastAPI) -> None:
     for exc_type, status, headers in _STATUS:
         app.add_exception_handler(exc_type, _simple(status, headers))
     app.add_exception_handler(errors.RateLimited, _rate_limited)
+    app.add_exception_handler(errors.LabelConflict, _label_conflict)
     app.add_exception_handler(HTTPException, _http_exception)
     app.add_exception_handler(errors.InvalidArgument, _invalid_argument)
     app.add_exception_handler(errors.ConfigInvalid, _config_invalid)
@@ -60,6 +61,11 @@ def _simple(status: int, headers: dict[str, str]):  # type: ignore[no-untyped-de
 async def _rate_limited(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, errors.RateLimited)
     return error_response(request, str(exc), 429, {"Retry-After": str(exc.retry_after)})
+
+
+async def _label_conflict(_: Request, exc: Exception) -> Response:
+    assert isinstance(exc, errors.LabelConflict)
+    return JSONResponse({"detail": str(exc), "current": exc.current or None}, status_code=409)
 
 
 def _wants_rpc_status(request: Request) -> bool:

@@ -11,6 +11,7 @@ from promptblame.api.auth import KeyChecker, Principal, bearer_key
 from promptblame.api.metrics import Metrics
 from promptblame.ingest.otlp_pool import OtlpPool
 from promptblame.ingest.writer import GroupCommitWriter
+from promptblame.releases.resolve import ResolveCache
 from promptblame.settings import Settings
 from promptblame.store import Store
 
@@ -23,6 +24,7 @@ class AppState:
     keys: KeyChecker
     metrics: Metrics
     otlp: OtlpPool
+    releases: ResolveCache
 
 
 def get_state(request: Request) -> AppState:
@@ -42,9 +44,12 @@ def _principal(
     return state.keys.check(authorization)
 
 
-def _scoped(scope: str):  # type: ignore[no-untyped-def]
+def _scoped(*scopes: str):  # type: ignore[no-untyped-def]
+    """A key holding the scope (any of them, when several are named)."""
+
     def dep(principal: Annotated[Principal, Depends(_principal)]) -> Principal:
-        principal.require(scope)
+        if not principal.scopes & set(scopes):
+            principal.require(scopes[0])
         return principal
 
     return dep
@@ -53,3 +58,4 @@ def _scoped(scope: str):  # type: ignore[no-untyped-def]
 IngestKey = Annotated[Principal, Depends(_scoped("ingest"))]
 ReadKey = Annotated[Principal, Depends(_scoped("read"))]
 AdminKey = Annotated[Principal, Depends(_scoped("admin"))]
+AppKey = Annotated[Principal, Depends(_scoped("ingest", "read"))]  # what an app's key holds

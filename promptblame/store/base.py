@@ -220,6 +220,86 @@ class Store(ABC):
             i=prompt_id,
         )
 
+    # -- prompt labels and gate results ----------------------------------------------------
+    _LABEL_WINNERS = (
+        "SELECT * EXCEPT (project_id) FROM label_events WHERE project_id = {p:String}"
+        " AND ({i:String} = '' OR prompt_id = {i:String})"
+        " AND ({l:String} = '' OR label = {l:String})"
+        " ORDER BY prompt_id, label, model, seq, claimed_at, token"
+        " LIMIT 1 BY prompt_id, label, model, seq"
+    )
+
+    def label_history(
+        self, project_id: str, prompt_id: str = "", label: str = ""
+    ) -> list[dict[str, Any]]:
+        """Every move that took effect (the winning claim of each seq), oldest first per
+        pointer; all prompts when `prompt_id` is ''."""
+        return self._rows(self._LABEL_WINNERS, p=project_id, i=prompt_id, l=label)
+
+    def label_pointers(self, project_id: str, prompt_id: str = "") -> list[dict[str, Any]]:
+        """Each pointer (prompt, label, model) with its newest winning move."""
+        return self._rows(
+            f"SELECT * FROM ({self._LABEL_WINNERS})"
+            " ORDER BY prompt_id, label, model, seq DESC LIMIT 1 BY prompt_id, label, model",
+            p=project_id,
+            i=prompt_id,
+            l="",
+        )
+
+    def claim_label_move(self, project_id: str, move: Mapping[str, Any]) -> bool:
+        """Insert a claim for `move["seq"]` of its pointer; True when it is the winning one.
+
+        The winner of a seq is its earliest (claimed_at, token), stamped by the database's
+        clock, so whoever reads back after inserting sees the same winner as every later
+        reader (a losing claim stays in the table and is never a pointer or history)."""
+        self._exec(
+            "INSERT INTO label_events (project_id, prompt_id, label, model, seq, claimed_at,"
+            " token, from_version, to_version, key_id, reason, forced, incident_id) VALUES"
+            " ({p:String}, {i:String}, {l:String}, {m:String}, {seq:UInt64}, now64(6),"
+            " {tok:String}, {fr:String}, {to:String}, {k:String}, {r:String}, {f:UInt8},"
+            " {inc:String})",
+            p=project_id,
+            i=move["prompt_id"],
+            l=move["label"],
+            m=move["model"],
+            seq=move["seq"],
+            tok=move["token"],
+            fr=move["from_version"],
+            to=move["to_version"],
+            k=move["key_id"],
+            r=move["reason"],
+            f=int(move["forced"]),
+            inc=move["incident_id"],
+        )
+        rows = self._rows(
+            "SELECT token FROM label_events WHERE project_id = {p:String} AND prompt_id ="
+            " {i:String} AND label = {l:String} AND model = {m:String} AND seq = {seq:UInt64}"
+            " ORDER BY claimed_at, token LIMIT 1",
+            p=project_id,
+            i=move["prompt_id"],
+            l=move["label"],
+            m=move["model"],
+            seq=move["seq"],
+        )
+        return bool(rows) and rows[0]["token"] == move["token"]
+
+    def passing_gates(
+        self, project_id: str, *, prompt_id: str, version: str, model: str = ""
+    ) -> list[dict[str, Any]]:
+        """Passing gate results with `version` as the candidate prompt version of `prompt_id`
+        (and, when `model` is given, run on that model or model version), newest first."""
+        return self._rows(
+            "SELECT app, environment, baseline, candidate, candidate_run, models, ts"
+            " FROM gate_results WHERE project_id = {p:String} AND compared = 'prompt_version'"
+            " AND candidate = {v:String} AND verdict = 'pass' AND has(prompt_ids, {i:String})"
+            " AND ({m:String} = '' OR has(models, {m:String}) OR has(model_versions, {m:String}))"
+            " ORDER BY ts DESC",
+            p=project_id,
+            i=prompt_id,
+            v=version,
+            m=model,
+        )
+
     # -- reads -----------------------------------------------------------------------------
     def list_responses(
         self,
@@ -686,7 +766,8 @@ class Store(ABC):
             "SELECT tags['run_id'] AS run_id, count() AS responses,"
             " uniqExactIf(case_id, case_id != '') AS cases,"
             " countIf(case_id = '') AS without_case, min(ts) AS first_ts, max(ts) AS last_ts,"
-            f" {others} FROM responses FINAL WHERE {run.sql(any_run=True)}"
+            f" {others}, arraySort(groupUniqArray(prompt_id)) AS prompt_ids"
+            f" FROM responses FINAL WHERE {run.sql(any_run=True)}"
             " GROUP BY run_id ORDER BY last_ts DESC, run_id",
             p=project_id,
             **run.params(),

@@ -308,6 +308,54 @@ MIGRATIONS: tuple[Migration, ...] = (
             """,
         ),
     ),
+    Migration(
+        6,
+        "prompt releases: label moves, gate results",
+        (
+            # Append-only: every claim to move a label. A pointer (prompt, label, model) is the
+            # winning claim with the highest seq; a claim wins its seq when it is the earliest
+            # (claimed_at, token) of that seq. Compare-and-set without row locks: a mover
+            # claims seq = current + 1 and reads back which claim won. model '' = every model
+            # without a pointer of its own.
+            """
+            CREATE TABLE IF NOT EXISTS label_events (
+                project_id LowCardinality(String),
+                prompt_id String,
+                label String,
+                model String,
+                seq UInt64,
+                claimed_at DateTime64(6, 'UTC'),
+                token String,
+                from_version String,
+                to_version String,
+                key_id String,
+                reason String,
+                forced UInt8,
+                incident_id String
+            ) ENGINE = MergeTree
+            ORDER BY (project_id, prompt_id, label, model, seq, claimed_at, token)
+            """,
+            # What a protected label checks: the gate's verdicts, kept as they were given.
+            """
+            CREATE TABLE IF NOT EXISTS gate_results (
+                project_id LowCardinality(String),
+                app String,
+                environment String,
+                compared LowCardinality(String),
+                baseline String,
+                candidate String,
+                candidate_run String,
+                prompt_ids Array(String),
+                models Array(String),
+                model_versions Array(String),
+                verdict LowCardinality(String),
+                result String CODEC(ZSTD(1)),
+                ts DateTime64(3, 'UTC')
+            ) ENGINE = MergeTree
+            ORDER BY (project_id, compared, candidate, ts)
+            """,
+        ),
+    ),
 )
 
 _TS = pa.timestamp("ms", tz="UTC")
@@ -474,7 +522,26 @@ PROMPT_VERSIONS_ARROW = pa.schema(
     ]
 )
 
+GATE_RESULTS_ARROW = pa.schema(
+    [
+        ("project_id", _STR),
+        ("app", _STR),
+        ("environment", _STR),
+        ("compared", _STR),
+        ("baseline", _STR),
+        ("candidate", _STR),
+        ("candidate_run", _STR),
+        ("prompt_ids", pa.list_(_STR)),
+        ("models", pa.list_(_STR)),
+        ("model_versions", pa.list_(_STR)),
+        ("verdict", _STR),
+        ("result", _STR),
+        ("ts", _TS),
+    ]
+)
+
 INSERTABLE: dict[str, pa.Schema] = {
+    "gate_results": GATE_RESULTS_ARROW,
     "responses": RESPONSES_ARROW,
     "scores": SCORES_ARROW,
     "score_errors": SCORE_ERRORS_ARROW,

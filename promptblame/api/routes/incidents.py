@@ -15,6 +15,7 @@ from promptblame.analysis.alerting.rules import validate
 from promptblame.api.errors import ErrorBody
 from promptblame.api.state import AdminKey, ReadKey, State
 from promptblame.errors import NotFound
+from promptblame.releases import incident as release
 
 router = APIRouter(prefix="/v1", tags=["incidents"])
 
@@ -58,9 +59,22 @@ def get_incident(incident_id: IncidentId, state: State, key: ReadKey) -> dict[st
     alerts = state.store.alerts(key.project_id, incident_id=incident_id)
     return {
         **public(row, evidence=True),
+        "release": release.release_info(state.store, key.project_id, row),
         "revisions": [public(r, evidence=True) for r in revisions],
         "alerts": [public(a) for a in alerts],
     }
+
+
+@router.post("/incidents/{incident_id}/rollback", responses=_NOT_FOUND)
+def rollback_incident(incident_id: IncidentId, state: State, key: AdminKey) -> dict[str, Any]:
+    """Move every label serving the blamed prompt version back to its predecessor (recorded
+    with this incident's id, which is then resolved); `moved` is empty and `message` says why
+    when nothing could move."""
+    row = _incident(state, key.project_id, incident_id)
+    answer = release.rollback(state.store, key.project_id, row, key.key_id)
+    for m in answer["moved"]:
+        state.releases.invalidate(key.project_id, m["prompt_id"])
+    return answer
 
 
 @router.post("/incidents/{incident_id}/ack", responses=_NOT_FOUND)

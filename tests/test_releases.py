@@ -3,6 +3,7 @@ model, protected by the gate, their history, resolve, and rollback from an incid
 
 from __future__ import annotations
 
+import itertools
 import subprocess
 import sys
 import threading
@@ -278,7 +279,7 @@ def test_two_processes_racing_on_a_server_store_never_lose_or_fork_a_move(clickh
         history = store.label_history("acme", "answer", "staging")
         assert sum(wins) == len(history) and min(wins) > 0
         assert [e["seq"] for e in history] == list(range(1, len(history) + 1))
-        for before, after in zip(history, history[1:], strict=False):
+        for before, after in itertools.pairwise(history):
             assert after["from_version"] == before["to_version"]  # one chain, no fork
         claims = store._rows("SELECT count() AS n FROM label_events")[0]["n"]
         assert claims >= len(history)

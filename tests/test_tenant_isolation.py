@@ -48,6 +48,7 @@ from promptblame.api.auth import new_key
 from promptblame.errors import Unauthorized
 from promptblame.ingest.contracts import ResponseEvent, ScoreEvent
 from promptblame.ingest.rows import responses_table, scores_table
+from promptblame.releases import labels
 from promptblame.settings import Settings
 from promptblame.store import Store, open_store
 from tests.helpers import auth
@@ -141,6 +142,12 @@ def seed_project(store: Store, p: str, seed: int) -> None:
             labels=[f"{p}-label"],
             created_at=START,
         )
+    for pid, label, version in (
+        ("answer", "production", "v2"),
+        (f"{p}-prompt", f"{p}-label", "b1"),
+    ):
+        move = labels.Move(prompt_id=pid, label=label, version=version, key_id=f"{p}-key")
+        labels.move(store, p, move, protected=frozenset())
     apply_evaluators(store, p, validate_evaluators(evaluators_doc(p)), SETTINGS)
     run_scoring(store, SETTINGS, project_id=p)
     store.materialize_scores()
@@ -380,6 +387,57 @@ def _get_prompts(w: World) -> None:
         f"{A}-secret-template answer@v1",
         f"{A}-secret-template answer@v2",
     ]
+
+
+def b_labels(w: World) -> list[tuple[str, str, str, int]]:
+    return [
+        (r["prompt_id"], r["label"], r["to_version"], r["seq"]) for r in w.store.label_pointers(B)
+    ]
+
+
+@case("PUT", "/v1/prompts/{prompt_id}/labels/{label}")
+def _put_label(w: World) -> None:
+    before = b_labels(w)
+    # B's prompt and label names: A's registry has no b1, so nothing can point there
+    r = w.call(A, "PUT", f"/v1/prompts/{B}-prompt/labels/{B}-label", json={"version": "b1"})
+    assert r.status_code == 422
+    r = w.call(A, "PUT", "/v1/prompts/answer/labels/staging", json={"version": "v1"})
+    assert r.status_code == 200 and r.json()["moved"]
+    assert b_labels(w) == before
+
+
+@case("GET", "/v1/prompts/{prompt_id}/labels")
+def _get_labels(w: World) -> None:
+    assert w.call(A, "GET", f"/v1/prompts/{B}-prompt/labels").status_code == 404
+    mine = w.call(A, "GET", "/v1/prompts/answer/labels").json()["labels"]
+    assert {x["key_id"] for x in mine} <= {f"{A}-key", w.key_ids[A]}
+
+
+@case("GET", "/v1/prompts/{prompt_id}/labels/{label}/history")
+def _get_label_history(w: World) -> None:
+    r = w.call(A, "GET", f"/v1/prompts/{B}-prompt/labels/{B}-label/history")
+    assert r.status_code == 404
+    moves = w.call(A, "GET", "/v1/prompts/answer/labels/production/history").json()["moves"]
+    assert [m["key_id"] for m in moves][:1] == [f"{A}-key"]
+
+
+@case("GET", "/v1/prompts/{prompt_id}/resolve")
+def _resolve_prompt(w: World) -> None:
+    r = w.call(A, "GET", f"/v1/prompts/{B}-prompt/resolve", params={"label": f"{B}-label"})
+    assert r.status_code == 404
+    mine = w.call(A, "GET", "/v1/prompts/answer/resolve", params={"label": "production"})
+    assert mine.json()["template"].startswith(f"{A}-secret-template")
+
+
+@case("POST", "/v1/incidents/{incident_id}/rollback")
+def _rollback(w: World) -> None:
+    before = b_labels(w)
+    for iid in w.incidents[B]:
+        r = w.call(A, "POST", f"/v1/incidents/{iid}/rollback")
+        assert r.status_code == 404
+    for iid in w.incidents[A]:  # A's own rollbacks move A's labels only
+        assert w.call(A, "POST", f"/v1/incidents/{iid}/rollback").status_code == 200
+    assert b_labels(w) == before
 
 
 @case("GET", "/v1/responses")

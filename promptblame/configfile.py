@@ -44,7 +44,10 @@ def read_yaml(path: Path) -> tuple[Any, dict[tuple[Any, ...], int]]:
         raise ConfigInvalid([Problem("(file)", f"not valid YAML: {exc}", line)]) from None
     lines: dict[tuple[Any, ...], int] = {}
     if node is not None:
-        _index_lines(node, (), lines)
+        repeated: list[Problem] = []
+        _index_lines(node, (), lines, repeated)
+        if repeated:  # YAML's loader keeps the last silently: an ambiguous file, refused
+            raise ConfigInvalid(repeated)
     return doc, lines
 
 
@@ -65,12 +68,25 @@ def line_of(lines: Lines, loc: tuple[Any, ...]) -> int | None:
     return None
 
 
-def _index_lines(node: yaml.Node, path: tuple[Any, ...], out: dict[tuple[Any, ...], int]) -> None:
+def _index_lines(
+    node: yaml.Node,
+    path: tuple[Any, ...],
+    out: dict[tuple[Any, ...], int],
+    repeated: list[Problem],
+) -> None:
     out[path] = node.start_mark.line + 1
     if isinstance(node, yaml.MappingNode):
+        seen: set[Any] = set()
         for k, v in node.value:
-            _index_lines(v, (*path, k.value), out)
-            out[(*path, k.value)] = k.start_mark.line + 1  # the key's line, not its block's
+            key = (*path, k.value)
+            if k.value in seen:
+                where = ".".join(map(str, key))
+                repeated.append(
+                    Problem(where, "key repeated in one mapping", k.start_mark.line + 1)
+                )
+            seen.add(k.value)
+            _index_lines(v, key, out, repeated)
+            out[key] = k.start_mark.line + 1  # the key's line, not its block's
     elif isinstance(node, yaml.SequenceNode):
         for i, v in enumerate(node.value):
-            _index_lines(v, (*path, i), out)
+            _index_lines(v, (*path, i), out, repeated)

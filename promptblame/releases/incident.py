@@ -124,7 +124,6 @@ def rollback(
             reason=f"rollback of incident {iid}: {p.culprit.value} regressed {incident['metric']}",
             key_id=key_id,
             incident_id=iid,
-            rollback=True,
         )
         try:  # protected labels too: the incident is the evidence against what they serve
             answer["moved"].append(move(store, project_id, m, protected=frozenset()))

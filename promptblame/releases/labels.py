@@ -10,19 +10,21 @@ A pointer may be per model (`model`), with a default ('') for every model withou
 wording can behave differently on different models. Labels named in `PROTECTED_LABELS` accept
 only a version with a passing gate result for that (version, model) on record, unless an admin
 forces the move with a reason the history keeps; going back to a version the label held before
-(a rollback) needs no gate.
+(a rollback) needs no new gate.
 """
 
 from __future__ import annotations
 
+import hashlib
 import re
 import threading
 import uuid
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
-from promptblame.errors import InvalidArgument, LabelConflict, NotFound
+from promptblame.errors import Conflict, InvalidArgument, LabelConflict, NotFound
 from promptblame.store import Store
 
 LABEL_PATTERN = r"^[a-z0-9][a-z0-9._-]{0,63}$"
@@ -45,7 +47,6 @@ class Move:
     force: bool = False
     key_id: str = ""
     incident_id: str = ""
-    rollback: bool = False  # to a version this pointer held before: no gate needed
 
 
 def check_label(label: str, field: str = "label") -> str:
@@ -139,8 +140,8 @@ def _check_gate(store: Store, project_id: str, m: Move, protected: frozenset[str
     """True when the move is forced past the gate rule (recorded as forced)."""
     if m.label not in protected:
         return False
-    if m.rollback and m.version in held_before(store, project_id, m.prompt_id, m.label, m.model):
-        return False
+    if m.version in held_before(store, project_id, m.prompt_id, m.label, m.model):
+        return False  # back to a version it served before (a rollback): no new gate
     if store.passing_gates(project_id, prompt_id=m.prompt_id, version=m.version, model=m.model):
         return False
     if m.force:
@@ -186,6 +187,47 @@ def previous_version(
             f" {now['to_version']!r}: nothing to roll back to",
         )
     return now["to_version"], now["from_version"]
+
+
+def register(
+    store: Store,
+    project_id: str,
+    prompt_id: str,
+    version: str,
+    template: str,
+    *,
+    author: str = "",
+    tags: Sequence[str] = (),
+) -> tuple[dict[str, Any], bool]:
+    """(the stored version, whether it is new). Same text again: unchanged; other text under a
+    registered version: Conflict (a changed wording is a new version)."""
+    digest = content_hash(template)
+    existing = store.get_prompt_version(project_id, prompt_id, version)
+    if existing is not None:
+        if existing["content_hash"] != digest:
+            raise Conflict(
+                f"prompt {prompt_id!r} version {version!r} is already registered with different"
+                f" text (sha256 {existing['content_hash'][:12]}…); register a new version"
+            )
+        return existing, False
+    store.put_prompt_version(
+        project_id,
+        prompt_id=prompt_id,
+        version=version,
+        template=template,
+        content_hash=digest,
+        author=author,
+        labels=tags,
+        created_at=datetime.now(UTC),
+    )
+    stored = store.get_prompt_version(project_id, prompt_id, version)
+    assert stored is not None
+    return stored, True
+
+
+def content_hash(template: str) -> str:
+    """What the registry keys a version's text by."""
+    return hashlib.sha256(template.encode()).hexdigest()
 
 
 def public(row: Mapping[str, Any], protected: frozenset[str]) -> dict[str, Any]:

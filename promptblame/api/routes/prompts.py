@@ -8,8 +8,6 @@ last "/versions/").
 
 from __future__ import annotations
 
-import hashlib
-from datetime import UTC, datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Query
@@ -19,7 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from promptblame.api.errors import ErrorBody
 from promptblame.api.params import TEXT
 from promptblame.api.state import AdminKey, AppKey, IngestKey, ReadKey, State
-from promptblame.errors import Conflict, NotFound
+from promptblame.errors import NotFound
 from promptblame.ingest.contracts import PromptVersionIn
 from promptblame.releases import labels
 from promptblame.releases.resolve import resolve
@@ -60,28 +58,16 @@ def put_version(
     prompt_id: PathName, version: PathName, body: PromptVersionIn, state: State, key: IngestKey
 ) -> JSONResponse:
     """201 when registered now, 200 when the same text was already registered."""
-    digest = hashlib.sha256(body.template.encode()).hexdigest()
-    existing = state.store.get_prompt_version(key.project_id, prompt_id, version)
-    if existing is not None:
-        if existing["content_hash"] != digest:
-            raise Conflict(
-                f"prompt {prompt_id!r} version {version!r} is already registered with different"
-                f" text (sha256 {existing['content_hash'][:12]}…); register a new version"
-            )
-        return JSONResponse(_public(existing), status_code=200)
-    state.store.put_prompt_version(
+    row, new = labels.register(
+        state.store,
         key.project_id,
-        prompt_id=prompt_id,
-        version=version,
-        template=body.template,
-        content_hash=digest,
+        prompt_id,
+        version,
+        body.template,
         author=body.author,
-        labels=body.labels,
-        created_at=datetime.now(UTC),
+        tags=body.labels,  # descriptive tags kept with the version, not movable labels
     )
-    stored = state.store.get_prompt_version(key.project_id, prompt_id, version)
-    assert stored is not None
-    return JSONResponse(_public(stored), status_code=201)
+    return JSONResponse(_public(row), status_code=201 if new else 200)
 
 
 @router.get(f"/{{prompt_id:{TEXT}}}/versions")

@@ -1,0 +1,285 @@
+"""`promptblame prompts ...`: prompts as code (push), label moves, their history, rollback.
+
+Each command works through a running server (--url/--key, what CI and people use while `serve`
+holds the data directory) or directly on the embedded store (--project).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+import click
+
+from promptblame.api.cli_common import (
+    _THROUGH_API,
+    _call,
+    _settings,
+    _store,
+    key_option,
+    url_option,
+)
+from promptblame.display import visible
+from promptblame.errors import ConfigInvalid, Conflict, InvalidArgument, NotFound
+from promptblame.releases import files, labels
+from promptblame.store import Store
+
+
+@click.group()
+def prompts() -> None:
+    """Prompts as code: push a directory of prompt files, move labels, roll back."""
+
+
+project_option = click.option("--project", help="Project (direct store access).")
+
+
+def _on_store(project: str | None, work: Any) -> Any:
+    """Run `work(store, project)` on the embedded store, domain errors as CLI errors."""
+    if not project:
+        raise click.UsageError("give --project (or --url and --key)")
+    store = _store(_settings(), _THROUGH_API)
+    try:
+        return work(store, project)
+    except (InvalidArgument, Conflict, NotFound) as exc:
+        raise click.ClickException(visible(str(exc))) from exc
+    finally:
+        store.close()
+
+
+def _path(prompt_id: str) -> str:
+    return f"/v1/prompts/{quote(prompt_id, safe='')}"
+
+
+@prompts.command("push")
+@click.argument("directory", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--dry-run", is_flag=True, help="Show what would be registered; change nothing.")
+@project_option
+@url_option
+@key_option
+def push(
+    directory: Path, dry_run: bool, project: str | None, url: str | None, key: str | None
+) -> None:
+    """Register every new prompt version in DIRECTORY's *.yaml files and print each new
+    version's diff against the one before it. Idempotent: versions already registered with
+    the same text are unchanged; a registered version whose text changed is refused."""
+    try:
+        versions = files.load_dir(directory)
+    except ConfigInvalid as exc:
+        raise click.ClickException(
+            "prompt files are not valid:\n" + "\n".join(f"  {p}" for p in exc.problems)
+        ) from exc
+    if url:
+        results = [_push_through_api(url, key, v, dry_run) for v in versions]
+    else:
+        results = _on_store(
+            project, lambda store, p: [_push_to_store(store, p, v, dry_run) for v in versions]
+        )
+    conflicts = 0
+    for v, (action, detail) in zip(versions, results, strict=True):
+        click.echo(visible(f"{action:<10} {v.prompt_id}@{v.version}  ({v.path})"))
+        if action == "conflict":
+            conflicts += 1
+            click.echo(visible(f"           {detail}"))
+        elif action in ("new", "would add"):
+            click.echo(visible(files.diff(v.previous, v.template, f"{v.prompt_id}@{v.version}")))
+    new = sum(a in ("new", "would add") for a, _ in results)
+    click.echo(
+        f"{new} new version(s) {'would be registered' if dry_run else 'registered'}", err=True
+    )
+    if conflicts:
+        raise click.ClickException(
+            f"{conflicts} version(s) were registered with other text: give the edit a new version"
+        )
+
+
+def _push_to_store(
+    store: Store, project: str, v: files.PromptVersion, dry: bool
+) -> tuple[str, str]:
+    existing = store.get_prompt_version(project, v.prompt_id, v.version)
+    if existing is not None:
+        same = existing["content_hash"] == labels.content_hash(v.template)
+        return ("unchanged", "") if same else ("conflict", "registered with other text")
+    if dry:
+        return "would add", ""
+    labels.register(store, project, v.prompt_id, v.version, v.template, author=v.author)
+    return "new", ""
+
+
+def _push_through_api(
+    url: str, key: str | None, v: files.PromptVersion, dry: bool
+) -> tuple[str, str]:
+    listed = _call(url, key, "GET", f"{_path(v.prompt_id)}/versions")["versions"]
+    found = next((r for r in listed if r["version"] == v.version), None)
+    if found is not None:
+        same = found["content_hash"] == labels.content_hash(v.template)
+        return ("unchanged", "") if same else ("conflict", "registered with other text")
+    if dry:
+        return "would add", ""
+    path = f"{_path(v.prompt_id)}/versions/{quote(v.version, safe='')}"
+    try:
+        _call(url, key, "PUT", path, json={"template": v.template, "author": v.author})
+    except click.ClickException as exc:
+        if exc.message.startswith("409"):  # registered meanwhile, with other text
+            return "conflict", exc.message
+        raise
+    return "new", ""
+
+
+@prompts.command("label")
+@click.argument("prompt_id")
+@click.argument("label")
+@click.argument("version")
+@click.option("--model", default="", help="Only for this model (default: every model).")
+@click.option("--expect", "expected", help="Version the label must hold now, else refused.")
+@click.option("--force", is_flag=True, help="Past a protected label's gate rule (with --reason).")
+@click.option("--reason", default="", help="Why; kept in the label's history.")
+@project_option
+@url_option
+@key_option
+def label_cmd(
+    prompt_id: str,
+    label: str,
+    version: str,
+    model: str,
+    expected: str | None,
+    force: bool,
+    reason: str,
+    project: str | None,
+    url: str | None,
+    key: str | None,
+) -> None:
+    """Point LABEL of PROMPT_ID at VERSION (compare-and-set with --expect)."""
+    body: dict[str, Any] = {"version": version, "model": model or None, "expected": expected}
+    body.update(reason=reason, force=force)
+    if url:
+        out = _call(
+            url, key, "PUT", f"{_path(prompt_id)}/labels/{quote(label, safe='')}", json=body
+        )
+    else:
+        m = labels.Move(
+            prompt_id=prompt_id,
+            label=label,
+            version=version,
+            model=model,
+            expected=expected,
+            reason=reason,
+            force=force,
+            key_id="cli",
+        )
+        protected = _settings().protected()
+        out = _on_store(project, lambda store, p: labels.move(store, p, m, protected=protected))
+    _say_move(out)
+
+
+def _say_move(out: dict[str, Any]) -> None:
+    where = f"{out['label']}{' (' + out['model'] + ')' if out['model'] else ''}"
+    if out["moved"]:
+        forced = " (forced)" if out["forced"] else ""
+        click.echo(visible(f"{where}: {out['from'] or '-'} → {out['to']}{forced}"))
+    else:
+        click.echo(visible(f"{where}: already {out['to']}; nothing moved"))
+
+
+@prompts.command("history")
+@click.argument("prompt_id")
+@click.option("--label", default="", help="Only this label.")
+@project_option
+@url_option
+@key_option
+def history(
+    prompt_id: str, label: str, project: str | None, url: str | None, key: str | None
+) -> None:
+    """Every label move of PROMPT_ID: when, by which key, from, to, why."""
+    if url:
+        names = (
+            [label]
+            if label
+            else sorted(
+                {x["label"] for x in _call(url, key, "GET", f"{_path(prompt_id)}/labels")["labels"]}
+            )
+        )
+        rows = [
+            m
+            for n in names
+            for m in _call(url, key, "GET", f"{_path(prompt_id)}/labels/{n}/history")["moves"]
+        ]
+    else:
+        protected = _settings().protected()
+        rows = _on_store(
+            project,
+            lambda store, p: [
+                labels.public(r, protected) for r in store.label_history(p, prompt_id, label)
+            ],
+        )
+    if not rows:
+        raise click.ClickException(f"prompt {prompt_id!r} has no label moves")
+    for m in sorted(rows, key=lambda r: r["at"]):
+        where = f"{m['label']}{' (' + m['model'] + ')' if m['model'] else ''}"
+        extra = " ".join(
+            x
+            for x in (
+                "forced" if m["forced"] else "",
+                f"incident {m['incident_id']}" if m["incident_id"] else "",
+                m["reason"],
+            )
+            if x
+        )
+        click.echo(
+            visible(
+                f"{m['at'][:19]}  {where:<20} {m['from'] or '-'} → {m['version']}"
+                f"  key {m['key_id'] or '-'}  {extra}".rstrip()
+            )
+        )
+
+
+@prompts.command("rollback")
+@click.argument("prompt_id")
+@click.argument("label")
+@click.option("--model", default="", help="The label's pointer for this model.")
+@click.option("--reason", default="rollback", show_default=True)
+@project_option
+@url_option
+@key_option
+def rollback(
+    prompt_id: str,
+    label: str,
+    model: str,
+    reason: str,
+    project: str | None,
+    url: str | None,
+    key: str | None,
+) -> None:
+    """Move LABEL back to the version it held before its last move."""
+    if url:
+        moves = _call(url, key, "GET", f"{_path(prompt_id)}/labels/{label}/history")["moves"]
+        mine = [m for m in moves if (m["model"] or "") == model]
+        if not mine or not mine[-1]["from"]:
+            raise click.ClickException(
+                f"label {label!r} of {prompt_id!r} has nothing to go back to"
+            )
+        body = {"version": mine[-1]["from"], "expected": mine[-1]["version"], "reason": reason}
+        out = _call(
+            url,
+            key,
+            "PUT",
+            f"{_path(prompt_id)}/labels/{label}",
+            json={**body, "model": model or None},
+        )
+    else:
+
+        def work(store: Store, p: str) -> dict[str, Any]:
+            now, before = labels.previous_version(store, p, prompt_id, label, model)
+            m = labels.Move(
+                prompt_id=prompt_id,
+                label=label,
+                model=model,
+                version=before,
+                expected=now,
+                reason=reason,
+                key_id="cli",
+            )
+            return labels.move(store, p, m, protected=_settings().protected())
+
+        out = _on_store(project, work)
+    _say_move(out)

@@ -58,7 +58,7 @@ class PromptVersion:
 
 def load_dir(root: Path) -> list[PromptVersion]:
     """Every version of every prompt file under `root` (*.yaml, *.yml), in file order;
-    ConfigInvalid lists each problem as `file: line N: field: why`."""
+    ConfigInvalid lists each problem as `file:line: field: why`."""
     files = sorted(p for p in root.rglob("*") if p.suffix in (".yaml", ".yml") and p.is_file())
     if not files:
         raise ConfigInvalid([Problem(str(root), "no prompt files (*.yaml) in this directory")])
@@ -69,7 +69,10 @@ def load_dir(root: Path) -> list[PromptVersion]:
         try:
             spec = _load(path)
         except ConfigInvalid as exc:
-            found += [Problem(f"{path}: {p.field}", p.message, p.line) for p in exc.problems]
+            found += [  # as compilers do: file:line: field: why
+                Problem(f"{path}{':' + str(p.line) if p.line else ''}: {p.field}", p.message)
+                for p in exc.problems
+            ]
             continue
         if spec.prompt in owner:
             found.append(

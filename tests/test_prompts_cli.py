@@ -1,0 +1,94 @@
+"""The release workflow as README tells it, through the CLI against a live server and then on
+the embedded store: push prompt files, gate, label, resolve, roll back."""
+
+from __future__ import annotations
+
+import json
+
+import httpx
+
+from tests.server_process import cli, free_port, start_server
+from tests.test_gate_api import BASE, _sh_post, eval_run, ship
+
+V1 = "Answer {question}. Always quote the exact policy section.\n"
+V2 = "Answer {question}. Keep answers short.\n"
+
+
+def prompt_file(*versions: tuple[str, str]) -> str:
+    items = "".join(f"  - version: {v}\n    template: {json.dumps(text)}\n" for v, text in versions)
+    return f"prompt: answer\nversions:\n{items}"
+
+
+def test_push_gate_label_resolve_and_roll_back_through_the_cli(tmp_path):
+    data, repo = tmp_path / "data", tmp_path / "prompts"
+    repo.mkdir()
+    (repo / "answer.yaml").write_text(prompt_file(("v1", V1), ("v2", V2)))
+    key = cli(data, "keys", "create", "--project", "shop", "--scopes", "ingest,read,admin")
+    assert key.returncode == 0, key.stderr
+    key_text = key.stdout.strip()
+    port = free_port()
+    url = ["--url", f"http://127.0.0.1:{port}", "--key", key_text]
+    server = start_server(data, port)
+    try:
+        dry = cli(data, "prompts", "push", str(repo), "--dry-run", *url)
+        assert dry.returncode == 0 and "would add" in dry.stdout, dry.stderr
+        first = cli(data, "prompts", "push", str(repo), *url)
+        assert first.returncode == 0, first.stderr
+        assert "new        answer@v1" in first.stdout and "new        answer@v2" in first.stdout
+        assert "-Answer {question}. Always quote" in first.stdout  # v2's diff against v1
+        assert "+Answer {question}. Keep answers short." in first.stdout
+        again = cli(data, "prompts", "push", str(repo), *url)
+        assert again.returncode == 0 and "new " not in again.stdout
+        assert "0 new version(s) registered" in again.stderr
+        (repo / "answer.yaml").write_text(prompt_file(("v1", V1 + "edited"), ("v2", V2)))
+        edited = cli(data, "prompts", "push", str(repo), *url)
+        assert edited.returncode == 1 and "conflict   answer@v1" in edited.stdout
+        (repo / "answer.yaml").write_text(prompt_file(("v1", V1), ("v2", V2)))
+
+        refused = cli(data, "prompts", "label", "answer", "production", "v1", *url)
+        assert refused.returncode == 1 and "protected" in refused.stderr
+        forced = cli(
+            data, "prompts", "label", "answer", "production", "v1", "--force",
+            "--reason", "initial release", *url,
+        )  # fmt: skip
+        assert forced.returncode == 0 and "- → v1 (forced)" in forced.stdout, forced.stderr
+
+        post = _sh_post(port, key_text)
+        ship(post, eval_run("r1", BASE))
+        ship(post, eval_run("r2", BASE, prompt_version="v2", offset=1000))
+        gate = cli(data, "gate", "--app", "support-bot", "--baseline", "v1", "--candidate", "v2",
+                   *url)  # fmt: skip
+        assert gate.returncode == 0, gate.stdout + gate.stderr
+        stale = cli(data, "prompts", "label", "answer", "production", "v2", "--expect", "v0", *url)
+        assert stale.returncode == 1 and "409" in stale.stderr and "'v1'" in stale.stderr
+        moved = cli(data, "prompts", "label", "answer", "production", "v2", "--expect", "v1", *url)
+        assert moved.returncode == 0 and "v1 → v2" in moved.stdout, moved.stderr
+
+        def served() -> str:
+            r = httpx.get(
+                f"http://127.0.0.1:{port}/v1/prompts/answer/resolve?label=production",
+                headers={"Authorization": f"Bearer {key_text}"},
+            )
+            return str(r.json()["version"])
+
+        assert served() == "v2"
+        back = cli(data, "prompts", "rollback", "answer", "production", *url)
+        assert back.returncode == 0 and "v2 → v1" in back.stdout, back.stderr
+        assert served() == "v1"
+        hist = cli(data, "prompts", "history", "answer", *url)
+        lines = hist.stdout.splitlines()
+        assert len(lines) == 3, hist.stdout
+        assert "- → v1" in lines[0] and "forced" in lines[0] and "initial release" in lines[0]
+        assert "v1 → v2" in lines[1] and "v2 → v1" in lines[2] and "rollback" in lines[2]
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+    local = cli(data, "prompts", "history", "answer", "--project", "shop")
+    assert local.returncode == 0 and local.stdout.splitlines()[1:] == lines[1:]
+    pushed = cli(data, "prompts", "push", str(repo), "--project", "shop")
+    assert pushed.returncode == 0 and "unchanged  answer@v2" in pushed.stdout
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    (bad / "x.yaml").write_text("prompt: answer\nprompt: other\nversions: []\n")
+    broken = cli(data, "prompts", "push", str(bad), "--project", "shop")
+    assert broken.returncode == 1 and "x.yaml:2: prompt: key repeated" in broken.stderr

@@ -283,6 +283,7 @@ def test_two_processes_racing_on_a_server_store_never_lose_or_fork_a_move(clickh
             assert after["from_version"] == before["to_version"]  # one chain, no fork
         claims = store._rows("SELECT count() AS n FROM label_events")[0]["n"]
         assert claims >= len(history)
-        assert labels.current(store, "acme", "answer", "staging", "")["seq"] == len(history)
+        now = labels.current(store, "acme", "answer", "staging", "")
+        assert now is not None and now["seq"] == len(history)
     finally:
         store.close()

@@ -46,10 +46,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from email.utils import parsedate_to_datetime
+from pathlib import Path
 from types import TracebackType
 from typing import Any, TypeVar, cast
 
 import httpx
+
+from promptblame.ingest.prompt_cache import Prompt, PromptCache
 
 log = logging.getLogger("promptblame.client")
 
@@ -86,8 +89,12 @@ class Client:
         backoff_base: float = 0.5,
         backoff_max: float = 30.0,
         exit_timeout: float = 5.0,
+        prompt_cache_ttl: float = 60.0,
+        prompt_timeout: float = 2.0,
+        prompt_fallback_file: str | Path | None = None,
     ) -> None:
-        """`app` and `defaults` fill fields that a logged response leaves out."""
+        """`app` and `defaults` fill fields that a logged response leaves out. `prompt_*`:
+        see `get_prompt`."""
         if not 1 <= batch_size <= 10_000 or max_queue < 1:
             raise ValueError("batch_size must be 1-10,000 and max_queue at least 1")
         self._defaults = dict(defaults or {})
@@ -106,6 +113,16 @@ class Client:
                 "Content-Encoding": "gzip",
             },
         )
+        self._prompts = PromptCache(
+            httpx.Client(
+                base_url=url.rstrip("/"),
+                timeout=prompt_timeout,
+                headers={"Authorization": f"Bearer {api_key}"},
+            ),
+            ttl=prompt_cache_ttl,
+            timeout=prompt_timeout,
+            fallback_file=prompt_fallback_file,
+        )
         self._cond = threading.Condition()
         self._buffer: deque[tuple[str, dict[str, Any]]] = deque()
         self._in_flight = 0
@@ -120,8 +137,29 @@ class Client:
 
     # ---- logging (never blocks on the network) ----------------------------------------------
 
+    def get_prompt(
+        self,
+        prompt_id: str,
+        *,
+        label: str = "production",
+        model: str | None = None,
+        unit: str | None = None,
+        fallback: str | None = None,
+    ) -> Prompt:
+        """The version `label` serves (to `model`), from a cache refreshed in the background;
+        waits at most `prompt_timeout` s on a miss, then serves the last good copy, the
+        bundled `prompt_fallback_file`, or `fallback` (flagged `is_fallback`). Raises
+        PromptNotFound when the server says there is no such prompt or label."""
+        return self._prompts.get(
+            prompt_id, label=label, model=model or "", unit=unit or "", fallback=fallback
+        )
+
     def log_response(self, **fields: Any) -> str:
-        """Queue one response event; returns its event id (made here unless given)."""
+        """Queue one response event; returns its event id (made here unless given).
+        `prompt=` a Prompt from `get_prompt` logs exactly the prompt id, version and variant
+        that were served (and a fallback is tagged as one)."""
+        if "prompt" in fields:
+            fields = {**fields, **_served(fields.pop("prompt"), fields.get("tags"))}
         event = {**self._defaults, **fields}
         event.setdefault("event_id", uuid.uuid4().hex)
         event.setdefault("ts", datetime.now(UTC))
@@ -209,6 +247,7 @@ class Client:
             self._counts["failed"] += len(self._buffer)
             self._buffer.clear()
         self._http.close()
+        self._prompts.close()
         _OPEN.discard(self)
 
     def __enter__(self) -> Client:
@@ -374,6 +413,21 @@ class Trace:
                 return result
 
         return cast(F, run)
+
+
+def _served(prompt: Prompt, tags: dict[str, str] | None) -> dict[str, Any]:
+    """The response fields that say which prompt was served."""
+    out: dict[str, Any] = {"prompt_id": prompt.prompt_id}
+    extra = {"prompt_label": prompt.label} if prompt.label else {}
+    if prompt.version:
+        out["prompt_version"] = prompt.version
+    if prompt.variant:
+        out["variant"] = prompt.variant
+    if prompt.is_fallback:
+        extra["prompt_fallback"] = "true"
+    if extra:
+        out["tags"] = {**(tags or {}), **extra}
+    return out
 
 
 def _json_default(v: object) -> str:

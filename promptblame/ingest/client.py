@@ -158,9 +158,7 @@ class Client:
         """Queue one response event; returns its event id (made here unless given).
         `prompt=` a Prompt from `get_prompt` logs exactly the prompt id, version and variant
         that were served (and a fallback is tagged as one)."""
-        if "prompt" in fields:
-            fields = {**fields, **_served(fields.pop("prompt"), fields.get("tags"))}
-        event = {**self._defaults, **fields}
+        event = {**self._defaults, **_with_prompt(fields)}
         event.setdefault("event_id", uuid.uuid4().hex)
         event.setdefault("ts", datetime.now(UTC))
         self._put("responses", event)
@@ -355,7 +353,7 @@ class Trace:
 
     def __init__(self, client: Client, fields: dict[str, Any]) -> None:
         self._client = client
-        self.fields = dict(fields)
+        self.fields = _with_prompt(fields)
         self.fields.setdefault("event_id", uuid.uuid4().hex)
         self.event_id: str = str(self.fields["event_id"])
         self._start = 0.0
@@ -415,9 +413,13 @@ class Trace:
         return cast(F, run)
 
 
-def _served(prompt: Prompt, tags: dict[str, str] | None) -> dict[str, Any]:
-    """The response fields that say which prompt was served."""
-    out: dict[str, Any] = {"prompt_id": prompt.prompt_id}
+def _with_prompt(fields: dict[str, Any]) -> dict[str, Any]:
+    """`prompt=` a served Prompt → the response fields that say exactly what was served."""
+    out = dict(fields)
+    prompt: Prompt | None = out.pop("prompt", None)
+    if prompt is None:
+        return out
+    out["prompt_id"] = prompt.prompt_id
     extra = {"prompt_label": prompt.label} if prompt.label else {}
     if prompt.version:
         out["prompt_version"] = prompt.version
@@ -426,7 +428,7 @@ def _served(prompt: Prompt, tags: dict[str, str] | None) -> dict[str, Any]:
     if prompt.is_fallback:
         extra["prompt_fallback"] = "true"
     if extra:
-        out["tags"] = {**(tags or {}), **extra}
+        out["tags"] = {**(out.get("tags") or {}), **extra}
     return out
 
 

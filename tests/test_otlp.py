@@ -295,6 +295,13 @@ def test_langfuse_prompt_link_gives_prompt_id_and_version():
     assert (e["prompt_id"], e["prompt_version"]) == ("movie-critic", "4")
 
 
+def test_the_genai_conventions_prompt_name_and_version_give_prompt_id_and_version():
+    e = one(spans({**GENAI, "gen_ai.prompt.name": "analyze-code", "gen_ai.prompt.version": "v2"}))
+    assert (e["prompt_id"], e["prompt_version"]) == ("analyze-code", "v2")
+    both = {**GENAI, "gen_ai.prompt.name": "semconv", "promptblame.prompt.id": "ours"}
+    assert one(spans(both))["prompt_id"] == "ours"  # ours still win
+
+
 def test_spans_that_are_not_llm_calls_are_skipped_and_counted():
     req = spans(
         {"_name": "GET /refunds", "http.request.method": "GET", "http.route": "/refunds"},

@@ -10,6 +10,8 @@ README lists every attribute):
 - OpenInference (`openinference.span.kind` = LLM, `llm.*`, `input.value` / `output.value`);
 - OpenLLMetry / Traceloop (`gen_ai.prompt.N.*`, `gen_ai.completion.N.*`, `llm.request.type`,
   `traceloop.*`); plus Langfuse's prompt link (`langfuse.observation.prompt.name/version`).
+  The prompt's name is the conventions' `gen_ai.prompt.name`; they define no version attribute
+  yet, so `gen_ai.prompt.version` (what SDKs that tag one use) is read next to the others.
 
 Our own `promptblame.*` attributes (span or resource) win over all of them, because they are
 what attribution groups by. The event id is `otel:<trace id>:<span id>`, so an exporter retry
@@ -62,12 +64,14 @@ _LLM_MARKER_SET = frozenset(LLM_MARKERS)
 
 _PROMPT_ID = (
     "promptblame.prompt.id",
+    "gen_ai.prompt.name",  # GenAI semconv registry (development status)
     "traceloop.prompt.key",
     "langfuse.observation.prompt.name",
     "langfuse.prompt.name",
 )
 _PROMPT_VERSION = (
     "promptblame.prompt.version",
+    "gen_ai.prompt.version",  # not in the semconv registry (which names only the prompt); in use
     "llm.prompt_template.version",
     "traceloop.prompt.version",
     "langfuse.observation.prompt.version",

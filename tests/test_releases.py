@@ -4,6 +4,7 @@ model, protected by the gate, their history, resolve, and rollback from an incid
 from __future__ import annotations
 
 import itertools
+import json
 import subprocess
 import sys
 import threading
@@ -13,6 +14,10 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
+from promptblame.analysis.alerting.catalog import apply as apply_alerts
+from promptblame.analysis.alerting.delivery import Delivery
+from promptblame.analysis.alerting.job import run_alerts
+from promptblame.analysis.alerting.rules import validate as validate_alerts
 from promptblame.analysis.detection import run_detection
 from promptblame.api.app import create_app
 from promptblame.api.auth import new_key
@@ -212,6 +217,34 @@ def test_rollback_from_an_incident_moves_exactly_the_labels_serving_the_culprit(
     again = api.client.post(url + "/rollback", headers=auth(api.admin)).json()
     assert again["moved"] == [] and "already rolled back by this incident" in again["message"]
     assert len(api.store.label_history("acme", "answer", "production")) == 2
+
+
+def test_alerts_say_which_labels_serve_the_culprit_and_how_to_roll_back(api):
+    traffic(api.store)
+    run_detection(api.store, SETTINGS, now=NOW)
+    api.move("production", version="v2", force=True, reason="before the gate existed")
+    config = {
+        "channels": [
+            {"name": "chat", "kind": "slack", "url": "https://hooks.slack.com/services/T/B/X"},
+            {"name": "hook", "kind": "webhook", "url": "https://example.com/hook"},
+        ],
+        "rules": [{"name": "all", "channels": ["chat", "hook"], "direction": "any"}],
+    }
+    apply_alerts(api.store, "acme", validate_alerts(config))
+    sent: dict[str, Any] = {}
+
+    def poster(url: str, body: dict[str, Any], **_: Any) -> Delivery:
+        sent.setdefault(url, body)
+        return Delivery(True, 1)
+
+    run_alerts(api.store, SETTINGS, project_id="acme", now=NOW, poster=poster)
+    slack = json.dumps(sent["https://hooks.slack.com/services/T/B/X"])
+    assert "Served now by label production; roll back to v1" in slack
+    hook = sent["https://example.com/hook"]
+    assert hook["release"]["serving_labels"] == [
+        {"prompt_id": "answer", "label": "production", "model": None}
+    ]
+    assert hook["release"]["how"].endswith("/rollback (admin key), or from the incident page")
 
 
 def test_rollback_of_a_model_culprit_says_why_nothing_moved(api):

@@ -19,6 +19,7 @@ from promptblame.analysis.alerting.delivery import Delivery, post
 from promptblame.analysis.alerting.payloads import Event
 from promptblame.analysis.alerting.rules import Channel, Rule
 from promptblame.display import visible
+from promptblame.releases.incident import release_info
 from promptblame.settings import Settings
 from promptblame.store import Store
 
@@ -80,8 +81,19 @@ def _alert_project(
                 event = _event(incident, rule, h, now)
                 if event is None:
                     continue
+                release = release_info(store, project, incident) if event != "resolved" else None
                 rows.append(
-                    _deliver(project, incident, rule, channels[name], event, settings, poster, now)
+                    _deliver(
+                        project,
+                        incident,
+                        rule,
+                        channels[name],
+                        event,
+                        settings,
+                        poster,
+                        now,
+                        release,
+                    )
                 )
                 run.sent += rows[-1]["status"] == "sent"
                 run.failed += rows[-1]["status"] == "failed"
@@ -111,10 +123,11 @@ def _deliver(
     settings: Settings,
     poster: Poster,
     now: datetime,
+    release: dict[str, Any] | None,
 ) -> dict[str, Any]:
     link = f"{settings.public_url.rstrip('/')}/reports/incidents/{incident['incident_id']}"
     build = payloads.slack if channel.kind == "slack" else payloads.webhook
-    body = build(incident, event, rule.name, link)
+    body = build(incident, event, rule.name, link, release)
     headers = channel.headers if channel.kind == "webhook" else {}
     d = poster(str(channel.url), body, headers=headers)
     if not d.ok:

@@ -34,7 +34,28 @@ def headline(incident: dict[str, Any], event: Event) -> str:
     return f"{prefix}{metric} {move} on {where}; no version caused it ({incident['summary']})"
 
 
-def webhook(incident: dict[str, Any], event: Event, rule: str, link: str) -> dict[str, Any]:
+def release_line(release: dict[str, Any] | None) -> str:
+    """Which labels serve the culprit now and how to roll back ('' when no label serves it)."""
+    if not release or not release["serving_labels"]:
+        return ""
+    serving = ", ".join(
+        f"{s['label']}{' (' + s['model'] + ')' if s['model'] else ''}"
+        for s in release["serving_labels"]
+    )
+    if release["rollback_possible"]:
+        how = f"roll back to {release['rollback_to']}: {release['how']}"
+    else:
+        how = f"no rollback: {release['why_not']}"
+    return f"Served now by label {serving}; {how}"
+
+
+def webhook(
+    incident: dict[str, Any],
+    event: Event,
+    rule: str,
+    link: str,
+    release: dict[str, Any] | None = None,
+) -> dict[str, Any]:
     keys = [
         "incident_id",
         "app",
@@ -58,13 +79,22 @@ def webhook(incident: dict[str, Any], event: Event, rule: str, link: str) -> dic
         "text": visible(headline(incident, event)),
         "incident": {k: _plain(incident.get(k)) for k in keys},
         "evidence": incident.get("evidence", {}),
+        "release": release,
         "link": link,
     }
 
 
-def slack(incident: dict[str, Any], event: Event, rule: str, link: str) -> dict[str, Any]:
+def slack(
+    incident: dict[str, Any],
+    event: Event,
+    rule: str,
+    link: str,
+    release: dict[str, Any] | None = None,
+) -> dict[str, Any]:
     text = _escape(headline(incident, event))
     detail = _escape(str(incident.get("summary", "")))
+    if event != "resolved" and release_line(release):
+        detail += "\n" + _escape(release_line(release))
     return {
         "text": text,  # the notification line
         "unfurl_links": False,  # Slack must not fetch URLs that sit in version names

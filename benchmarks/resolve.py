@@ -1,0 +1,194 @@
+"""Resolve benchmark: GET /v1/prompts/{id}/resolve at a fixed rate against `promptblame serve`
+on the embedded store, and the Python client's cache-hit cost.
+
+Run from the repository root:
+
+    .venv/bin/python benchmarks/resolve.py [--rate 1000 --seconds 20 --prompts 50]
+
+1. temp data dir, an admin key, `promptblame serve` on a free loopback port;
+2. registers `--prompts` prompts with 3 versions each, points `production` at one (forced: no
+   gate in a benchmark) and gives a third of them a per-model pointer;
+3. open loop: `--rate` resolves a second for `--seconds`, spread over 16 keep-alive connections,
+   each request for a random prompt, label and model; latency is measured from the moment the
+   request was due (a late send counts as latency: no coordinated omission), at the client over
+   loopback, so it bounds the server-side time from above; a label move every second
+   invalidates that prompt's cache entry, so misses are part of the mix;
+4. the client: `Client.get_prompt` hits (fresh entries) timed in a tight loop;
+5. prints p50/p90/p99/max next to the target (p99 <= 5 ms at 1,000/s). Exit code 0 whatever.
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import json
+import os
+import random
+import shutil
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from urllib.parse import quote
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from tests.server_process import cli, free_port, start_server
+
+TARGET_P99_MS = 5.0
+CONNECTIONS = 16
+MODELS = ("gpt-4o", "gpt-4o-mini", "claude-3-5-sonnet")
+
+
+def call(
+    conn: http.client.HTTPConnection, method: str, path: str, key: str, body: object = None
+) -> tuple[int, bytes]:
+    headers = {"Authorization": f"Bearer {key}", "Content-Type": "application/json"}
+    conn.request(method, path, body=json.dumps(body) if body is not None else None, headers=headers)
+    r = conn.getresponse()
+    data = r.read()
+    return r.status, data
+
+
+def seed(port: int, key: str, prompts: int) -> None:
+    conn = http.client.HTTPConnection("127.0.0.1", port)
+    for i in range(prompts):
+        pid = f"prompt-{i}"
+        for v in ("v1", "v2", "v3"):
+            text = f"You are assistant {i}, version {v}. Answer {{{{question}}}}. " * 20
+            status, _ = call(
+                conn, "PUT", f"/v1/prompts/{pid}/versions/{v}", key, {"template": text}
+            )
+            assert status in (200, 201)
+        move = {"version": "v2", "force": True, "reason": "benchmark"}
+        status, data = call(conn, "PUT", f"/v1/prompts/{pid}/labels/production", key, move)
+        assert status == 200, data
+        if i % 3 == 0:
+            per_model = {"version": "v3", "model": "gpt-4o-mini", "force": True, "reason": "b"}
+            call(conn, "PUT", f"/v1/prompts/{pid}/labels/production", key, per_model)
+    conn.close()
+
+
+def load(port: int, key: str, prompts: int, rate: float, seconds: float) -> tuple[list[float], int]:
+    latencies: list[float] = []
+    errors = [0]
+    lock = threading.Lock()
+    start = time.perf_counter() + 0.5
+    per_conn = rate / CONNECTIONS
+
+    def worker(n: int) -> None:
+        rng = random.Random(n)
+        conn = http.client.HTTPConnection("127.0.0.1", port)
+        mine: list[float] = []
+        i = 0
+        while True:
+            due = start + (i + n / CONNECTIONS) / per_conn
+            if due - start > seconds:
+                break
+            wait = due - time.perf_counter()
+            if wait > 0:
+                time.sleep(wait)
+            pid = f"prompt-{rng.randrange(prompts)}"
+            model = rng.choice(MODELS)
+            status, _ = call(
+                conn,
+                "GET",
+                f"/v1/prompts/{pid}/resolve?label=production"
+                f"&model={quote(model)}&unit=u{rng.randrange(10**6)}",
+                key,
+            )
+            mine.append(time.perf_counter() - due)
+            if status != 200:
+                with lock:
+                    errors[0] += 1
+            i += 1
+        conn.close()
+        with lock:
+            latencies.extend(mine)
+
+    def mover() -> None:
+        conn = http.client.HTTPConnection("127.0.0.1", port)
+        rng = random.Random(99)
+        while time.perf_counter() < start + seconds:
+            time.sleep(1.0)
+            pid = f"prompt-{rng.randrange(prompts)}"
+            body = {"version": rng.choice(("v1", "v2")), "force": True, "reason": "bench move"}
+            call(conn, "PUT", f"/v1/prompts/{pid}/labels/production", key, body)
+        conn.close()
+
+    threads = [threading.Thread(target=worker, args=(n,)) for n in range(CONNECTIONS)]
+    threads.append(threading.Thread(target=mover))
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return latencies, errors[0]
+
+
+def pct(xs: list[float], q: float) -> float:
+    s = sorted(xs)
+    return s[min(len(s) - 1, int(q * len(s)))]
+
+
+def client_hits(port: int, key: str, n: int = 200_000) -> tuple[float, float]:
+    from promptblame.ingest.client import Client
+
+    with Client(f"http://127.0.0.1:{port}", key, prompt_cache_ttl=3600) as pb:
+        t0 = time.perf_counter()
+        pb.get_prompt("prompt-1", model="gpt-4o")  # the miss
+        miss = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        for _ in range(n):
+            pb.get_prompt("prompt-1", model="gpt-4o")
+        hit = (time.perf_counter() - t0) / n
+    return hit, miss
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--rate", type=float, default=1000.0)
+    ap.add_argument("--seconds", type=float, default=20.0)
+    ap.add_argument("--prompts", type=int, default=50)
+    args = ap.parse_args()
+    tmp = Path(tempfile.mkdtemp(prefix="pb-resolve-"))
+    data = tmp / "data"
+    created = cli(data, "keys", "create", "--project", "bench", "--scopes", "ingest,read,admin")
+    key = created.stdout.strip()
+    port = free_port()
+    # one key making 1,000 requests/s is over the default per-key limit (500/s): lifted here
+    server = start_server(data, port, PROMPTBLAME_RATE_LIMIT_PER_SECOND="0")
+    try:
+        seed(port, key, args.prompts)
+        cpu0 = _cpu(server.pid)
+        t0 = time.perf_counter()
+        lat, errors = load(port, key, args.prompts, args.rate, args.seconds)
+        wall = time.perf_counter() - t0
+        cpu = _cpu(server.pid) - cpu0
+        hit, miss = client_hits(port, key)
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+        shutil.rmtree(tmp, ignore_errors=True)
+    ms = [x * 1000 for x in lat]
+    p99 = pct(ms, 0.99)
+    print(
+        f"resolve: {len(ms):,} requests in {wall:.1f} s ({len(ms) / args.seconds:,.0f}/s"
+        f" offered {args.rate:,.0f}/s), {errors} non-200"
+    )
+    print(
+        f"  latency ms: p50 {pct(ms, 0.5):.2f}  p90 {pct(ms, 0.9):.2f}  p99 {p99:.2f}"
+        f"  max {max(ms):.2f}   target p99 <= {TARGET_P99_MS} ms:"
+        f" {'PASS' if p99 <= TARGET_P99_MS else 'MISS'}"
+    )
+    print(f"  server CPU {100 * cpu / wall:.0f}% of one core during the load")
+    print(f"client get_prompt: cache hit {hit * 1e6:.2f} µs, first miss {miss * 1000:.1f} ms")
+
+
+def _cpu(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+if __name__ == "__main__":
+    main()

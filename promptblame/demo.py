@@ -362,6 +362,16 @@ def run(
         )
         r.raise_for_status()
 
+    # support-bot resolves `answer` by label: production served v3, then v4 (the month's
+    # regression). Both shipped before the team gated prompts, hence forced, with the reason.
+    for version in ("v3", "v4"):
+        r = httpx.put(
+            f"{url}/v1/prompts/answer/labels/production",
+            json={"version": version, "force": True, "reason": "shipped before the gate existed"},
+            headers=auth,
+        )
+        r.raise_for_status()
+
     global PER_HOUR
     base, PER_HOUR = PER_HOUR, int(PER_HOUR * scale)
     try:

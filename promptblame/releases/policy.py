@@ -1,0 +1,190 @@
+"""A guarded rollout's decision at one look: wait, advance, complete, roll back or pause. Pure.
+
+The candidate and the incumbent serve side by side to units split by hash, so comparing them
+over the same window is a clean experiment. At each look (the job runs every minute):
+
+1. Sample ratio: this step's responses per arm against the step's split (chi-square,
+   `compare.srm`, alpha 0.001). A mismatch means logs are missing or the split is broken: every
+   comparison is then untrustworthy and it is not the candidate's fault, so the rollout pauses.
+2. Guardrails: per metric, candidate − incumbent with the always-valid mSPRT interval of
+   `analysis.sequential` (oriented so that negative = worse). Looking every minute costs no
+   false alarms: by Ville's inequality the chance that an identical candidate's interval ever
+   falls below −max_drop is at most alpha. A guardrail regresses when the whole interval is
+   below −max_drop (points, or relative to the incumbent's mean): → `on_regression`.
+3. Otherwise, when the step has its minimum candidate responses and minutes: the next step;
+   reaching 100 % completes the rollout (the label moves to the candidate).
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+from promptblame.analysis.compare import SampleRatio, srm
+from promptblame.analysis.moments import Moments
+from promptblame.analysis.sequential import always_valid
+
+Action = Literal["wait", "advance", "complete", "rollback", "pause"]
+SRM_ALPHA = 0.001
+SRM_MIN_RESPONSES = 100  # per step, before the split is judged
+_NONE = Moments(0, 0.0, 0.0)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Guardrail:
+    metric: str
+    source: str = ""
+    higher_is_better: bool = True
+    max_drop: float = 0.0
+    relative: bool = False  # max_drop as a share of the incumbent's mean
+    alpha: float = 0.05
+
+
+@dataclass(frozen=True, kw_only=True)
+class Plan:
+    steps: tuple[float, ...]  # percent of traffic to the candidate, increasing, last 100
+    min_responses_per_step: int
+    min_minutes_per_step: float
+    guardrails: tuple[Guardrail, ...]
+    on_regression: Literal["rollback", "pause"] = "rollback"
+
+
+@dataclass(frozen=True, kw_only=True)
+class Look:
+    step: int  # index into Plan.steps
+    step_minutes: float  # since this step started
+    step_counts: Mapping[str, int]  # responses this step: {"candidate": n, "incumbent": n}
+    metrics: Mapping[str, tuple[Moments, Moments]]  # guardrail metric → (incumbent, candidate)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Check:
+    """One guardrail at this look; effect and bounds oriented (negative = candidate worse)."""
+
+    metric: str
+    n_incumbent: int
+    n_candidate: int
+    effect: float | None
+    low: float | None
+    high: float | None
+    p_value: float | None
+    threshold: float  # the drop that counts, in the metric's units
+    regressed: bool
+    reason: str | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class Decision:
+    action: Action
+    reason: str
+    checks: tuple[Check, ...]
+    srm: SampleRatio | None
+
+
+def check(g: Guardrail, incumbent: Moments, candidate: Moments) -> Check:
+    r = always_valid(a=incumbent, b=candidate, alpha=g.alpha)
+    sign = 1.0 if g.higher_is_better else -1.0
+    threshold = g.max_drop * abs(incumbent.mean) if g.relative and incumbent.n else g.max_drop
+    if r.effect is None or r.low is None or r.high is None:
+        effect = None if r.effect is None else sign * r.effect
+        return Check(
+            metric=g.metric,
+            n_incumbent=incumbent.n,
+            n_candidate=candidate.n,
+            effect=effect,
+            low=None,
+            high=None,
+            p_value=None,
+            threshold=threshold,
+            regressed=False,
+            reason=r.reason,
+        )
+    low, high = sorted((sign * r.low, sign * r.high))
+    return Check(
+        metric=g.metric,
+        n_incumbent=incumbent.n,
+        n_candidate=candidate.n,
+        effect=sign * r.effect,
+        low=low,
+        high=high,
+        p_value=r.p_value,
+        threshold=threshold,
+        regressed=high < -threshold,
+    )
+
+
+def decide(plan: Plan, look: Look) -> Decision:
+    percent = plan.steps[look.step]
+    ratio = None
+    if 0 < percent < 100 and sum(look.step_counts.values()) >= SRM_MIN_RESPONSES:
+        ratio = srm(
+            observed={k: look.step_counts.get(k, 0) for k in ("candidate", "incumbent")},
+            expected={"candidate": percent, "incumbent": 100 - percent},
+            alpha=SRM_ALPHA,
+        )
+    checks = tuple(
+        check(g, *look.metrics.get(g.metric, (_NONE, _NONE)))
+        for g in plan.guardrails
+    )
+    if ratio is not None and ratio.mismatch:
+        got = look.step_counts.get("candidate", 0) / max(1, sum(look.step_counts.values()))
+        return Decision(
+            action="pause",
+            reason=f"sample ratio mismatch at {_pct(percent)}: the candidate got {got:.1%} of this"
+            f" step's logged responses (p = {ratio.p_value:.1g}); logs are missing or the split"
+            " is broken, so no comparison can be trusted",
+            checks=checks,
+            srm=ratio,
+        )
+    bad = [c for c in checks if c.regressed]
+    if bad:
+        return Decision(
+            action=plan.on_regression,
+            reason="; ".join(_regressed(c) for c in bad),
+            checks=checks,
+            srm=ratio,
+        )
+    enough = look.step_counts.get("candidate", 0) >= plan.min_responses_per_step
+    if enough and look.step_minutes >= plan.min_minutes_per_step:
+        last = look.step + 1 >= len(plan.steps) or plan.steps[look.step + 1] >= 100
+        return Decision(
+            action="complete" if last else "advance",
+            reason=f"guardrails hold at {_pct(percent)} after"
+            f" {look.step_counts.get('candidate', 0):,} candidate responses",
+            checks=checks,
+            srm=ratio,
+        )
+    return Decision(action="wait", reason="step minimums not reached", checks=checks, srm=ratio)
+
+
+def _regressed(c: Check) -> str:
+    assert c.effect is not None and c.low is not None and c.high is not None
+    p = f"{c.p_value:.2g}" if c.p_value is not None else "-"
+    return (
+        f"{c.metric} {_num(c.effect)} [{_num(c.low)}, {_num(c.high)}], always-valid p = {p}"
+        f" (worse than the allowed drop {_num(c.threshold)})"
+    )
+
+
+def _num(x: float) -> str:
+    return f"{x:+.3g}" if math.isfinite(x) else str(x)
+
+
+def _pct(p: float) -> str:
+    return f"{p:g} %"
+
+
+def validate_steps(steps: Sequence[float]) -> str | None:
+    """Why a step list is unusable, or None."""
+    if not steps:
+        return "give at least one step"
+    if any(not 0 < s <= 100 for s in steps):
+        return "each step is a percent in (0, 100]"
+    if any(b <= a for a, b in itertools.pairwise(steps)):
+        return "steps must increase"
+    if steps[-1] != 100:
+        return "the last step must be 100 (the candidate takes all traffic)"
+    return None

@@ -182,3 +182,48 @@ def always_valid_path(
             reason = "empty_intersection"
         out.append(replace(r, p_value=best_p, low=low, high=high, reason=reason))
     return out
+
+
+@dataclass(frozen=True)
+class SequentialRatio:
+    """Anytime-valid sample-ratio check of arm counts against their configured shares."""
+
+    p_value: float  # 1 / Bayes factor, capped at 1: valid at every look, however often
+    mismatch: bool
+    alpha: float
+    observed: tuple[int, ...]
+    expected: tuple[float, ...]  # shares, normalised
+
+
+SRM_CONCENTRATION = 100.0  # Dirichlet prior: shares vary around the configured ones
+
+
+def always_valid_srm(
+    *, observed: Sequence[int], expected: Sequence[float], alpha: float = 0.001
+) -> SequentialRatio:
+    """Sample-ratio mismatch that may be checked after every new response.
+
+    A chi-square test repeated at every look of a running rollout raises false alarms far more
+    often than its alpha. This is the Dirichlet-multinomial test of Lindon & Malek, "Anytime-
+    Valid Inference for Multinomial Count Data" (NeurIPS 2022): the Bayes factor of counts under
+    shares drawn from Dirichlet(k · expected) against counts under the expected shares is a
+    nonnegative martingale under the null, so by Ville's inequality it ever reaches 1/alpha with
+    probability at most alpha. The counts must be those of one fixed split (one rollout step).
+    """
+    _check(alpha=alpha)
+    if len(observed) != len(expected) or len(observed) < 2:
+        raise ValueError("observed and expected need the same arms, at least two")
+    if any(c < 0 for c in observed) or any(not w > 0 for w in expected):
+        raise ValueError("counts must be >= 0 and expected weights > 0")
+    total = float(sum(expected))
+    shares = [w / total for w in expected]
+    prior = [SRM_CONCENTRATION * s for s in shares]
+    n = sum(observed)
+    log_bf = (
+        math.lgamma(SRM_CONCENTRATION)
+        - math.lgamma(SRM_CONCENTRATION + n)
+        + sum(math.lgamma(a + x) - math.lgamma(a) for a, x in zip(prior, observed, strict=True))
+        - sum(x * math.log(s) for x, s in zip(observed, shares, strict=True) if x)
+    )
+    p = math.exp(-log_bf) if log_bf > 0 else 1.0
+    return SequentialRatio(p, p <= alpha, alpha, tuple(observed), tuple(shares))

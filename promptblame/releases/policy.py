@@ -3,9 +3,11 @@
 The candidate and the incumbent serve side by side to units split by hash, so comparing them
 over the same window is a clean experiment. At each look (the job runs every minute):
 
-1. Sample ratio: this step's responses per arm against the step's split (chi-square,
-   `compare.srm`, alpha 0.001). A mismatch means logs are missing or the split is broken: every
-   comparison is then untrustworthy and it is not the candidate's fault, so the rollout pauses.
+1. Sample ratio: this step's responses per arm against the step's split, with the anytime-valid
+   Dirichlet-multinomial test (`sequential.always_valid_srm`, alpha 0.001: a chi-square test
+   repeated every minute would pause healthy rollouts). A mismatch means logs are missing or
+   the split is broken: every comparison is then untrustworthy and it is not the candidate's
+   fault, so the rollout pauses.
 2. Guardrails: per metric, candidate − incumbent with the always-valid mSPRT interval of
    `analysis.sequential` (oriented so that negative = worse). Looking every minute costs no
    false alarms: by Ville's inequality the chance that an identical candidate's interval ever
@@ -23,13 +25,12 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
-from promptblame.analysis.compare import SampleRatio, srm
 from promptblame.analysis.moments import Moments
-from promptblame.analysis.sequential import always_valid
+from promptblame.analysis.sequential import SequentialRatio, always_valid, always_valid_srm
 
 Action = Literal["wait", "advance", "complete", "rollback", "pause"]
 SRM_ALPHA = 0.001
-SRM_MIN_RESPONSES = 100  # per step, before the split is judged
+SRM_MIN_RESPONSES = 20  # per step, before the split is judged
 _NONE = Moments(0, 0.0, 0.0)
 
 
@@ -81,7 +82,7 @@ class Decision:
     action: Action
     reason: str
     checks: tuple[Check, ...]
-    srm: SampleRatio | None
+    srm: SequentialRatio | None
 
 
 def check(g: Guardrail, incumbent: Moments, candidate: Moments) -> Check:
@@ -120,9 +121,9 @@ def decide(plan: Plan, look: Look) -> Decision:
     percent = plan.steps[look.step]
     ratio = None
     if 0 < percent < 100 and sum(look.step_counts.values()) >= SRM_MIN_RESPONSES:
-        ratio = srm(
-            observed={k: look.step_counts.get(k, 0) for k in ("candidate", "incumbent")},
-            expected={"candidate": percent, "incumbent": 100 - percent},
+        ratio = always_valid_srm(
+            observed=[look.step_counts.get(k, 0) for k in ("candidate", "incumbent")],
+            expected=[percent, 100 - percent],
             alpha=SRM_ALPHA,
         )
     checks = tuple(

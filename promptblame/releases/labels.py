@@ -115,7 +115,7 @@ def move(store: Store, project_id: str, m: Move, *, protected: frozenset[str]) -
                 "to_version": m.version,
                 "key_id": m.key_id,
                 "reason": m.reason,
-                "forced": forced,
+                "forced": int(forced),
                 "incident_id": m.incident_id,
             }
             if store.claim_label_move(project_id, claim):

@@ -247,41 +247,68 @@ class Store(ABC):
         )
 
     def claim_label_move(self, project_id: str, move: Mapping[str, Any]) -> bool:
-        """Insert a claim for `move["seq"]` of its pointer; True when it is the winning one.
+        """Claim `move["seq"]` of its pointer; True when this claim won it."""
+        keys = {"prompt_id": "String", "label": "String", "model": "String"}
+        return self._claim("label_events", project_id, keys, move, _LABEL_EVENT_TYPES)
 
-        The winner of a seq is its earliest (claimed_at, token), stamped by the database's
-        clock, so whoever reads back after inserting sees the same winner as every later
-        reader (a losing claim stays in the table and is never a pointer or history)."""
+    def claim_rollout_event(self, project_id: str, event: Mapping[str, Any]) -> bool:
+        """Claim `event["seq"]` of its rollout; True when this claim won it."""
+        keys = {"rollout_id": "String"}
+        return self._claim("rollout_events", project_id, keys, event, _ROLLOUT_EVENT_TYPES)
+
+    def _claim(
+        self,
+        table: str,
+        project_id: str,
+        keys: Mapping[str, str],
+        row: Mapping[str, Any],
+        types: Mapping[str, str],
+    ) -> bool:
+        """Compare-and-set without row locks: insert a claim for (keys, seq), then read back
+        which claim of that seq is the earliest (claimed_at, token). The database's clock
+        stamps claimed_at, so whoever reads back after inserting sees the same winner as every
+        later reader; a losing claim stays in the table and is never read as state."""
+        columns = {**types, "seq": "UInt64", "token": "String"}
+        names = ", ".join(columns)
+        values = ", ".join(f"{{{c}:{t}}}" for c, t in columns.items())
         self._exec(
-            "INSERT INTO label_events (project_id, prompt_id, label, model, seq, claimed_at,"
-            " token, from_version, to_version, key_id, reason, forced, incident_id) VALUES"
-            " ({p:String}, {i:String}, {l:String}, {m:String}, {seq:UInt64}, now64(6),"
-            " {tok:String}, {fr:String}, {to:String}, {k:String}, {r:String}, {f:UInt8},"
-            " {inc:String})",
-            p=project_id,
-            i=move["prompt_id"],
-            l=move["label"],
-            m=move["model"],
-            seq=move["seq"],
-            tok=move["token"],
-            fr=move["from_version"],
-            to=move["to_version"],
-            k=move["key_id"],
-            r=move["reason"],
-            f=int(move["forced"]),
-            inc=move["incident_id"],
+            f"INSERT INTO {table} (project_id, claimed_at, {names})"
+            f" VALUES ({{project_id:String}}, now64(6), {values})",
+            project_id=project_id,
+            **{c: row[c] for c in columns},
         )
+        where = " AND ".join(f"{c} = {{{c}:{t}}}" for c, t in keys.items())
         rows = self._rows(
-            "SELECT token FROM label_events WHERE project_id = {p:String} AND prompt_id ="
-            " {i:String} AND label = {l:String} AND model = {m:String} AND seq = {seq:UInt64}"
-            " ORDER BY claimed_at, token LIMIT 1",
-            p=project_id,
-            i=move["prompt_id"],
-            l=move["label"],
-            m=move["model"],
-            seq=move["seq"],
+            f"SELECT token FROM {table} WHERE project_id = {{project_id:String}} AND {where}"
+            " AND seq = {seq:UInt64} ORDER BY claimed_at, token LIMIT 1",
+            project_id=project_id,
+            seq=row["seq"],
+            **{c: row[c] for c in keys},
         )
-        return bool(rows) and rows[0]["token"] == move["token"]
+        return bool(rows) and rows[0]["token"] == row["token"]
+
+    _ROLLOUT_WINNERS = (
+        "SELECT * EXCEPT (project_id, token) FROM rollout_events WHERE project_id = {p:String}"
+        " AND ({r:String} = '' OR rollout_id = {r:String})"
+        " ORDER BY rollout_id, seq, claimed_at, token LIMIT 1 BY rollout_id, seq"
+    )
+
+    def rollout_log(self, project_id: str, rollout_id: str) -> list[dict[str, Any]]:
+        """Every transition of a rollout that took effect, oldest first."""
+        return self._rows(self._ROLLOUT_WINNERS, p=project_id, r=rollout_id)
+
+    def rollout_states(self, project_id: str, rollout_id: str = "") -> list[dict[str, Any]]:
+        """The current state of each rollout (of one, when named), newest first."""
+        return self._rows(
+            f"SELECT * FROM ({self._ROLLOUT_WINNERS})"
+            " ORDER BY rollout_id, seq DESC LIMIT 1 BY rollout_id",
+            p=project_id,
+            r=rollout_id,
+        )
+
+    def projects_with_rollouts(self) -> list[str]:
+        rows = self._rows("SELECT DISTINCT project_id FROM rollout_events ORDER BY project_id")
+        return [r["project_id"] for r in rows]
 
     def passing_gates(
         self, project_id: str, *, prompt_id: str, version: str, model: str = ""
@@ -889,6 +916,35 @@ _SCORING_COLUMNS = (
 _VERSION_KEY = "app, prompt_id, prompt_version, model, model_version"
 
 _ALL_DIMS = ", ".join([*FILTER_COLUMNS, "ts"])
+
+
+_LABEL_EVENT_TYPES = {
+    "prompt_id": "String",
+    "label": "String",
+    "model": "String",
+    "from_version": "String",
+    "to_version": "String",
+    "key_id": "String",
+    "reason": "String",
+    "forced": "UInt8",
+    "incident_id": "String",
+}
+_ROLLOUT_EVENT_TYPES = {
+    "rollout_id": "String",
+    "prompt_id": "String",
+    "label": "String",
+    "model": "String",
+    "incumbent": "String",
+    "candidate": "String",
+    "config": "String",
+    "state": "String",
+    "step": "Int32",
+    "step_started_at": "DateTime64(3)",
+    "action": "String",
+    "reason": "String",
+    "detail": "String",
+    "key_id": "String",
+}
 
 
 def _key_record(row: Mapping[str, Any]) -> ApiKeyRecord:

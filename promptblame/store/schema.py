@@ -356,6 +356,38 @@ MIGRATIONS: tuple[Migration, ...] = (
             """,
         ),
     ),
+    Migration(
+        7,
+        "guarded rollouts: their states, one event per transition",
+        (
+            # Append-only like label_events: each event is the rollout's whole state after a
+            # transition, claimed by seq (earliest claim wins), so a transition is one INSERT and
+            # a crash leaves either the old state or the new one, never half of each.
+            """
+            CREATE TABLE IF NOT EXISTS rollout_events (
+                project_id LowCardinality(String),
+                rollout_id String,
+                seq UInt64,
+                claimed_at DateTime64(6, 'UTC'),
+                token String,
+                prompt_id String,
+                label String,
+                model String,
+                incumbent String,
+                candidate String,
+                config String,
+                state LowCardinality(String),
+                step Int32,
+                step_started_at DateTime64(3, 'UTC'),
+                action LowCardinality(String),
+                reason String,
+                detail String CODEC(ZSTD(1)),
+                key_id String
+            ) ENGINE = MergeTree
+            ORDER BY (project_id, rollout_id, seq, claimed_at, token)
+            """,
+        ),
+    ),
 )
 
 _TS = pa.timestamp("ms", tz="UTC")

@@ -163,6 +163,12 @@ class Settings(BaseSettings):
         description="How long an api process serves a prompt label from its cache. A move is"
         " seen at once by the process that made it, by the others within this time.",
     )
+    rollout_interval_seconds: float = Field(
+        default=60.0, gt=0, description="How often the rollout job looks at running rollouts."
+    )
+    alert_interval_seconds: float = Field(
+        default=60.0, gt=0, description="How often the alerting pass sends what incidents call for."
+    )
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = Field(
         default="INFO", description="Python logging level."
     )

@@ -19,6 +19,7 @@ from apscheduler.schedulers.base import BaseScheduler
 from promptblame.analysis.alerting.job import run_alerts
 from promptblame.analysis.detection import run_detection
 from promptblame.analysis.scoring.job import run_scoring
+from promptblame.releases.rollouts import run_rollouts
 from promptblame.settings import Settings
 from promptblame.store import Store
 
@@ -74,8 +75,9 @@ def add_jobs(scheduler: BaseScheduler, store: Store, settings: Settings) -> None
             settings.detection_interval_seconds,
             True,
         ),
+        "rollouts": (lambda: run_rollouts(store), settings.rollout_interval_seconds, True),
         # also retries deliveries that failed and sends "resolved" soon after a manual resolve
-        "alerts": (lambda: run_alerts(store, settings), 60.0, True),
+        "alerts": (lambda: run_alerts(store, settings), settings.alert_interval_seconds, True),
     }
     for name, (fn, seconds, record) in jobs.items():
         scheduler.add_job(

@@ -27,6 +27,7 @@ from promptblame.api.routes import (
     prompts,
     reads,
     reports,
+    rollouts,
     scoring,
 )
 from promptblame.api.state import AppState
@@ -104,6 +105,7 @@ def create_app(settings: Settings | None = None, store: Store | None = None) -> 
         gate,
         scoring,
         incidents,
+        rollouts,
         reports,
     ):
         app.include_router(module.router)

@@ -425,6 +425,8 @@ def _with_prompt(fields: dict[str, Any]) -> dict[str, Any]:
         out["prompt_version"] = prompt.version
     if prompt.variant:
         out["variant"] = prompt.variant
+    if prompt.experiment:
+        out["experiment"] = prompt.experiment
     if prompt.is_fallback:
         extra["prompt_fallback"] = "true"
     if extra:

@@ -1,7 +1,9 @@
 """The client's prompt cache: resolve a prompt by label without ever making the app wait long.
 
 Why it is built this way (after Langfuse's prompt cache):
-- A fresh entry (younger than `ttl`) is returned at once: a resolve costs a dict lookup.
+- A fresh entry (younger than `ttl`) is returned at once: a resolve costs a dict lookup. During
+  a rollout the answer carries the split, and each unit's arm is computed here with the
+  server's hash: one cached answer serves every unit, stickily.
 - An expired entry is still returned at once (stale-while-revalidate) and one background
   refresh per key fetches the new version; a failed refresh keeps the old copy, a 404 evicts it.
 - A miss fetches in a worker thread and waits at most `timeout` seconds, whatever the server
@@ -27,6 +29,8 @@ from urllib.parse import quote
 
 import httpx
 
+from promptblame.releases.splits import arm
+
 _VAR = re.compile(r"\{\{\s*([A-Za-z_][A-Za-z0-9_]*)\s*\}\}")
 
 
@@ -48,7 +52,8 @@ class Prompt:
     label: str
     content_hash: str = ""
     model: str | None = None  # the model pointer that served it (None: the label's default)
-    variant: str | None = None
+    variant: str | None = None  # the arm of a rollout or experiment that served it
+    experiment: str | None = None  # that rollout's id
     is_fallback: bool = False
     variables: tuple[str, ...] = field(init=False)
 
@@ -67,7 +72,15 @@ class Prompt:
         return _VAR.sub(lambda m: str(values[m.group(1)]), self.template)
 
     @classmethod
-    def from_resolve(cls, doc: dict[str, Any], *, is_fallback: bool = False) -> Prompt:
+    def from_resolve(
+        cls, doc: dict[str, Any], *, unit: str = "", is_fallback: bool = False
+    ) -> Prompt:
+        """The prompt a resolve answer serves to `unit`: during a rollout the unit's arm is
+        computed here, as the server would (the same hash), so one cached answer serves every
+        unit stickily."""
+        variant = arm_of(doc, unit)
+        if variant:
+            doc = {**doc, **doc["split"][variant], "variant": variant}
         return cls(
             prompt_id=str(doc["prompt_id"]),
             version=str(doc.get("version") or ""),
@@ -76,11 +89,38 @@ class Prompt:
             content_hash=str(doc.get("content_hash") or ""),
             model=doc.get("model"),
             variant=doc.get("variant"),
+            experiment=doc.get("experiment"),
             is_fallback=is_fallback,
         )
 
 
 Key = tuple[str, str, str]  # prompt id, label, model
+
+
+def arm_of(doc: dict[str, Any], unit: str) -> str | None:
+    """The unit's arm when the answer carries a rollout's split (the server's hash)."""
+    split = doc.get("split")
+    if not split or not unit:
+        return None
+    p = float(split["percent"])
+    return arm(split["experiment"], unit, [("candidate", p), ("incumbent", 100 - p)])
+
+
+class _Entry:
+    """A cached resolve answer and the Prompt of each arm, made once."""
+
+    __slots__ = ("doc", "expires", "prompts")
+
+    def __init__(self, doc: dict[str, Any], expires: float) -> None:
+        self.doc, self.expires = doc, expires
+        self.prompts: dict[str | None, Prompt] = {}
+
+    def prompt(self, unit: str) -> Prompt:
+        variant = arm_of(self.doc, unit)
+        p = self.prompts.get(variant)
+        if p is None:
+            p = self.prompts[variant] = Prompt.from_resolve(self.doc, unit=unit)
+        return p
 
 
 class PromptCache:
@@ -94,8 +134,8 @@ class PromptCache:
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._http, self.ttl, self.timeout, self._clock = http, ttl, timeout, clock
-        self._entries: dict[Key, tuple[float, Prompt]] = {}
-        self._fetching: dict[Key, Future[Prompt | None]] = {}
+        self._entries: dict[Key, _Entry] = {}
+        self._fetching: dict[Key, Future[_Entry]] = {}
         self._lock = threading.Lock()
         self._pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="promptblame-prompts")
         self._bundled = _read_fallbacks(fallback_file) if fallback_file else {}
@@ -107,11 +147,11 @@ class PromptCache:
         with self._lock:
             hit = self._entries.get(key)
         if hit is not None:
-            if hit[0] <= self._clock():
-                self._fetch(key, unit)  # stale: refresh in the background, serve the old copy
-            return hit[1]
+            if hit.expires <= self._clock():
+                self._fetch(key)  # stale: refresh in the background, serve the old copy
+            return hit.prompt(unit)
         try:
-            fetched = self._fetch(key, unit).result(timeout=self.timeout)
+            fetched: _Entry | None = self._fetch(key).result(timeout=self.timeout)
         except FutureTimeout:
             fetched = None
         except PromptNotFound:
@@ -119,45 +159,43 @@ class PromptCache:
         except Exception:  # the server is unreachable or answered an error: fall back
             fetched = None
         if fetched is not None:
-            return fetched
-        return self._fallback(key, fallback)
+            return fetched.prompt(unit)
+        return self._fallback(key, fallback, unit)
 
-    def _fetch(self, key: Key, unit: str) -> Future[Prompt | None]:
+    def _fetch(self, key: Key) -> Future[_Entry]:
         """One fetch per key at a time; the answer lands in the cache whenever it arrives."""
         with self._lock:
             running = self._fetching.get(key)
             if running is not None:
                 return running
-            future = self._pool.submit(self._load, key, unit)
+            future = self._pool.submit(self._load, key)
             self._fetching[key] = future
         return future
 
-    def _load(self, key: Key, unit: str) -> Prompt | None:
+    def _load(self, key: Key) -> _Entry:
         prompt_id, label, model = key
         try:
             params = {"label": label, **({"model": model} if model else {})}
-            if unit:
-                params["unit"] = unit
             r = self._http.get(f"/v1/prompts/{quote(prompt_id, safe='')}/resolve", params=params)
             if r.status_code == 404:
                 with self._lock:
                     self._entries.pop(key, None)
                 raise PromptNotFound(r.json().get("detail", f"no prompt {prompt_id!r}"))
             r.raise_for_status()
-            prompt = Prompt.from_resolve(r.json())
+            entry = _Entry(r.json(), self._clock() + self.ttl)
             with self._lock:
-                self._entries[key] = (self._clock() + self.ttl, prompt)
-            return prompt
+                self._entries[key] = entry
+            return entry
         finally:
             with self._lock:
                 self._fetching.pop(key, None)
 
-    def _fallback(self, key: Key, text: str | None) -> Prompt:
+    def _fallback(self, key: Key, text: str | None, unit: str) -> Prompt:
         prompt_id, label, _ = key
         with self._lock:
             stale = self._entries.get(key)
         if stale is not None:
-            return stale[1]
+            return stale.prompt(unit)
         bundled = self._bundled.get(key) or self._bundled.get((prompt_id, label, ""))
         if bundled is not None:
             return bundled

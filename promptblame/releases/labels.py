@@ -104,7 +104,7 @@ def move(store: Store, project_id: str, m: Move, *, protected: frozenset[str]) -
             _check_expected(m, held)
             if held == m.version:
                 return _answer(m, now, moved=False)
-            forced = _check_gate(store, project_id, m, protected)
+            forced = check_gate(store, project_id, m, protected)
             claim = {
                 "prompt_id": m.prompt_id,
                 "label": m.label,
@@ -136,7 +136,7 @@ def _check_expected(m: Move, held: str) -> None:
         )
 
 
-def _check_gate(store: Store, project_id: str, m: Move, protected: frozenset[str]) -> bool:
+def check_gate(store: Store, project_id: str, m: Move, protected: frozenset[str]) -> bool:
     """True when the move is forced past the gate rule (recorded as forced)."""
     if m.label not in protected:
         return False

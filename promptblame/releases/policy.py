@@ -126,10 +126,7 @@ def decide(plan: Plan, look: Look) -> Decision:
             expected=[percent, 100 - percent],
             alpha=SRM_ALPHA,
         )
-    checks = tuple(
-        check(g, *look.metrics.get(g.metric, (_NONE, _NONE)))
-        for g in plan.guardrails
-    )
+    checks = tuple(check(g, *look.metrics.get(g.metric, (_NONE, _NONE))) for g in plan.guardrails)
     if ratio is not None and ratio.mismatch:
         got = look.step_counts.get("candidate", 0) / max(1, sum(look.step_counts.values()))
         return Decision(

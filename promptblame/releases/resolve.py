@@ -13,13 +13,21 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from promptblame.errors import NotFound
 from promptblame.releases.labels import check_label, pointers
+from promptblame.releases.rollouts import ACTIVE, percent_of, serving
 from promptblame.store import Store
 
 _MAX_VERSIONS = 10_000  # cached templates (each may be large: bounded)
+
+
+@dataclass(frozen=True)
+class Pointers:
+    table: dict[tuple[str, str], str]  # (label, model) → version
+    rollouts: list[dict[str, Any]]  # running or paused rollouts of the prompt
 
 
 class ResolveCache:
@@ -27,16 +35,22 @@ class ResolveCache:
         self.ttl = ttl
         self._clock = clock
         self._lock = threading.Lock()
-        self._pointers: dict[tuple[str, str], tuple[float, dict[tuple[str, str], str]]] = {}
+        self._pointers: dict[tuple[str, str], tuple[float, Pointers]] = {}
         self._versions: OrderedDict[tuple[str, str, str], dict[str, Any]] = OrderedDict()
 
-    def pointers(self, store: Store, project_id: str, prompt_id: str) -> dict[tuple[str, str], str]:
-        """{(label, model): version} of one prompt."""
+    def pointers(self, store: Store, project_id: str, prompt_id: str) -> Pointers:
+        """{(label, model): version} of one prompt, and its active rollouts."""
         key = (project_id, prompt_id)
         hit = self._pointers.get(key)
         if hit is not None and hit[0] > self._clock():
             return hit[1]
-        fresh = {(p["label"], p["model"]): p["to_version"] for p in pointers(store, *key)}
+        table = {(p["label"], p["model"]): p["to_version"] for p in pointers(store, *key)}
+        active = [
+            st
+            for st in store.rollout_states(project_id)
+            if st["prompt_id"] == prompt_id and st["state"] in ACTIVE
+        ]
+        fresh = Pointers(table, active)
         with self._lock:
             self._pointers[key] = (self._clock() + self.ttl, fresh)
         return fresh
@@ -75,10 +89,13 @@ def resolve(
 ) -> dict[str, Any]:
     """The version `label` serves to `model` (its own pointer, else the label's default).
 
-    `unit` (a user, session or conversation) is accepted for traffic splits; without a split
-    every unit gets the same version and `variant` is None."""
+    While a rollout splits the pointer's traffic, `unit` (a user, session or conversation)
+    decides, stickily, whether it gets the candidate or the incumbent: `variant` says which and
+    `experiment` names the rollout (the app logs both with the response). Without a rollout
+    every unit gets the label's version and both are None."""
     check_label(label)
-    table = cache.pointers(store, project_id, prompt_id)
+    cached = cache.pointers(store, project_id, prompt_id)
+    table = cached.table
     chosen = next((k for k in ((label, model), (label, "")) if k in table), None)
     if chosen is None:
         labels = sorted({lab for lab, _ in table})
@@ -89,16 +106,31 @@ def resolve(
             + (f" for model {model!r} or by default" if model else " by default")
             + f"; its labels: {', '.join(labels)}"
         )
-    version = table[chosen]
-    row = cache.version(store, project_id, prompt_id, version)
-    if row is None:  # registries only grow; a pointer to a missing version is a broken store
-        raise NotFound(f"label {label!r} of {prompt_id!r} points to {version!r}, not registered")
+    version, variant, experiment, split = table[chosen], None, None, None
+    found = serving(cached.rollouts, *chosen, unit)
+    if found is not None:
+        (version, variant, experiment), st = found
+        split = {  # for clients that assign their units themselves (the Python client does)
+            "experiment": experiment,
+            "percent": percent_of(st),
+            "incumbent": _version(store, cache, project_id, prompt_id, st["incumbent"]),
+            "candidate": _version(store, cache, project_id, prompt_id, st["candidate"]),
+        }
     return {
+        **_version(store, cache, project_id, prompt_id, version),
         "prompt_id": prompt_id,
-        "version": version,
-        "template": row["template"],
-        "content_hash": row["content_hash"],
         "label": label,
         "model": chosen[1] or None,
-        "variant": None,
+        "variant": variant,
+        "experiment": experiment,
+        "split": split,
     }
+
+
+def _version(
+    store: Store, cache: ResolveCache, project_id: str, prompt_id: str, version: str
+) -> dict[str, str]:
+    row = cache.version(store, project_id, prompt_id, version)
+    if row is None:  # registries only grow; a pointer to a missing version is a broken store
+        raise NotFound(f"a label of {prompt_id!r} points to {version!r}, not registered")
+    return {"version": version, "template": row["template"], "content_hash": row["content_hash"]}

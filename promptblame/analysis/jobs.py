@@ -65,7 +65,14 @@ def guarded(
     return run
 
 
-def add_jobs(scheduler: BaseScheduler, store: Store, settings: Settings) -> None:
+def add_jobs(
+    scheduler: BaseScheduler,
+    store: Store,
+    settings: Settings,
+    on_release: Callable[[str, str], None] | None = None,
+) -> None:
+    """`on_release(project, prompt)`: a rollout changed what a prompt's labels serve (the
+    serving process invalidates its resolve cache; other processes wait out its TTL)."""
     jobs: dict[str, tuple[Callable[[], object], float, bool]] = {
         "materialize_scores": (store.materialize_scores, settings.scored_refresh_seconds, True),
         # run_scoring records one run per project itself
@@ -75,7 +82,11 @@ def add_jobs(scheduler: BaseScheduler, store: Store, settings: Settings) -> None
             settings.detection_interval_seconds,
             True,
         ),
-        "rollouts": (lambda: run_rollouts(store), settings.rollout_interval_seconds, True),
+        "rollouts": (
+            lambda: run_rollouts(store, on_change=on_release),
+            settings.rollout_interval_seconds,
+            True,
+        ),
         # also retries deliveries that failed and sends "resolved" soon after a manual resolve
         "alerts": (lambda: run_alerts(store, settings), settings.alert_interval_seconds, True),
     }

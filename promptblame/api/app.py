@@ -64,13 +64,13 @@ def create_app(settings: Settings | None = None, store: Store | None = None) -> 
             stats=stats,
         )
         scheduler = BackgroundScheduler(timezone="UTC")
+        releases = ResolveCache(settings.resolve_cache_seconds)
         if s.kind == "embedded":  # with a server store, `promptblame worker` runs the jobs
-            add_jobs(scheduler, s, settings)
+            add_jobs(scheduler, s, settings, on_release=releases.invalidate)
             scheduler.start()
         limiter = TokenBuckets(rate=settings.rate_limit_per_second, burst=settings.rate_limit_burst)
         keys = KeyChecker(s, cache_seconds=settings.key_cache_seconds, limiter=limiter)
         pool = OtlpPool(settings.otlp_processes)
-        releases = ResolveCache(settings.resolve_cache_seconds)
         app.state.pb = AppState(settings, s, writer, keys, metrics, pool, releases)
         log.info("promptblame %s on the %s store", __version__, s.kind)
         try:

@@ -80,7 +80,8 @@ class Prompt:
         unit stickily."""
         variant = arm_of(doc, unit)
         if variant:
-            doc = {**doc, **doc["split"][variant], "variant": variant}
+            split = doc["split"]
+            doc = {**doc, **split[variant], "variant": variant, "experiment": split["experiment"]}
         return cls(
             prompt_id=str(doc["prompt_id"]),
             version=str(doc.get("version") or ""),
@@ -103,7 +104,7 @@ def arm_of(doc: dict[str, Any], unit: str) -> str | None:
     if not split or not unit:
         return None
     p = float(split["percent"])
-    return arm(split["experiment"], unit, [("candidate", p), ("incumbent", 100 - p)])
+    return arm(split["seed"], unit, [("candidate", p), ("incumbent", 100 - p)])
 
 
 class _Entry:

@@ -111,6 +111,7 @@ def resolve(
     if found is not None:
         (version, variant, experiment), st = found
         split = {  # for clients that assign their units themselves (the Python client does)
+            "seed": st["rollout_id"],
             "experiment": experiment,
             "percent": percent_of(st),
             "incumbent": _version(store, cache, project_id, prompt_id, st["incumbent"]),

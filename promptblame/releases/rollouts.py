@@ -13,7 +13,7 @@ nothing.
 
 While a rollout is running or paused, resolving its label splits units between the incumbent
 (the label's version) and the candidate by the current step's percent (`splits`); responses
-logged with what was served carry experiment = the rollout id and variant = incumbent or
+logged with what was served carry experiment = `<rollout id>/<step>` and variant = incumbent or
 candidate, which is what the watch compares.
 """
 
@@ -22,6 +22,7 @@ from __future__ import annotations
 import json
 import logging
 import uuid
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Literal
@@ -252,23 +253,35 @@ def act(
 def look(
     store: Store, project_id: str, st: dict[str, Any], plan: policy.Plan
 ) -> tuple[policy.Look, str]:
-    """What the watch sees now: this step's responses per arm, each guardrail's moments per arm
-    since the rollout started; and the app most of its responses came from."""
-    rid = st["rollout_id"]
-    started = datetime.fromisoformat(json.loads(st["config"])["started_at"])
-    counts = store.group_counts(
-        project_id, ResponseFilter(experiment=rid, since=st["step_started_at"]), by="variant"
-    )
-    apps = store.group_counts(project_id, ResponseFilter(experiment=rid), by="app")
+    """What the watch sees now: the responses served under this step's split per arm, each
+    guardrail's moments per arm over every step so far; and the app they came from.
+
+    Responses say which step's split served them (experiment `<rollout>/<step>`): caches in
+    the api processes and the apps keep serving the old split for a while after a step
+    changes, and counting those against the new split would look like a sample-ratio
+    mismatch."""
+    rid, step = st["rollout_id"], st["step"]
+    here = ResponseFilter(experiment=experiment_of(rid, step))
+    counts = store.group_counts(project_id, here, by="variant")
+    apps = store.group_counts(project_id, here, by="app")
     metrics = {}
+    groups = {
+        (v, s): ResponseFilter(experiment=experiment_of(rid, s), variant=v)
+        for s in range(step + 1)
+        for v in ("incumbent", "candidate")
+    }
+    names = {f"{v}/{s}": f for (v, s), f in groups.items()}
     for g in plan.guardrails:
-        groups = {
-            v: ResponseFilter(experiment=rid, variant=v, since=started)
-            for v in ("incumbent", "candidate")
-        }
-        m = store.group_moments(project_id, groups, metric=g.metric, source=g.source)
+        m = store.group_moments(project_id, names, metric=g.metric, source=g.source)
         metrics[g.metric] = tuple(
-            Moments(int(m[v]["n"]), float(m[v]["total"]), float(m[v]["total_sq"]))
+            sum(
+                (
+                    Moments(int(r["n"]), float(r["total"]), float(r["total_sq"]))
+                    for name, r in m.items()
+                    if name.startswith(v + "/")
+                ),
+                Moments(0, 0.0, 0.0),
+            )
             for v in ("incumbent", "candidate")
         )
     minutes = (datetime.now(UTC) - st["step_started_at"]).total_seconds() / 60
@@ -378,8 +391,14 @@ def _rollback_incident(store: Store, project_id: str, st: dict[str, Any]) -> Non
     store.insert_rows("incidents", [row])
 
 
-def run_rollouts(store: Store, *, project_id: str | None = None) -> RolloutRun:
-    """The rollout job: one look at every running rollout; effects of final states re-applied."""
+def run_rollouts(
+    store: Store,
+    *,
+    project_id: str | None = None,
+    on_change: Callable[[str, str], None] | None = None,
+) -> RolloutRun:
+    """The rollout job: one look at every running rollout; effects of final states re-applied.
+    `on_change(project, prompt)` after a transition (the serving process's resolve cache)."""
     run = RolloutRun()
     store.materialize_scores()
     now = datetime.now(UTC)
@@ -392,6 +411,8 @@ def run_rollouts(store: Store, *, project_id: str | None = None) -> RolloutRun:
                     action = watch(store, p, st, now)
                     if action:
                         run.transitions.append(f"{st['rollout_id']}: {action}")
+                        if on_change:
+                            on_change(p, st["prompt_id"])
                 elif st["claimed_at"] >= recent:
                     reconcile(store, p, st)
             except Conflict:
@@ -399,6 +420,11 @@ def run_rollouts(store: Store, *, project_id: str | None = None) -> RolloutRun:
             except Exception:
                 log.exception("rollout %s: the watch failed", st["rollout_id"])
     return run
+
+
+def experiment_of(rollout_id: str, step: int) -> str:
+    """The experiment a response served under this step's split is logged with."""
+    return f"{rollout_id}/{step}"
 
 
 def percent_of(st: dict[str, Any]) -> float:
@@ -409,7 +435,7 @@ def percent_of(st: dict[str, Any]) -> float:
 def serving(
     states: list[dict[str, Any]], label: str, model: str, unit: str
 ) -> tuple[tuple[str, str, str], dict[str, Any]] | None:
-    """((version, variant, rollout id), the rollout) when an active rollout splits this
+    """((version, variant, experiment), the rollout) when an active rollout splits this
     pointer's traffic."""
     for st in states:
         if st["state"] in ACTIVE and (st["label"], st["model"]) == (label, model):
@@ -418,7 +444,7 @@ def serving(
                 st["rollout_id"], unit, [("candidate", percent), ("incumbent", 100 - percent)]
             )
             version = st["candidate"] if variant == "candidate" else st["incumbent"]
-            return (version, variant, st["rollout_id"]), st
+            return (version, variant, experiment_of(st["rollout_id"], st["step"])), st
     return None
 
 

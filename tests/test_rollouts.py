@@ -1,0 +1,144 @@
+"""Guarded rollouts end to end: a simulated app resolves its prompt per user with the real Python
+client against a live server, logs what it served, an evaluator scores it, and the rollout job
+decides: a bad candidate is rolled back, a good one ramps to 100 % and takes the label, and a
+logging loss on one arm pauses the rollout instead of blaming the candidate."""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+
+from promptblame.ingest.client import Client
+from tests.server_process import cli, free_port, start_server
+
+PASS_RATE = {"v1": 0.80, "v2": 0.70, "v3": 0.80, "v4": 0.80}  # v2 is 10 points worse
+FAST = {
+    "PROMPTBLAME_ROLLOUT_INTERVAL_SECONDS": "1",
+    "PROMPTBLAME_SCORING_INTERVAL_SECONDS": "1",
+    "PROMPTBLAME_SCORED_REFRESH_SECONDS": "1",
+}
+
+
+class Live:
+    def __init__(self, url: str, key: str) -> None:
+        self.url, self.key = url, key
+        self.h = {"Authorization": f"Bearer {key}"}
+
+    def call(self, method: str, path: str, **kw: Any) -> httpx.Response:
+        return httpx.request(method, self.url + path, headers=self.h, timeout=30, **kw)
+
+
+@pytest.fixture(scope="module")
+def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
+    data = tmp_path_factory.mktemp("rollouts") / "data"
+    key = cli(data, "keys", "create", "--project", "shop", "--scopes", "ingest,read,admin")
+    port = free_port()
+    server = start_server(data, port, **FAST)
+    lv = Live(f"http://127.0.0.1:{port}", key.stdout.strip())
+    try:
+        for v in PASS_RATE:
+            text = f"Answer {{{{q}}}} ({v})."
+            r = lv.call("PUT", f"/v1/prompts/answer/versions/{v}", json={"template": text})
+            assert r.status_code == 201
+        r = lv.call(
+            "PUT",
+            "/v1/prompts/answer/labels/production",
+            json={"version": "v1", "force": True, "reason": "first release"},
+        )
+        assert r.status_code == 200
+        evaluators = {
+            "evaluators": [{"name": "quoted", "kind": "contains", "params": {"values": ["policy"]}}]
+        }
+        assert lv.call("PUT", "/v1/evaluators", json=evaluators).status_code == 200
+        yield lv
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+
+def start(lv: Live, candidate: str, **over: Any) -> str:
+    body = {
+        "prompt_id": "answer",
+        "label": "production",
+        "candidate": candidate,
+        "steps": [20, 50, 100],
+        "min_responses_per_step": 300,
+        "min_minutes_per_step": 0,
+        "guardrails": [{"metric": "quoted", "max_drop": 0.0}],
+        "force": True,
+        "reason": "no eval suite in this test",
+        **over,
+    }
+    r = lv.call("POST", "/v1/rollouts", json=body)
+    assert r.status_code == 201, r.text
+    return str(r.json()["rollout_id"])
+
+
+def run_app(lv: Live, rid: str, *, seed: int, lose_candidate_logs: float = 0.0) -> dict:
+    """The app: rounds of 500 requests from 3,000 users until the rollout leaves `running`."""
+    rng = random.Random(seed)
+    served: dict[str, set[str]] = {}
+    with Client(lv.url, lv.key, app="bot", prompt_cache_ttl=0.5, flush_interval=0.2) as pb:
+        deadline = time.monotonic() + 150
+        while time.monotonic() < deadline:
+            for _ in range(500):
+                user = f"user-{rng.randrange(3000)}"
+                p = pb.get_prompt("answer", unit=user)
+                served.setdefault(user, set()).add(p.version)
+                if p.variant == "candidate" and rng.random() < lose_candidate_logs:
+                    continue  # the app's logging loses this one
+                ok = rng.random() < PASS_RATE[p.version]
+                text = "Per the refund policy, yes." if ok else "Yes."
+                pb.log_response(prompt=p, model="gpt-4o", user_id=user, output=text)
+            assert pb.flush(30)
+            time.sleep(1.0)
+            state = lv.call("GET", f"/v1/rollouts/{rid}").json()
+            if state["state"] != "running":
+                state["served"] = served
+                return state
+    raise AssertionError("the rollout never left `running`")
+
+
+def test_a_bad_candidate_is_rolled_back_early_with_an_incident_naming_it(live):
+    rid = start(live, "v2")
+    state = run_app(live, rid, seed=1)
+    assert state["state"] == "rolled_back", state["log"][-1]
+    assert state["percent"] < 100 and state["log"][-1]["action"] == "rollback"
+    assert state["log"][-1]["reason"].startswith("quoted -0.")
+    resolved = live.call("GET", "/v1/prompts/answer/resolve").json()
+    assert (resolved["version"], resolved["variant"]) == ("v1", None)  # the incumbent again
+    inc = live.call("GET", f"/v1/incidents/rollout-{rid}").json()
+    assert inc["culprit"] == "prompt answer@v2" and inc["verdict"] == "culprit"
+    assert inc["summary"].startswith("rolled back answer@v2 → answer@v1 at ")
+    assert "always-valid p = " in inc["summary"]
+    # every user kept one version per step: ramps move users to the candidate only
+    assert all(len(v) <= 2 for v in state["served"].values())
+
+
+def test_a_good_candidate_ramps_to_100_percent_and_takes_the_label(live):
+    rid = start(live, "v3")
+    state = run_app(live, rid, seed=2)
+    assert state["state"] == "completed", state["log"][-1]
+    assert [e["action"] for e in state["log"]] == ["start", "advance", "complete"]
+    labels = live.call("GET", "/v1/prompts/answer/labels").json()["labels"]
+    assert [(x["label"], x["version"]) for x in labels] == [("production", "v3")]
+    hist = live.call("GET", "/v1/prompts/answer/labels/production/history").json()["moves"]
+    assert hist[-1]["reason"] == f"rollout {rid} completed"
+
+
+def test_lost_logs_on_one_arm_pause_the_rollout_instead_of_rolling_it_back(live):
+    rid = start(live, "v4", guardrails=[{"metric": "quoted", "max_drop": 0.05}])
+    state = run_app(live, rid, seed=3, lose_candidate_logs=0.4)
+    assert state["state"] == "paused", state["log"][-1]
+    assert "sample ratio mismatch" in state["log"][-1]["reason"]
+    # a person looks, then aborts: the incumbent takes all traffic again
+    aborted = live.call("POST", f"/v1/rollouts/{rid}/abort", json={"note": "logging fixed first"})
+    assert aborted.status_code == 200 and aborted.json()["state"] == "aborted"
+    assert live.call("GET", "/v1/prompts/answer/resolve").json()["version"] == "v3"
+    again = live.call("POST", f"/v1/rollouts/{rid}/resume")
+    assert again.status_code == 409 and "aborted" in again.json()["detail"]

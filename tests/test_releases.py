@@ -320,3 +320,48 @@ def test_two_processes_racing_on_a_server_store_never_lose_or_fork_a_move(clickh
         assert now is not None and now["seq"] == len(history)
     finally:
         store.close()
+
+
+def test_rollout_requests_are_validated_naming_the_field(api):
+    api.move("staging", version="v1")
+    base = {
+        "prompt_id": "answer",
+        "label": "staging",
+        "candidate": "v2",
+        "steps": [50, 100],
+        "guardrails": [{"metric": "response.error", "direction": "lower_is_better"}],
+    }
+
+    def start(**over: Any):
+        return api.client.post("/v1/rollouts", json={**base, **over}, headers=auth(api.admin))
+
+    def field_of(r) -> str:
+        assert r.status_code == 422, r.text
+        return str(r.json()["detail"][0]["field"])
+
+    assert "steps must increase" in start(steps=[5, 5, 100]).json()["detail"][0]["message"]
+    assert "last step must be 100" in start(steps=[1, 50]).json()["detail"][0]["message"]
+    assert field_of(start(candidate="v9")) == "candidate"
+    assert field_of(start(candidate="v1")) == "candidate"  # already served
+    assert field_of(start(guardrails=[{"metric": "nope"}])) == "guardrails.0.metric"
+    bad_drop = start(guardrails=[{"metric": "ok", "max_drop": -1}])
+    assert field_of(bad_drop) == "body.guardrails.0.max_drop"
+    assert field_of(start(on_regression="explode")) == "body.on_regression"
+    assert start(label="canary").status_code == 404
+    r = start()
+    assert r.status_code == 201 and r.json()["state"] == "running"
+    assert start().status_code == 409  # one active rollout per label
+    moved = api.move("staging", version="v3")
+    assert moved.status_code == 409 and "abort or promote" in moved.json()["detail"]
+    arms = {f"u{i}": api.resolve(label="staging", unit=f"u{i}").json() for i in range(40)}
+    assert {a["variant"] for a in arms.values()} == {"candidate", "incumbent"}
+    for unit, a in arms.items():  # sticky, and the version is the arm's
+        again = api.resolve(label="staging", unit=unit).json()
+        assert (again["variant"], again["version"]) == (a["variant"], a["version"])
+        assert a["version"] == ("v2" if a["variant"] == "candidate" else "v1")
+        assert a["experiment"] == f"{r.json()['rollout_id']}/0"
+    rid = r.json()["rollout_id"]
+    aborted = api.client.post(f"/v1/rollouts/{rid}/abort", headers=auth(api.admin))
+    assert aborted.json()["state"] == "aborted"
+    assert api.resolve(label="staging", unit="u1").json()["variant"] is None
+    assert api.move("staging", version="v3").status_code == 200

@@ -48,7 +48,8 @@ from promptblame.api.auth import new_key
 from promptblame.errors import Unauthorized
 from promptblame.ingest.contracts import ResponseEvent, ScoreEvent
 from promptblame.ingest.rows import responses_table, scores_table
-from promptblame.releases import labels
+from promptblame.releases import labels, rollouts
+from promptblame.releases.rollouts import RolloutIn
 from promptblame.settings import Settings
 from promptblame.store import Store, open_store
 from tests.helpers import auth
@@ -149,6 +150,15 @@ def seed_project(store: Store, p: str, seed: int) -> None:
         move = labels.Move(prompt_id=pid, label=label, version=version, key_id=f"{p}-key")
         labels.move(store, p, move, protected=frozenset())
     apply_evaluators(store, p, validate_evaluators(evaluators_doc(p)), SETTINGS)
+    spec = RolloutIn(
+        prompt_id="answer",
+        label="production",
+        candidate="v1",
+        guardrails=[{"metric": "correct"}],
+        reason=f"{p}-secret-rollout",
+        force=True,
+    )
+    rollouts.start(store, p, spec, key_id=f"{p}-key", protected=frozenset())
     run_scoring(store, SETTINGS, project_id=p)
     store.materialize_scores()
     run_detection(store, SETTINGS, project_id=p, now=NOW)
@@ -438,6 +448,46 @@ def _rollback(w: World) -> None:
     for iid in w.incidents[A]:  # A's own rollbacks move A's labels only
         assert w.call(A, "POST", f"/v1/incidents/{iid}/rollback").status_code == 200
     assert b_labels(w) == before
+
+
+def b_rollouts(w: World) -> list[tuple[str, int, str]]:
+    return [(r["rollout_id"], r["seq"], r["state"]) for r in w.store.rollout_states(B)]
+
+
+@case("POST", "/v1/rollouts")
+def _start_rollout(w: World) -> None:
+    before = b_rollouts(w)
+    body = {
+        "prompt_id": f"{B}-prompt",
+        "label": f"{B}-label",
+        "candidate": "b1",
+        "guardrails": [{"metric": "correct"}],
+    }
+    assert w.call(A, "POST", "/v1/rollouts", json=body).status_code == 404
+    assert b_rollouts(w) == before
+
+
+@case("GET", "/v1/rollouts")
+def _list_rollouts(w: World) -> None:
+    mine = w.call(A, "GET", "/v1/rollouts").json()["rollouts"]
+    assert mine and {r["rollout_id"] for r in mine}.isdisjoint(r for r, _, _ in b_rollouts(w))
+
+
+@case("GET", "/v1/rollouts/{rollout_id}")
+def _get_rollout(w: World) -> None:
+    for rid, _, _ in b_rollouts(w):
+        assert w.call(A, "GET", f"/v1/rollouts/{rid}").status_code == 404
+    (own,) = w.call(A, "GET", "/v1/rollouts").json()["rollouts"]
+    assert w.call(A, "GET", f"/v1/rollouts/{own['rollout_id']}").status_code == 200
+
+
+@case("POST", "/v1/rollouts/{rollout_id}/{action}")
+def _act_on_rollout(w: World) -> None:
+    before = b_rollouts(w)
+    for rid, _, _ in before:
+        for action in ("pause", "abort", "promote"):
+            assert w.call(A, "POST", f"/v1/rollouts/{rid}/{action}").status_code == 404
+    assert b_rollouts(w) == before
 
 
 @case("GET", "/v1/responses")

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from promptblame.errors import LabelConflict
+from promptblame.errors import Conflict
 from promptblame.releases.labels import Move, move, pointers
 from promptblame.store import Store
 
@@ -127,7 +127,7 @@ def rollback(
         )
         try:  # protected labels too: the incident is the evidence against what they serve
             answer["moved"].append(move(store, project_id, m, protected=frozenset()))
-        except LabelConflict as exc:
+        except Conflict as exc:  # moved meanwhile, or a rollout owns the label
             answer["skipped"].append(
                 {"label": s["label"], "model": s["model"] or None, "why": str(exc)}
             )

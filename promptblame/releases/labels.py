@@ -31,6 +31,7 @@ LABEL_PATTERN = r"^[a-z0-9][a-z0-9._-]{0,63}$"
 _LABEL_RE = re.compile(LABEL_PATTERN)
 _CLAIM_ATTEMPTS = 8  # a move without `expected` that keeps losing its seq gives up after these
 _MOVE_LOCK = threading.Lock()  # label moves of this process take turns (they are rare)
+ACTIVE_ROLLOUT = ("running", "paused")  # a rollout in these states owns its label's traffic
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -96,6 +97,17 @@ def move(store: Store, project_id: str, m: Move, *, protected: frozenset[str]) -
             "version",
             f"{m.prompt_id}@{m.version} is not registered; register it first"
             f" (PUT /v1/prompts/{m.prompt_id}/versions/{m.version} or `promptblame prompts push`)",
+        )
+    busy = [
+        r
+        for r in store.rollout_states(project_id)
+        if r["state"] in ACTIVE_ROLLOUT
+        and (r["prompt_id"], r["label"], r["model"]) == (m.prompt_id, m.label, m.model)
+    ]
+    if busy:
+        raise Conflict(
+            f"rollout {busy[0]['rollout_id']} is {busy[0]['state']} on label {m.label!r}:"
+            " abort or promote it before moving the label"
         )
     with _MOVE_LOCK:
         for _ in range(_CLAIM_ATTEMPTS):

@@ -37,7 +37,7 @@ from promptblame.store import BUILTIN_METRICS, ResponseFilter, Store
 
 log = logging.getLogger(__name__)
 
-ACTIVE = ("running", "paused")
+ACTIVE = labels.ACTIVE_ROLLOUT
 Name = Annotated[str, Field(min_length=1, max_length=256)]
 
 

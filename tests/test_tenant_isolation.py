@@ -150,13 +150,15 @@ def seed_project(store: Store, p: str, seed: int) -> None:
         move = labels.Move(prompt_id=pid, label=label, version=version, key_id=f"{p}-key")
         labels.move(store, p, move, protected=frozenset())
     apply_evaluators(store, p, validate_evaluators(evaluators_doc(p)), SETTINGS)
-    spec = RolloutIn(
-        prompt_id="answer",
-        label="production",
-        candidate="v1",
-        guardrails=[{"metric": "correct"}],
-        reason=f"{p}-secret-rollout",
-        force=True,
+    spec = RolloutIn.model_validate(
+        {
+            "prompt_id": "answer",
+            "label": "production",
+            "candidate": "v1",
+            "guardrails": [{"metric": "correct"}],
+            "reason": f"{p}-secret-rollout",
+            "force": True,
+        }
     )
     rollouts.start(store, p, spec, key_id=f"{p}-key", protected=frozenset())
     run_scoring(store, SETTINGS, project_id=p)

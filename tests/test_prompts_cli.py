@@ -80,11 +80,33 @@ def test_push_gate_label_resolve_and_roll_back_through_the_cli(tmp_path):
         assert len(lines) == 3, hist.stdout
         assert "- → v1" in lines[0] and "forced" in lines[0] and "initial release" in lines[0]
         assert "v1 → v2" in lines[1] and "v2 → v1" in lines[2] and "rollback" in lines[2]
+
+        plan = tmp_path / "rollout.yaml"
+        plan.write_text(
+            "prompt_id: answer\nlabel: production\ncandidate: v2\nsteps: [5, 50, 100]\n"
+            "guardrails:\n  - {metric: response.error, direction: lower_is_better}\n"
+        )
+        started = cli(data, "rollouts", "start", str(plan), *url)
+        assert started.returncode == 0 and "running     5 %" in started.stdout, started.stderr
+        rid = started.stdout.split()[0]
+        assert rid in cli(data, "rollouts", "list", *url).stdout
+        paused = cli(data, "rollouts", "pause", rid, "--note", "looking", *url)
+        assert "paused" in paused.stdout
+        shown = json.loads(cli(data, "rollouts", "show", rid, *url).stdout)
+        assert [e["action"] for e in shown["log"]] == ["start", "pause"]
+        promoted = cli(data, "rollouts", "promote", rid, *url)
+        assert promoted.returncode == 0 and "completed" in promoted.stdout
+        assert served() == "v2"
+        plan.write_text("prompt_id: answer\nlabel: production\ncandidate: v1\nsteps: [5, 1]\n")
+        bad = cli(data, "rollouts", "start", str(plan), *url)
+        assert bad.returncode == 1 and "guardrails: Field required" in bad.stderr
+        assert "line 4: steps: Value error, steps must increase" in bad.stderr
     finally:
         server.terminate()
         server.wait(timeout=30)
     local = cli(data, "prompts", "history", "answer", "--project", "shop")
-    assert local.returncode == 0 and local.stdout.splitlines()[1:] == lines[1:]
+    assert local.returncode == 0 and local.stdout.splitlines()[1:3] == lines[1:]
+    assert f"v1 → v2  key rollout-job  rollout {rid} completed" in local.stdout.splitlines()[3]
     pushed = cli(data, "prompts", "push", str(repo), "--project", "shop")
     assert pushed.returncode == 0 and "unchanged  answer@v2" in pushed.stdout
     bad = tmp_path / "bad"

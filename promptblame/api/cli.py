@@ -24,7 +24,7 @@ from promptblame.api.cli_common import (
     key_option,
     url_option,
 )
-from promptblame.api.cli_prompts import prompts
+from promptblame.api.cli_releases import prompts, rollouts
 from promptblame.display import visible
 from promptblame.errors import ConfigInvalid
 from promptblame.store import Store
@@ -601,6 +601,7 @@ def gate(
 
 
 main.add_command(prompts)
+main.add_command(rollouts)
 
 if __name__ == "__main__":
     main()

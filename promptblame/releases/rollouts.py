@@ -27,7 +27,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from promptblame.analysis.moments import Moments
 from promptblame.errors import Conflict, InvalidArgument, NotFound
@@ -68,12 +68,13 @@ class RolloutIn(BaseModel):
     reason: Annotated[str, Field(max_length=2000)] = ""
     force: bool = Field(False, description="past a protected label's gate rule, with a reason")
 
-    @model_validator(mode="after")
-    def _steps(self) -> RolloutIn:
-        why = policy.validate_steps(self.steps)
+    @field_validator("steps")
+    @classmethod
+    def _steps(cls, steps: list[float]) -> list[float]:
+        why = policy.validate_steps(steps)
         if why:
-            raise ValueError(f"steps: {why}")
-        return self
+            raise ValueError(why)
+        return steps
 
 
 @dataclass

@@ -1,4 +1,5 @@
-"""`promptblame prompts ...`: prompts as code (push), label moves, their history, rollback.
+"""`promptblame prompts ...` (prompts as code, label moves, their history, rollback) and
+`promptblame rollouts ...` (guarded rollouts).
 
 Each command works through a running server (--url/--key, what CI and people use while `serve`
 holds the data directory) or directly on the embedded store (--project).
@@ -6,11 +7,13 @@ holds the data directory) or directly on the embedded store (--project).
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
 import click
+from pydantic import ValidationError
 
 from promptblame.api.cli_common import (
     _THROUGH_API,
@@ -20,9 +23,14 @@ from promptblame.api.cli_common import (
     key_option,
     url_option,
 )
+from promptblame.configfile import problems, read_yaml
 from promptblame.display import visible
 from promptblame.errors import ConfigInvalid, Conflict, InvalidArgument, NotFound
 from promptblame.releases import files, labels
+from promptblame.releases.rollouts import RolloutIn, act
+from promptblame.releases.rollouts import get as get_rollout
+from promptblame.releases.rollouts import public as rollout_public
+from promptblame.releases.rollouts import start as start_rollout
 from promptblame.store import Store
 
 
@@ -45,6 +53,15 @@ def _on_store(project: str | None, work: Any) -> Any:
         raise click.ClickException(visible(str(exc))) from exc
     finally:
         store.close()
+
+
+def read_yaml_or_fail(file: Path) -> tuple[Any, dict[tuple[Any, ...], int]]:
+    try:
+        return read_yaml(file)
+    except ConfigInvalid as exc:
+        raise click.ClickException(
+            f"{file} is not valid:\n" + "\n".join(f"  {p}" for p in exc.problems)
+        ) from exc
 
 
 def _path(prompt_id: str) -> str:
@@ -283,3 +300,113 @@ def rollback(
 
         out = _on_store(project, work)
     _say_move(out)
+
+
+@click.group()
+def rollouts() -> None:
+    """Guarded rollouts: start one from a file, watch it, pause, resume, abort or promote it."""
+
+
+@rollouts.command("start")
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@project_option
+@url_option
+@key_option
+def rollouts_start(file: Path, project: str | None, url: str | None, key: str | None) -> None:
+    """Start the rollout FILE describes (YAML: prompt_id, label, candidate, steps, guardrails,
+    ...; the fields of POST /v1/rollouts)."""
+    doc, lines = read_yaml_or_fail(file)
+    try:
+        spec = RolloutIn.model_validate(doc)
+    except ValidationError as exc:
+        raise click.ClickException(
+            f"{file} is not valid:\n" + "\n".join(f"  {p}" for p in problems(lines, (), exc))
+        ) from exc
+    if url:
+        out = _call(url, key, "POST", "/v1/rollouts", json=spec.model_dump())
+    else:
+        protected = _settings().protected()
+        out = _on_store(
+            project,
+            lambda store, p: rollout_public(
+                store, p, start_rollout(store, p, spec, key_id="cli", protected=protected)
+            ),
+        )
+    _say_rollout(out)
+
+
+@rollouts.command("list")
+@project_option
+@url_option
+@key_option
+def rollouts_list(project: str | None, url: str | None, key: str | None) -> None:
+    """Every rollout, newest first: id, state, step, label, incumbent → candidate."""
+    if url:
+        rows = _call(url, key, "GET", "/v1/rollouts")["rollouts"]
+    else:
+        rows = _on_store(
+            project,
+            lambda store, p: [rollout_public(store, p, s) for s in store.rollout_states(p)],
+        )
+    for r in rows:
+        _say_rollout(r)
+
+
+@rollouts.command("show")
+@click.argument("rollout_id")
+@project_option
+@url_option
+@key_option
+def rollouts_show(rollout_id: str, project: str | None, url: str | None, key: str | None) -> None:
+    """One rollout with its guardrails' current estimates and the decision log, as JSON."""
+    if url:
+        out = _call(url, key, "GET", f"/v1/rollouts/{quote(rollout_id, safe='')}")
+    else:
+        out = _on_store(
+            project,
+            lambda store, p: rollout_public(store, p, get_rollout(store, p, rollout_id), live=True),
+        )
+    click.echo(json.dumps(out, indent=2, default=str))
+
+
+def _rollout_action(action: str) -> click.Command:
+    @click.argument("rollout_id")
+    @click.option("--note", default="", help="Why; kept in the decision log.")
+    @project_option
+    @url_option
+    @key_option
+    def command(
+        rollout_id: str, note: str, project: str | None, url: str | None, key: str | None
+    ) -> None:
+        if url:
+            path = f"/v1/rollouts/{quote(rollout_id, safe='')}/{action}"
+            out = _call(url, key, "POST", path, json={"note": note})
+        else:
+            out = _on_store(
+                project,
+                lambda store, p: rollout_public(
+                    store, p, act(store, p, rollout_id, action, key_id="cli", note=note)
+                ),
+            )
+        _say_rollout(out)
+
+    command.__doc__ = {
+        "pause": "Keep the current split, stop advancing.",
+        "resume": "Let a paused rollout advance again.",
+        "abort": "End it: the incumbent takes all traffic again.",
+        "promote": "End it now: the label moves to the candidate.",
+    }[action]
+    return rollouts.command(action)(command)
+
+
+for _action in ("pause", "resume", "abort", "promote"):
+    _rollout_action(_action)
+
+
+def _say_rollout(r: dict[str, Any]) -> None:
+    click.echo(
+        visible(
+            f"{r['rollout_id']}  {r['state']:<11} {r['percent']:g} %  {r['prompt_id']}"
+            f" {r['label']}: {r['incumbent']} → {r['candidate']}  {r['reason']}"
+        )
+    )

@@ -6,6 +6,8 @@ logging loss on one arm pauses the rollout instead of blaming the candidate."""
 from __future__ import annotations
 
 import random
+import signal
+import threading
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -14,6 +16,7 @@ import httpx
 import pytest
 
 from promptblame.ingest.client import Client
+from promptblame.ingest.prompt_cache import PromptUnavailable
 from tests.server_process import cli, free_port, start_server
 
 PASS_RATE = {"v1": 0.80, "v2": 0.70, "v3": 0.80, "v4": 0.80}  # v2 is 10 points worse
@@ -142,3 +145,83 @@ def test_lost_logs_on_one_arm_pause_the_rollout_instead_of_rolling_it_back(live)
     assert live.call("GET", "/v1/prompts/answer/resolve").json()["version"] == "v3"
     again = live.call("POST", f"/v1/rollouts/{rid}/resume")
     assert again.status_code == 409 and "aborted" in again.json()["detail"]
+
+
+def test_kill_9_during_rollouts_never_skips_repeats_or_loses_a_decision(tmp_path):
+    """The server is killed every few seconds while apps ramp two rollouts (one bad, one good)
+    and restarted on the same data: each rollout's log is one chain (start, one advance per
+    step, one final decision), the rollback's incident exists once and the completion moved
+    the label once."""
+    data = tmp_path / "data"
+    key = cli(data, "keys", "create", "--project", "shop", "--scopes", "ingest,read,admin")
+    port = free_port()
+    server = start_server(data, port, **FAST)
+    lv = Live(f"http://127.0.0.1:{port}", key.stdout.strip())
+    for prompt in ("bad", "good"):
+        for v in ("v1", "v2", "v3"):
+            lv.call(
+                "PUT", f"/v1/prompts/{prompt}/versions/{v}", json={"template": f"{v} {{{{q}}}}"}
+            )
+        lv.call("PUT", f"/v1/prompts/{prompt}/labels/production",
+                json={"version": "v1", "force": True, "reason": "r"})  # fmt: skip
+    lv.call("PUT", "/v1/evaluators", json={"evaluators": [
+        {"name": "quoted", "kind": "contains", "params": {"values": ["policy"]}}]})  # fmt: skip
+    rids = {}
+    for prompt, candidate in (("bad", "v2"), ("good", "v3")):
+        body = {
+            "prompt_id": prompt, "label": "production", "candidate": candidate,
+            "steps": [20, 50, 100], "min_responses_per_step": 300, "min_minutes_per_step": 0,
+            "guardrails": [{"metric": "quoted"}], "force": True, "reason": "crash test",
+        }  # fmt: skip
+        rids[prompt] = lv.call("POST", "/v1/rollouts", json=body).json()["rollout_id"]
+    rates = {("bad", "v2"): 0.65}
+    stop = threading.Event()
+
+    def app() -> None:
+        rng = random.Random(5)
+        with Client(lv.url, lv.key, app="bot", prompt_cache_ttl=0.5, prompt_timeout=0.5) as pb:
+            while not stop.is_set():
+                for _ in range(200):
+                    prompt = rng.choice(("bad", "good"))
+                    try:
+                        p = pb.get_prompt(prompt, unit=f"u{rng.randrange(3000)}")
+                    except PromptUnavailable:
+                        continue  # the server is down and nothing is cached yet
+                    ok = rng.random() < rates.get((prompt, p.version), 0.8)
+                    pb.log_response(prompt=p, model="m", output="policy" if ok else "no")
+                time.sleep(0.3)
+
+    worker = threading.Thread(target=app, daemon=True)
+    worker.start()
+    try:
+        deadline = time.monotonic() + 200
+        states: dict[str, str] = {}
+        while time.monotonic() < deadline:
+            time.sleep(random.uniform(2, 4))
+            server.send_signal(signal.SIGKILL)
+            server.wait()
+            server = start_server(data, port, **FAST)
+            states = {
+                p: lv.call("GET", f"/v1/rollouts/{r}").json()["state"] for p, r in rids.items()
+            }
+            if all(s != "running" for s in states.values()):
+                break
+        assert states == {"bad": "rolled_back", "good": "completed"}, states
+        time.sleep(2.5)  # a pass of the job after the last restart (effects re-applied)
+        for prompt, rid in rids.items():
+            log = lv.call("GET", f"/v1/rollouts/{rid}").json()["log"]
+            actions = [e["action"] for e in log]
+            assert [e["seq"] for e in log] == list(range(1, len(log) + 1))
+            assert actions[0] == "start" and actions[1:-1] == ["advance"] * (len(log) - 2)
+            assert [e["step"] for e in log[:-1]] == list(range(len(log) - 1))
+            assert actions[-1] == ("rollback" if prompt == "bad" else "complete")
+        incidents = lv.call("GET", "/v1/incidents").json()["incidents"]
+        assert [i["incident_id"] for i in incidents] == [f"rollout-{rids['bad']}"]
+        good = lv.call("GET", "/v1/prompts/good/labels/production/history").json()["moves"]
+        assert [m["version"] for m in good] == ["v1", "v3"]  # moved once, by the completion
+        bad = lv.call("GET", "/v1/prompts/bad/labels/production/history").json()["moves"]
+        assert [m["version"] for m in bad] == ["v1"]
+    finally:
+        stop.set()
+        server.send_signal(signal.SIGKILL)
+        server.wait()

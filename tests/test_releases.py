@@ -21,6 +21,7 @@ from promptblame.analysis.alerting.rules import validate as validate_alerts
 from promptblame.analysis.detection import run_detection
 from promptblame.api.app import create_app
 from promptblame.api.auth import new_key
+from promptblame.errors import ConfigInvalid
 from promptblame.releases import labels
 from promptblame.settings import Settings
 from promptblame.store import Store, open_store
@@ -365,3 +366,36 @@ def test_rollout_requests_are_validated_naming_the_field(api):
     assert aborted.json()["state"] == "aborted"
     assert api.resolve(label="staging", unit="u1").json()["variant"] is None
     assert api.move("staging", version="v3").status_code == 200
+
+
+def test_a_rollback_rule_rolls_back_a_culprit_automatically_and_says_so(api):
+    traffic(api.store)
+    run_detection(api.store, SETTINGS, now=NOW)
+    api.move("production", version="v2", force=True, reason="before the gate existed")
+    hook = {"name": "hook", "kind": "webhook", "url": "https://example.com/hook"}
+    policy = {"name": "auto", "channels": ["hook"], "verdicts": ["culprit"], "rollback": True}
+    with pytest.raises(ConfigInvalid, match="rollback rule needs"):  # every verdict: refused
+        bad = {"name": "bad", "channels": ["hook"], "rollback": True}
+        validate_alerts({"channels": [hook], "rules": [bad]})
+    apply_alerts(api.store, "acme", validate_alerts({"channels": [hook], "rules": [policy]}))
+    sent: list[dict[str, Any]] = []
+
+    def poster(url: str, body: dict[str, Any], **_: Any) -> Delivery:
+        sent.append(body)
+        return Delivery(True, 1)
+
+    run_alerts(api.store, SETTINGS, project_id="acme", now=NOW, poster=poster)
+    assert [b["event"] for b in sent] == ["opened"]
+    assert sent[0]["release"]["rollback_to"] == "v1"
+    assert api.resolve(label="production").json()["version"] == "v1"
+    (event,) = [
+        e for e in api.store.label_history("acme", "answer", "production") if e["incident_id"]
+    ]
+    assert (event["from_version"], event["to_version"], event["key_id"]) == (
+        "v2",
+        "v1",
+        "policy:auto",
+    )
+    run_alerts(api.store, SETTINGS, project_id="acme", now=NOW, poster=poster)
+    assert [b["event"] for b in sent] == ["opened", "resolved"]
+    assert sent[1]["text"].endswith("(rolled back: production answer@v2 → v1)")

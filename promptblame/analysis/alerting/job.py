@@ -19,7 +19,7 @@ from promptblame.analysis.alerting.delivery import Delivery, post
 from promptblame.analysis.alerting.payloads import Event
 from promptblame.analysis.alerting.rules import Channel, Rule
 from promptblame.display import visible
-from promptblame.releases.incident import release_info
+from promptblame.releases.incident import release_info, rollback
 from promptblame.settings import Settings
 from promptblame.store import Store
 
@@ -99,6 +99,23 @@ def _alert_project(
                 run.failed += rows[-1]["status"] == "failed"
     if rows:
         store.insert_rows("alerts", rows)
+    _auto_rollback(store, project, config.rules)
+
+
+def _auto_rollback(store: Store, project: str, rules: list[Rule]) -> None:
+    """Rules with `rollback: true`: roll back the open incidents they match (after the
+    "opened" alert went out; the rollback resolves the incident, and rules that notify
+    resolutions say what moved)."""
+    policies = [r for r in rules if r.rollback]
+    if not policies:
+        return
+    for incident in store.incidents(project, status="open", limit=1000):
+        rule = next((r for r in policies if r.matches(incident)), None)
+        if rule is None:
+            continue
+        answer = rollback(store, project, incident, key_id=f"policy:{rule.name}")
+        if answer["moved"]:
+            log.warning("rule %s rolled back: %s", rule.name, visible(answer["message"]))
 
 
 def _event(
@@ -127,6 +144,8 @@ def _deliver(
 ) -> dict[str, Any]:
     link = f"{settings.public_url.rstrip('/')}/reports/incidents/{incident['incident_id']}"
     build = payloads.slack if channel.kind == "slack" else payloads.webhook
+    if event == "resolved" and incident.get("status_note"):
+        incident = {**incident, "resolved_reason": incident["status_note"]}
     body = build(incident, event, rule.name, link, release)
     headers = channel.headers if channel.kind == "webhook" else {}
     d = poster(str(channel.url), body, headers=headers)

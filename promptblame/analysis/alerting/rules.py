@@ -2,7 +2,9 @@
 which incidents go where.
 
 A rule matches an incident by metric, scope (app/route/environment), direction, verdict and
-size: |effect| >= min_effect and, for a culprit, p-value <= 1 - confidence.
+size: |effect| >= min_effect and, for a culprit, p-value <= 1 - confidence. A rule with
+`rollback: true` (off by default; regressions blamed on a culprit only) also rolls back what it
+matches: the labels serving the culprit prompt version go back to its predecessor.
 """
 
 from __future__ import annotations
@@ -45,6 +47,11 @@ class Rule(BaseModel):
     channels: Annotated[list[Name], Field(min_length=1)]
     cooldown_minutes: Annotated[float, Field(ge=0)] = 60.0
     notify_resolved: bool = True
+    rollback: bool = Field(
+        False,
+        description="also roll back: move the labels serving a matching regression's culprit"
+        " prompt version to its predecessor (as POST /v1/incidents/{id}/rollback)",
+    )
 
     def matches(self, incident: dict[str, Any]) -> bool:
         """`incident`: a stored incident row (app, route, environment, metric, direction,
@@ -91,6 +98,15 @@ def validate(doc: Any, lines: Lines | None = None) -> AlertConfig:
         for i, name in enumerate(names):
             if name in names[:i]:
                 found.append(problem(lines, (section, i, "name"), f"{name!r} is defined twice"))
+    for i, rule in enumerate(config.rules):
+        if rule.rollback and (rule.direction != "regression" or rule.verdicts != ["culprit"]):
+            found.append(
+                problem(
+                    lines,
+                    ("rules", i, "rollback"),
+                    "a rollback rule needs direction: regression and verdicts: [culprit]",
+                )
+            )
     channel_names = {c.name for c in config.channels}
     for i, rule in enumerate(config.rules):
         for j, ch in enumerate(rule.channels):

@@ -132,6 +132,12 @@ def test_a_good_candidate_ramps_to_100_percent_and_takes_the_label(live):
     assert [(x["label"], x["version"]) for x in labels] == [("production", "v3")]
     hist = live.call("GET", "/v1/prompts/answer/labels/production/history").json()["moves"]
     assert hist[-1]["reason"] == f"rollout {rid} completed"
+    # each step is an experiment: incumbent as control, the step's split, always-valid
+    exp = live.call("GET", f"/v1/experiments/{rid}/0", params={"metric": "quoted"}).json()
+    assert exp["control"] == "incumbent" and set(exp["arms"]) == {"incumbent", "candidate"}
+    assert exp["srm"]["expected_split"] == "given" and not exp["srm"]["mismatch"]
+    (result,) = exp["results"]
+    assert result["arm"] == "candidate" and result["sequential"]
 
 
 def test_lost_logs_on_one_arm_pause_the_rollout_instead_of_rolling_it_back(live):

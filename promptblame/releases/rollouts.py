@@ -428,6 +428,18 @@ def experiment_of(rollout_id: str, step: int) -> str:
     return f"{rollout_id}/{step}"
 
 
+def served_experiment(store: Store, project_id: str, experiment: str) -> float | None:
+    """The candidate's percent when `experiment` is a rollout's step, else None."""
+    rid, sep, step = experiment.rpartition("/")
+    if not sep or not step.isdigit():
+        return None
+    states = store.rollout_states(project_id, rid)
+    if not states:
+        return None
+    steps = json.loads(states[0]["config"])["steps"]
+    return float(steps[int(step)]) if int(step) < len(steps) else None
+
+
 def percent_of(st: dict[str, Any]) -> float:
     """The candidate's share of traffic now (a step's percent)."""
     return float(json.loads(st["config"])["steps"][st["step"]])

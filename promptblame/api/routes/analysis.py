@@ -20,6 +20,7 @@ from promptblame.analysis.service import (
 from promptblame.api.params import TEXT, Filter, Instant, utc
 from promptblame.api.state import ReadKey, State
 from promptblame.errors import InvalidArgument
+from promptblame.releases import rollouts
 from promptblame.store import ResponseFilter
 
 router = APIRouter(prefix="/v1", tags=["analysis"])
@@ -108,12 +109,21 @@ def experiment(
     ] = "",
     source: Annotated[str, Query(max_length=256)] = "",
     alpha: Annotated[float, Query(gt=0, le=0.5)] = 0.05,
-    sequential: bool = False,
+    sequential: Annotated[
+        bool | None, Query(description="default: on for a rollout's step, which is watched")
+    ] = None,
     since: Instant | None = None,
     until: Instant | None = None,
 ) -> dict[str, Any]:
-    """Every arm vs control over every metric, Holm/BH-corrected, with an SRM check."""
+    """Every arm vs control over every metric, Holm/BH-corrected, with an SRM check. A
+    rollout's step (`<rollout id>/<step>`, what resolve serves) is an experiment too: its
+    incumbent is the control, its split the expected shares, and always-valid inference the
+    default, since it is looked at while it runs."""
     state.store.materialize_scores()
+    served = rollouts.served_experiment(state.store, key.project_id, experiment)
+    if served is not None:
+        control = control or "incumbent"
+        split = split or f"candidate:{served:g},incumbent:{100 - served:g}"
     spec = ExperimentSpec(
         experiment=experiment,
         metrics=metric,
@@ -121,7 +131,7 @@ def experiment(
         split=_parse_split(split) if split else None,
         source=source,
         alpha=alpha,
-        sequential=sequential,
+        sequential=served is not None if sequential is None else sequential,
         base=ResponseFilter(since=utc(since), until=utc(until)),
     )
     return experiment_report(state.store, key.project_id, spec)

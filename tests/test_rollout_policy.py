@@ -84,7 +84,7 @@ def test_a_candidate_clearly_worse_than_the_allowed_drop_is_rolled_back_naming_t
         metrics={"ok": (rate(2280, 0.85), rate(120, 0.55))},
     )
     d = decide(PLAN, look)
-    assert d.action == "rollback" and d.reason.startswith("ok -0.3 [")
+    assert d.action == "rollback" and d.reason.startswith("ok −30.0 pt [")
     (c,) = d.checks
     assert c.regressed and c.high is not None and c.high < -0.02 and (c.p_value or 1) < 0.05
 

@@ -15,6 +15,7 @@ from typing import Any
 import httpx
 import pytest
 
+from promptblame.analysis.alerting.payloads import headline
 from promptblame.ingest.client import Client
 from promptblame.ingest.prompt_cache import PromptUnavailable
 from tests.server_process import cli, free_port, start_server
@@ -112,13 +113,14 @@ def test_a_bad_candidate_is_rolled_back_early_with_an_incident_naming_it(live):
     state = run_app(live, rid, seed=1)
     assert state["state"] == "rolled_back", state["log"][-1]
     assert state["percent"] < 100 and state["log"][-1]["action"] == "rollback"
-    assert state["log"][-1]["reason"].startswith("quoted -0.")
+    assert state["log"][-1]["reason"].startswith("quoted −")
     resolved = live.call("GET", "/v1/prompts/answer/resolve").json()
     assert (resolved["version"], resolved["variant"]) == ("v1", None)  # the incumbent again
     inc = live.call("GET", f"/v1/incidents/rollout-{rid}").json()
     assert inc["culprit"] == "prompt answer@v2" and inc["verdict"] == "culprit"
     assert inc["summary"].startswith("rolled back answer@v2 → answer@v1 at ")
     assert "always-valid p = " in inc["summary"]
+    assert headline(inc, "opened") == inc["summary"]  # the alert's first line
     # every user kept one version per step: ramps move users to the candidate only
     assert all(len(v) <= 2 for v in state["served"].values())
 

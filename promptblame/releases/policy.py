@@ -74,6 +74,7 @@ class Check:
     p_value: float | None
     threshold: float  # the drop that counts, in the metric's units
     regressed: bool
+    rate: bool = False  # a pass/fail metric (every value 0 or 1): shown in points
     reason: str | None = None
 
 
@@ -87,6 +88,7 @@ class Decision:
 
 def check(g: Guardrail, incumbent: Moments, candidate: Moments) -> Check:
     r = always_valid(a=incumbent, b=candidate, alpha=g.alpha)
+    rate = all(m.n and m.total == m.total_sq for m in (incumbent, candidate))
     sign = 1.0 if g.higher_is_better else -1.0
     threshold = g.max_drop * abs(incumbent.mean) if g.relative and incumbent.n else g.max_drop
     if r.effect is None or r.low is None or r.high is None:
@@ -101,6 +103,7 @@ def check(g: Guardrail, incumbent: Moments, candidate: Moments) -> Check:
             p_value=None,
             threshold=threshold,
             regressed=False,
+            rate=rate,
             reason=r.reason,
         )
     low, high = sorted((sign * r.low, sign * r.high))
@@ -114,6 +117,7 @@ def check(g: Guardrail, incumbent: Moments, candidate: Moments) -> Check:
         p_value=r.p_value,
         threshold=threshold,
         regressed=high < -threshold,
+        rate=rate,
     )
 
 
@@ -162,13 +166,17 @@ def _regressed(c: Check) -> str:
     assert c.effect is not None and c.low is not None and c.high is not None
     p = f"{c.p_value:.2g}" if c.p_value is not None else "-"
     return (
-        f"{c.metric} {_num(c.effect)} [{_num(c.low)}, {_num(c.high)}], always-valid p = {p}"
-        f" (worse than the allowed drop {_num(c.threshold)})"
+        f"{c.metric} {_num(c.effect, c.rate)} [{_num(c.low, c.rate)}, {_num(c.high, c.rate)}],"
+        f" always-valid p = {p} (allowed drop {_num(-c.threshold, c.rate).lstrip('+')})"
     )
 
 
-def _num(x: float) -> str:
-    return f"{x:+.3g}" if math.isfinite(x) else str(x)
+def _num(x: float, rate: bool) -> str:
+    """Rates in points (−15.4 pt), other metrics in their units; never −0."""
+    if not math.isfinite(x):
+        return str(x)
+    text = f"{x * 100:+.1f} pt" if rate else f"{x:+.3g}"
+    return text.replace("-0.0 pt", "0.0 pt").replace("+0.0 pt", "0.0 pt").replace("-", "−")
 
 
 def _pct(p: float) -> str:

@@ -24,6 +24,8 @@ def headline(incident: dict[str, Any], event: Event) -> str:
     if event == "resolved":
         return f"Resolved: {metric} on {where} ({incident.get('resolved_reason') or 'resolved'})"
     prefix = "Updated: " if event == "updated" else ""
+    if str(incident["incident_id"]).startswith("rollout-"):  # what was rolled back, and why
+        return f"{prefix}{incident['summary']}"
     if incident["verdict"] == "culprit":
         return (
             f"{prefix}{incident['culprit']} {move} {metric} on {where}"

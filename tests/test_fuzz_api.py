@@ -96,6 +96,7 @@ def _required_scopes() -> dict[tuple[str, str], str]:
             ("ingest", api_state.IngestKey),
             ("read", api_state.ReadKey),
             ("admin", api_state.AdminKey),
+            ("read", api_state.AppKey),  # ingest or read: a read-only key passes
         )
     }
     out: dict[tuple[str, str], str] = {}

@@ -30,6 +30,7 @@ from promptblame.api.routes import (
     scoring,
 )
 from promptblame.api.state import AppState
+from promptblame.api.urls import Utf8Urls
 from promptblame.ingest.otlp_pool import OtlpPool
 from promptblame.ingest.writer import GroupCommitWriter, WriterStats
 from promptblame.settings import Settings
@@ -105,5 +106,6 @@ def create_app(settings: Settings | None = None, store: Store | None = None) -> 
         reports,
     ):
         app.include_router(module.router)
+    app.add_middleware(Utf8Urls)  # added last: runs first
     install_openapi(app, settings)
     return app

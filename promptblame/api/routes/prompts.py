@@ -12,16 +12,17 @@ import hashlib
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Path
+from fastapi import Path
 from fastapi.responses import JSONResponse
 
 from promptblame.api.errors import ErrorBody
+from promptblame.api.json_body import json_router
 from promptblame.api.params import TEXT
 from promptblame.api.state import IngestKey, ReadKey, State
 from promptblame.errors import Conflict
 from promptblame.ingest.contracts import PromptVersionIn
 
-router = APIRouter(prefix="/v1/prompts", tags=["prompts"])
+router = json_router(prefix="/v1/prompts", tags=["prompts"])
 
 PathName = Annotated[str, Path(min_length=1, max_length=256)]
 

@@ -138,7 +138,12 @@ def decode_batch(
             f"the body's top-level object holds the key {strict_json.shown(k)!r} more than once;"
             " which value is meant is ambiguous: send each key once"
         )
-    if not isinstance(doc, dict) or not isinstance(doc.get(key), list):
+    events_list = isinstance(doc, dict) and isinstance(doc.get(key), list)
+    outside = {k: v for k, v in doc.items() if k != key} if events_list else doc
+    first = next(strict_json.problems(outside, marks), None)
+    if first is not None:  # an ambiguity outside the events: the body has no one meaning
+        raise MalformedBody(f"the body is ambiguous JSON at {first.field()}: {first.message()}")
+    if not events_list:
         raise InvalidArgument(key, f'the body must be a JSON object {{"{key}": [...]}}')
     extra = sorted(set(doc) - {key})
     if extra:

@@ -27,23 +27,23 @@ def _cursor(text: str) -> str:
     return base64.b64encode(text.encode()).decode()
 
 
-@pytest.mark.parametrize(
-    "cursor",
-    [
-        "OTk5OTk5OTk5OTk5OTk5OTk5OTk6eA==",  # the probe's, verbatim: 99999999999999999999:x
-        _cursor("253402300800000:x"),  # year 10000
-        _cursor("-99999999999999:x"),  # before year 1
-        _cursor("10413792000000:x"),  # year 2300: a date, but not one the store holds
-        _cursor("x:y"),
-        _cursor("12"),
-        "not base64 at all %%%",
-    ],
-)
-def test_a_forged_cursor_is_a_422_naming_cursor(client, key, cursor):
-    r = client.get("/v1/responses", params={"cursor": cursor}, headers=auth(key))
-    assert r.status_code == 422, r.text
-    (problem,) = r.json()["detail"]
-    assert problem["field"] == "cursor" and "not a cursor" in problem["message"]
+FORGED_CURSORS = [
+    "OTk5OTk5OTk5OTk5OTk5OTk5OTk6eA==",  # the probe's, verbatim: 99999999999999999999:x
+    _cursor("253402300800000:x"),  # year 10000
+    _cursor("-99999999999999:x"),  # before year 1
+    _cursor("10413792000000:x"),  # year 2300: a date, but not one the store holds
+    _cursor("x:y"),
+    _cursor("12"),
+    "not base64 at all %%%",
+]
+
+
+def test_a_forged_cursor_is_a_422_naming_cursor(client, key):
+    for cursor in FORGED_CURSORS:
+        r = client.get("/v1/responses", params={"cursor": cursor}, headers=auth(key))
+        assert r.status_code == 422, (cursor, r.text)
+        (problem,) = r.json()["detail"]
+        assert problem["field"] == "cursor" and "not a cursor" in problem["message"]
 
 
 def test_a_cursor_the_endpoint_issued_still_pages(client, key):
@@ -181,34 +181,32 @@ def test_every_route_reads_its_json_body_strictly():
     assert len(JSON_BODY_OPS) >= 10  # responses, scores, traces, prompts, evaluators, ...
 
 
-@pytest.mark.parametrize(("method", "path"), JSON_BODY_OPS)
-def test_every_json_body_with_a_repeated_key_is_a_400_naming_it(client, key, method, path):
-    url = path.replace("{", "").replace("}", "")  # {incident_id} -> incident_id, etc.
-    for body, named in (
-        (b'{"dup": 1, "dup": 2}', "'dup'"),
-        (b'{"a": {"b": [{"dup": 1, "dup": 2}]}}', "a.b.0.dup"),
-    ):
-        r = client.request(method, url, content=body, headers=auth(key))
-        assert r.status_code == 400, (method, path, r.text)
-        assert named in r.json()["detail"] and "more than once" in r.json()["detail"]
+def test_every_json_body_with_a_repeated_key_is_a_400_naming_it(client, key):
+    for method, path in JSON_BODY_OPS:
+        url = path.replace("{", "").replace("}", "")  # {incident_id} -> incident_id, etc.
+        for body, named in (
+            (b'{"dup": 1, "dup": 2}', "'dup'"),
+            (b'{"a": {"b": [{"dup": 1, "dup": 2}]}}', "a.b.0.dup"),
+        ):
+            r = client.request(method, url, content=body, headers=auth(key))
+            assert r.status_code == 400, (method, path, r.text)
+            assert named in r.json()["detail"] and "more than once" in r.json()["detail"]
 
 
-@pytest.mark.parametrize(
-    ("method", "path", "body"),
-    [
-        ("PUT", "/v1/prompts/p/versions/v1", b'{"template": "a \\udc80"}'),
-        ("PUT", "/v1/evaluators", b'{"evaluators": [{"name": "\xff"}]}'),
-        ("PUT", "/v1/alert-rules", b'{"channels": [], "rules": [{"name": "r\\udfff"}]}'),
-        ("POST", "/v1/gate", b'{"app": "a\xc0\x80", "baseline": "x", "candidate": "y"}'),
-        ("POST", "/v1/traces", b'{"resourceSpans": [{"resource": {"x\\ud800": 1}}]}'),
-    ],
-)
-def test_non_unicode_text_in_any_other_json_body_is_a_400_naming_where(
-    client, key, method, path, body
-):
-    r = client.request(method, path, content=body, headers=auth(key))
-    assert r.status_code == 400, r.text
-    assert "not valid Unicode" in r.json()["detail"] and " at " in r.json()["detail"]
+NON_UNICODE_BODIES = [
+    ("PUT", "/v1/prompts/p/versions/v1", b'{"template": "a \\udc80"}'),
+    ("PUT", "/v1/evaluators", b'{"evaluators": [{"name": "\xff"}]}'),
+    ("PUT", "/v1/alert-rules", b'{"channels": [], "rules": [{"name": "r\\udfff"}]}'),
+    ("POST", "/v1/gate", b'{"app": "a\xc0\x80", "baseline": "x", "candidate": "y"}'),
+    ("POST", "/v1/traces", b'{"resourceSpans": [{"resource": {"x\\ud800": 1}}]}'),
+]
+
+
+def test_non_unicode_text_in_any_other_json_body_is_a_400_naming_where(client, key):
+    for method, path, body in NON_UNICODE_BODIES:
+        r = client.request(method, path, content=body, headers=auth(key))
+        assert r.status_code == 400, (path, r.text)
+        assert "not valid Unicode" in r.json()["detail"] and " at " in r.json()["detail"]
 
 
 def test_two_prompt_ids_differing_only_in_invalid_utf8_are_refused_not_merged(client, key):

@@ -355,7 +355,7 @@ def test_every_json_body_with_a_repeated_key_or_bad_text_is_refused_where_it_is(
                     "Content-Type": "application/json",
                 },
             )
-            TALLY.add(f"ambiguous JSON {case.operation.label}")
+            TALLY.add(f"ambiguous JSON  {case.operation.label}")
             assert r.status_code < 500, (what, where, r.text[:300])
             names_the_problem(r)
             in_event = kind is not None and len(where) >= 2 and where[0] == kind
@@ -400,7 +400,7 @@ def test_every_2xx_stores_exactly_the_events_it_accepted_byte_for_byte(live, dat
     headers = {"Authorization": f"Bearer {live['full']}", "Content-Type": "application/json"}
     with httpx.Client(base_url=live["url"], timeout=60) as client:
         r = client.post("/v1/responses", content=raw, headers=headers)
-        TALLY.add("ambiguous JSON POST /v1/responses (stored == accepted)")
+        TALLY.add("stored == accepted: POST /v1/responses, ambiguous or not")
         assert r.status_code < 500, r.text[:300]
         names_the_problem(r)
         stored = client.get(

@@ -302,7 +302,7 @@ def test_an_ambiguity_anywhere_in_a_batch_is_refused_where_it_is_and_nothing_els
     value. Outside the events: the body is refused. In an event: that event is rejected naming
     the key or field, except in free text (input, output, expected_output, comment), where
     the text is kept with U+FFFD. Never a merge, never a last-one-wins."""
-    TALLY.add(f"JSON decoder: ambiguous {kind} batches")
+    TALLY.add(f"ambiguous JSON: {kind} batches")
     doc = data.draw(batch_docs(kind))
     check_hostile_batch(kind, doc, data.draw(hostile_json(doc)))
 

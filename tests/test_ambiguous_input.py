@@ -18,6 +18,8 @@ from fastapi.routing import APIRoute
 
 from promptblame.api.app import create_app
 from promptblame.api.json_body import StrictJSONRoute
+from promptblame.errors import MalformedBody
+from promptblame.ingest import strict_json
 from promptblame.settings import Settings
 from promptblame.store import ResponseFilter
 from tests.helpers import auth, event
@@ -219,3 +221,15 @@ def test_two_prompt_ids_differing_only_in_invalid_utf8_are_refused_not_merged(cl
     assert client.get("/v1/prompts/%EF%BF%BD/versions", headers=auth(key)).json()["versions"] == []
     r = client.get("/v1/responses?app=%C0%80", headers=auth(key))
     assert r.status_code == 400 and "query parameter 'app'" in r.json()["detail"]
+
+
+def test_the_strict_reader_accepts_what_json_accepts_and_refuses_only_ambiguity():
+    """jiter stops at 200 levels and at a byte order mark; json does not: such bodies are
+    still read (and still checked), so no body FastAPI's reader took is refused for that."""
+    deep = b"[" * 300 + b"]" * 300
+    assert strict_json.loads(deep) == json.loads(deep)
+    assert strict_json.loads(b'\xef\xbb\xbf{"a": 1}') == {"a": 1}
+    with pytest.raises(MalformedBody, match=r"at 0\.0\..*\.a: the key 'a' appears more"):
+        strict_json.loads(b"[" * 300 + b'{"a": 1, "a": 2}' + b"]" * 300)
+    with pytest.raises(json.JSONDecodeError):  # FastAPI answers a syntax error with its 422
+        strict_json.loads(b'{"a": 1')

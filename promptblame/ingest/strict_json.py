@@ -61,6 +61,7 @@ REPEATED = "repeated key"
 NOT_UNICODE = "not unicode"
 KEY_NOT_UNICODE = "key not unicode"
 _SURROGATE = re.compile("[\ud800-\udfff]")  # json.loads has already joined valid pairs
+_BOM = b"\xef\xbb\xbf"
 _SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
 
 
@@ -81,7 +82,10 @@ def replace_surrogates(text: str) -> str:
 def loads(body: bytes) -> Any:
     """The document, or MalformedBody naming the first repeated key or non-Unicode text by
     its dotted path. A syntax error in UTF-8 text is raised as json.JSONDecodeError (FastAPI
-    answers it with its usual 422 naming the position)."""
+    answers it with its usual 422 naming the position). A leading UTF-8 byte order mark is
+    ignored, as RFC 8259 allows (FastAPI's reader did too)."""
+    if body.startswith(_BOM):
+        body = body[len(_BOM) :]
     try:
         return jiter.from_json(body, catch_duplicate_keys=True)
     except ValueError:

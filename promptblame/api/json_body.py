@@ -4,7 +4,8 @@ A repeated key or text that is not Unicode is a 400 naming where it is (FastAPI'
 keeps the last of two values and lets lone surrogates through). Routes get it by being on a
 router made with `json_router(...)` (FastAPI then parses their pydantic/`Body` parameters
 through `StrictJSONRequest.json`); a route that reads its body itself calls `read_json`.
-tests/test_json_bodies.py sends a repeated key to every operation with a JSON body.
+tests/test_ambiguous_input.py fails for a route not on such a router, and sends a repeated
+key to every operation with a JSON body in the OpenAPI document.
 """
 
 from __future__ import annotations

@@ -459,7 +459,7 @@ def test_forged_cursors_ids_and_dates_are_a_4xx_never_a_5xx(
             ("GET", "/v1/series", {"metric": "m", "bucket": f"{abs(number)}{unit}"}),
             ("GET", "/v1/experiments/x", {"metric": "m", "split": f"a:{number},b:{path_id}"}),
         ]
-        not_utf8 = [
+        not_utf8: list[tuple[str, str, dict[str, str]]] = [
             ("GET", f"/v1/incidents/{bad}", {}),
             ("GET", f"/v1/prompts/p{bad}/versions", {}),
         ]

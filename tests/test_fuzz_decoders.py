@@ -34,7 +34,7 @@ from promptblame.errors import InvalidArgument, MalformedBody, TooLarge
 from promptblame.ingest import otlp
 from promptblame.ingest.contracts import IngestLimits
 from promptblame.ingest.decode import decode_batch, gunzip
-from tests.fuzzing import Tally, examples
+from tests.fuzzing import Hostile, Tally, examples, hostile_json
 from tests.helpers import auth, event
 
 LIMITS = IngestLimits(events=50, name_chars=64, text_chars=200, tags=4, tag_value_chars=32)
@@ -144,9 +144,25 @@ HOSTILE: list[tuple[str, dict[str, Any], tuple[bytes, bytes] | None, str | None]
     ("a typo'd field", {"promt_version": "v2"}, None, "promt_version"),
     ("empty event_id", {"event_id": ""}, None, "event_id"),
     ("status 'maybe'", {"status": "maybe"}, None, "status"),
-    # kept: text that cannot be stored as UTF-8 becomes U+FFFD, the event is not lost
+    # kept: free text that cannot be stored as UTF-8 becomes U+FFFD, the event is not lost
     ("invalid UTF-8 in output", {"output": "RAW"}, (b'"RAW"', b'"ok \xff\xfe\xc0 bad"'), None),
     ("lone surrogate in input", {"input": "SUR"}, (b'"SUR"', b'"a \\udc80 b"'), None),
+    ("invalid UTF-8 in expected_output", {"expected_output": "EXP"}, (b'"EXP"', b'"\x80"'), None),
+    # refused: an identifier, name or tag that is not Unicode cannot be stored as sent (issue 20)
+    ("invalid UTF-8 in app", {"app": "RAWAPP"}, (b'"RAWAPP"', b'"h-col\xff"'), "app"),
+    (
+        "lone surrogate in version",
+        {"prompt_version": "SV"},
+        (b'"SV"', b'"v\\udc80"'),
+        "prompt_version",
+    ),
+    ("invalid UTF-8 in a tag value", {"tags": {"k": "TAGV"}}, (b'"TAGV"', b'"\xfe"'), "tags.k"),
+    ("invalid UTF-8 in a tag name", {"tags": {"TAGK": "v"}}, (b'"TAGK"', b'"\xc0\x80"'), "tags."),
+    ("invalid UTF-8 in a field name", {"NAMEK": "v"}, (b'"NAMEK"', b'"\xed\xa0\x80"'), "\\ud"),
+    # refused: a key twice in one event (the last value used to win silently)
+    ("model twice", {"model": "M2"}, (b'"model": "M2"', b'"model": "a", "model": "b"'), "model"),
+    ("event_id twice", {"case_id": "C2"}, (b'"case_id": "C2"', b'"event_id": "other"'), "event_id"),
+    ("a tag twice", {"tags": {"k": "v"}}, (b'"k": "v"', b'"k": "v", "k": "w"'), "tags.k"),
     ("emoji and RTL marks", {"output": "👍🏽 \u202e gnp.exe"}, None, None),
 ]
 _HOSTILE_IDS = {name: i for i, (name, *_) in enumerate(HOSTILE)}
@@ -214,6 +230,81 @@ def test_garbled_text_is_kept_with_replacement_characters():
         "responses",
     )
     assert out is not None and out.events[0].output == "a\ufffdb \ufffd"
+
+
+# --- ambiguity anywhere: a repeated key at any depth, non-Unicode text in any position ---------
+
+# valid names of any script (no surrogates, no private-use marks) for ids, versions, tags
+names = st.text(
+    st.characters(codec="utf-8", exclude_categories=["Cs", "Co"]), min_size=1, max_size=12
+)
+
+
+@st.composite
+def batch_docs(draw: st.DrawFn, kind: str) -> dict[str, Any]:
+    n = draw(st.integers(1, 5))
+    ids = draw(st.lists(names, min_size=n, max_size=n, unique=True))
+    if kind == "scores":
+        items = [
+            {"event_id": i, "name": "correct", "value": 1.0, "comment": draw(names)} for i in ids
+        ]
+    else:
+        items = []
+        for i in ids:
+            e = good_event(0) | {"event_id": i, "prompt_version": draw(names)}
+            e["tags"] = draw(st.dictionaries(names, names, max_size=3))
+            if draw(st.booleans()):
+                e["expected_output"] = draw(names)
+            items.append(e)
+    return {kind: items}
+
+
+FREE_TEXT = {"responses": {"input", "output", "expected_output"}, "scores": {"comment"}}
+
+
+def check_hostile_batch(kind: str, doc: dict[str, Any], h: Hostile) -> None:
+    """The ambiguity is refused where it is; every other event is kept exactly as sent."""
+    items = doc[kind]
+    try:
+        out = decode_batch(h.body, kind, limits=LIMITS)
+    except (MalformedBody, InvalidArgument) as exc:
+        # only an ambiguity outside the events refuses the whole body
+        assert len(h.path) <= 1, (h, exc)
+        return
+    assert len(h.path) >= 2 and h.path[0] == kind, h  # inside event h.path[1]
+    bad = h.path[1]
+    inner = ".".join(str(p) for p in h.path[2:])
+    kept = {e.event_id: e for e in out.events}
+    free = h.kind == "bad text" and len(h.path) == 3 and h.path[2] in FREE_TEXT[kind]
+    if free:  # free text: kept, the undecodable part replaced
+        assert not out.rejected and len(out.events) == len(items)
+        text = getattr(kept[items[bad]["event_id"]], str(h.path[2]))
+        assert "\ufffd" in text and text.encode("utf-8")
+    else:
+        (rejection,) = out.rejected
+        assert rejection["index"] == bad
+        fields = [e["field"] for e in rejection["errors"]]
+        if h.kind == "bad key":  # the key itself is named, as \udcXX escapes
+            assert any(f.startswith(inner.rpartition(".")[0]) and "\\ud" in f for f in fields)
+        else:
+            assert inner in fields, (h, rejection)
+    for i, item in enumerate(items):  # the others: kept, ids byte for byte
+        if i != bad or free:
+            assert item["event_id"] in kept, (i, out.rejected)
+            assert kept[item["event_id"]].event_id.encode() == item["event_id"].encode()
+    assert len(out.events) + len(out.rejected) == len(items)
+
+
+@given(data=st.data(), kind=st.sampled_from(["responses", "scores"]))
+@examples(150)
+def test_an_ambiguity_anywhere_in_a_batch_is_refused_where_it_is_and_nothing_else(data, kind):
+    """Issue 20: a key repeated at any depth, invalid UTF-8 or a lone surrogate in any key or
+    value. Outside the events: the body is refused. In an event: that event is rejected naming
+    the key or field, except in free text (input, output, expected_output, comment), where
+    the text is kept with U+FFFD. Never a merge, never a last-one-wins."""
+    TALLY.add(f"ambiguous JSON: {kind} batches")
+    doc = data.draw(batch_docs(kind))
+    check_hostile_batch(kind, doc, data.draw(hostile_json(doc)))
 
 
 @given(

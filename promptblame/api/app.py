@@ -31,6 +31,7 @@ from promptblame.api.routes import (
     scoring,
 )
 from promptblame.api.state import AppState
+from promptblame.api.urls import Utf8Urls
 from promptblame.ingest.otlp_pool import OtlpPool
 from promptblame.ingest.writer import GroupCommitWriter, WriterStats
 from promptblame.releases.resolve import ResolveCache
@@ -109,5 +110,6 @@ def create_app(settings: Settings | None = None, store: Store | None = None) -> 
         reports,
     ):
         app.include_router(module.router)
+    app.add_middleware(Utf8Urls)  # added last: runs first
     install_openapi(app, settings)
     return app

@@ -100,8 +100,10 @@ async def _http_exception(request: Request, exc: Exception) -> Response:
     if _wants_rpc_status(request) and isinstance(exc.detail, str):
         return error_response(request, exc.detail, exc.status_code, dict(exc.headers or {}))
     if exc.status_code == 400 and exc.detail == _FASTAPI_PARSE_ERROR and exc.__cause__:
-        # FastAPI's words for a body json.loads cannot even decode (invalid UTF-8): say why
-        exc = HTTPException(400, f"the body is not JSON in UTF-8: {exc.__cause__}")
+        # FastAPI's words for a body the strict JSON reader refused (api.json_body): say why
+        cause = exc.__cause__
+        why = str(cause) if isinstance(cause, errors.MalformedBody) else None
+        exc = HTTPException(400, why or f"the body is not JSON in UTF-8: {cause}")
     elif exc.status_code == 405:
         allow = ", ".join(_methods(request))
         if allow:

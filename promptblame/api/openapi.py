@@ -4,7 +4,8 @@
   declared here from the same pydantic models that validate them, with the configured limits.
 - Every error answer is `{"detail": ...}` (`api.errors`), FastAPI's default 422 schema is not.
 - Statuses that middleware and dependencies add to many routes: 401/403/429 wherever a key is
-  required, 408/413 wherever a body is read, 503 (store unreachable or write queue full).
+  required, 408/413 wherever a body is read, 400 everywhere (a URL that is not UTF-8; a body
+  that is not one unambiguous JSON document), 503 (store unreachable or write queue full).
 - OTLP's errors to a protobuf export are protobuf `google.rpc.Status` messages.
 
 tests/test_fuzz_api.py checks every answer of a live server against this document.
@@ -70,10 +71,14 @@ AUTH_ERRORS = {
     "429": error("the API key is over its rate limit", **{"Retry-After": RETRY}),
 }
 BODY_ERRORS = {
-    "400": error("the body cannot be parsed (not JSON in UTF-8, broken gzip)"),
+    "400": error(
+        "the body cannot be parsed (not JSON in UTF-8, a key repeated in an object, broken"
+        " gzip), or the URL is not UTF-8 once percent-decoded"
+    ),
     "408": error("the body was not sent within PROMPTBLAME_BODY_READ_TIMEOUT_SECONDS"),
     "413": error("the body (or its event count) is over the limit"),
 }
+URL_ERROR = error("the URL's path or query is not UTF-8 once percent-decoded")
 UNAVAILABLE = error(
     "the store cannot be reached, or the write queue is full", **{"Retry-After": RETRY}
 )
@@ -119,6 +124,7 @@ def _document(app: FastAPI, settings: Settings) -> dict[str, Any]:
             if "requestBody" in op:
                 for code, answer in BODY_ERRORS.items():
                     responses.setdefault(code, answer)
+            responses.setdefault("400", URL_ERROR)
             responses.setdefault("503", UNAVAILABLE)
     _otlp_errors(doc["paths"].get("/v1/traces", {}).get("post"))
     return doc

@@ -1,23 +1,24 @@
 """Turn a request body into valid events plus per-event rejections.
 
-Fast path: one pydantic pass over the whole body. Only when some event is invalid do we
-re-validate event by event, so one bad record costs its batch nothing but its own rejection.
+Fast path: one strict parse (jiter: no repeated key, nothing but Unicode) and one pydantic
+pass over the whole body. Only when some event is invalid do we validate event by event, so
+one bad record costs its batch nothing but its own rejection; only when the strict parse
+fails is the body read again (`strict_json.read_marked`) to name what is ambiguous.
 """
 
 from __future__ import annotations
 
 import functools
-import json
-import re
 import zlib
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Generic, TypeVar
 
-import pydantic_core
+import jiter
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
 from promptblame.errors import InvalidArgument, MalformedBody, TooLarge
+from promptblame.ingest import strict_json
 from promptblame.ingest.contracts import MAX_FUTURE, IngestLimits, contracts_for
 
 E = TypeVar("E", bound=BaseModel)
@@ -66,40 +67,6 @@ def error_list(exc: ValidationError, *, strip: int = 0) -> list[dict[str, str]]:
     ]
 
 
-def _lenient_json(body: bytes) -> Any:
-    """Parse JSON that may hold text that is not valid Unicode.
-
-    LLM output can carry lone UTF-16 surrogates (`"\\udc80"`, legal JSON syntax) or raw
-    invalid UTF-8; neither can be stored as UTF-8. Instead of refusing the whole batch for one
-    garbled response, such code units become U+FFFD (as browsers do) and the rest is kept.
-    """
-    try:
-        return pydantic_core.from_json(body)
-    except ValueError as exc:
-        strict_error = exc
-    if "recursion limit" in str(strict_error):  # no event nests that deep: not worth a retry
-        raise MalformedBody(f"body is not valid JSON: nested too deeply ({strict_error})")
-    try:
-        return _replace_surrogates(json.loads(body.decode("utf-8", errors="replace")))
-    except RecursionError:
-        raise MalformedBody("body is not valid JSON: nested too deeply") from None
-    except ValueError:
-        raise MalformedBody(f"body is not valid JSON: {strict_error}") from None
-
-
-_LONE_SURROGATE = re.compile("[\ud800-\udfff]")  # json.loads has already joined valid pairs
-
-
-def _replace_surrogates(v: Any) -> Any:
-    if isinstance(v, str):
-        return _LONE_SURROGATE.sub("\ufffd", v)
-    if isinstance(v, list):
-        return [_replace_surrogates(x) for x in v]
-    if isinstance(v, dict):
-        return {_replace_surrogates(k): _replace_surrogates(x) for k, x in v.items()}
-    return v
-
-
 @functools.cache
 def _models(limits: IngestLimits) -> dict[str, tuple[type[BaseModel], TypeAdapter[Any]]]:
     c = contracts_for(limits)
@@ -118,6 +85,15 @@ def _too_many(n: int, key: str, limit: int) -> TooLarge:
     )
 
 
+# Free text: undecodable code units there become U+FFFD (the event is kept). Everywhere else
+# (identifiers, versions, names, tags) they make the event a rejection: rewriting them could
+# merge two different events into one.
+FREE_TEXT = {
+    "responses": frozenset({"input", "output", "expected_output"}),
+    "scores": frozenset({"comment"}),
+}
+
+
 def decode_batch(
     body: bytes,
     key: str,
@@ -127,40 +103,84 @@ def decode_batch(
 ) -> Decoded[Any]:
     """Validate `{"<key>": [event, ...]}`; invalid events are reported by index.
 
+    A repeated key outside the events is a MalformedBody (400); inside an event, or text
+    that is not Unicode outside its free-text fields, rejects that event naming the field.
     `max_events` defaults to `limits.events`; the string and tag limits come from `limits`."""
     limit = limits.events if max_events is None else max_events
     batch_model, event_adapter = _models(limits)[key]
     context = {"latest_ts": datetime.now(UTC) + MAX_FUTURE}
-    try:
-        batch = batch_model.model_validate_json(body, context=context)
-        events: list[Any] = getattr(batch, key)
-        if len(events) > limit:
-            raise _too_many(len(events), key, limit)
-        return Decoded(events)
-    except ValidationError:
-        pass  # some event is invalid (or the body is not JSON): sort it out below
+    try:  # fast path: valid Unicode and no repeated key (jiter checks both), then one pass
+        doc: Any = jiter.from_json(body, catch_duplicate_keys=True)
+        fast_error = None
+    except ValueError as exc:
+        doc, fast_error = None, exc
+    if fast_error is None:
+        try:
+            batch = batch_model.model_validate(doc, context=context)
+            events: list[Any] = getattr(batch, key)
+            if len(events) > limit:
+                raise _too_many(len(events), key, limit)
+            return Decoded(events)
+        except ValidationError:
+            pass  # some event is invalid (or the shape is wrong): sort it out below
+        marks = strict_json.Marks(repeated=False, maybe_not_unicode=False)
+    elif "recursion limit" in str(fast_error):  # no event nests that deep: not worth a retry
+        raise MalformedBody(f"body is not valid JSON: nested too deeply ({fast_error})")
+    else:  # read again to say which key is repeated, which field is not Unicode
+        try:
+            doc, marks = strict_json.read_marked(body)
+        except ValueError:
+            raise MalformedBody(f"body is not valid JSON: {fast_error}") from None
 
-    doc = _lenient_json(body)
-    if not isinstance(doc, dict) or not isinstance(doc.get(key), list):
+    if isinstance(doc, strict_json.Repeated):
+        k = doc.repeated[0]
+        raise MalformedBody(
+            f"the body's top-level object holds the key {strict_json.shown(k)!r} more than once;"
+            " which value is meant is ambiguous: send each key once"
+        )
+    events_list = isinstance(doc, dict) and isinstance(doc.get(key), list)
+    outside = {k: v for k, v in doc.items() if k != key} if events_list else doc
+    first = next(strict_json.problems(outside, marks), None)
+    if first is not None:  # an ambiguity outside the events: the body has no one meaning
+        raise MalformedBody(f"the body is ambiguous JSON at {first.field()}: {first.message()}")
+    if not events_list:
         raise InvalidArgument(key, f'the body must be a JSON object {{"{key}": [...]}}')
     extra = sorted(set(doc) - {key})
     if extra:
-        raise InvalidArgument(extra[0], "unknown top-level field")
+        raise InvalidArgument(strict_json.shown(extra[0]), "unknown top-level field")
     items = doc[key]
     if len(items) > limit:
         raise _too_many(len(items), key, limit)
 
+    free_text = FREE_TEXT[key]
     out: Decoded[Any] = Decoded([])
     for i, item in enumerate(items):
-        try:
-            out.events.append(event_adapter.validate_python(item, context=context))
-        except ValidationError as exc:
-            event_id = item.get("event_id") if isinstance(item, dict) else None
+        found = list(strict_json.problems(item, marks, free_text=free_text))
+        if found:
             out.rejected.append(
                 {
                     "index": i,
-                    "event_id": event_id if isinstance(event_id, str) else None,
-                    "errors": error_list(exc),
+                    "event_id": _event_id(item),
+                    "errors": [{"field": p.field(), "message": p.message()} for p in found],
                 }
             )
+            continue
+        if marks.maybe_not_unicode and isinstance(item, dict):
+            for f in free_text & item.keys():
+                if isinstance(item[f], str):
+                    item[f] = strict_json.replace_surrogates(item[f])
+        try:
+            out.events.append(event_adapter.validate_python(item, context=context))
+        except ValidationError as exc:
+            out.rejected.append(
+                {"index": i, "event_id": _event_id(item), "errors": error_list(exc)}
+            )
     return out
+
+
+def _event_id(item: Any) -> str | None:
+    """The rejected event's id as sent, when it is text that can be answered as sent."""
+    event_id = item.get("event_id") if isinstance(item, dict) else None
+    if not isinstance(event_id, str) or strict_json.has_surrogate(event_id):
+        return None
+    return event_id

@@ -24,7 +24,6 @@ import base64
 import binascii
 import functools
 import itertools
-import json
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -40,6 +39,7 @@ from pydantic import TypeAdapter, ValidationError
 from pydantic_core import from_json
 
 from promptblame.errors import MalformedBody, TooLarge
+from promptblame.ingest import strict_json
 from promptblame.ingest.contracts import MAX_FUTURE, IngestLimits, ResponseEvent, contracts_for
 from promptblame.ingest.decode import error_list
 from promptblame.ingest.rows import responses_table
@@ -201,9 +201,12 @@ _ID_KEYS = frozenset({"traceId", "trace_id", "spanId", "span_id", "parentSpanId"
 
 
 def decode_json(body: bytes) -> ExportTraceServiceRequest:
-    """OTLP/JSON: like protobuf's JSON mapping except that trace/span ids are hex, not base64."""
+    """OTLP/JSON: like protobuf's JSON mapping except that trace/span ids are hex, not base64.
+
+    Read strictly (`strict_json`): a key repeated in any object, or text that is not Unicode,
+    refuses the whole request (400 naming where); OTLP exporters never send either."""
     try:
-        doc = json.loads(body)
+        doc = strict_json.loads(body)
     except RecursionError:
         raise MalformedBody("body is not JSON: nested too deeply") from None
     except (ValueError, UnicodeDecodeError) as exc:

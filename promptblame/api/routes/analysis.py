@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Path, Query
+from fastapi import Path, Query
 from pydantic import BaseModel, ConfigDict, Field
 
 from promptblame.analysis.service import (
@@ -17,13 +17,14 @@ from promptblame.analysis.service import (
     experiment_report,
     series_with_change_points,
 )
+from promptblame.api.json_body import json_router
 from promptblame.api.params import TEXT, Filter, Instant, utc
 from promptblame.api.state import ReadKey, State
 from promptblame.errors import InvalidArgument
 from promptblame.releases import rollouts
 from promptblame.store import ResponseFilter
 
-router = APIRouter(prefix="/v1", tags=["analysis"])
+router = json_router(prefix="/v1", tags=["analysis"])
 
 Name = Annotated[str, Field(max_length=256)]
 Metric = Annotated[str, Field(min_length=1, max_length=128)]

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter
 from pydantic import BaseModel, ConfigDict, Field
 
 from promptblame.analysis.service import GateSpec, run_gate
 from promptblame.api.errors import ErrorBody
+from promptblame.api.json_body import json_router
 from promptblame.api.state import ReadKey, State
 
-router = APIRouter(prefix="/v1", tags=["gate"])
+router = json_router(prefix="/v1", tags=["gate"])
 
 Name = Annotated[str, Field(min_length=1, max_length=256)]
 Drop = Annotated[float, Field(ge=0, le=1e12, allow_inf_nan=False)]

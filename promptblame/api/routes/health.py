@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Response
+from fastapi import Response
 from fastapi.responses import PlainTextResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from promptblame.analysis import jobs
 from promptblame.api.errors import ErrorBody
+from promptblame.api.json_body import json_router
 from promptblame.api.state import State
 from promptblame.errors import StoreUnavailable
 
-router = APIRouter(tags=["ops"])
+router = json_router(tags=["ops"])
 
 
 @router.get(

@@ -7,17 +7,18 @@ from dataclasses import asdict
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Body, Path, Query
+from fastapi import Body, Path, Query
 from pydantic import BaseModel, ConfigDict, Field
 
 from promptblame.analysis.alerting.catalog import apply, listing
 from promptblame.analysis.alerting.rules import validate
 from promptblame.api.errors import ErrorBody
+from promptblame.api.json_body import json_router
 from promptblame.api.state import AdminKey, ReadKey, State
 from promptblame.errors import NotFound
 from promptblame.releases import incident as release
 
-router = APIRouter(prefix="/v1", tags=["incidents"])
+router = json_router(prefix="/v1", tags=["incidents"])
 
 IncidentId = Annotated[str, Path(min_length=1, max_length=64)]
 _NOT_FOUND: dict[int | str, dict[str, Any]] = {

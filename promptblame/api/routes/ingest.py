@@ -10,11 +10,12 @@ import asyncio
 import time
 from typing import Any
 
-from fastapi import APIRouter, Request
+from fastapi import Request
 from fastapi.responses import JSONResponse
 from starlette.requests import ClientDisconnect
 
 from promptblame.api.errors import ErrorBody
+from promptblame.api.json_body import json_router
 from promptblame.api.limits import body_too_large
 from promptblame.api.openapi import IngestResult, ref
 from promptblame.api.state import IngestKey, State
@@ -22,7 +23,7 @@ from promptblame.errors import MalformedBody, PromptblameError, TooLarge, Unsupp
 from promptblame.ingest.decode import gunzip
 from promptblame.ingest.service import accept
 
-router = APIRouter(prefix="/v1", tags=["ingest"])
+router = json_router(prefix="/v1", tags=["ingest"])
 
 _STATUS_OF = {"stored": 200, "partial": 207, "none": 422}
 

@@ -15,17 +15,18 @@ import asyncio
 import time
 from typing import Any
 
-from fastapi import APIRouter, Request, Response
+from fastapi import Request, Response
 from google.protobuf import json_format
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceResponse
 
 from promptblame.api.errors import ErrorBody
+from promptblame.api.json_body import json_router
 from promptblame.api.routes.ingest import read_body
 from promptblame.api.state import IngestKey, State
 from promptblame.errors import PromptblameError
 from promptblame.ingest import otlp
 
-router = APIRouter(prefix="/v1", tags=["ingest"])
+router = json_router(prefix="/v1", tags=["ingest"])
 
 PROTOBUF = "application/x-protobuf"
 JSON = "application/json"

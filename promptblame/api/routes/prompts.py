@@ -10,11 +10,12 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Path, Query
+from fastapi import Path, Query
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from promptblame.api.errors import ErrorBody
+from promptblame.api.json_body import json_router
 from promptblame.api.params import TEXT
 from promptblame.api.state import AdminKey, AppKey, IngestKey, ReadKey, State
 from promptblame.errors import NotFound
@@ -22,7 +23,7 @@ from promptblame.ingest.contracts import PromptVersionIn
 from promptblame.releases import labels
 from promptblame.releases.resolve import resolve
 
-router = APIRouter(prefix="/v1/prompts", tags=["prompts"])
+router = json_router(prefix="/v1/prompts", tags=["prompts"])
 
 PathName = Annotated[str, Path(min_length=1, max_length=256)]
 LabelName = Annotated[str, Path(min_length=1, max_length=64)]

@@ -6,14 +6,15 @@ import base64
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query
+from fastapi import Query
 
 from promptblame.analysis.summary import mean_ci
-from promptblame.api.params import Filter
+from promptblame.api.json_body import json_router
+from promptblame.api.params import EARLIEST, LATEST, Filter
 from promptblame.api.state import ReadKey, State
 from promptblame.errors import InvalidArgument
 
-router = APIRouter(prefix="/v1", tags=["read"])
+router = json_router(prefix="/v1", tags=["read"])
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
@@ -79,8 +80,17 @@ def _encode_cursor(ts: datetime, event_id: str) -> str:
 
 
 def _decode_cursor(cursor: str) -> tuple[datetime, str]:
+    """A cursor is the client's to send back unchanged: anything else (garbage, an integer
+    too large for a date, a date the store cannot hold) is a 422 naming `cursor`."""
     try:
-        ms, _, event_id = base64.urlsafe_b64decode(cursor.encode()).decode().partition(":")
-        return _EPOCH + timedelta(milliseconds=int(ms)), event_id
-    except (ValueError, UnicodeDecodeError) as exc:
+        ms, sep, event_id = base64.urlsafe_b64decode(cursor.encode()).decode().partition(":")
+        if not sep or not ms.lstrip("-").isdigit() or len(ms) > 20:
+            raise ValueError("not <milliseconds>:<event id>")
+        ts = _EPOCH + timedelta(milliseconds=int(ms))
+    except (ValueError, UnicodeDecodeError, OverflowError) as exc:
         raise InvalidArgument("cursor", "not a cursor returned by this endpoint") from exc
+    if not EARLIEST <= ts <= LATEST:
+        raise InvalidArgument(
+            "cursor", "not a cursor returned by this endpoint (date out of range)"
+        )
+    return ts, event_id

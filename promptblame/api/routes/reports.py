@@ -12,13 +12,14 @@ from __future__ import annotations
 from typing import Annotated, Any
 from urllib.parse import parse_qs, quote
 
-from fastapi import APIRouter, Path, Query, Request
+from fastapi import Path, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 
 from promptblame.analysis.service import ExperimentSpec
 from promptblame.api.auth import Principal
+from promptblame.api.json_body import json_router
 from promptblame.api.params import TEXT, Instant, utc
 from promptblame.api.routes.analysis import CompareRequest, _parse_split
 from promptblame.api.state import AppState, State
@@ -33,7 +34,7 @@ from promptblame.reports.render import (
 )
 from promptblame.store import ResponseFilter
 
-router = APIRouter(prefix="/reports", tags=["reports"], include_in_schema=False)
+router = json_router(prefix="/reports", tags=["reports"], include_in_schema=False)
 
 COOKIE = "pb_report_key"
 COOKIE_MAX_AGE = 12 * 3600

@@ -4,15 +4,16 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Path
+from fastapi import Path
 from pydantic import BaseModel, ConfigDict, Field
 
 from promptblame.api.errors import ErrorBody
+from promptblame.api.json_body import json_router
 from promptblame.api.state import AdminKey, ReadKey, State
 from promptblame.releases import rollouts
 from promptblame.releases.rollouts import RolloutIn
 
-router = APIRouter(prefix="/v1/rollouts", tags=["rollouts"])
+router = json_router(prefix="/v1/rollouts", tags=["rollouts"])
 
 RolloutId = Annotated[str, Path(min_length=1, max_length=600)]
 _NOT_FOUND: dict[int | str, dict[str, Any]] = {

@@ -5,13 +5,14 @@ from __future__ import annotations
 from dataclasses import asdict
 from typing import Any
 
-from fastapi import APIRouter, Body
+from fastapi import Body
 
 from promptblame.analysis.scoring.catalog import apply, listing
 from promptblame.analysis.scoring.config import validate
+from promptblame.api.json_body import json_router
 from promptblame.api.state import AdminKey, ReadKey, State
 
-router = APIRouter(prefix="/v1", tags=["scoring"])
+router = json_router(prefix="/v1", tags=["scoring"])
 
 
 @router.get("/evaluators")

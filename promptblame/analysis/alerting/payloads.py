@@ -24,7 +24,7 @@ def headline(incident: dict[str, Any], event: Event) -> str:
     if event == "resolved":
         return f"Resolved: {metric} on {where} ({incident.get('resolved_reason') or 'resolved'})"
     prefix = "Updated: " if event == "updated" else ""
-    if str(incident["incident_id"]).startswith("rollout-"):  # what was rolled back, and why
+    if str(incident.get("incident_id", "")).startswith("rollout-"):  # what was rolled back, why
         return f"{prefix}{incident['summary']}"
     if incident["verdict"] == "culprit":
         return (

@@ -450,7 +450,7 @@ def test_chart_labels_are_escaped_and_show_control_characters():
             [charts.Point(t, 0.5, 0.4, 0.6) for t in ts],
             [charts.Marker(ts[n % 10], f"prompt {x}", "prompt") for n, x in enumerate(labels)],
             metric="".join(ident(p) for p in PAYLOADS if p.kind == metric)[:256],
-            levels=(ts[5], 0.5, 0.5),
+            segments=[charts.Segment(ts[0], ts[5], 0.5, label="level")],
             times=ts,
             shares={x: [1.0 / len(labels)] * 10 for x in labels},
         )

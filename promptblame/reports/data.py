@@ -17,6 +17,7 @@ from urllib.parse import quote, urlencode
 
 import numpy as np
 from scipy import stats
+from statsmodels.stats.proportion import proportion_confint
 
 from promptblame.analysis.service import (
     CompareSpec,
@@ -27,7 +28,16 @@ from promptblame.analysis.service import (
 from promptblame.analysis.summary import mean_ci
 from promptblame.errors import NotFound
 from promptblame.reports import charts
-from promptblame.reports.words import SEVERITIES, explanation, fmt_num, headline, severity
+from promptblame.reports.words import (
+    SEVERITIES,
+    explanation,
+    fmt_delta,
+    fmt_num,
+    fmt_ts,
+    fmt_value,
+    headline,
+    severity,
+)
 from promptblame.store import ResponseFilter, Store
 
 SAMPLE_PAIRS = 6
@@ -87,7 +97,7 @@ class IncidentView:
     severity: str
     headline: str
     explanation: list[str]
-    chart_svg: str
+    chart: IncidentChart
     versions: list[VersionRow]
     before: tuple[datetime, datetime]
     after: tuple[datetime, datetime]
@@ -120,7 +130,8 @@ def incident_view(
     cells = [
         c
         for c in _cells(store, project, since=since, until=until, bucket_seconds=bs, only=series)
-        if not route or c["route"] == route
+        if (not route or c["route"] == route)
+        and (not row.get("environment") or c["environment"] == row["environment"])
     ]
     # The rest of the reads run while the chart is drawn: the store's engine releases the GIL
     # and matplotlib holds it, so on two cores the page costs about the longer of the two.
@@ -135,6 +146,7 @@ def incident_view(
             )
         )
         chart = _incident_chart(cells, row, ev)
+        chart.svg = _draw_incident(chart, row, ev, cells)
         versions = _version_rows(row, ev, cells, before, after)
         diffs, samples, revisions, alerts = reads.result()
     base = {"app": row["app"], "route": route}
@@ -170,8 +182,8 @@ def incident_view(
         ev=ev,
         severity=severity(row, ev),
         headline=headline(row, ev),
-        explanation=explanation(row, ev),
-        chart_svg=chart,
+        explanation=[*explanation(row, ev), *_level_words(chart, row, ev)],
+        chart=chart,
         versions=versions,
         before=before,
         after=after,
@@ -186,7 +198,9 @@ def incident_view(
     )
 
 
-def _series_points(cells: list[dict[str, Any]]) -> list[charts.Point]:
+def _series_points(cells: list[dict[str, Any]], *, rate: bool) -> list[charts.Point]:
+    """Mean per bucket with its 95% interval: Wilson's for a rate (it stays inside [0, 1]),
+    Student's t otherwise (as /v1/series)."""
     acc: dict[datetime, list[float]] = defaultdict(lambda: [0.0, 0.0, 0.0])
     for c in cells:
         a = acc[c["bucket"]]
@@ -198,14 +212,24 @@ def _series_points(cells: list[dict[str, Any]]) -> list[charts.Point]:
         return []
     n, tot, sq = (np.array([acc[t][i] for t in ts]) for i in range(3))
     mean = tot / np.maximum(n, 1)
-    var = np.maximum(sq - tot * tot / np.maximum(n, 1), 0) / np.maximum(n - 1, 1)
-    half = stats.t.ppf(0.975, np.maximum(n - 1, 1)) * np.sqrt(var / np.maximum(n, 1))
+    if rate:
+        low, high = proportion_confint(
+            np.clip(tot, 0, n), np.maximum(n, 1), alpha=0.05, method="wilson"
+        )
+        low, high = np.asarray(low, dtype=float), np.asarray(high, dtype=float)
+        ok = n > 0
+    else:
+        var = np.maximum(sq - tot * tot / np.maximum(n, 1), 0) / np.maximum(n - 1, 1)
+        half = stats.t.ppf(0.975, np.maximum(n - 1, 1)) * np.sqrt(var / np.maximum(n, 1))
+        low, high = mean - half, mean + half
+        ok = n > 1
     return [
         charts.Point(
             t,
             float(mean[i]) if n[i] else None,
-            float(mean[i] - half[i]) if n[i] > 1 else None,
-            float(mean[i] + half[i]) if n[i] > 1 else None,
+            float(low[i]) if ok[i] else None,
+            float(high[i]) if ok[i] else None,
+            int(n[i]),
         )
         for i, t in enumerate(ts)
     ]
@@ -228,7 +252,177 @@ def _rollouts(cells: list[dict[str, Any]], dim: str, field_: str) -> list[charts
     return out[-6:]
 
 
-def _incident_chart(cells: list[dict[str, Any]], row: dict[str, Any], ev: dict[str, Any]) -> str:
+@dataclass
+class Levels:
+    """The plotted series' own mean on each side of the shift (response-weighted): the dashed
+    lines, and the numbers the page states about them."""
+
+    split: datetime
+    start: datetime  # first plotted bucket
+    end: datetime  # end of the last plotted bucket
+    before: float | None
+    after: float | None
+    n_before: int
+    n_after: int
+
+
+@dataclass
+class TrendFit:
+    """A straight line through the plotted series (least squares, weighted by responses): how
+    a drift is drawn, since a step would say something happened at one time."""
+
+    start: datetime
+    end: datetime
+    at_start: float
+    at_end: float
+    per_day: float
+
+
+@dataclass
+class IncidentChart:
+    """What the incident chart plots, as numbers (tests compare these with the SVG)."""
+
+    series: str  # which series, in words
+    points: list[charts.Point]
+    levels: Levels | None
+    trend: TrendFit | None
+    within: dict[str, tuple[float | None, float | None]]  # traffic mix: route → levels
+    share_dim: str  # prompt | model | route
+    times: list[datetime]
+    shares: dict[str, list[float]]
+    rate: bool
+    svg: str = ""
+
+
+def _level_words(chart: IncidentChart, row: dict[str, Any], ev: dict[str, Any]) -> list[str]:
+    """The chart's own numbers in words, so the text and the lines agree."""
+    kind = str(ev.get("metric_kind") or "mean")
+
+    def val(x: float | None) -> str:
+        return fmt_value(x, metric=row["metric"], kind=kind)
+
+    lv, t = chart.levels, chart.trend
+    out = []
+    if lv is not None and lv.before is not None and lv.after is not None:
+        out.append(
+            f"On the chart ({chart.series}) the level is {val(lv.before)} from"
+            f" {fmt_ts(lv.start)} to the shift ({lv.n_before:,} scores) and {val(lv.after)} from"
+            f" the shift to {fmt_ts(lv.end)} ({lv.n_after:,} scores): the dashed lines."
+        )
+    if t is not None:
+        out.append(
+            f"On the chart ({chart.series}) the metric moves by"
+            f" {fmt_delta(t.per_day, metric=row['metric'], kind=kind)} a day, from"
+            f" {val(t.at_start)} to {val(t.at_end)}: the dashed trend line."
+        )
+    if chart.within:
+        parts = ", ".join(f"{k} {val(b)} → {val(a)}" for k, (b, a) in chart.within.items())
+        out.append(f"Each {chart.share_dim}'s own level, before → after (coloured lines): {parts}.")
+    return out
+
+
+def _pooled(cells: list[dict[str, Any]]) -> tuple[float | None, int]:
+    n = sum(c["n"] for c in cells)
+    return (sum(c["total"] for c in cells) / n if n else None), int(n)
+
+
+def _levels(cells: list[dict[str, Any]], split: datetime, bs: int) -> Levels | None:
+    if not cells:
+        return None
+    before, n_b = _pooled([c for c in cells if c["bucket"] < split])
+    after, n_a = _pooled([c for c in cells if c["bucket"] >= split])
+    return Levels(
+        split=split,
+        start=min(c["bucket"] for c in cells),
+        end=max(c["bucket"] for c in cells) + timedelta(seconds=bs),
+        before=before,
+        after=after,
+        n_before=n_b,
+        n_after=n_a,
+    )
+
+
+def _trend(points: list[charts.Point], bs: int) -> TrendFit | None:
+    shown = [p for p in points if p.mean is not None and p.n]
+    if len(shown) < 3:
+        return None
+    t0 = shown[0].t
+    x = np.array([(p.t - t0).total_seconds() / 86400 for p in shown])
+    y = np.array([p.mean for p in shown], dtype=float)
+    slope, icept = np.polyfit(x, y, 1, w=np.sqrt([p.n for p in shown]))
+    end = shown[-1].t + timedelta(seconds=bs)
+    days = (end - t0).total_seconds() / 86400
+    return TrendFit(t0, end, float(icept), float(icept + slope * days), float(slope))
+
+
+def _shares_of(
+    cells: list[dict[str, Any]], dim: str
+) -> tuple[list[datetime], dict[str, list[float]]]:
+    per: dict[datetime, dict[str, float]] = defaultdict(lambda: defaultdict(float))
+    for c in cells:
+        per[c["bucket"]][c[dim] or "(none)"] += c["n"]
+    ts = sorted(per)
+    labels = sorted(
+        {v for t in ts for v in per[t]}, key=lambda v: min(t for t in ts if v in per[t])
+    )
+    shares = {v: [per[t].get(v, 0.0) / (sum(per[t].values()) or 1.0) for t in ts] for v in labels}
+    return ts, shares
+
+
+MAX_WITHIN = 5  # routes drawn with their own levels on a traffic-mix chart
+
+
+def _incident_chart(
+    cells: list[dict[str, Any]], row: dict[str, Any], ev: dict[str, Any]
+) -> IncidentChart:
+    """The series the headline is about (the incident's app, and its route and environment
+    when it has them) with that series' levels, or its trend for a drift; below it the driver:
+    each route's share for a traffic-mix verdict, else each version's."""
+    start: datetime = row["shift_start"]
+    bs = int(row["bucket_seconds"])
+    rate = ev.get("metric_kind") == "proportion"
+    where = row["app"] + (f"/{row['route']}" if row["route"] else "")
+    if row.get("environment"):
+        where += f" in {row['environment']}"
+    points = _series_points(cells, rate=rate)
+    cause = ev.get("cause") if row["verdict"] == "no_version_cause" else None
+    levels = None if cause == "drift" else _levels(cells, start, bs)
+    trend = _trend(points, bs) if cause == "drift" else None
+    within: dict[str, tuple[float | None, float | None]] = {}
+    if cause == "traffic_mix":
+        dim = "route"
+        if len({c["route"] for c in cells}) < 2 and len({c["environment"] for c in cells}) > 1:
+            dim = "environment"
+        ranked = sorted(
+            {c[dim] for c in cells}, key=lambda v: -sum(c["n"] for c in cells if c[dim] == v)
+        )
+        for v in ranked[:MAX_WITHIN]:
+            mine = [c for c in cells if c[dim] == v]
+            within[v or "(none)"] = (
+                _pooled([c for c in mine if c["bucket"] < start])[0],
+                _pooled([c for c in mine if c["bucket"] >= start])[0],
+            )
+    else:
+        dim = "prompt"
+        if len({c["prompt"] for c in cells}) < 2 and len({c["model_label"] for c in cells}) > 1:
+            dim = "model_label"
+    times, shares = _shares_of(cells, dim)
+    return IncidentChart(
+        series=f"{row['metric']} on {where}, {row['source']} scores",
+        points=points,
+        levels=levels,
+        trend=trend,
+        within=within,
+        share_dim={"model_label": "model"}.get(dim, dim),
+        times=times,
+        shares=shares,
+        rate=rate,
+    )
+
+
+def _draw_incident(
+    chart: IncidentChart, row: dict[str, Any], ev: dict[str, Any], cells: list[dict[str, Any]]
+) -> str:
     start: datetime = row["shift_start"]
     markers = _rollouts(cells, "prompt", "prompt") + _rollouts(cells, "model", "model_label")
     detected = start
@@ -237,25 +431,44 @@ def _incident_chart(cells: list[dict[str, Any]], row: dict[str, Any], ev: dict[s
             seconds=int(row["bucket_seconds"]) * (ev["detected_index"] - ev["index"])
         )
     markers.append(charts.Marker(detected, "change point", "change"))
-    per: dict[datetime, dict[str, float]] = defaultdict(lambda: defaultdict(float))
-    dim = "prompt"
-    if len({c["prompt"] for c in cells}) < 2 and len({c["model_label"] for c in cells}) > 1:
-        dim = "model_label"
-    for c in cells:
-        per[c["bucket"]][c[dim] or "(none)"] += c["n"]
-    ts = sorted(per)
-    labels = sorted(
-        {v for t in ts for v in per[t]}, key=lambda v: min(t for t in ts if v in per[t])
-    )
-    shares = {v: [per[t].get(v, 0.0) / (sum(per[t].values()) or 1.0) for t in ts] for v in labels}
+    calm = [c for c in charts.PALETTE if c != charts.RED]
+    colors = {v: calm[i % len(calm)] for i, v in enumerate(chart.shares)}
+    culprit = ev.get("culprit") or {}
+    if culprit.get("value") in colors and chart.share_dim == culprit.get("dimension"):
+        colors[culprit["value"]] = charts.RED
+    segments: list[charts.Segment] = []
+    lv = chart.levels
+    if lv is not None:
+        if lv.before is not None:
+            segments.append(
+                charts.Segment(lv.start, lv.split, lv.before, label="level", gid="level-before")
+            )
+        if lv.after is not None:
+            segments.append(charts.Segment(lv.split, lv.end, lv.after, gid="level-after"))
+    if chart.trend is not None:
+        t = chart.trend
+        segments.append(
+            charts.Segment(t.start, t.end, t.at_start, t.at_end, label="trend", gid="trend")
+        )
+    if lv is not None:
+        for i, (v, (b, a)) in enumerate(chart.within.items()):
+            color = colors.get(v, calm[i % len(calm)])
+            if b is not None:
+                segments.append(
+                    charts.Segment(lv.start, lv.split, b, label=f"{v} level", color=color)
+                )
+            if a is not None:
+                segments.append(charts.Segment(lv.split, lv.end, a, color=color))
     return charts.incident_chart(
-        _series_points(cells),
+        chart.points,
         markers,
         metric=row["metric"],
-        levels=(start, ev.get("level_before"), ev.get("level_after")),
-        times=ts,
-        shares=shares,
-        share_title="prompt" if dim == "prompt" else "model",
+        segments=segments,
+        times=chart.times,
+        shares=chart.shares,
+        share_title=chart.share_dim,
+        colors=colors,
+        rate=chart.rate,
     )
 
 

@@ -23,7 +23,7 @@ from promptblame.ingest.rows import responses_table, scores_table
 from promptblame.reports import charts
 from promptblame.reports.data import incident_view, overview_view
 from promptblame.reports.render import render_overview
-from promptblame.reports.words import fmt_p, fmt_value
+from promptblame.reports.words import fmt_delta, fmt_p, fmt_value
 from promptblame.settings import Settings
 from promptblame.store import open_store
 from tests.helpers import auth
@@ -289,8 +289,9 @@ def test_comparison_and_experiment_reports_show_the_api_numbers(client, key, emb
     html = page(
         client, "/reports/compare?metric=correct&a.prompt_version=v1&b.prompt_version=v2", key
     )
+    width = api["ci_high"] - api["ci_low"]  # a rate: points, the digits the CI allows
     for x in (api["effect"], api["ci_low"], api["ci_high"]):
-        assert f"{x:.4f}" in html or f"{x:.3f}" in html
+        assert fmt_delta(x, kind="proportion", width=width) in html
     assert fmt_p(api["p_value"]) in html and "<svg" in html and "power" in html
     bad = client.get("/reports/compare?metric=correct&a.nope=1", headers=auth(key))
     assert bad.status_code == 200  # unknown group fields are ignored, like absent ones
@@ -300,7 +301,8 @@ def test_comparison_and_experiment_reports_show_the_api_numbers(client, key, emb
     assert "Sample ratio mismatch" in html and exp["srm"]["mismatch"]
     (row,) = table_rows(html, "results")
     (res,) = exp["results"]
-    assert row[0:3] == ["correct", "b", f"{res['effect']:.4f}"]
+    width = res["ci_high"] - res["ci_low"]
+    assert row[0:3] == ["correct", "b", fmt_delta(res["effect"], kind="proportion", width=width)]
     assert row[5] == fmt_p(res["p_holm"]) and row[6] == fmt_p(res["p_bh"])
 
 

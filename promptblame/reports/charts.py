@@ -302,8 +302,22 @@ def sparkline(
         return _svg(fig, "trend")
 
 
-def effect_chart(rows: Sequence[tuple[str, float | None, float | None, float | None]]) -> str:
-    """Effects with their confidence intervals, one row each, against a zero line."""
+def _times(x: float | None, k: float) -> float | None:
+    return None if x is None else x * k
+
+
+def effect_chart(
+    rows: Sequence[tuple[str, float | None, float | None, float | None]],
+    *,
+    points: bool = False,
+    unit: str = "",
+) -> str:
+    """Effects with their confidence intervals, one row each, against a zero line; rates in
+    points (`points`), other metrics in their unit, as the page's numbers."""
+    if points:
+        rows = [
+            (label, _times(e, 100), _times(lo, 100), _times(hi, 100)) for label, e, lo, hi in rows
+        ]
     with _style("e"):
         widest = max((len(r[0]) for r in rows), default=8)
         fig = _figure(8, 0.9 + 0.4 * max(len(rows), 1), left=min(0.3 + 0.075 * widest, 3.0))
@@ -319,6 +333,7 @@ def effect_chart(rows: Sequence[tuple[str, float | None, float | None, float | N
         ax.axvline(0, color=INK, linewidth=1)
         ax.set_yticks(range(len(rows)), [_plain(r[0]) for r in reversed(rows)])
         ax.set_ylim(-0.6, len(rows) - 0.4)
-        ax.set_xlabel("effect (B − A) with confidence interval")
+        what = " in points" if points else f" in {unit}" if unit else ""
+        ax.set_xlabel(f"effect (B − A){what} with confidence interval")
         ax.grid(axis="y", visible=False)
         return _svg(fig, "effects with confidence intervals")

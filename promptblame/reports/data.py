@@ -37,6 +37,7 @@ from promptblame.reports.words import (
     fmt_value,
     headline,
     severity,
+    unit_of,
 )
 from promptblame.store import ResponseFilter, Store
 
@@ -815,6 +816,15 @@ class ComparisonView:
     svg: str
     groups: dict[str, dict[str, Any]]
     api: str
+    kind: str = "mean"  # proportion: effects in points, estimates in %
+    width: float | None = None  # the CI's width: how many digits the numbers deserve
+
+
+PROPORTION_TESTS = {"two_proportion_z", "fisher_exact", "mcnemar_exact", "mantel_haenszel_z"}
+
+
+def _ci_width(low: float | None, high: float | None) -> float | None:
+    return None if low is None or high is None else high - low
 
 
 def comparison_view(store: Store, project: str, spec: CompareSpec) -> ComparisonView:
@@ -827,6 +837,7 @@ def comparison_view(store: Store, project: str, spec: CompareSpec) -> Comparison
         for g, f in (("A", spec.a), ("B", spec.b))
     }
     label = "B − A"
+    kind = "proportion" if res.get("test") in PROPORTION_TESTS else "mean"
     return ComparisonView(
         title=f"{spec.metric}: B vs A",
         metric=spec.metric,
@@ -834,8 +845,14 @@ def comparison_view(store: Store, project: str, spec: CompareSpec) -> Comparison
         result=res,
         warnings=[*answer.comparison.warnings, *answer.warnings],
         sequential=answer.sequential,
-        svg=charts.effect_chart([(label, res["effect"], res["ci_low"], res["ci_high"])]),
+        svg=charts.effect_chart(
+            [(label, res["effect"], res["ci_low"], res["ci_high"])],
+            points=kind == "proportion",
+            unit=unit_of(spec.metric),
+        ),
         groups=groups,
+        kind=kind,
+        width=_ci_width(res.get("ci_low"), res.get("ci_high")),
         api=json.dumps(
             {
                 "metric": spec.metric,
@@ -865,7 +882,10 @@ def experiment_view(store: Store, project: str, spec: ExperimentSpec) -> Experim
     by_metric: dict[str, list[tuple[str, float | None, float | None, float | None]]] = defaultdict(
         list
     )
+    rates = set()
     for r in report.get("results", []):
+        if r["test"] in PROPORTION_TESTS:
+            rates.add(r["metric"])
         by_metric[r["metric"]].append(
             (f"{r['arm']} vs {r['control']}", r["effect"], r["ci_low"], r["ci_high"])
         )
@@ -877,6 +897,9 @@ def experiment_view(store: Store, project: str, spec: ExperimentSpec) -> Experim
     return ExperimentView(
         experiment=spec.experiment,
         report=report,
-        charts={m: charts.effect_chart(rows) for m, rows in by_metric.items()},
+        charts={
+            m: charts.effect_chart(rows, points=m in rates, unit=unit_of(m))
+            for m, rows in by_metric.items()
+        },
         api=f"/v1/experiments/{quote(spec.experiment, safe='')}?{urlencode(params)}",
     )

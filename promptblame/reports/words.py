@@ -165,16 +165,18 @@ def headline(row: dict[str, Any], ev: dict[str, Any]) -> str:
     kind = ev.get("metric_kind", "mean")
     eff = fmt_effect(row.get("effect"), kind=kind)
     moved = "regressed" if row["direction"] == "regression" else "improved"
-    if row["verdict"] == "culprit" and ev.get("culprit"):
-        c = ev["culprit"]
-        who = f"{c['dimension'].capitalize()} {c['value']}"
+    if row["verdict"] == "culprit" and (ev.get("culprit") or row.get("culprit")):
+        c = ev.get("culprit")
+        # lists carry no evidence: the row's own "dimension value" then
+        who = f"{c['dimension'].capitalize()} {c['value']}" if c else row["culprit"].capitalize()
         return f"{who} {moved} {row['metric']} on {where} by {eff}"
     if row["verdict"] == "confounded":
         return f"{row['metric']} {moved} on {where} by {eff}: confounded ({row['culprit']})"
     cause = {"traffic_mix": "a traffic-mix change", "drift": "gradual drift"}.get(
-        ev.get("cause") or "", "no version"
+        ev.get("cause") or "", ""
     )
-    return f"{row['metric']} {moved} on {where} by {eff}: no version caused it ({cause})"
+    why = f" ({cause})" if cause else ""
+    return f"{row['metric']} {moved} on {where} by {eff}: no version caused it{why}"
 
 
 def explanation(row: dict[str, Any], ev: dict[str, Any]) -> list[str]:

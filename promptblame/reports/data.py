@@ -92,6 +92,21 @@ class SamplePair:
 
 
 @dataclass
+class WhatNow:
+    """The next step's facts: what serves the affected traffic now and how much of it, how
+    many responses came from the blamed version since the shift, what to roll back to.
+    (The releases' labels and a Rollback form go in this panel: `partials/what_now.html`.)"""
+
+    dimension: str  # prompt | model (the culprit's, else prompt)
+    serving: list[tuple[str, float]]  # version → share of the traffic in the last day of data
+    window: tuple[datetime, datetime] | None  # that last day
+    since_shift: int  # responses on the incident's app/route since the shift
+    from_culprit: int  # of which from the blamed version
+    culprit: str
+    predecessor: str
+
+
+@dataclass
 class IncidentView:
     row: dict[str, Any]
     ev: dict[str, Any]
@@ -110,6 +125,7 @@ class IncidentView:
     alerts: list[dict[str, Any]]
     links: list[tuple[str, str]]
     kind: str = "mean"
+    what_now: WhatNow | None = None
 
 
 def incident_view(
@@ -144,12 +160,13 @@ def incident_view(
                 _samples(store, project, row, ev, before, after),
                 store.incident_revisions(project, incident_id),
                 store.alerts(project, incident_id=incident_id, limit=20),
+                _what_now(store, project, row, ev),
             )
         )
         chart = _incident_chart(cells, row, ev)
         chart.svg = _draw_incident(chart, row, ev, cells)
         versions = _version_rows(row, ev, cells, before, after)
-        diffs, samples, revisions, alerts = reads.result()
+        diffs, samples, revisions, alerts, what_now = reads.result()
     base = {"app": row["app"], "route": route}
     links = [
         ("This incident, its evidence and revisions", f"/v1/incidents/{quote(incident_id)}"),
@@ -196,6 +213,45 @@ def incident_view(
         alerts=alerts,
         links=links,
         kind=str(ev.get("metric_kind") or "mean"),
+        what_now=what_now,
+    )
+
+
+def _version_label(r: dict[str, Any], dim: str) -> str:
+    if dim == "model":
+        return _model_key(r["model"], r["model_version"])
+    if dim == "prompt+model":
+        p = _prompt_key(r["prompt_id"], r["prompt_version"])
+        return f"{p} + {_model_key(r['model'], r['model_version'])}"
+    return _prompt_key(r["prompt_id"], r["prompt_version"]) or "(none)"
+
+
+def _what_now(store: Store, project: str, row: dict[str, Any], ev: dict[str, Any]) -> WhatNow:
+    c = ev.get("culprit") or {}
+    dim = str(c.get("dimension") or "prompt")
+    where = {"app": row["app"], "route": row["route"], "environment": row.get("environment", "")}
+    since_shift = store.version_counts(project, ResponseFilter(**where, since=row["shift_start"]))
+    count: dict[str, int] = defaultdict(int)
+    for r in since_shift:
+        count[_version_label(r, dim)] += int(r["responses"])
+    serving: list[tuple[str, float]] = []
+    window = None
+    if since_shift:
+        last = max(r["last_seen"] for r in since_shift)
+        window = (last - timedelta(days=1), last)
+        recent: dict[str, int] = defaultdict(int)
+        for r in store.version_counts(project, ResponseFilter(**where, since=window[0])):
+            recent[_version_label(r, dim)] += int(r["responses"])
+        total = sum(recent.values()) or 1
+        serving = sorted(((v, n / total) for v, n in recent.items()), key=lambda x: -x[1])
+    return WhatNow(
+        dimension=dim,
+        serving=serving[:5],
+        window=window,
+        since_shift=sum(count.values()),
+        from_culprit=count.get(str(c.get("value") or ""), 0),
+        culprit=str(c.get("value") or ""),
+        predecessor=str(c.get("predecessor") or ""),
     )
 
 

@@ -23,13 +23,30 @@ def _render(template: str, *, api_base: str | None, **context: Any) -> str:
             api_base=api_base,
             version=__version__,
             rendered_at=datetime.now(UTC),
-            **{"logout": True, "incident_link": None, **context},
+            **{
+                "logout": True,
+                "incident_link": None,
+                "csrf": "",
+                "can_admin": False,
+                "nav_here": "",
+                **context,
+            },
         )
     )
 
 
-def render_incident(view: IncidentView, *, api_base: str | None = "", logout: bool = True) -> str:
-    return _render("incident.html", api_base=api_base, logout=logout, v=view)
+def render_incident(
+    view: IncidentView,
+    *,
+    api_base: str | None = "",
+    logout: bool = True,
+    csrf: str = "",
+    can_admin: bool = False,
+) -> str:
+    """`csrf`: the form token for this page's Acknowledge/Resolve forms (none: no forms)."""
+    return _render(
+        "incident.html", api_base=api_base, logout=logout, v=view, csrf=csrf, can_admin=can_admin
+    )
 
 
 def render_overview(

@@ -18,9 +18,11 @@ from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 
 from promptblame.analysis.service import ExperimentSpec
+from promptblame.api import csrf
 from promptblame.api.auth import Principal
 from promptblame.api.params import TEXT, Instant, utc
 from promptblame.api.routes.analysis import CompareRequest, _parse_split
+from promptblame.api.routes.incidents import StatusNote, _set_status
 from promptblame.api.state import AppState, State
 from promptblame.errors import Forbidden, InvalidArgument, Unauthorized
 from promptblame.reports import data
@@ -101,6 +103,10 @@ def overview(request: Request, state: State) -> Response:
     )
 
 
+def _status_purpose(incident_id: str) -> str:
+    return f"incident-status:{incident_id}"
+
+
 @router.get("/incidents/{incident_id}", response_class=HTMLResponse)
 def incident(
     request: Request, state: State, incident_id: Annotated[str, Path(min_length=1, max_length=64)]
@@ -108,11 +114,46 @@ def incident(
     p = _reader(request, state)
     if p is None:
         return _to_login(request)
+    form_token = csrf.token(
+        state.settings, csrf.session_of(request, COOKIE), _status_purpose(incident_id)
+    )
     return _html(
         render_incident(
-            data.incident_view(state.store, p.project_id, incident_id), logout=_logout(state)
+            data.incident_view(state.store, p.project_id, incident_id),
+            logout=_logout(state),
+            csrf=form_token,
+            can_admin="admin" in p.scopes,
         )
     )
+
+
+_STATUSES = {"acknowledge": "acknowledged", "resolve": "resolved"}
+
+
+@router.post("/incidents/{incident_id}/status")
+async def incident_status(
+    request: Request, state: State, incident_id: Annotated[str, Path(min_length=1, max_length=64)]
+) -> Response:
+    """The Acknowledge / Resolve forms: an admin key (the login cookie) and the page's CSRF
+    token; then back to the incident page. The same change as POST /v1/incidents/{id}/ack."""
+    p = _reader(request, state)
+    if p is None:
+        return _to_login(request)
+    form = parse_qs((await request.body())[:8192].decode("utf-8", "replace"))
+    csrf.check(
+        state.settings,
+        request,
+        (form.get("csrf") or [""])[0],
+        cookie=COOKIE,
+        purpose=_status_purpose(incident_id),
+    )
+    p.require("admin")
+    action = (form.get("action") or [""])[0]
+    if action not in _STATUSES:
+        raise InvalidArgument("action", "expected acknowledge or resolve")
+    note = StatusNote(note=(form.get("note") or [""])[0][:2000].strip())
+    await run_in_threadpool(_set_status, state, p.project_id, incident_id, _STATUSES[action], note)
+    return RedirectResponse(f"/reports/incidents/{quote(incident_id)}", status_code=303)
 
 
 _GROUP_FIELDS = (*ResponseFilter.__dataclass_fields__,)

@@ -77,3 +77,22 @@ def render_experiment(
 
 def render_login(*, next_url: str, error: str = "") -> str:
     return _render("login.html", api_base="", logout=False, next_url=next_url, error=error)
+
+
+_TITLES = {
+    400: "Bad request",
+    401: "Log in first",
+    403: "Not allowed",
+    404: "Not found",
+    405: "Not allowed here",
+    409: "Conflict",
+    422: "Something in the address is not valid",
+}
+
+
+def render_error(status: int, lines: list[str], *, logout: bool = True) -> str:
+    """An error page in the browser: what is wrong, in words, and links back."""
+    title = _TITLES.get(status, "Something went wrong")
+    return _render(
+        "error.html", api_base="", logout=logout, status=status, title=title, lines=lines
+    )

@@ -959,3 +959,67 @@ def experiment_view(store: Store, project: str, spec: ExperimentSpec) -> Experim
         },
         api=f"/v1/experiments/{quote(spec.experiment, safe='')}?{urlencode(params)}",
     )
+
+
+# -- lists: incidents, experiments, jobs ---------------------------------------------------
+
+
+@dataclass
+class IncidentsView:
+    status: str  # open | acknowledged | resolved | all
+    incidents: list[dict[str, Any]]
+    counts: dict[str, int]  # per status, over every incident listed
+    now: datetime
+
+
+INCIDENT_STATUSES = ("open", "acknowledged", "resolved", "all")
+
+
+def incidents_view(
+    store: Store, project: str, *, status: str = "open", now: datetime | None = None
+) -> IncidentsView:
+    """Every incident (newest shift first) with severity, headline and its timeline."""
+    rows = store.incidents(project, status="", limit=1000)
+    counts = {s: sum(1 for r in rows if r["status"] == s) for s in INCIDENT_STATUSES[:3]}
+    counts["all"] = len(rows)
+    shown = []
+    for r in rows:
+        if status != "all" and r["status"] != status:
+            continue
+        ev = json.loads(r.pop("evidence") or "{}")
+        r["severity"] = severity(r, ev)
+        r["headline"] = headline(r, ev)
+        shown.append(r)
+    return IncidentsView(status, shown, counts, now or datetime.now(UTC))
+
+
+@dataclass
+class ExperimentsView:
+    experiments: list[dict[str, Any]]
+
+
+def experiments_view(store: Store, project: str) -> ExperimentsView:
+    rows = store.experiments(project)
+    for r in rows:
+        params = [("metric", m) for m in r["metrics"]]
+        r["href"] = f"/reports/experiments/{quote(r['experiment'], safe='')}?{urlencode(params)}"
+    return ExperimentsView(rows)
+
+
+@dataclass
+class JobsView:
+    jobs: list[dict[str, Any]]
+    evaluators: list[dict[str, Any]]
+
+
+def jobs_view(store: Store, project: str, settings: Any) -> JobsView:
+    """The scheduled jobs' last runs and the evaluators' health (scores and errors)."""
+    from promptblame.analysis.scoring.catalog import listing
+
+    evaluators = listing(store, project, settings)
+    health = {h["source"]: h for h in store.source_health(project)}
+    for e in evaluators:
+        e["health"] = health.pop(e["source"], None)
+    # sources that are not configured evaluators (the apps' own scores, people, removed ones)
+    others = [{"name": "", "source": src, "health": h} for src, h in health.items()]
+    return JobsView(store.last_job_runs(project), evaluators + others)

@@ -11,7 +11,15 @@ from datetime import UTC, datetime
 from typing import Any
 
 from promptblame import __version__
-from promptblame.reports.data import ComparisonView, ExperimentView, IncidentView, OverviewView
+from promptblame.reports.data import (
+    ComparisonView,
+    ExperimentsView,
+    ExperimentView,
+    IncidentsView,
+    IncidentView,
+    JobsView,
+    OverviewView,
+)
 from promptblame.reports.env import environment
 
 
@@ -59,7 +67,12 @@ def render_overview(
     """`incident_link`, for exported files: where incident `{id}` was exported beside this one,
     e.g. "incident-{id}.html"; without it exported incidents are not linked."""
     return _render(
-        "overview.html", api_base=api_base, logout=logout, incident_link=incident_link, v=view
+        "overview.html",
+        api_base=api_base,
+        logout=logout,
+        incident_link=incident_link,
+        v=view,
+        nav_here="/reports/",
     )
 
 
@@ -96,3 +109,19 @@ def render_error(status: int, lines: list[str], *, logout: bool = True) -> str:
     return _render(
         "error.html", api_base="", logout=logout, status=status, title=title, lines=lines
     )
+
+
+def render_incidents(view: IncidentsView, *, logout: bool = True) -> str:
+    return _render(
+        "incidents.html", api_base="", logout=logout, v=view, nav_here="/reports/incidents"
+    )
+
+
+def render_experiments(view: ExperimentsView, *, logout: bool = True) -> str:
+    return _render(
+        "experiments.html", api_base="", logout=logout, v=view, nav_here="/reports/experiments"
+    )
+
+
+def render_jobs(view: JobsView, *, logout: bool = True) -> str:
+    return _render("jobs.html", api_base="", logout=logout, v=view, nav_here="/reports/jobs")

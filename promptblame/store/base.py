@@ -274,6 +274,58 @@ class Store(ABC):
             **filter_params(f),
         )
 
+    def experiments(self, project_id: str, *, limit: int = 200) -> list[dict[str, Any]]:
+        """Per experiment: its arms, apps, responses, first and last seen, and the metrics
+        scored on it (newest first)."""
+        return self._rows(
+            "SELECT r.experiment AS experiment, r.arms AS arms, r.apps AS apps,"
+            " r.responses AS responses, r.first_seen AS first_seen, r.last_seen AS last_seen,"
+            " arraySort(ifNull(s.metrics, [])) AS metrics FROM ("
+            "  SELECT experiment, arraySort(groupUniqArray(variant)) AS arms,"
+            "  arraySort(groupUniqArray(app)) AS apps, count() AS responses,"
+            "  min(ts) AS first_seen, max(ts) AS last_seen FROM responses FINAL"
+            "  WHERE project_id = {p:String} AND experiment != '' GROUP BY experiment) AS r"
+            " LEFT JOIN (SELECT experiment, groupUniqArray(name) AS metrics FROM scored"
+            "  WHERE project_id = {p:String} AND experiment != '' GROUP BY experiment) AS s"
+            " ON r.experiment = s.experiment ORDER BY last_seen DESC LIMIT {lim:UInt32}",
+            p=project_id,
+            lim=limit,
+        )
+
+    def source_health(self, project_id: str) -> list[dict[str, Any]]:
+        """Per score source: scores written and the newest, scoring errors and the newest one
+        (an evaluator's health at a glance)."""
+        return self._rows(
+            "SELECT source, sum(n_s) AS scores, max(last_s) AS last_score,"
+            " sum(n_e) AS errors, max(last_e) AS last_error_at,"
+            " argMax(err, last_e) AS last_error FROM ("
+            "  SELECT source, count() AS n_s, max(ts) AS last_s, toUInt64(0) AS n_e,"
+            "  toDateTime64(0, 3, 'UTC') AS last_e, '' AS err FROM scores"
+            "  WHERE project_id = {p:String} GROUP BY source"
+            "  UNION ALL SELECT source, toUInt64(0), toDateTime64(0, 3, 'UTC'), count(), max(ts),"
+            "  argMax(error, ts) FROM score_errors FINAL WHERE project_id = {p:String}"
+            "  GROUP BY source) GROUP BY source ORDER BY source",
+            p=project_id,
+        )
+
+    def response_scores(self, project_id: str, event_id: str) -> list[dict[str, Any]]:
+        """Every score of one response, from every source."""
+        return self._rows(
+            "SELECT name, source, value, comment, ts FROM scores FINAL"
+            " WHERE project_id = {p:String} AND event_id = {e:String} ORDER BY name, source",
+            p=project_id,
+            e=event_id,
+        )
+
+    def response_errors(self, project_id: str, event_id: str) -> list[dict[str, Any]]:
+        """The evaluators that failed on one response, with their errors."""
+        return self._rows(
+            "SELECT source, error, ts FROM score_errors FINAL"
+            " WHERE project_id = {p:String} AND event_id = {e:String} ORDER BY source",
+            p=project_id,
+            e=event_id,
+        )
+
     def version_score_sums(
         self, project_id: str, f: ResponseFilter, *, metric: str, source: str = ""
     ) -> list[dict[str, Any]]:

@@ -9,7 +9,7 @@ script runs on them even if some text escaped the templates' autoescape.
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 from urllib.parse import parse_qs, quote
 
 from fastapi import APIRouter, Path, Query, Request
@@ -29,7 +29,10 @@ from promptblame.reports import data
 from promptblame.reports.render import (
     render_comparison,
     render_experiment,
+    render_experiments,
     render_incident,
+    render_incidents,
+    render_jobs,
     render_login,
     render_overview,
 )
@@ -154,6 +157,37 @@ async def incident_status(
     note = StatusNote(note=(form.get("note") or [""])[0][:2000].strip())
     await run_in_threadpool(_set_status, state, p.project_id, incident_id, _STATUSES[action], note)
     return RedirectResponse(f"/reports/incidents/{quote(incident_id)}", status_code=303)
+
+
+@router.get("/incidents", response_class=HTMLResponse)
+def incidents(
+    request: Request,
+    state: State,
+    status: Annotated[Literal["open", "acknowledged", "resolved", "all"], Query()] = "open",
+) -> Response:
+    p = _reader(request, state)
+    if p is None:
+        return _to_login(request)
+    view = data.incidents_view(state.store, p.project_id, status=status)
+    return _html(render_incidents(view, logout=_logout(state)))
+
+
+@router.get("/experiments", response_class=HTMLResponse)
+def experiments(request: Request, state: State) -> Response:
+    p = _reader(request, state)
+    if p is None:
+        return _to_login(request)
+    view = data.experiments_view(state.store, p.project_id)
+    return _html(render_experiments(view, logout=_logout(state)))
+
+
+@router.get("/jobs", response_class=HTMLResponse)
+def jobs(request: Request, state: State) -> Response:
+    p = _reader(request, state)
+    if p is None:
+        return _to_login(request)
+    view = data.jobs_view(state.store, p.project_id, state.settings)
+    return _html(render_jobs(view, logout=_logout(state)))
 
 
 _GROUP_FIELDS = (*ResponseFilter.__dataclass_fields__,)

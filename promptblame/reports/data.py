@@ -1023,3 +1023,166 @@ def jobs_view(store: Store, project: str, settings: Any) -> JobsView:
     # sources that are not configured evaluators (the apps' own scores, people, removed ones)
     others = [{"name": "", "source": src, "health": h} for src, h in health.items()]
     return JobsView(store.last_job_runs(project), evaluators + others)
+
+
+# -- responses explorer, one response, one prompt --------------------------------------------
+
+RESPONSES_PAGE = 50
+SNIPPET = 240
+EXPLORER_FIELDS = (
+    "app",
+    "route",
+    "environment",
+    "prompt_id",
+    "prompt_version",
+    "model",
+    "model_version",
+    "experiment",
+    "variant",
+)
+
+
+@dataclass
+class ResponsesView:
+    query: dict[str, str]  # the filters as given (shown back in the form)
+    rows: list[dict[str, Any]]
+    next_href: str | None  # the next (older) page
+    options: dict[str, list[str]]  # suggestions for the filter inputs
+    metrics: list[str]
+
+
+def responses_view(
+    store: Store,
+    project: str,
+    *,
+    f: ResponseFilter,
+    query: dict[str, str],
+    search: str = "",
+    score: tuple[str, float, float] | None = None,
+    before: tuple[datetime, str] | None = None,
+) -> ResponsesView:
+    """One page of responses, newest first, filtered; a cursor (ts, event_id) pages on."""
+    rows = store.list_responses(
+        project,
+        f,
+        limit=RESPONSES_PAGE + 1,
+        before=before,
+        columns=(
+            "event_id",
+            "ts",
+            "app",
+            "route",
+            "environment",
+            "prompt_id",
+            "prompt_version",
+            "model",
+            "model_version",
+            "status",
+            "latency_ms",
+            "output",
+            "case_id",
+        ),
+        search=search,
+        score=score,
+    )
+    next_href = None
+    if len(rows) > RESPONSES_PAGE:
+        rows = rows[:RESPONSES_PAGE]
+        last = rows[-1]
+        q = {k: v for k, v in query.items() if v and k != "before"}
+        q["before"] = f"{last['ts'].isoformat()}|{last['event_id']}"
+        next_href = "/reports/responses?" + urlencode(q)
+    for r in rows:
+        text = r.pop("output") or ""
+        r["snippet"] = text[:SNIPPET] + (" …" if len(text) > SNIPPET else "")
+    versions = store.version_counts(project, ResponseFilter())
+    options = {
+        "app": sorted({v["app"] for v in versions}),
+        "prompt_id": sorted({v["prompt_id"] for v in versions if v["prompt_id"]}),
+        "prompt_version": sorted({v["prompt_version"] for v in versions if v["prompt_version"]}),
+        "model": sorted({v["model"] for v in versions if v["model"]}),
+    }
+    metrics = store.score_names(project)
+    return ResponsesView(query, rows, next_href, options, metrics)
+
+
+@dataclass
+class ResponseView:
+    response: dict[str, Any]
+    scores: list[dict[str, Any]]
+    errors: list[dict[str, Any]]
+    incidents: list[dict[str, Any]]  # incidents of its app whose shift it came after
+
+
+def response_view(store: Store, project: str, event_id: str) -> ResponseView:
+    found = store.responses_by_id(project, [event_id])
+    if not found:
+        raise NotFound(f"no response {event_id!r}")
+    r = found[0]
+    return ResponseView(
+        response=r,
+        scores=store.response_scores(project, event_id),
+        errors=store.response_errors(project, event_id),
+        incidents=[],
+    )
+
+
+@dataclass
+class PromptView:
+    prompt_id: str
+    versions: list[dict[str, Any]]  # registry rows with their traffic
+    a: str
+    b: str
+    diff: Diff | None
+    # the releases' labels and their history go here (`prompt.html` has the slot)
+
+
+def prompt_view(
+    store: Store, project: str, prompt_id: str, *, a: str = "", b: str = ""
+) -> PromptView:
+    """A prompt's versions (registry and traffic) and the diff of any two (default: the last
+    two registered)."""
+    registry = store.list_prompt_versions(project, prompt_id)
+    traffic: dict[str, dict[str, Any]] = {}
+    for v in store.version_counts(project, ResponseFilter(prompt_id=prompt_id)):
+        t = traffic.setdefault(
+            v["prompt_version"],
+            {"responses": 0, "first_seen": v["first_seen"], "last_seen": v["last_seen"]},
+        )
+        t["responses"] += int(v["responses"])
+        t["first_seen"] = min(t["first_seen"], v["first_seen"])
+        t["last_seen"] = max(t["last_seen"], v["last_seen"])
+    if not registry and not traffic:
+        raise NotFound(f"no prompt {prompt_id!r}: not registered and never logged")
+    by_version = {r["version"]: r for r in registry}
+    names = [r["version"] for r in registry] + sorted(set(traffic) - set(by_version))
+    versions = [
+        {
+            "version": v,
+            "registered": v in by_version,
+            **(by_version.get(v) or {}),
+            **traffic.get(v, {"responses": 0}),
+        }
+        for v in names
+    ]
+    known = [r["version"] for r in registry]
+    if not (a and b) and len(known) >= 2:
+        a, b = a or known[-2], b or known[-1]
+    diff = None
+    if a and b:
+        old, new = by_version.get(a), by_version.get(b)
+        title = f"{prompt_id}@{a} → {prompt_id}@{b}"
+        if old is None or new is None:
+            missing = " and ".join(x for x, r in ((a, old), (b, new)) if r is None)
+            diff = Diff(title, [], f"{missing} not in the prompt registry: no template to compare.")
+        else:
+            lines = [
+                ({"+": "add", "-": "del", "@": "hunk"}.get(x[:1], "ctx"), x)
+                for x in list(
+                    difflib.unified_diff(
+                        old["template"].splitlines(), new["template"].splitlines(), lineterm="", n=3
+                    )
+                )[2:]
+            ]
+            diff = Diff(title, lines, "" if lines else "The templates are identical.")
+    return PromptView(prompt_id, versions, a, b, diff)

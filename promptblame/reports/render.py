@@ -19,6 +19,9 @@ from promptblame.reports.data import (
     IncidentView,
     JobsView,
     OverviewView,
+    PromptView,
+    ResponsesView,
+    ResponseView,
 )
 from promptblame.reports.env import environment
 
@@ -125,3 +128,19 @@ def render_experiments(view: ExperimentsView, *, logout: bool = True) -> str:
 
 def render_jobs(view: JobsView, *, logout: bool = True) -> str:
     return _render("jobs.html", api_base="", logout=logout, v=view, nav_here="/reports/jobs")
+
+
+def render_responses(view: ResponsesView, *, logout: bool = True) -> str:
+    return _render(
+        "responses.html", api_base="", logout=logout, v=view, nav_here="/reports/responses"
+    )
+
+
+def render_response(view: ResponseView, *, logout: bool = True) -> str:
+    return _render(
+        "response.html", api_base="", logout=logout, v=view, nav_here="/reports/responses"
+    )
+
+
+def render_prompt(view: PromptView, *, logout: bool = True) -> str:
+    return _render("prompt.html", api_base="", logout=logout, v=view)

@@ -9,6 +9,7 @@ script runs on them even if some text escaped the templates' autoescape.
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Annotated, Any, Literal
 from urllib.parse import parse_qs, quote
 
@@ -35,6 +36,9 @@ from promptblame.reports.render import (
     render_jobs,
     render_login,
     render_overview,
+    render_prompt,
+    render_response,
+    render_responses,
 )
 from promptblame.store import ResponseFilter
 
@@ -188,6 +192,85 @@ def jobs(request: Request, state: State) -> Response:
         return _to_login(request)
     view = data.jobs_view(state.store, p.project_id, state.settings)
     return _html(render_jobs(view, logout=_logout(state)))
+
+
+def _instant(field: str, text: str) -> datetime | None:
+    if not text:
+        return None
+    try:
+        return utc(datetime.fromisoformat(text.strip()))
+    except ValueError as exc:
+        raise InvalidArgument(
+            field, f"expected a date or time like 2026-11-24T14:00, got {text!r}"
+        ) from exc
+
+
+def _number(field: str, text: str, default: float) -> float:
+    try:
+        return float(text) if text.strip() else default
+    except ValueError as exc:
+        raise InvalidArgument(field, f"expected a number, got {text!r}") from exc
+
+
+@router.get("/responses", response_class=HTMLResponse)
+def responses(request: Request, state: State) -> Response:
+    """The response explorer: filters (dimensions, time range, text, score range), paging."""
+    p = _reader(request, state)
+    if p is None:
+        return _to_login(request)
+    q = {k: v[:256] for k, v in request.query_params.items()}
+    f = ResponseFilter(
+        **{k: q.get(k, "").strip() for k in data.EXPLORER_FIELDS},
+        since=_instant("since", q.get("since", "")),
+        until=_instant("until", q.get("until", "")),
+    )
+    score = None
+    if q.get("metric"):
+        lo = _number("min", q.get("min", ""), float("-inf"))
+        hi = _number("max", q.get("max", ""), float("inf"))
+        score = (q["metric"], max(lo, -1e300), min(hi, 1e300))
+    before = None
+    if q.get("before"):
+        ts, _, event_id = q["before"].partition("|")
+        at = _instant("before", ts)
+        before = (at, event_id) if at else None
+    view = data.responses_view(
+        state.store,
+        p.project_id,
+        f=f,
+        query=q,
+        search=q.get("q", "").strip(),
+        score=score,
+        before=before,
+    )
+    return _html(render_responses(view, logout=_logout(state)))
+
+
+@router.get(f"/responses/{{event_id:{TEXT}}}", response_class=HTMLResponse)
+def response(
+    request: Request, state: State, event_id: Annotated[str, Path(min_length=1, max_length=256)]
+) -> Response:
+    p = _reader(request, state)
+    if p is None:
+        return _to_login(request)
+    view = data.response_view(state.store, p.project_id, event_id)
+    return _html(render_response(view, logout=_logout(state)))
+
+
+@router.get(f"/prompts/{{prompt_id:{TEXT}}}", response_class=HTMLResponse)
+def prompt(
+    request: Request,
+    state: State,
+    prompt_id: Annotated[str, Path(min_length=1, max_length=256)],
+    a: Annotated[str, Query(max_length=256)] = "",
+    b: Annotated[str, Query(max_length=256)] = "",
+) -> Response:
+    """A prompt's versions and the diff of any two (labels and rollouts join with releases)."""
+    p = _reader(request, state)
+    if p is None:
+        return _to_login(request)
+    view = data.prompt_view(state.store, p.project_id, prompt_id, a=a, b=b)
+    return _html(render_prompt(view, logout=_logout(state)))
 
 
 _GROUP_FIELDS = (*ResponseFilter.__dataclass_fields__,)

@@ -287,16 +287,17 @@ def sparkline(
 ) -> str:
     """A small trend line for the overview, incidents marked."""
     with _style("k", **{"axes.grid": False}):
-        fig = Figure(figsize=(4, 1.1), dpi=72)
-        fig.subplots_adjust(left=0.1, right=0.98, bottom=0.06, top=0.94)
+        fig = Figure(figsize=(4, 1.4), dpi=72)
+        fig.subplots_adjust(left=0.12, right=0.97, bottom=0.2, top=0.95)
         ax = fig.add_subplot()
-        ax.plot(_x(list(times)), _y(list(means)), color=BLUE, linewidth=1.2)
+        ax.plot(_x(list(times)), _y(list(means)), color=BLUE, linewidth=1.2, gid="series")
         for t in marks:
             ax.axvline(_x(t), color=RED, linewidth=1, linestyle=":")
-        ax.set_xticks([])
-        ax.tick_params(axis="y", labelsize=9)
+        loc = _dates_mod.AutoDateLocator(minticks=2, maxticks=4)
+        ax.xaxis.set_major_locator(loc)
+        ax.xaxis.set_major_formatter(_dates_mod.DateFormatter("%b %d"))
+        ax.tick_params(axis="both", labelsize=9)
         ax.locator_params(axis="y", nbins=3)
-        ax.spines["bottom"].set_visible(False)
         ax.spines["left"].set_visible(False)
         ax.margins(x=0)
         return _svg(fig, "trend")

@@ -104,6 +104,8 @@ class WhatNow:
     from_culprit: int  # of which from the blamed version
     culprit: str
     predecessor: str
+    explore: str = ""  # the responses since the shift, in the explorer
+    explore_worse: str = ""  # those of them that failed the metric (rates) — the regression
 
 
 @dataclass
@@ -244,7 +246,16 @@ def _what_now(store: Store, project: str, row: dict[str, Any], ev: dict[str, Any
             recent[_version_label(r, dim)] += int(r["responses"])
         total = sum(recent.values()) or 1
         serving = sorted(((v, n / total) for v, n in recent.items()), key=lambda x: -x[1])
+    q = {k: v for k, v in where.items() if v}
+    q["since"] = row["shift_start"].strftime("%Y-%m-%dT%H:%M")
+    explore = "/reports/responses?" + urlencode(q)
+    worse = ""
+    if ev.get("metric_kind") == "proportion":
+        bad = {"max": "0"} if row["direction"] == "regression" else {"min": "1"}
+        worse = explore + "&" + urlencode({"metric": row["metric"], **bad})
     return WhatNow(
+        explore=explore,
+        explore_worse=worse,
         dimension=dim,
         serving=serving[:5],
         window=window,
@@ -754,6 +765,7 @@ class Trend:
     svg: str
     last: float | None
     n: int
+    href: str = ""  # the responses behind it, in the explorer
 
 
 @dataclass
@@ -825,6 +837,10 @@ def _trends(store: Store, project: str, now: datetime) -> list[Trend]:
                 svg=charts.sparkline(ts, means, marks=marks),
                 last=means[-1],
                 n=int(sum(per[t][0] for t in ts)),
+                href="/reports/responses?"
+                + urlencode(
+                    {"app": app, "metric": metric, "since": ts[0].strftime("%Y-%m-%dT%H:%M")}
+                ),
             )
         )
     return out

@@ -364,7 +364,8 @@ def test_reflected_query_and_path_values_are_inert(site):
 # -- every template slot, every payload -------------------------------------------------------
 
 
-_KEEP = {"links", "kind", "metric_kind"}  # URLs we build, formatting switches
+_KEEP = {"links", "kind", "metric_kind", "explore", "explore_worse", "href", "next_href"}
+# ^ URLs we build (urlencoded), formatting switches
 _CHARTS = {"chart_svg", "svg"}  # our SVG (labels: test_chart_labels_...), left out for speed
 NO_CHART = '<svg class="chart"></svg>'
 

@@ -689,7 +689,22 @@ def _samples(
         fb = ResponseFilter(app=base.app, route=base.route, since=before[0], until=before[1])
         fa = ResponseFilter(app=base.app, route=base.route, since=after[0], until=after[1])
     rows_b = store.list_responses(project, fb, limit=SAMPLE_ROWS, columns=_PAIRING)
-    rows_a = store.list_responses(project, fa, limit=SAMPLE_ROWS, columns=_PAIRING)
+    # The after side shows the problem: responses that scored on the worse side of the level
+    # before the shift (failed, for a rate) come first, then the rest.
+    worse_range = _worse_range(row, ev)
+    failing = (
+        store.list_responses(
+            project, fa, limit=SAMPLE_ROWS, columns=_PAIRING, score=(row["metric"], *worse_range)
+        )
+        if worse_range
+        else []
+    )
+    bad_ids = {r["event_id"] for r in failing}
+    rows_a = failing + [
+        r
+        for r in store.list_responses(project, fa, limit=SAMPLE_ROWS, columns=_PAIRING)
+        if r["event_id"] not in bad_ids
+    ]
     by_case = {r["case_id"]: r for r in rows_b if r["case_id"]}
     by_route: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for r in sorted(rows_b, key=lambda r: r["status"] != "ok"):
@@ -702,10 +717,15 @@ def _samples(
             scored[x["case_id"]] = (float(x["a"]), float(x["b"]))
     worse = -1.0 if row["direction"] == "regression" else 1.0
 
-    def order(r: dict[str, Any]) -> tuple[bool, float, bool]:
+    def order(r: dict[str, Any]) -> tuple[bool, bool, float, bool]:
         a_b = scored.get(r["case_id"])
         drop = worse * (a_b[1] - a_b[0]) if a_b else 0.0
-        return (r["case_id"] not in by_case, -drop, r["status"] != "ok")
+        return (
+            r["event_id"] not in bad_ids,
+            r["case_id"] not in by_case,
+            -drop,
+            r["status"] != "ok",
+        )
 
     chosen: list[tuple[str, dict[str, Any], dict[str, Any]]] = []
     used: set[str] = set()
@@ -726,11 +746,35 @@ def _samples(
         chosen.append((match, m, r))
     ids = [x["event_id"] for _, m, r in chosen for x in (m, r)]
     whole = {x["event_id"]: x for x in store.responses_by_id(project, ids)}
+    scores: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for x in store.scores_of(project, ids):
+        scores[x["event_id"]].append(x)
+
+    def side(event_id: str) -> dict[str, Any]:
+        out = _clip(whole[event_id])
+        # the incident's metric first: the score the sample is about
+        out["scores"] = sorted(scores[event_id], key=lambda x: x["name"] != row["metric"])
+        out["failing"] = event_id in bad_ids
+        return out
+
     return [
-        SamplePair(match, _clip(whole[m["event_id"]]), _clip(whole[r["event_id"]]))
+        SamplePair(match, side(m["event_id"]), side(r["event_id"]))
         for match, m, r in chosen
         if m["event_id"] in whole and r["event_id"] in whole
     ]
+
+
+def _worse_range(row: dict[str, Any], ev: dict[str, Any]) -> tuple[float, float] | None:
+    """The score range of a response on the worse side of the shift: a failed (or, for an
+    improvement, passed) rate, else beyond the level before it."""
+    level = ev.get("level_before")
+    higher_is_better = ev.get("higher_is_better", True)
+    bad_low = higher_is_better == (row["direction"] == "regression")
+    if ev.get("metric_kind") == "proportion":
+        return (0.0, 0.0) if bad_low else (1.0, 1.0)
+    if level is None:
+        return None
+    return (-1e300, float(level)) if bad_low else (float(level), 1e300)
 
 
 def _clip(r: dict[str, Any]) -> dict[str, Any]:

@@ -344,6 +344,19 @@ class Store(ABC):
             e=event_id,
         )
 
+    def scores_of(self, project_id: str, event_ids: Sequence[str]) -> list[dict[str, Any]]:
+        """Every score of a few responses (event_id, name, source, value)."""
+        if not event_ids:
+            return []
+        ids = {f"e{i}": e for i, e in enumerate(event_ids)}  # chDB takes no list parameters
+        return self._rows(
+            "SELECT event_id, name, source, value FROM scores FINAL WHERE project_id = {p:String}"
+            f" AND event_id IN ({', '.join(f'{{{k}:String}}' for k in ids)})"
+            " ORDER BY event_id, name, source",
+            p=project_id,
+            **ids,
+        )
+
     def response_errors(self, project_id: str, event_id: str) -> list[dict[str, Any]]:
         """The evaluators that failed on one response, with their errors."""
         return self._rows(

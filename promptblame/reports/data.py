@@ -1179,6 +1179,7 @@ def response_view(store: Store, project: str, event_id: str) -> ResponseView:
     if not found:
         raise NotFound(f"no response {event_id!r}")
     r = found[0]
+    r["tags"] = dict(r.get("tags") or {})  # a Map arrives as key/value pairs
     return ResponseView(
         response=r,
         scores=store.response_scores(project, event_id),
@@ -1220,8 +1221,10 @@ def prompt_view(
         {
             "version": v,
             "registered": v in by_version,
+            "author": "",
+            "created_at": None,
             **(by_version.get(v) or {}),
-            **traffic.get(v, {"responses": 0}),
+            **traffic.get(v, {"responses": 0, "first_seen": None, "last_seen": None}),
         }
         for v in names
     ]

@@ -59,7 +59,9 @@ def _html(body: str, status: int = 200) -> HTMLResponse:
         headers={
             "Content-Security-Policy": CSP,
             "X-Content-Type-Options": "nosniff",
-            "Referrer-Policy": "no-referrer",
+            # same-origin, not no-referrer: under no-referrer a browser sends "Origin: null"
+            # with our own form posts, and the CSRF check needs their real origin
+            "Referrer-Policy": "same-origin",
             "Cache-Control": "no-store",
         },
     )

@@ -23,6 +23,7 @@ from urllib.parse import quote
 
 import pytest
 from fastapi.testclient import TestClient
+from markupsafe import escape
 
 from promptblame.analysis.alerting import payloads as alert_payloads
 from promptblame.analysis.service import CompareSpec, ExperimentSpec
@@ -338,6 +339,35 @@ def test_the_overview_shows_incidents_alerts_and_rollouts_inertly(site):
     # every clone's headline (culprit value or app) is listed; the recorded error is shown
     assert missing(page.text, [p for p in PAYLOADS if p.short]) == []
     assert shown(P["svg-text-breakout"].text + P["ansi-osc52"].text) in page.text
+
+
+def test_the_lists_explorer_response_and_prompt_pages_show_hostile_names_inertly(site):
+    """The pages added for browsing: hostile app/route/prompt/model names and experiment arms
+    as text, hostile filter values reflected inertly, every page passing the markup check."""
+    names = [P[n] for n in SLOTS_A.values()]
+    page = report(site, "/reports/incidents", status="all")
+    assert missing(page.text, [P[SLOTS_A["app"]], P[SLOTS_A["route"]]]) == []
+    report(site, "/reports/jobs")
+    page = report(site, "/reports/experiments")
+    assert shown(experiment_name(P)) in page.text
+    page = report(site, "/reports/responses", app=ident(P[SLOTS_A["app"]]))
+    assert missing(page.text, [P[SLOTS_A["app"]], P[SLOTS_A["prompt_id"]]]) == []
+    for p in [*PAYLOADS[:: max(1, len(PAYLOADS) // 8)], P["nul"], P["rtl-override"]]:
+        v = ident(p)[:128]
+        report(site, "/reports/responses", route=v, q=v, metric=v, min="0")  # markup checked
+        r = site.client.get("/reports/responses", params={"q": v}, headers=auth(site.key))
+        assert f'value="{escape(shown(v))}"' in r.text, p.name  # reflected as an inert value
+    r = site.client.get(
+        "/reports/responses", params={"app": ident(P[SLOTS_A["app"]])}, headers=auth(site.key)
+    )
+    event_id = re.search(r'href="/reports/responses/([^"]+)"', r.text)
+    assert event_id is not None
+    page = report(site, f"/reports/responses/{event_id.group(1)}")
+    assert missing(page.text, [P[SLOTS_A["app"]], P[SLOTS_A["environment"]]]) == []
+    prompt_id = ident(P[SLOTS_A["prompt_id"]])
+    page = report(site, f"/reports/prompts/{quote(prompt_id, safe='')}")
+    assert shown(prompt_id) in page.text
+    assert names  # the slots above are the detected incidents' own names
 
 
 def test_reflected_query_and_path_values_are_inert(site):

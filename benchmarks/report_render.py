@@ -77,10 +77,13 @@ def demo_pages(store: Any, n: int) -> dict[str, list[float]]:
     one = store.list_responses(p, ResponseFilter(app="extractor"), limit=1, columns=("event_id",))
     event_id = one[0]["event_id"]
     pages["one response"] = lambda: r.render_response(data.response_view(store, p, event_id))
+
+    def incident(iid: str) -> Callable[[], object]:
+        return lambda: r.render_incident(data.incident_view(store, p, iid))
+
     for inc in store.incidents(p):
-        iid = inc["incident_id"]
         name = f"incident {inc['app']}/{inc['route'] or '*'} {inc['metric']}"
-        pages[name] = lambda iid=iid: r.render_incident(data.incident_view(store, p, iid))
+        pages[name] = incident(inc["incident_id"])
     return {name: timed(fn, n) for name, fn in pages.items()}
 
 

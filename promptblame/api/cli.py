@@ -477,7 +477,8 @@ def demo(data_dir: Path, port: int, scale: float, no_serve: bool) -> None:
     click.echo(f"\ndone in {took:.0f} s; API key in {data_dir / 'demo-key.txt'}")
     if result.reports:
         click.echo(f"reports written to {result.reports[0].parent}/ (open index.html)")
-    _demo_commands(data_dir, result.url, result.key, [i["incident_id"] for i in result.incidents])
+    ids = [i["incident_id"] for i in result.incidents]
+    _demo_commands(data_dir, result.url, result.key, ids, serving=not no_serve)
     if no_serve:
         server.stop()
         return
@@ -491,21 +492,35 @@ def demo(data_dir: Path, port: int, scale: float, no_serve: bool) -> None:
         server.stop()
 
 
-def _demo_commands(data_dir: Path, url: str, key: str, incident_ids: list[str]) -> None:
-    """The commands that work on the demo's data, printed as they are to be typed."""
+def _demo_commands(
+    data_dir: Path, url: str, key: str, incident_ids: list[str], *, serving: bool
+) -> None:
+    """The commands that work on the demo's data, printed as they are to be typed (the
+    executable by its path when `promptblame` on PATH is another one, or none)."""
     import shlex
+    import shutil
 
+    exe = Path(sys.executable).parent / "promptblame"
+    found = shutil.which("promptblame")
+    cmd = "promptblame"
+    if exe.exists() and (found is None or Path(found).resolve() != exe.resolve()):
+        cmd = shlex.quote(str(exe))
     env = f"PROMPTBLAME_DATA_DIR={shlex.quote(str(data_dir / 'store'))}"
     first = incident_ids[0] if incident_ids else "<incident id>"
-    click.echo(
-        "\nwhile the demo serves, through its API:\n"
-        f"  promptblame incidents list --url {url} --key {key}\n"
-        f"  promptblame incidents show {first} --url {url} --key {key}\n"
-        "once it has stopped (the server holds the store), on the store itself:\n"
-        f"  {env} promptblame incidents list --project demo\n"
-        f"  {env} promptblame report overview --project demo --out overview.html\n"
-        f"  {env} promptblame report incident {first} --project demo --out incident.html"
-    )
+    lines = []
+    if serving:
+        lines += [
+            "while the demo serves, through its API:",
+            f"  {cmd} incidents list --url {url} --key {key}",
+            f"  {cmd} incidents show {first} --url {url} --key {key}",
+        ]
+    lines += [
+        "once the demo has stopped (a running demo holds its store), on the store itself:",
+        f"  {env} {cmd} incidents list --project demo",
+        f"  {env} {cmd} report overview --project demo --out overview.html",
+        f"  {env} {cmd} report incident {first} --project demo --out incident.html",
+    ]
+    click.echo("\n" + "\n".join(lines))
 
 
 @main.group()

@@ -534,3 +534,22 @@ def test_the_date_axis_names_each_ticks_own_month(first, days):
         assert label == (at(px) + timedelta(minutes=30)).strftime("%b %d"), label
     months = {label.split()[0] for _, label in drawn.x_labels}
     assert months == ({"Nov"} if first.day == 3 else {"Nov", "Dec"})
+
+
+def test_a_response_page_shows_every_score_and_the_same_eval_case_under_the_other_version(
+    client, key, embedded_store
+):
+    report_traffic(embedded_store)
+    html = page(client, "/reports/responses/case-c1-v2", key)
+    text = unescape(html)
+    assert "correct" in text and 'id="scores"' in html
+    assert "The same eval case under other versions" in text
+    # the other version's answer to c1, with its own score (v1 answered it correctly)
+    assert "case-c1-v1" in text and "According to the policy" in text
+    listed = page(client, "/reports/responses?q=definitely+fine&prompt_version=v2", key)
+    ids = re.findall(r'href="/reports/responses/([^"]+)"', listed)
+    assert sorted(ids) == [f"case-c{i}-v2" for i in (2, 3, 4)]  # c1's v2 answer is the XSS one
+    embedded_store.materialize_scores()  # the score filter reads `scored` (a job, every minute)
+    failing = page(client, "/reports/responses?metric=correct&max=0&q=Sure!&app=bot", key)
+    got = set(re.findall(r'href="/reports/responses/(case-[^"]+)"', failing))
+    assert got == {"case-c1-v2", "case-c3-v2"}  # text and score: only the cases that regressed

@@ -1171,7 +1171,10 @@ class ResponseView:
     response: dict[str, Any]
     scores: list[dict[str, Any]]
     errors: list[dict[str, Any]]
-    incidents: list[dict[str, Any]]  # incidents of its app whose shift it came after
+    same_case: list[dict[str, Any]]  # the same eval case answered by other versions
+
+
+MAX_SAME_CASE = 3
 
 
 def response_view(store: Store, project: str, event_id: str) -> ResponseView:
@@ -1180,11 +1183,27 @@ def response_view(store: Store, project: str, event_id: str) -> ResponseView:
         raise NotFound(f"no response {event_id!r}")
     r = found[0]
     r["tags"] = dict(r.get("tags") or {})  # a Map arrives as key/value pairs
+    same_case: list[dict[str, Any]] = []
+    if r.get("case_id"):
+        # the same eval case answered by other versions: the newest answer of each
+        mine = (r["prompt_id"], r["prompt_version"], r["model"], r["model_version"])
+        seen = {mine}
+        for x in store.case_responses(project, app=r["app"], case_id=r["case_id"]):
+            key = (x["prompt_id"], x["prompt_version"], x["model"], x["model_version"])
+            if key not in seen and len(same_case) < MAX_SAME_CASE:
+                seen.add(key)
+                same_case.append(_clip(x))
+        scores: dict[str, list[dict[str, Any]]] = defaultdict(list)
+        for s in store.scores_of(project, [x["event_id"] for x in same_case]):
+            scores[s["event_id"]].append(s)
+        for x in same_case:
+            x["scores"] = scores[x["event_id"]]
+            x["failing"] = False
     return ResponseView(
         response=r,
         scores=store.response_scores(project, event_id),
         errors=store.response_errors(project, event_id),
-        incidents=[],
+        same_case=same_case,
     )
 
 

@@ -357,6 +357,20 @@ class Store(ABC):
             **ids,
         )
 
+    def case_responses(
+        self, project_id: str, *, app: str, case_id: str, limit: int = 20
+    ) -> list[dict[str, Any]]:
+        """The newest responses of one eval case of an app (every version that answered it)."""
+        return self._rows(
+            "SELECT * EXCEPT (project_id) FROM responses FINAL WHERE project_id = {p:String}"
+            " AND app = {a:String} AND case_id = {c:String}"
+            " ORDER BY ts DESC, event_id DESC LIMIT {lim:UInt32}",
+            p=project_id,
+            a=app,
+            c=case_id,
+            lim=limit,
+        )
+
     def response_errors(self, project_id: str, event_id: str) -> list[dict[str, Any]]:
         """The evaluators that failed on one response, with their errors."""
         return self._rows(

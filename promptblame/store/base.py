@@ -328,6 +328,15 @@ class Store(ABC):
             p=project_id,
         )
 
+    def dimension_values(self, project_id: str) -> list[dict[str, Any]]:
+        """The distinct (app, prompt_id, prompt_version, model) of the project's responses:
+        suggestions for filters (no FINAL: a duplicate row changes no distinct value)."""
+        return self._rows(
+            "SELECT DISTINCT app, prompt_id, prompt_version, model FROM responses"
+            " WHERE project_id = {p:String}",
+            p=project_id,
+        )
+
     def score_names(self, project_id: str) -> list[str]:
         rows = self._rows(
             "SELECT DISTINCT name FROM scored WHERE project_id = {p:String} ORDER BY name",

@@ -136,6 +136,12 @@ class Settings(BaseSettings):
         default="http://127.0.0.1:8000",
         description="Where people reach this server; alerts link to its incident reports.",
     )
+    report_form_secret: SecretStr = Field(
+        default=SecretStr(""),
+        description="HMAC key of the report pages' form tokens (CSRF). Empty: a random key per"
+        " process, so open forms stop working at a restart; set it when several api processes"
+        " serve the pages.",
+    )
     judge_base_url: str = Field(
         default="",
         description="OpenAI-compatible endpoint of the LLM judge (https://api.openai.com/v1).",

@@ -165,6 +165,7 @@ PAGE_TAGS = {
     *("table", "thead", "tbody", "tr", "th", "td", "form", "button", "input", "label"),
     *("svg", "defs", "g", "path", "clippath", "use", "text", "rect", "polyline", "line"),
     *("polygon", "circle", "desc", "tspan"),
+    *("nav", "select", "option", "datalist", "br"),  # navigation, filter forms, timelines
 }
 _META = {
     ("charset",),

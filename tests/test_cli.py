@@ -50,3 +50,49 @@ def test_bad_scopes_and_bad_settings_are_named():
     assert r.exit_code == 1 and "PROMPTBLAME_PORT" in r.output
     r = CliRunner().invoke(main, ["worker"])
     assert r.exit_code == 1 and "PROMPTBLAME_CLICKHOUSE_URL" in r.output
+
+
+def test_a_data_directory_without_a_store_is_an_error_not_an_empty_all_clear(tmp_path):
+    """`report overview` on the wrong directory once wrote "No open incidents" with exit 0."""
+    data = tmp_path / "nothing-here"
+    out = tmp_path / "x.html"
+    for args in (
+        ("report", "overview", "--project", "demo", "--out", str(out)),
+        ("incidents", "list"),
+        ("keys", "list"),
+        ("detect",),
+    ):
+        r = cli(data, *args)
+        assert r.returncode == 1, (args, r.stderr)
+        assert "holds no promptblame store" in r.stderr and "PROMPTBLAME_DATA_DIR" in r.stderr
+    assert not out.exists() and not (data / "metadata").exists()
+    assert cli(data, "migrate").returncode == 0  # the explicit way to create one
+    assert cli(data, "incidents", "list").returncode == 0
+
+
+def test_incidents_list_and_show_read_the_store_and_version_and_help_are_whole(tmp_path):
+    from promptblame import __version__
+    from promptblame.settings import Settings
+    from promptblame.store import open_store
+    from tests.test_reports import report_traffic
+
+    data = tmp_path / "d"
+    store = open_store(Settings(data_dir=data))
+    try:
+        incident_id = report_traffic(store)
+    finally:
+        store.close()
+    listed = cli(data, "incidents", "list", "--project", "acme")
+    assert listed.returncode == 0, listed.stderr
+    line = next(x for x in listed.stdout.splitlines() if x.startswith(incident_id))
+    assert "critical" in line and "Prompt answer@v2 regressed correct on bot by -22.5 pt" in line
+    shown = cli(data, "incidents", "show", incident_id, "--project", "acme")
+    assert shown.returncode == 0 and "The arrival of prompt answer@v2" in shown.stdout
+    assert "bucket" not in shown.stdout and "2026-" in shown.stdout
+    missing = cli(data, "incidents", "show", "nope", "--project", "acme")
+    assert missing.returncode == 1 and "no incident 'nope'" in missing.stderr
+    r = CliRunner().invoke(main, ["--version"])
+    assert r.exit_code == 0 and __version__ in r.output
+    r = CliRunner().invoke(main, ["--help"], terminal_width=80)
+    commands = r.output.split("Commands:")[1]
+    assert "..." not in commands and "incidents" in commands

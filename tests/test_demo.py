@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import subprocess
+from pathlib import Path
 
 from tests.server_process import CLI, env_for, free_port
 
@@ -40,3 +41,16 @@ def test_the_demo_names_the_injected_culprits_and_blames_no_version_for_the_mix_
     assert sorted(blamed) == sorted([extractor, refunds])
     assert not any("digest@v2 (from" in x or "gpt-4o@2024-11-20 (from" in x for x in lines)
     assert (data / "demo-key.txt").read_text().startswith("pb_")
+
+    # the commands the demo prints for its stopped store work as printed
+    printed = [x.strip() for x in r.stdout.splitlines() if x.strip().startswith("PROMPTBLAME_")]
+    assert len(printed) == 3
+    env = env_for(tmp_path / "unused")
+    env["PATH"] = f"{Path(CLI[0]).parent}:{env['PATH']}"
+    for command in printed:
+        done = subprocess.run(  # noqa: S602 (the demo's own printed command line, as typed)
+            command, shell=True, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120
+        )
+        assert done.returncode == 0, (command, done.stderr[-2000:])
+    assert "Open incidents" in (tmp_path / "overview.html").read_text()
+    assert 'id="verdict"' in (tmp_path / "incident.html").read_text()

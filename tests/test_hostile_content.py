@@ -23,6 +23,7 @@ from urllib.parse import quote
 
 import pytest
 from fastapi.testclient import TestClient
+from markupsafe import escape
 
 from promptblame.analysis.alerting import payloads as alert_payloads
 from promptblame.analysis.service import CompareSpec, ExperimentSpec
@@ -340,6 +341,35 @@ def test_the_overview_shows_incidents_alerts_and_rollouts_inertly(site):
     assert shown(P["svg-text-breakout"].text + P["ansi-osc52"].text) in page.text
 
 
+def test_the_lists_explorer_response_and_prompt_pages_show_hostile_names_inertly(site):
+    """The pages added for browsing: hostile app/route/prompt/model names and experiment arms
+    as text, hostile filter values reflected inertly, every page passing the markup check."""
+    names = [P[n] for n in SLOTS_A.values()]
+    page = report(site, "/reports/incidents", status="all")
+    assert missing(page.text, [P[SLOTS_A["app"]], P[SLOTS_A["route"]]]) == []
+    report(site, "/reports/jobs")
+    page = report(site, "/reports/experiments")
+    assert shown(experiment_name(P)) in page.text
+    page = report(site, "/reports/responses", app=ident(P[SLOTS_A["app"]]))
+    assert missing(page.text, [P[SLOTS_A["app"]], P[SLOTS_A["prompt_id"]]]) == []
+    for p in [*PAYLOADS[:: max(1, len(PAYLOADS) // 8)], P["nul"], P["rtl-override"]]:
+        v = ident(p)[:128]
+        report(site, "/reports/responses", route=v, q=v, metric=v, min="0")  # markup checked
+        r = site.client.get("/reports/responses", params={"q": v}, headers=auth(site.key))
+        assert f'value="{escape(shown(v))}"' in r.text, p.name  # reflected as an inert value
+    r = site.client.get(
+        "/reports/responses", params={"app": ident(P[SLOTS_A["app"]])}, headers=auth(site.key)
+    )
+    event_id = re.search(r'href="/reports/responses/([^"]+)"', r.text)
+    assert event_id is not None
+    page = report(site, f"/reports/responses/{event_id.group(1)}")
+    assert missing(page.text, [P[SLOTS_A["app"]], P[SLOTS_A["environment"]]]) == []
+    prompt_id = ident(P[SLOTS_A["prompt_id"]])
+    page = report(site, f"/reports/prompts/{quote(prompt_id, safe='')}")
+    assert shown(prompt_id) in page.text
+    assert names  # the slots above are the detected incidents' own names
+
+
 def test_reflected_query_and_path_values_are_inert(site):
     hostile = "".join(p.text for p in PAYLOADS if p.short)[:200]
     for p in [*PAYLOADS[:: max(1, len(PAYLOADS) // 12)], P["nul"], P["rtl-override"]]:
@@ -364,7 +394,8 @@ def test_reflected_query_and_path_values_are_inert(site):
 # -- every template slot, every payload -------------------------------------------------------
 
 
-_KEEP = {"links", "kind", "metric_kind"}  # URLs we build, formatting switches
+_KEEP = {"links", "kind", "metric_kind", "explore", "explore_worse", "href", "next_href"}
+# ^ URLs we build (urlencoded), formatting switches
 _CHARTS = {"chart_svg", "svg"}  # our SVG (labels: test_chart_labels_...), left out for speed
 NO_CHART = '<svg class="chart"></svg>'
 
@@ -450,7 +481,7 @@ def test_chart_labels_are_escaped_and_show_control_characters():
             [charts.Point(t, 0.5, 0.4, 0.6) for t in ts],
             [charts.Marker(ts[n % 10], f"prompt {x}", "prompt") for n, x in enumerate(labels)],
             metric="".join(ident(p) for p in PAYLOADS if p.kind == metric)[:256],
-            levels=(ts[5], 0.5, 0.5),
+            segments=[charts.Segment(ts[0], ts[5], 0.5, label="level")],
             times=ts,
             shares={x: [1.0 / len(labels)] * 10 for x in labels},
         )

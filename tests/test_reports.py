@@ -10,8 +10,10 @@ import subprocess
 from datetime import UTC, datetime, timedelta
 from html import unescape
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+import pytest
 
 from promptblame.analysis.attribution.verdict import fmt_effect
 from promptblame.analysis.detection import run_detection
@@ -19,13 +21,14 @@ from promptblame.api.auth import new_key
 from promptblame.ingest.contracts import ResponseEvent, ScoreEvent
 from promptblame.ingest.rows import responses_table, scores_table
 from promptblame.reports import charts
-from promptblame.reports.data import overview_view
+from promptblame.reports.data import incident_view, overview_view
 from promptblame.reports.render import render_overview
-from promptblame.reports.words import fmt_p
+from promptblame.reports.words import fmt_delta, fmt_p, fmt_value
 from promptblame.settings import Settings
 from promptblame.store import open_store
 from tests.helpers import auth
 from tests.server_process import CLI, env_for
+from tests.svgdata import read_chart, x_to_time
 from tests.test_incidents import NOW, SETTINGS, START, SWITCH, traffic
 
 XSS = (
@@ -157,8 +160,13 @@ def test_the_incident_report_shows_the_api_verdict_and_per_version_numbers(
     for v in versions:
         row = rows[f"answer@{v['prompt_version']}"]
         s = v["score"]
-        assert row[2] == f"{s['n']:,}" and row[3] == f"{s['mean']:.3f}"
-        assert row[4] == f"{s['ci_low']:.3f} to {s['ci_high']:.3f}"
+        # a rate is shown as a percentage, with the decimals its interval's width allows
+        width = s["ci_high"] - s["ci_low"]
+        assert row[2] == f"{s['n']:,}" and row[3] == fmt_value(s["mean"], kind="proportion")
+        assert row[4] == (
+            f"{fmt_value(s['ci_low'], kind='proportion', width=width)} to"
+            f" {fmt_value(s['ci_high'], kind='proportion', width=width)}"
+        )
     assert rows["answer@v1"][5:8] == ["100%", "0%", "predecessor"]
     assert rows["answer@v2"][5:8] == ["0%", "100%", "culprit"]
 
@@ -208,7 +216,7 @@ def test_chart_labels_are_escaped_by_the_svg_writer_and_dollars_stay_text():
         [charts.Point(t, 0.5, 0.4, 0.6) for t in ts],
         [charts.Marker(ts[5], f"prompt {hostile}", "prompt")],
         metric=hostile,
-        levels=(ts[5], 0.5, 0.5),
+        segments=[charts.Segment(ts[0], ts[5], 0.5, label=hostile)],
         times=ts,
         shares={hostile: [1.0] * 10},
     )
@@ -281,8 +289,9 @@ def test_comparison_and_experiment_reports_show_the_api_numbers(client, key, emb
     html = page(
         client, "/reports/compare?metric=correct&a.prompt_version=v1&b.prompt_version=v2", key
     )
+    width = api["ci_high"] - api["ci_low"]  # a rate: points, the digits the CI allows
     for x in (api["effect"], api["ci_low"], api["ci_high"]):
-        assert f"{x:.4f}" in html or f"{x:.3f}" in html
+        assert fmt_delta(x, kind="proportion", width=width) in html
     assert fmt_p(api["p_value"]) in html and "<svg" in html and "power" in html
     bad = client.get("/reports/compare?metric=correct&a.nope=1", headers=auth(key))
     assert bad.status_code == 200  # unknown group fields are ignored, like absent ones
@@ -292,7 +301,8 @@ def test_comparison_and_experiment_reports_show_the_api_numbers(client, key, emb
     assert "Sample ratio mismatch" in html and exp["srm"]["mismatch"]
     (row,) = table_rows(html, "results")
     (res,) = exp["results"]
-    assert row[0:3] == ["correct", "b", f"{res['effect']:.4f}"]
+    width = res["ci_high"] - res["ci_low"]
+    assert row[0:3] == ["correct", "b", fmt_delta(res["effect"], kind="proportion", width=width)]
     assert row[5] == fmt_p(res["p_holm"]) and row[6] == fmt_p(res["p_bh"])
 
 
@@ -467,3 +477,79 @@ def test_alerts_link_to_the_incident_report(client, key, embedded_store):
     assert "regressed correct" in page(client, path, key)
     alerts = table_rows(page(client, "/reports/", key), "alerts")
     assert len(alerts) == 2 and all(r[4] == "sent" for r in alerts)
+
+
+def check_chart_levels(view: Any) -> None:
+    """The dashed level lines sit at the response-weighted means of the plotted series on each
+    side of the shift: in the view model, in the SVG (read back through its axis), and in the
+    text."""
+    ch, lv = view.chart, view.chart.levels
+    assert lv is not None and lv.before is not None and lv.after is not None
+    pts = [p for p in ch.points if p.mean is not None]
+
+    def mean(ps: list[Any]) -> float:
+        return sum(p.mean * p.n for p in ps) / sum(p.n for p in ps)
+
+    assert lv.before == pytest.approx(mean([p for p in pts if p.t < lv.split]))
+    assert lv.after == pytest.approx(mean([p for p in pts if p.t >= lv.split]))
+    drawn = read_chart(ch.svg)
+    tol = 0.002 * (max(p.mean for p in pts) - min(p.mean for p in pts))
+    assert [y for _, y in drawn.series] == pytest.approx([p.mean for p in pts], abs=tol)
+    for gid, level in (("level-before", lv.before), ("level-after", lv.after)):
+        assert [y for _, y in drawn.lines[gid]] == pytest.approx([level, level], abs=tol)
+    text = " ".join(view.explanation)
+    for level in (lv.before, lv.after):
+        assert fmt_value(level, metric=view.row["metric"], kind=view.kind) in text
+
+
+def test_the_incident_chart_draws_the_plotted_series_own_levels_and_says_them(embedded_store):
+    incident_id = report_traffic(embedded_store)
+    view = incident_view(embedded_store, "acme", incident_id, now=NOW)
+    check_chart_levels(view)
+    bands = [(p.low, p.mean, p.high) for p in view.chart.points if p.low is not None]
+    assert view.chart.rate and bands
+    assert all(0 <= lo <= m <= hi <= 1 for lo, m, hi in bands if m is not None and hi is not None)
+
+
+@pytest.mark.parametrize(
+    ("first", "days"),
+    [(datetime(2026, 11, 3, tzinfo=UTC), 14), (datetime(2026, 11, 20, tzinfo=UTC), 14)],
+)
+def test_the_date_axis_names_each_ticks_own_month(first, days):
+    """November data says November (the month offset once said "2026-Dec"); a series that
+    crosses into December says so at the ticks that are in December."""
+    ts = [first + timedelta(hours=i) for i in range(24 * days)]
+    svg = charts.incident_chart(
+        [charts.Point(t, 0.5 + 0.1 * (i % 3), None, None, 10) for i, t in enumerate(ts)],
+        [],
+        metric="resolved",
+        segments=[],
+        times=ts,
+        shares={"a@v1": [1.0] * len(ts)},
+    )
+    drawn = read_chart(svg)
+    at = x_to_time(drawn, ts[0], ts[-1])
+    assert len(drawn.x_labels) >= 4
+    for px, label in drawn.x_labels:
+        assert label == (at(px) + timedelta(minutes=30)).strftime("%b %d"), label
+    months = {label.split()[0] for _, label in drawn.x_labels}
+    assert months == ({"Nov"} if first.day == 3 else {"Nov", "Dec"})
+
+
+def test_a_response_page_shows_every_score_and_the_same_eval_case_under_the_other_version(
+    client, key, embedded_store
+):
+    report_traffic(embedded_store)
+    html = page(client, "/reports/responses/case-c1-v2", key)
+    text = unescape(html)
+    assert "correct" in text and 'id="scores"' in html
+    assert "The same eval case under other versions" in text
+    # the other version's answer to c1, with its own score (v1 answered it correctly)
+    assert "case-c1-v1" in text and "According to the policy" in text
+    listed = page(client, "/reports/responses?q=definitely+fine&prompt_version=v2", key)
+    ids = re.findall(r'href="/reports/responses/([^"]+)"', listed)
+    assert sorted(ids) == [f"case-c{i}-v2" for i in (2, 3, 4)]  # c1's v2 answer is the XSS one
+    embedded_store.materialize_scores()  # the score filter reads `scored` (a job, every minute)
+    failing = page(client, "/reports/responses?metric=correct&max=0&q=Sure!&app=bot", key)
+    got = set(re.findall(r'href="/reports/responses/(case-[^"]+)"', failing))
+    assert got == {"case-c1-v2", "case-c3-v2"}  # text and score: only the cases that regressed

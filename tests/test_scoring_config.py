@@ -169,6 +169,9 @@ def test_the_api_applies_lists_and_needs_the_admin_scope(client, key, embedded_s
 
 def test_the_cli_applies_a_file_to_the_store_and_shows_the_diff(tmp_path):
     data, path = tmp_path / "data", write(tmp_path, GOOD)
+    # only serve, migrate, keys create and demo create a store; other commands refuse a
+    # directory without one (test_cli.py)
+    assert cli(data, "migrate").returncode == 0
     r = cli(data, "evaluators", "apply", str(path), "--project", "p", "--dry-run")
     assert r.returncode == 0, r.stderr
     assert "create       json_ok@1" in r.stdout and "2 change(s) would apply" in r.stderr

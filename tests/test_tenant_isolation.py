@@ -705,6 +705,60 @@ def _report_experiment(w: World) -> None:
     assert r.status_code == 200 and f"{A}-arm" in r.text
 
 
+@case("GET", "/reports/incidents")
+def _report_incidents(w: World) -> None:
+    html = w.call(A, "GET", "/reports/incidents", params={"status": "all"}).text
+    assert all(f"/reports/incidents/{i}" in html for i in w.incidents[A])
+
+
+@case("POST", "/reports/incidents/{incident_id}/status")
+def _report_incident_status(w: World) -> None:
+    """A's key (admin, Bearer: exempt from the form token) cannot change B's incident."""
+    iid = w.incidents[B][0]
+    before = w.store.incident(B, iid)
+    r = w.call(
+        A,
+        "POST",
+        f"/reports/incidents/{iid}/status",
+        data={"action": "resolve", "note": "alpha was here"},
+        follow_redirects=False,
+    )
+    assert r.status_code == 404 and w.store.incident(B, iid) == before
+
+
+@case("GET", "/reports/experiments")
+def _report_experiments(w: World) -> None:
+    html = w.call(A, "GET", "/reports/experiments").text
+    assert "shared-exp" in html and f"{A}-arm" in html
+
+
+@case("GET", "/reports/jobs")
+def _report_jobs(w: World) -> None:
+    assert f"{A}_eval" in w.call(A, "GET", "/reports/jobs").text
+
+
+@case("GET", "/reports/responses")
+def _report_responses(w: World) -> None:
+    for params in (SECRET_ROW, {"q": "secret"}, {"metric": "correct", "min": "1"}):
+        r = w.call(A, "GET", "/reports/responses", params=params)
+        assert r.status_code == 200
+    assert f"{A}-secret-output" in w.call(A, "GET", "/reports/responses", params=SECRET_ROW).text
+
+
+@case("GET", "/reports/responses/{event_id}")
+def _report_response(w: World) -> None:
+    assert w.call(A, "GET", f"/reports/responses/{B}-secret-1").status_code == 404
+    mine = w.call(A, "GET", f"/reports/responses/{A}-secret-1").text
+    assert f"{A}-secret-output" in mine and f"{A}-c" in mine  # its score's comment
+
+
+@case("GET", "/reports/prompts/{prompt_id}")
+def _report_prompt(w: World) -> None:
+    assert w.call(A, "GET", f"/reports/prompts/{B}-prompt").status_code == 404
+    mine = w.call(A, "GET", "/reports/prompts/answer", params={"a": "v1", "b": "v2"}).text
+    assert f"{A}-secret-template" in mine
+
+
 @case("GET", "/reports/login")
 def _login_form(w: World) -> None:
     assert w.anonymous("GET", "/reports/login").status_code == 200

@@ -15,6 +15,7 @@ from typing import Any
 
 import click
 
+from promptblame import __version__
 from promptblame.api.auth import SCOPES, new_key
 from promptblame.api.cli_common import (
     _THROUGH_API,
@@ -30,7 +31,23 @@ from promptblame.errors import ConfigInvalid
 from promptblame.store import Store
 
 
-@click.group()
+class _Group(click.Group):
+    """Command lists show each command's whole first sentence (click cuts it at ~45
+    characters otherwise); subgroups get the same class."""
+
+    group_class = type
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        for name in self.list_commands(ctx):
+            cmd = self.get_command(ctx, name)
+            if cmd is not None and not cmd.short_help and cmd.help:
+                first = " ".join(cmd.help.split("\n\n")[0].split())
+                cmd.short_help = first.split(". ")[0].rstrip(".") + "."
+        super().format_commands(ctx, formatter)
+
+
+@click.group(cls=_Group)
+@click.version_option(__version__, prog_name="promptblame")
 def main() -> None:
     """promptblame: which prompt or model version moved LLM answer quality."""
     logging.basicConfig(
@@ -52,7 +69,7 @@ def serve(host: str | None, port: int | None) -> None:
 
     overrides = {k: v for k, v in {"host": host, "port": port}.items() if v is not None}
     settings = _settings(**overrides)
-    store = _store(settings)
+    store = _store(settings, create=True)
     try:
         app = create_app(settings, store)
         # Everything loaded so far lives as long as the process: keep it out of the cyclic
@@ -93,8 +110,9 @@ def worker() -> None:
 
 @main.command()
 def migrate() -> None:
-    """Apply pending schema migrations (serve and worker also do this at start-up)."""
-    store = _store(_settings())
+    """Apply pending schema migrations (serve and worker also do this at start-up); creates
+    the store in an empty data directory."""
+    store = _store(_settings(), create=True)
     try:
         click.echo(f"schema at version {max(store.applied_migrations(), default=0)}")
     finally:
@@ -116,7 +134,7 @@ def keys_create(project: str, scopes: str, name: str) -> None:
         plaintext, record = new_key(project, [s.strip() for s in scopes.split(",")], name)
     except ValueError as exc:
         raise click.BadParameter(str(exc)) from exc
-    store = _store(_settings())
+    store = _store(_settings(), create=True)
     try:
         store.put_api_key(record)
     finally:
@@ -411,6 +429,8 @@ def demo(data_dir: Path, port: int, scale: float, no_serve: bool) -> None:
     click.echo(f"\ndone in {took:.0f} s; API key in {data_dir / 'demo-key.txt'}")
     if result.reports:
         click.echo(f"reports written to {result.reports[0].parent}/ (open index.html)")
+    ids = [i["incident_id"] for i in result.incidents]
+    _demo_commands(data_dir, result.url, result.key, ids, serving=not no_serve)
     if no_serve:
         server.stop()
         return
@@ -422,6 +442,125 @@ def demo(data_dir: Path, port: int, scale: float, no_serve: bool) -> None:
         pass
     finally:
         server.stop()
+
+
+def _demo_commands(
+    data_dir: Path, url: str, key: str, incident_ids: list[str], *, serving: bool
+) -> None:
+    """The commands that work on the demo's data, printed as they are to be typed (the
+    executable by its path when `promptblame` on PATH is another one, or none)."""
+    import shlex
+    import shutil
+
+    exe = Path(sys.executable).parent / "promptblame"
+    found = shutil.which("promptblame")
+    cmd = "promptblame"
+    if exe.exists() and (found is None or Path(found).resolve() != exe.resolve()):
+        cmd = shlex.quote(str(exe))
+    env = f"PROMPTBLAME_DATA_DIR={shlex.quote(str(data_dir / 'store'))}"
+    first = incident_ids[0] if incident_ids else "<incident id>"
+    lines = []
+    if serving:
+        lines += [
+            "while the demo serves, through its API:",
+            f"  {cmd} incidents list --url {url} --key {key}",
+            f"  {cmd} incidents show {first} --url {url} --key {key}",
+        ]
+    lines += [
+        "once the demo has stopped (a running demo holds its store), on the store itself:",
+        f"  {env} {cmd} incidents list --project demo",
+        f"  {env} {cmd} report overview --project demo --out overview.html",
+        f"  {env} {cmd} report incident {first} --project demo --out incident.html",
+    ]
+    click.echo("\n" + "\n".join(lines))
+
+
+@main.group()
+def incidents() -> None:
+    """List open incidents and show one: verdict, evidence, the report's link."""
+
+
+def _incident_rows(
+    project: str | None, status: str, url: str | None, key: str | None, incident_id: str = ""
+) -> list[dict[str, Any]]:
+    """Incidents (evidence parsed) through the running server (--url/--key) or the store."""
+    if url:
+        if incident_id:
+            return [_call(url, key, "GET", f"/v1/incidents/{incident_id}")]
+        rows = _call(url, key, "GET", "/v1/incidents", params={"status": status, "limit": 200})
+        return list(rows["incidents"])
+    settings = _settings()
+    project = project or settings.default_project
+    store = _store(settings, "; pass --url and --key to read through the running server")
+    try:
+        if incident_id:
+            row = store.incident(project, incident_id)
+            found = [row] if row is not None else []
+        else:
+            found = store.incidents(project, status=status, limit=200)
+    finally:
+        store.close()
+    for r in found:
+        r["evidence"] = json.loads(r.get("evidence") or "{}")
+    return found
+
+
+@incidents.command("list")
+@click.option("--project", help="Project (direct store access; default: the local project).")
+@click.option(
+    "--status",
+    type=click.Choice(["open", "acknowledged", "resolved", "all"]),
+    default="open",
+    show_default=True,
+)
+@url_option
+@key_option
+def incidents_list(project: str | None, status: str, url: str | None, key: str | None) -> None:
+    """One line per incident: id, severity, status, age, shift time, headline."""
+    from promptblame.reports.words import fmt_age, fmt_ts, headline, severity
+
+    rows = _incident_rows(project, "" if status == "all" else status, url, key)
+    for r in rows:
+        ev = r.get("evidence") or {}
+        start = _when(r["shift_start"])
+        click.echo(
+            visible(
+                f"{r['incident_id']}  {severity(r, ev):<8} {r['status']:<12}"
+                f" {fmt_age(start):>6} ago  {fmt_ts(start)}  {headline(r, ev)}"
+            )
+        )
+    click.echo(f"{len(rows)} incident(s), {status}", err=True)
+
+
+def _when(value: datetime | str) -> datetime:
+    return datetime.fromisoformat(value) if isinstance(value, str) else value
+
+
+@incidents.command("show")
+@click.argument("incident_id")
+@click.option("--project", help="Project (direct store access; default: the local project).")
+@url_option
+@key_option
+def incidents_show(incident_id: str, project: str | None, url: str | None, key: str | None) -> None:
+    """The verdict in sentences, the evidence's figures and where the full report is."""
+    from promptblame.reports.words import explanation, fmt_ts, headline, severity
+
+    rows = _incident_rows(project, "", url, key, incident_id)
+    if not rows:
+        raise click.ClickException(f"no incident {incident_id!r}")
+    r = rows[0]
+    ev = r.get("evidence") or {}
+    lines = [
+        f"{severity(r, ev).upper()} · {r['status']} · {headline(r, ev)}",
+        f"shift at {fmt_ts(_when(r['shift_start']))}; metric {r['metric']} ({r['source']});"
+        f" revision {r['revision']}",
+        "",
+        *explanation(r, ev),
+        "",
+        f"report: /reports/incidents/{incident_id} on the server, or"
+        f" `promptblame report incident {incident_id} --project <project> --out FILE`",
+    ]
+    click.echo(visible("\n".join(lines)))
 
 
 @main.group()

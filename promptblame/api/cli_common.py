@@ -11,7 +11,7 @@ import click
 from promptblame.display import visible
 from promptblame.errors import DataDirLocked, StoreUnavailable
 from promptblame.settings import Settings, load_settings
-from promptblame.store import Store, open_store
+from promptblame.store import Store, open_store, store_exists
 
 
 def _settings(**overrides: object) -> Settings:
@@ -21,7 +21,16 @@ def _settings(**overrides: object) -> Settings:
         raise click.ClickException(str(exc)) from exc
 
 
-def _store(settings: Settings, hint: str = "") -> Store:
+def _store(settings: Settings, hint: str = "", *, create: bool = False) -> Store:
+    """The configured store. Only the commands that set one up (serve, migrate, keys create,
+    demo) pass `create`; the others refuse a data directory without a store, since opening it
+    would create an empty one and report a false all-clear from it."""
+    if not create and not store_exists(settings):
+        raise click.ClickException(
+            f"{settings.data_dir} holds no promptblame store. Point PROMPTBLAME_DATA_DIR at the"
+            " directory `promptblame serve` uses (after `promptblame demo`: <demo dir>/store),"
+            " or create one with `promptblame migrate`."
+        )
     try:
         return open_store(settings)
     except DataDirLocked as exc:

@@ -89,7 +89,34 @@ def error_response(
 
         body = Status(code=_RPC_CODE.get(status, 2), message=message).SerializeToString()
         return Response(body, status_code=status, headers=headers, media_type=_PROTOBUF)
+    if _is_page(request):
+        return _page(status, [message], headers)
     return JSONResponse({"detail": message}, status_code=status, headers=headers)
+
+
+def _is_page(request: Request) -> bool:
+    """A report page (people in a browser): errors are HTML pages there, JSON on the API."""
+    return request.url.path == "/reports" or request.url.path.startswith("/reports/")
+
+
+def _page(status: int, lines: list[str], headers: dict[str, str] | None = None) -> Response:
+    from promptblame.reports.render import render_error
+
+    response = _html_page(render_error(status, lines), status)
+    for k, v in (headers or {}).items():
+        if k.lower() != "www-authenticate":
+            response.headers[k] = v
+    return response
+
+
+def _html_page(body: str, status: int) -> Response:
+    from promptblame.api.routes.reports import _html
+
+    return _html(body, status)
+
+
+def _fields(items: list[tuple[str, str]]) -> list[str]:
+    return [f"{field or 'request'}: {message}" for field, message in items]
 
 
 async def _http_exception(request: Request, exc: Exception) -> Response:
@@ -97,6 +124,11 @@ async def _http_exception(request: Request, exc: Exception) -> Response:
     (Starlette lists only those of the first route that matched the path) and a body that
     cannot be decoded says why."""
     assert isinstance(exc, HTTPException)
+    if _is_page(request):
+        detail = exc.detail if isinstance(exc.detail, str) else str(exc.detail)
+        if exc.status_code == 404:
+            detail = f"There is no page at {request.url.path}."
+        return _page(exc.status_code, [detail], dict(exc.headers or {}))
     if _wants_rpc_status(request) and isinstance(exc.detail, str):
         return error_response(request, exc.detail, exc.status_code, dict(exc.headers or {}))
     if exc.status_code == 400 and exc.detail == _FASTAPI_PARSE_ERROR and exc.__cause__:
@@ -133,8 +165,10 @@ def _methods(request: Request) -> list[str]:
     return out
 
 
-async def _invalid_argument(_: Request, exc: Exception) -> JSONResponse:
+async def _invalid_argument(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, errors.InvalidArgument)
+    if _is_page(request):
+        return _page(422, _fields([(exc.field, exc.message)]))
     return JSONResponse({"detail": [{"field": exc.field, "message": exc.message}]}, status_code=422)
 
 
@@ -144,9 +178,15 @@ async def _config_invalid(_: Request, exc: Exception) -> JSONResponse:
     return JSONResponse({"detail": detail}, status_code=422)
 
 
-async def _request_validation(_: Request, exc: Exception) -> JSONResponse:
+async def _request_validation(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, RequestValidationError)
     detail = [
         {"field": ".".join(str(p) for p in e["loc"]), "message": e["msg"]} for e in exc.errors()
     ]
+    if _is_page(request):
+        # "query.metric: Field required" reads as "metric (in the address): Field required"
+        items = [
+            (d["field"].replace("query.", "").replace("path.", ""), d["message"]) for d in detail
+        ]
+        return _page(422, _fields(items))
     return JSONResponse({"detail": detail}, status_code=422)

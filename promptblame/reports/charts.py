@@ -57,6 +57,7 @@ _RC: dict[str, Any] = {
     "grid.color": GRID,
     "grid.linewidth": 0.6,
     "legend.frameon": False,
+    "path.simplify": False,  # every point drawn where it is: what the page states, exactly
 }
 _salt = itertools.count()
 _dates_mod: Any = mdates  # partly untyped in matplotlib's stubs
@@ -84,6 +85,21 @@ class Point:
     mean: float | None
     low: float | None
     high: float | None
+    n: int = 0
+
+
+@dataclass(frozen=True)
+class Segment:
+    """A horizontal line over [start, end) at `value`: a level (segment mean) or, with
+    `end_value`, a straight trend from `value` at start to `end_value` at end."""
+
+    start: datetime
+    end: datetime
+    value: float
+    end_value: float | None = None
+    label: str = ""
+    color: str = ""
+    gid: str = ""
 
 
 @dataclass(frozen=True)
@@ -120,10 +136,13 @@ def _figure(width: float, height: float, *, left: float = 0.6, right: float = 0.
     return fig
 
 
-def _dates(ax: Axes) -> None:
-    loc = _dates_mod.AutoDateLocator(minticks=4, maxticks=9)
+def _dates(ax: Axes, times: Sequence[datetime]) -> None:
+    """Every tick names its month ("Nov 24", "Nov 24 06:00"): no offset text to misread."""
+    loc = _dates_mod.AutoDateLocator(minticks=4, maxticks=8)
     ax.xaxis.set_major_locator(loc)
-    ax.xaxis.set_major_formatter(_dates_mod.ConciseDateFormatter(loc))
+    span = (max(times) - min(times)).total_seconds() if len(times) > 1 else 0
+    fmt = "%b %d" if span > 3 * 86400 else "%b %d %H:%M"
+    ax.xaxis.set_major_formatter(_dates_mod.DateFormatter(fmt))
 
 
 def incident_chart(
@@ -131,24 +150,28 @@ def incident_chart(
     markers: Sequence[Marker],
     *,
     metric: str,
-    levels: tuple[datetime, float | None, float | None] | None,
+    segments: Sequence[Segment],
     times: Sequence[datetime],
     shares: dict[str, list[float]],
     share_title: str = "version",
+    colors: dict[str, str] | None = None,
+    rate: bool = False,
 ) -> str:
-    """The metric per bucket with its 95% band, rollout markers and the change point, above the
-    traffic share of each version on the same time axis (one figure: cheaper, and aligned)."""
+    """The metric per bucket with its 95% band, rollout markers, the change point and the
+    levels (or trend) the page states, above the traffic share of each version (or route) on
+    the same time axis (one figure: cheaper, and aligned). Artists carry ids (`series`,
+    `level-before`, ...) so tests can read the plotted data back from the SVG."""
     with _style("i"):
         widest = max((len(k) for k in shares), default=8)
         fig = _figure(10.5, 5.4, left=0.7, right=min(0.5 + 0.075 * max(widest, 10), 3.0))
         ax, bx = fig.subplots(2, 1, sharex=True, height_ratios=[3, 1.25])
         fig.subplots_adjust(hspace=0.12)
-        _metric(ax, points, markers, metric=metric, levels=levels)
-        _shares(bx, times, shares, title=share_title)
+        _metric(ax, points, markers, metric=metric, segments=segments, rate=rate)
+        _shares(bx, times, shares, title=share_title, colors=colors or {})
         for m in markers:
             if m.kind == "change":
                 bx.axvline(_x(m.t), color=RED, linewidth=1.6)
-        _dates(bx)
+        _dates(bx, [p.t for p in points] or list(times))
         return _svg(fig, f"{metric} over time with 95% confidence band, and traffic share")
 
 
@@ -171,7 +194,8 @@ def _metric(
     markers: Sequence[Marker],
     *,
     metric: str,
-    levels: tuple[datetime, float | None, float | None] | None,
+    segments: Sequence[Segment],
+    rate: bool,
 ) -> None:
     shown = [p for p in points if p.mean is not None]
     if not shown:
@@ -187,13 +211,28 @@ def _metric(
         linewidth=0,
         label="95% CI",
     )
-    ax.plot(ts, _y([p.mean for p in shown]), color=BLUE, linewidth=1.3, label=_plain(metric))
-    if levels is not None and len(ts):
-        at, before, after = _x(levels[0]), levels[1], levels[2]
-        if before is not None:
-            ax.hlines(before, ts[0], at, colors=INK, linestyles="--", linewidth=1, label="level")
-        if after is not None:
-            ax.hlines(after, at, ts[-1], colors=INK, linestyles="--", linewidth=1)
+    ax.plot(
+        ts,
+        _y([p.mean for p in shown]),
+        color=BLUE,
+        linewidth=1.3,
+        label=_plain(metric),
+        gid="series",
+    )
+    for seg in segments:
+        end = seg.value if seg.end_value is None else seg.end_value
+        ax.plot(
+            _x([seg.start, seg.end]),
+            [seg.value, end],
+            color=seg.color or INK,
+            linestyle="--",
+            linewidth=1.4 if not seg.color else 1.1,
+            label=_plain(seg.label) if seg.label else None,
+            gid=seg.gid or None,
+        )
+    if rate:
+        low, high = ax.get_ylim()
+        ax.set_ylim(max(low, -0.02), min(high, 1.02))
     top = ax.get_ylim()[1]
     for i, m in enumerate(markers):
         color = {"prompt": PURPLE, "model": ORANGE}.get(m.kind, RED)
@@ -217,17 +256,23 @@ def _metric(
 
 
 def _shares(
-    ax: Axes, times: Sequence[datetime], shares: dict[str, list[float]], *, title: str
+    ax: Axes,
+    times: Sequence[datetime],
+    shares: dict[str, list[float]],
+    *,
+    title: str,
+    colors: dict[str, str],
 ) -> None:
     labels = list(shares)
     if not labels or not times:
         _empty(ax)
         return
+    calm = [c for c in PALETTE if c != RED]  # red is the culprit's alone
     ax.stackplot(
         _x(list(times)),
         *[shares[k] for k in labels],
         labels=[_plain(k) for k in labels],
-        colors=[PALETTE[i % len(PALETTE)] for i in range(len(labels))],
+        colors=[colors.get(k) or calm[i % len(calm)] for i, k in enumerate(labels)],
         alpha=0.75,
         linewidth=0,
     )
@@ -242,23 +287,38 @@ def sparkline(
 ) -> str:
     """A small trend line for the overview, incidents marked."""
     with _style("k", **{"axes.grid": False}):
-        fig = Figure(figsize=(4, 1.1), dpi=72)
-        fig.subplots_adjust(left=0.1, right=0.98, bottom=0.06, top=0.94)
+        fig = Figure(figsize=(4, 1.4), dpi=72)
+        fig.subplots_adjust(left=0.12, right=0.97, bottom=0.2, top=0.95)
         ax = fig.add_subplot()
-        ax.plot(_x(list(times)), _y(list(means)), color=BLUE, linewidth=1.2)
+        ax.plot(_x(list(times)), _y(list(means)), color=BLUE, linewidth=1.2, gid="series")
         for t in marks:
             ax.axvline(_x(t), color=RED, linewidth=1, linestyle=":")
-        ax.set_xticks([])
-        ax.tick_params(axis="y", labelsize=9)
+        loc = _dates_mod.AutoDateLocator(minticks=2, maxticks=4)
+        ax.xaxis.set_major_locator(loc)
+        ax.xaxis.set_major_formatter(_dates_mod.DateFormatter("%b %d"))
+        ax.tick_params(axis="both", labelsize=9)
         ax.locator_params(axis="y", nbins=3)
-        ax.spines["bottom"].set_visible(False)
         ax.spines["left"].set_visible(False)
         ax.margins(x=0)
         return _svg(fig, "trend")
 
 
-def effect_chart(rows: Sequence[tuple[str, float | None, float | None, float | None]]) -> str:
-    """Effects with their confidence intervals, one row each, against a zero line."""
+def _times(x: float | None, k: float) -> float | None:
+    return None if x is None else x * k
+
+
+def effect_chart(
+    rows: Sequence[tuple[str, float | None, float | None, float | None]],
+    *,
+    points: bool = False,
+    unit: str = "",
+) -> str:
+    """Effects with their confidence intervals, one row each, against a zero line; rates in
+    points (`points`), other metrics in their unit, as the page's numbers."""
+    if points:
+        rows = [
+            (label, _times(e, 100), _times(lo, 100), _times(hi, 100)) for label, e, lo, hi in rows
+        ]
     with _style("e"):
         widest = max((len(r[0]) for r in rows), default=8)
         fig = _figure(8, 0.9 + 0.4 * max(len(rows), 1), left=min(0.3 + 0.075 * widest, 3.0))
@@ -274,6 +334,7 @@ def effect_chart(rows: Sequence[tuple[str, float | None, float | None, float | N
         ax.axvline(0, color=INK, linewidth=1)
         ax.set_yticks(range(len(rows)), [_plain(r[0]) for r in reversed(rows)])
         ax.set_ylim(-0.6, len(rows) - 0.4)
-        ax.set_xlabel("effect (B − A) with confidence interval")
+        what = " in points" if points else f" in {unit}" if unit else ""
+        ax.set_xlabel(f"effect (B − A){what} with confidence interval")
         ax.grid(axis="y", visible=False)
         return _svg(fig, "effects with confidence intervals")

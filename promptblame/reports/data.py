@@ -17,6 +17,7 @@ from urllib.parse import quote, urlencode
 
 import numpy as np
 from scipy import stats
+from statsmodels.stats.proportion import proportion_confint
 
 from promptblame.analysis.service import (
     CompareSpec,
@@ -27,7 +28,17 @@ from promptblame.analysis.service import (
 from promptblame.analysis.summary import mean_ci
 from promptblame.errors import NotFound
 from promptblame.reports import charts
-from promptblame.reports.words import SEVERITIES, explanation, fmt_num, headline, severity
+from promptblame.reports.words import (
+    SEVERITIES,
+    explanation,
+    fmt_delta,
+    fmt_num,
+    fmt_ts,
+    fmt_value,
+    headline,
+    severity,
+    unit_of,
+)
 from promptblame.store import ResponseFilter, Store
 
 SAMPLE_PAIRS = 6
@@ -81,13 +92,30 @@ class SamplePair:
 
 
 @dataclass
+class WhatNow:
+    """The next step's facts: what serves the affected traffic now and how much of it, how
+    many responses came from the blamed version since the shift, what to roll back to.
+    (The releases' labels and a Rollback form go in this panel: `partials/what_now.html`.)"""
+
+    dimension: str  # prompt | model (the culprit's, else prompt)
+    serving: list[tuple[str, float]]  # version → share of the traffic in the last day of data
+    window: tuple[datetime, datetime] | None  # that last day
+    since_shift: int  # responses on the incident's app/route since the shift
+    from_culprit: int  # of which from the blamed version
+    culprit: str
+    predecessor: str
+    explore: str = ""  # the responses since the shift, in the explorer
+    explore_worse: str = ""  # those of them that failed the metric (rates) — the regression
+
+
+@dataclass
 class IncidentView:
     row: dict[str, Any]
     ev: dict[str, Any]
     severity: str
     headline: str
     explanation: list[str]
-    chart_svg: str
+    chart: IncidentChart
     versions: list[VersionRow]
     before: tuple[datetime, datetime]
     after: tuple[datetime, datetime]
@@ -99,6 +127,7 @@ class IncidentView:
     alerts: list[dict[str, Any]]
     links: list[tuple[str, str]]
     kind: str = "mean"
+    what_now: WhatNow | None = None
 
 
 def incident_view(
@@ -120,7 +149,8 @@ def incident_view(
     cells = [
         c
         for c in _cells(store, project, since=since, until=until, bucket_seconds=bs, only=series)
-        if not route or c["route"] == route
+        if (not route or c["route"] == route)
+        and (not row.get("environment") or c["environment"] == row["environment"])
     ]
     # The rest of the reads run while the chart is drawn: the store's engine releases the GIL
     # and matplotlib holds it, so on two cores the page costs about the longer of the two.
@@ -132,11 +162,13 @@ def incident_view(
                 _samples(store, project, row, ev, before, after),
                 store.incident_revisions(project, incident_id),
                 store.alerts(project, incident_id=incident_id, limit=20),
+                _what_now(store, project, row, ev),
             )
         )
         chart = _incident_chart(cells, row, ev)
+        chart.svg = _draw_incident(chart, row, ev, cells)
         versions = _version_rows(row, ev, cells, before, after)
-        diffs, samples, revisions, alerts = reads.result()
+        diffs, samples, revisions, alerts, what_now = reads.result()
     base = {"app": row["app"], "route": route}
     links = [
         ("This incident, its evidence and revisions", f"/v1/incidents/{quote(incident_id)}"),
@@ -170,8 +202,8 @@ def incident_view(
         ev=ev,
         severity=severity(row, ev),
         headline=headline(row, ev),
-        explanation=explanation(row, ev),
-        chart_svg=chart,
+        explanation=[*explanation(row, ev), *_level_words(chart, row, ev)],
+        chart=chart,
         versions=versions,
         before=before,
         after=after,
@@ -183,10 +215,60 @@ def incident_view(
         alerts=alerts,
         links=links,
         kind=str(ev.get("metric_kind") or "mean"),
+        what_now=what_now,
     )
 
 
-def _series_points(cells: list[dict[str, Any]]) -> list[charts.Point]:
+def _version_label(r: dict[str, Any], dim: str) -> str:
+    if dim == "model":
+        return _model_key(r["model"], r["model_version"])
+    if dim == "prompt+model":
+        p = _prompt_key(r["prompt_id"], r["prompt_version"])
+        return f"{p} + {_model_key(r['model'], r['model_version'])}"
+    return _prompt_key(r["prompt_id"], r["prompt_version"]) or "(none)"
+
+
+def _what_now(store: Store, project: str, row: dict[str, Any], ev: dict[str, Any]) -> WhatNow:
+    c = ev.get("culprit") or {}
+    dim = str(c.get("dimension") or "prompt")
+    where = {"app": row["app"], "route": row["route"], "environment": row.get("environment", "")}
+    since_shift = store.version_counts(project, ResponseFilter(**where, since=row["shift_start"]))
+    count: dict[str, int] = defaultdict(int)
+    for r in since_shift:
+        count[_version_label(r, dim)] += int(r["responses"])
+    serving: list[tuple[str, float]] = []
+    window = None
+    if since_shift:
+        last = max(r["last_seen"] for r in since_shift)
+        window = (last - timedelta(days=1), last)
+        recent: dict[str, int] = defaultdict(int)
+        for r in store.version_counts(project, ResponseFilter(**where, since=window[0])):
+            recent[_version_label(r, dim)] += int(r["responses"])
+        total = sum(recent.values()) or 1
+        serving = sorted(((v, n / total) for v, n in recent.items()), key=lambda x: -x[1])
+    q = {k: v for k, v in where.items() if v}
+    q["since"] = row["shift_start"].strftime("%Y-%m-%dT%H:%M")
+    explore = "/reports/responses?" + urlencode(q)
+    worse = ""
+    if ev.get("metric_kind") == "proportion":
+        bad = {"max": "0"} if row["direction"] == "regression" else {"min": "1"}
+        worse = explore + "&" + urlencode({"metric": row["metric"], **bad})
+    return WhatNow(
+        explore=explore,
+        explore_worse=worse,
+        dimension=dim,
+        serving=serving[:5],
+        window=window,
+        since_shift=sum(count.values()),
+        from_culprit=count.get(str(c.get("value") or ""), 0),
+        culprit=str(c.get("value") or ""),
+        predecessor=str(c.get("predecessor") or ""),
+    )
+
+
+def _series_points(cells: list[dict[str, Any]], *, rate: bool) -> list[charts.Point]:
+    """Mean per bucket with its 95% interval: Wilson's for a rate (it stays inside [0, 1]),
+    Student's t otherwise (as /v1/series)."""
     acc: dict[datetime, list[float]] = defaultdict(lambda: [0.0, 0.0, 0.0])
     for c in cells:
         a = acc[c["bucket"]]
@@ -198,14 +280,24 @@ def _series_points(cells: list[dict[str, Any]]) -> list[charts.Point]:
         return []
     n, tot, sq = (np.array([acc[t][i] for t in ts]) for i in range(3))
     mean = tot / np.maximum(n, 1)
-    var = np.maximum(sq - tot * tot / np.maximum(n, 1), 0) / np.maximum(n - 1, 1)
-    half = stats.t.ppf(0.975, np.maximum(n - 1, 1)) * np.sqrt(var / np.maximum(n, 1))
+    if rate:
+        low, high = proportion_confint(
+            np.clip(tot, 0, n), np.maximum(n, 1), alpha=0.05, method="wilson"
+        )
+        low, high = np.asarray(low, dtype=float), np.asarray(high, dtype=float)
+        ok = n > 0
+    else:
+        var = np.maximum(sq - tot * tot / np.maximum(n, 1), 0) / np.maximum(n - 1, 1)
+        half = stats.t.ppf(0.975, np.maximum(n - 1, 1)) * np.sqrt(var / np.maximum(n, 1))
+        low, high = mean - half, mean + half
+        ok = n > 1
     return [
         charts.Point(
             t,
             float(mean[i]) if n[i] else None,
-            float(mean[i] - half[i]) if n[i] > 1 else None,
-            float(mean[i] + half[i]) if n[i] > 1 else None,
+            float(low[i]) if ok[i] else None,
+            float(high[i]) if ok[i] else None,
+            int(n[i]),
         )
         for i, t in enumerate(ts)
     ]
@@ -228,7 +320,177 @@ def _rollouts(cells: list[dict[str, Any]], dim: str, field_: str) -> list[charts
     return out[-6:]
 
 
-def _incident_chart(cells: list[dict[str, Any]], row: dict[str, Any], ev: dict[str, Any]) -> str:
+@dataclass
+class Levels:
+    """The plotted series' own mean on each side of the shift (response-weighted): the dashed
+    lines, and the numbers the page states about them."""
+
+    split: datetime
+    start: datetime  # first plotted bucket
+    end: datetime  # end of the last plotted bucket
+    before: float | None
+    after: float | None
+    n_before: int
+    n_after: int
+
+
+@dataclass
+class TrendFit:
+    """A straight line through the plotted series (least squares, weighted by responses): how
+    a drift is drawn, since a step would say something happened at one time."""
+
+    start: datetime
+    end: datetime
+    at_start: float
+    at_end: float
+    per_day: float
+
+
+@dataclass
+class IncidentChart:
+    """What the incident chart plots, as numbers (tests compare these with the SVG)."""
+
+    series: str  # which series, in words
+    points: list[charts.Point]
+    levels: Levels | None
+    trend: TrendFit | None
+    within: dict[str, tuple[float | None, float | None]]  # traffic mix: route → levels
+    share_dim: str  # prompt | model | route
+    times: list[datetime]
+    shares: dict[str, list[float]]
+    rate: bool
+    svg: str = ""
+
+
+def _level_words(chart: IncidentChart, row: dict[str, Any], ev: dict[str, Any]) -> list[str]:
+    """The chart's own numbers in words, so the text and the lines agree."""
+    kind = str(ev.get("metric_kind") or "mean")
+
+    def val(x: float | None) -> str:
+        return fmt_value(x, metric=row["metric"], kind=kind)
+
+    lv, t = chart.levels, chart.trend
+    out = []
+    if lv is not None and lv.before is not None and lv.after is not None:
+        out.append(
+            f"On the chart ({chart.series}) the level is {val(lv.before)} from"
+            f" {fmt_ts(lv.start)} to the shift ({lv.n_before:,} scores) and {val(lv.after)} from"
+            f" the shift to {fmt_ts(lv.end)} ({lv.n_after:,} scores): the dashed lines."
+        )
+    if t is not None:
+        out.append(
+            f"On the chart ({chart.series}) the metric moves by"
+            f" {fmt_delta(t.per_day, metric=row['metric'], kind=kind)} a day, from"
+            f" {val(t.at_start)} to {val(t.at_end)}: the dashed trend line."
+        )
+    if chart.within:
+        parts = ", ".join(f"{k} {val(b)} → {val(a)}" for k, (b, a) in chart.within.items())
+        out.append(f"Each {chart.share_dim}'s own level, before → after (coloured lines): {parts}.")
+    return out
+
+
+def _pooled(cells: list[dict[str, Any]]) -> tuple[float | None, int]:
+    n = sum(c["n"] for c in cells)
+    return (sum(c["total"] for c in cells) / n if n else None), int(n)
+
+
+def _levels(cells: list[dict[str, Any]], split: datetime, bs: int) -> Levels | None:
+    if not cells:
+        return None
+    before, n_b = _pooled([c for c in cells if c["bucket"] < split])
+    after, n_a = _pooled([c for c in cells if c["bucket"] >= split])
+    return Levels(
+        split=split,
+        start=min(c["bucket"] for c in cells),
+        end=max(c["bucket"] for c in cells) + timedelta(seconds=bs),
+        before=before,
+        after=after,
+        n_before=n_b,
+        n_after=n_a,
+    )
+
+
+def _trend(points: list[charts.Point], bs: int) -> TrendFit | None:
+    shown = [p for p in points if p.mean is not None and p.n]
+    if len(shown) < 3:
+        return None
+    t0 = shown[0].t
+    x = np.array([(p.t - t0).total_seconds() / 86400 for p in shown])
+    y = np.array([p.mean for p in shown], dtype=float)
+    slope, icept = np.polyfit(x, y, 1, w=np.sqrt([p.n for p in shown]))
+    end = shown[-1].t + timedelta(seconds=bs)
+    days = (end - t0).total_seconds() / 86400
+    return TrendFit(t0, end, float(icept), float(icept + slope * days), float(slope))
+
+
+def _shares_of(
+    cells: list[dict[str, Any]], dim: str
+) -> tuple[list[datetime], dict[str, list[float]]]:
+    per: dict[datetime, dict[str, float]] = defaultdict(lambda: defaultdict(float))
+    for c in cells:
+        per[c["bucket"]][c[dim] or "(none)"] += c["n"]
+    ts = sorted(per)
+    labels = sorted(
+        {v for t in ts for v in per[t]}, key=lambda v: min(t for t in ts if v in per[t])
+    )
+    shares = {v: [per[t].get(v, 0.0) / (sum(per[t].values()) or 1.0) for t in ts] for v in labels}
+    return ts, shares
+
+
+MAX_WITHIN = 5  # routes drawn with their own levels on a traffic-mix chart
+
+
+def _incident_chart(
+    cells: list[dict[str, Any]], row: dict[str, Any], ev: dict[str, Any]
+) -> IncidentChart:
+    """The series the headline is about (the incident's app, and its route and environment
+    when it has them) with that series' levels, or its trend for a drift; below it the driver:
+    each route's share for a traffic-mix verdict, else each version's."""
+    start: datetime = row["shift_start"]
+    bs = int(row["bucket_seconds"])
+    rate = ev.get("metric_kind") == "proportion"
+    where = row["app"] + (f"/{row['route']}" if row["route"] else "")
+    if row.get("environment"):
+        where += f" in {row['environment']}"
+    points = _series_points(cells, rate=rate)
+    cause = ev.get("cause") if row["verdict"] == "no_version_cause" else None
+    levels = None if cause == "drift" else _levels(cells, start, bs)
+    trend = _trend(points, bs) if cause == "drift" else None
+    within: dict[str, tuple[float | None, float | None]] = {}
+    if cause == "traffic_mix":
+        dim = "route"
+        if len({c["route"] for c in cells}) < 2 and len({c["environment"] for c in cells}) > 1:
+            dim = "environment"
+        ranked = sorted(
+            {c[dim] for c in cells}, key=lambda v: -sum(c["n"] for c in cells if c[dim] == v)
+        )
+        for v in ranked[:MAX_WITHIN]:
+            mine = [c for c in cells if c[dim] == v]
+            within[v or "(none)"] = (
+                _pooled([c for c in mine if c["bucket"] < start])[0],
+                _pooled([c for c in mine if c["bucket"] >= start])[0],
+            )
+    else:
+        dim = "prompt"
+        if len({c["prompt"] for c in cells}) < 2 and len({c["model_label"] for c in cells}) > 1:
+            dim = "model_label"
+    times, shares = _shares_of(cells, dim)
+    return IncidentChart(
+        series=f"{row['metric']} on {where}, {row['source']} scores",
+        points=points,
+        levels=levels,
+        trend=trend,
+        within=within,
+        share_dim={"model_label": "model"}.get(dim, dim),
+        times=times,
+        shares=shares,
+        rate=rate,
+    )
+
+
+def _draw_incident(
+    chart: IncidentChart, row: dict[str, Any], ev: dict[str, Any], cells: list[dict[str, Any]]
+) -> str:
     start: datetime = row["shift_start"]
     markers = _rollouts(cells, "prompt", "prompt") + _rollouts(cells, "model", "model_label")
     detected = start
@@ -237,25 +499,44 @@ def _incident_chart(cells: list[dict[str, Any]], row: dict[str, Any], ev: dict[s
             seconds=int(row["bucket_seconds"]) * (ev["detected_index"] - ev["index"])
         )
     markers.append(charts.Marker(detected, "change point", "change"))
-    per: dict[datetime, dict[str, float]] = defaultdict(lambda: defaultdict(float))
-    dim = "prompt"
-    if len({c["prompt"] for c in cells}) < 2 and len({c["model_label"] for c in cells}) > 1:
-        dim = "model_label"
-    for c in cells:
-        per[c["bucket"]][c[dim] or "(none)"] += c["n"]
-    ts = sorted(per)
-    labels = sorted(
-        {v for t in ts for v in per[t]}, key=lambda v: min(t for t in ts if v in per[t])
-    )
-    shares = {v: [per[t].get(v, 0.0) / (sum(per[t].values()) or 1.0) for t in ts] for v in labels}
+    calm = [c for c in charts.PALETTE if c != charts.RED]
+    colors = {v: calm[i % len(calm)] for i, v in enumerate(chart.shares)}
+    culprit = ev.get("culprit") or {}
+    if culprit.get("value") in colors and chart.share_dim == culprit.get("dimension"):
+        colors[culprit["value"]] = charts.RED
+    segments: list[charts.Segment] = []
+    lv = chart.levels
+    if lv is not None:
+        if lv.before is not None:
+            segments.append(
+                charts.Segment(lv.start, lv.split, lv.before, label="level", gid="level-before")
+            )
+        if lv.after is not None:
+            segments.append(charts.Segment(lv.split, lv.end, lv.after, gid="level-after"))
+    if chart.trend is not None:
+        t = chart.trend
+        segments.append(
+            charts.Segment(t.start, t.end, t.at_start, t.at_end, label="trend", gid="trend")
+        )
+    if lv is not None:
+        for i, (v, (b, a)) in enumerate(chart.within.items()):
+            color = colors.get(v, calm[i % len(calm)])
+            if b is not None:
+                segments.append(
+                    charts.Segment(lv.start, lv.split, b, label=f"{v} level", color=color)
+                )
+            if a is not None:
+                segments.append(charts.Segment(lv.split, lv.end, a, color=color))
     return charts.incident_chart(
-        _series_points(cells),
+        chart.points,
         markers,
         metric=row["metric"],
-        levels=(start, ev.get("level_before"), ev.get("level_after")),
-        times=ts,
-        shares=shares,
-        share_title="prompt" if dim == "prompt" else "model",
+        segments=segments,
+        times=chart.times,
+        shares=chart.shares,
+        share_title=chart.share_dim,
+        colors=colors,
+        rate=chart.rate,
     )
 
 
@@ -408,7 +689,22 @@ def _samples(
         fb = ResponseFilter(app=base.app, route=base.route, since=before[0], until=before[1])
         fa = ResponseFilter(app=base.app, route=base.route, since=after[0], until=after[1])
     rows_b = store.list_responses(project, fb, limit=SAMPLE_ROWS, columns=_PAIRING)
-    rows_a = store.list_responses(project, fa, limit=SAMPLE_ROWS, columns=_PAIRING)
+    # The after side shows the problem: responses that scored on the worse side of the level
+    # before the shift (failed, for a rate) come first, then the rest.
+    worse_range = _worse_range(row, ev)
+    failing = (
+        store.list_responses(
+            project, fa, limit=SAMPLE_ROWS, columns=_PAIRING, score=(row["metric"], *worse_range)
+        )
+        if worse_range
+        else []
+    )
+    bad_ids = {r["event_id"] for r in failing}
+    rows_a = failing + [
+        r
+        for r in store.list_responses(project, fa, limit=SAMPLE_ROWS, columns=_PAIRING)
+        if r["event_id"] not in bad_ids
+    ]
     by_case = {r["case_id"]: r for r in rows_b if r["case_id"]}
     by_route: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for r in sorted(rows_b, key=lambda r: r["status"] != "ok"):
@@ -421,10 +717,15 @@ def _samples(
             scored[x["case_id"]] = (float(x["a"]), float(x["b"]))
     worse = -1.0 if row["direction"] == "regression" else 1.0
 
-    def order(r: dict[str, Any]) -> tuple[bool, float, bool]:
+    def order(r: dict[str, Any]) -> tuple[bool, bool, float, bool]:
         a_b = scored.get(r["case_id"])
         drop = worse * (a_b[1] - a_b[0]) if a_b else 0.0
-        return (r["case_id"] not in by_case, -drop, r["status"] != "ok")
+        return (
+            r["event_id"] not in bad_ids,
+            r["case_id"] not in by_case,
+            -drop,
+            r["status"] != "ok",
+        )
 
     chosen: list[tuple[str, dict[str, Any], dict[str, Any]]] = []
     used: set[str] = set()
@@ -445,11 +746,35 @@ def _samples(
         chosen.append((match, m, r))
     ids = [x["event_id"] for _, m, r in chosen for x in (m, r)]
     whole = {x["event_id"]: x for x in store.responses_by_id(project, ids)}
+    scores: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for x in store.scores_of(project, ids):
+        scores[x["event_id"]].append(x)
+
+    def side(event_id: str) -> dict[str, Any]:
+        out = _clip(whole[event_id])
+        # the incident's metric first: the score the sample is about
+        out["scores"] = sorted(scores[event_id], key=lambda x: x["name"] != row["metric"])
+        out["failing"] = event_id in bad_ids
+        return out
+
     return [
-        SamplePair(match, _clip(whole[m["event_id"]]), _clip(whole[r["event_id"]]))
+        SamplePair(match, side(m["event_id"]), side(r["event_id"]))
         for match, m, r in chosen
         if m["event_id"] in whole and r["event_id"] in whole
     ]
+
+
+def _worse_range(row: dict[str, Any], ev: dict[str, Any]) -> tuple[float, float] | None:
+    """The score range of a response on the worse side of the shift: a failed (or, for an
+    improvement, passed) rate, else beyond the level before it."""
+    level = ev.get("level_before")
+    higher_is_better = ev.get("higher_is_better", True)
+    bad_low = higher_is_better == (row["direction"] == "regression")
+    if ev.get("metric_kind") == "proportion":
+        return (0.0, 0.0) if bad_low else (1.0, 1.0)
+    if level is None:
+        return None
+    return (-1e300, float(level)) if bad_low else (float(level), 1e300)
 
 
 def _clip(r: dict[str, Any]) -> dict[str, Any]:
@@ -484,6 +809,7 @@ class Trend:
     svg: str
     last: float | None
     n: int
+    href: str = ""  # the responses behind it, in the explorer
 
 
 @dataclass
@@ -555,6 +881,10 @@ def _trends(store: Store, project: str, now: datetime) -> list[Trend]:
                 svg=charts.sparkline(ts, means, marks=marks),
                 last=means[-1],
                 n=int(sum(per[t][0] for t in ts)),
+                href="/reports/responses?"
+                + urlencode(
+                    {"app": app, "metric": metric, "since": ts[0].strftime("%Y-%m-%dT%H:%M")}
+                ),
             )
         )
     return out
@@ -602,6 +932,15 @@ class ComparisonView:
     svg: str
     groups: dict[str, dict[str, Any]]
     api: str
+    kind: str = "mean"  # proportion: effects in points, estimates in %
+    width: float | None = None  # the CI's width: how many digits the numbers deserve
+
+
+PROPORTION_TESTS = {"two_proportion_z", "fisher_exact", "mcnemar_exact", "mantel_haenszel_z"}
+
+
+def _ci_width(low: float | None, high: float | None) -> float | None:
+    return None if low is None or high is None else high - low
 
 
 def comparison_view(store: Store, project: str, spec: CompareSpec) -> ComparisonView:
@@ -614,6 +953,7 @@ def comparison_view(store: Store, project: str, spec: CompareSpec) -> Comparison
         for g, f in (("A", spec.a), ("B", spec.b))
     }
     label = "B − A"
+    kind = "proportion" if res.get("test") in PROPORTION_TESTS else "mean"
     return ComparisonView(
         title=f"{spec.metric}: B vs A",
         metric=spec.metric,
@@ -621,8 +961,14 @@ def comparison_view(store: Store, project: str, spec: CompareSpec) -> Comparison
         result=res,
         warnings=[*answer.comparison.warnings, *answer.warnings],
         sequential=answer.sequential,
-        svg=charts.effect_chart([(label, res["effect"], res["ci_low"], res["ci_high"])]),
+        svg=charts.effect_chart(
+            [(label, res["effect"], res["ci_low"], res["ci_high"])],
+            points=kind == "proportion",
+            unit=unit_of(spec.metric),
+        ),
         groups=groups,
+        kind=kind,
+        width=_ci_width(res.get("ci_low"), res.get("ci_high")),
         api=json.dumps(
             {
                 "metric": spec.metric,
@@ -652,7 +998,10 @@ def experiment_view(store: Store, project: str, spec: ExperimentSpec) -> Experim
     by_metric: dict[str, list[tuple[str, float | None, float | None, float | None]]] = defaultdict(
         list
     )
+    rates = set()
     for r in report.get("results", []):
+        if r["test"] in PROPORTION_TESTS:
+            rates.add(r["metric"])
         by_metric[r["metric"]].append(
             (f"{r['arm']} vs {r['control']}", r["effect"], r["ci_low"], r["ci_high"])
         )
@@ -664,6 +1013,267 @@ def experiment_view(store: Store, project: str, spec: ExperimentSpec) -> Experim
     return ExperimentView(
         experiment=spec.experiment,
         report=report,
-        charts={m: charts.effect_chart(rows) for m, rows in by_metric.items()},
+        charts={
+            m: charts.effect_chart(rows, points=m in rates, unit=unit_of(m))
+            for m, rows in by_metric.items()
+        },
         api=f"/v1/experiments/{quote(spec.experiment, safe='')}?{urlencode(params)}",
     )
+
+
+# -- lists: incidents, experiments, jobs ---------------------------------------------------
+
+
+@dataclass
+class IncidentsView:
+    status: str  # open | acknowledged | resolved | all
+    incidents: list[dict[str, Any]]
+    counts: dict[str, int]  # per status, over every incident listed
+    now: datetime
+
+
+INCIDENT_STATUSES = ("open", "acknowledged", "resolved", "all")
+
+
+def incidents_view(
+    store: Store, project: str, *, status: str = "open", now: datetime | None = None
+) -> IncidentsView:
+    """Every incident (newest shift first) with severity, headline and its timeline."""
+    rows = store.incidents(project, status="", limit=1000)
+    counts = {s: sum(1 for r in rows if r["status"] == s) for s in INCIDENT_STATUSES[:3]}
+    counts["all"] = len(rows)
+    shown = []
+    for r in rows:
+        if status != "all" and r["status"] != status:
+            continue
+        ev = json.loads(r.pop("evidence") or "{}")
+        r["severity"] = severity(r, ev)
+        r["headline"] = headline(r, ev)
+        shown.append(r)
+    return IncidentsView(status, shown, counts, now or datetime.now(UTC))
+
+
+@dataclass
+class ExperimentsView:
+    experiments: list[dict[str, Any]]
+
+
+def experiments_view(store: Store, project: str) -> ExperimentsView:
+    rows = store.experiments(project)
+    for r in rows:
+        params = [("metric", m) for m in r["metrics"]]
+        r["href"] = f"/reports/experiments/{quote(r['experiment'], safe='')}?{urlencode(params)}"
+    return ExperimentsView(rows)
+
+
+@dataclass
+class JobsView:
+    jobs: list[dict[str, Any]]
+    evaluators: list[dict[str, Any]]
+
+
+def jobs_view(store: Store, project: str, settings: Any) -> JobsView:
+    """The scheduled jobs' last runs and the evaluators' health (scores and errors)."""
+    from promptblame.analysis.scoring.catalog import listing
+
+    evaluators = listing(store, project, settings)
+    health = {h["source"]: h for h in store.source_health(project)}
+    for e in evaluators:
+        e["health"] = health.pop(e["source"], None)
+    # sources that are not configured evaluators (the apps' own scores, people, removed ones)
+    others = [{"name": "", "source": src, "health": h} for src, h in health.items()]
+    return JobsView(store.last_job_runs(project), evaluators + others)
+
+
+# -- responses explorer, one response, one prompt --------------------------------------------
+
+RESPONSES_PAGE = 50
+SNIPPET = 240
+EXPLORER_FIELDS = (
+    "app",
+    "route",
+    "environment",
+    "prompt_id",
+    "prompt_version",
+    "model",
+    "model_version",
+    "experiment",
+    "variant",
+)
+
+
+SUGGESTIONS_TTL = 60.0  # seconds: suggestions may lag new versions by a minute
+_suggested: dict[tuple[int, str], tuple[float, dict[str, list[str]]]] = {}
+
+
+def _suggestions(store: Store, project: str) -> dict[str, list[str]]:
+    """Values for the explorer's filter inputs, cached a minute per store and project: the
+    distinct scan costs ~0.5 s at 10M responses, and a suggestion a minute old is harmless."""
+    import time
+
+    key = (id(store), project)
+    hit = _suggested.get(key)
+    if hit is not None and time.monotonic() - hit[0] < SUGGESTIONS_TTL:
+        return hit[1]
+    values = store.dimension_values(project)
+    options = {
+        name: sorted({v[name] for v in values if v[name]})
+        for name in ("app", "prompt_id", "prompt_version", "model")
+    }
+    _suggested[key] = (time.monotonic(), options)
+    return options
+
+
+@dataclass
+class ResponsesView:
+    query: dict[str, str]  # the filters as given (shown back in the form)
+    rows: list[dict[str, Any]]
+    next_href: str | None  # the next (older) page
+    options: dict[str, list[str]]  # suggestions for the filter inputs
+    metrics: list[str]
+
+
+def responses_view(
+    store: Store,
+    project: str,
+    *,
+    f: ResponseFilter,
+    query: dict[str, str],
+    search: str = "",
+    score: tuple[str, float, float] | None = None,
+    before: tuple[datetime, str] | None = None,
+) -> ResponsesView:
+    """One page of responses, newest first, filtered; a cursor (ts, event_id) pages on."""
+    # Keys first, whole rows of the page after: on a large table, reading the texts of every
+    # row that passes the filter costs far more than finding the page's 50 keys.
+    keys = store.list_responses(
+        project,
+        f,
+        limit=RESPONSES_PAGE + 1,
+        before=before,
+        columns=("event_id", "ts"),
+        search=search,
+        score=score,
+    )
+    next_href = None
+    if len(keys) > RESPONSES_PAGE:
+        keys = keys[:RESPONSES_PAGE]
+        last = keys[-1]
+        q = {k: v for k, v in query.items() if v and k != "before"}
+        q["before"] = f"{last['ts'].isoformat()}|{last['event_id']}"
+        next_href = "/reports/responses?" + urlencode(q)
+    whole = {
+        r["event_id"]: r for r in store.responses_by_id(project, [k["event_id"] for k in keys])
+    }
+    rows = [whole[k["event_id"]] for k in keys if k["event_id"] in whole]
+    for r in rows:
+        text = r.pop("output") or ""
+        r["snippet"] = text[:SNIPPET] + (" …" if len(text) > SNIPPET else "")
+        r.pop("input", None)
+    options = _suggestions(store, project)
+    metrics = store.score_names(project)
+    return ResponsesView(query, rows, next_href, options, metrics)
+
+
+@dataclass
+class ResponseView:
+    response: dict[str, Any]
+    scores: list[dict[str, Any]]
+    errors: list[dict[str, Any]]
+    same_case: list[dict[str, Any]]  # the same eval case answered by other versions
+
+
+MAX_SAME_CASE = 3
+
+
+def response_view(store: Store, project: str, event_id: str) -> ResponseView:
+    found = store.responses_by_id(project, [event_id])
+    if not found:
+        raise NotFound(f"no response {event_id!r}")
+    r = found[0]
+    r["tags"] = dict(r.get("tags") or {})  # a Map arrives as key/value pairs
+    same_case: list[dict[str, Any]] = []
+    if r.get("case_id"):
+        # the same eval case answered by other versions: the newest answer of each
+        mine = (r["prompt_id"], r["prompt_version"], r["model"], r["model_version"])
+        seen = {mine}
+        for x in store.case_responses(project, app=r["app"], case_id=r["case_id"]):
+            key = (x["prompt_id"], x["prompt_version"], x["model"], x["model_version"])
+            if key not in seen and len(same_case) < MAX_SAME_CASE:
+                seen.add(key)
+                same_case.append(_clip(x))
+        scores: dict[str, list[dict[str, Any]]] = defaultdict(list)
+        for s in store.scores_of(project, [x["event_id"] for x in same_case]):
+            scores[s["event_id"]].append(s)
+        for x in same_case:
+            x["scores"] = scores[x["event_id"]]
+            x["failing"] = False
+    return ResponseView(
+        response=r,
+        scores=store.response_scores(project, event_id),
+        errors=store.response_errors(project, event_id),
+        same_case=same_case,
+    )
+
+
+@dataclass
+class PromptView:
+    prompt_id: str
+    versions: list[dict[str, Any]]  # registry rows with their traffic
+    a: str
+    b: str
+    diff: Diff | None
+    # the releases' labels and their history go here (`prompt.html` has the slot)
+
+
+def prompt_view(
+    store: Store, project: str, prompt_id: str, *, a: str = "", b: str = ""
+) -> PromptView:
+    """A prompt's versions (registry and traffic) and the diff of any two (default: the last
+    two registered)."""
+    registry = store.list_prompt_versions(project, prompt_id)
+    traffic: dict[str, dict[str, Any]] = {}
+    for v in store.version_counts(project, ResponseFilter(prompt_id=prompt_id)):
+        t = traffic.setdefault(
+            v["prompt_version"],
+            {"responses": 0, "first_seen": v["first_seen"], "last_seen": v["last_seen"]},
+        )
+        t["responses"] += int(v["responses"])
+        t["first_seen"] = min(t["first_seen"], v["first_seen"])
+        t["last_seen"] = max(t["last_seen"], v["last_seen"])
+    if not registry and not traffic:
+        raise NotFound(f"no prompt {prompt_id!r}: not registered and never logged")
+    by_version = {r["version"]: r for r in registry}
+    names = [r["version"] for r in registry] + sorted(set(traffic) - set(by_version))
+    versions = [
+        {
+            "version": v,
+            "registered": v in by_version,
+            "author": "",
+            "created_at": None,
+            **(by_version.get(v) or {}),
+            **traffic.get(v, {"responses": 0, "first_seen": None, "last_seen": None}),
+        }
+        for v in names
+    ]
+    known = [r["version"] for r in registry]
+    if not (a and b) and len(known) >= 2:
+        a, b = a or known[-2], b or known[-1]
+    diff = None
+    if a and b:
+        old, new = by_version.get(a), by_version.get(b)
+        title = f"{prompt_id}@{a} → {prompt_id}@{b}"
+        if old is None or new is None:
+            missing = " and ".join(x for x, r in ((a, old), (b, new)) if r is None)
+            diff = Diff(title, [], f"{missing} not in the prompt registry: no template to compare.")
+        else:
+            lines = [
+                ({"+": "add", "-": "del", "@": "hunk"}.get(x[:1], "ctx"), x)
+                for x in list(
+                    difflib.unified_diff(
+                        old["template"].splitlines(), new["template"].splitlines(), lineterm="", n=3
+                    )
+                )[2:]
+            ]
+            diff = Diff(title, lines, "" if lines else "The templates are identical.")
+    return PromptView(prompt_id, versions, a, b, diff)

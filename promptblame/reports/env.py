@@ -14,9 +14,19 @@ from typing import Any
 from jinja2 import Environment, PackageLoader, StrictUndefined
 from markupsafe import Markup
 
-from promptblame.analysis.attribution.verdict import fmt_effect
 from promptblame.display import visible
-from promptblame.reports.words import fmt_num, fmt_p, fmt_pct, fmt_ts, p_eq
+from promptblame.reports.words import (
+    fmt_age,
+    fmt_delta,
+    fmt_num,
+    fmt_p,
+    fmt_pct,
+    fmt_ts,
+    fmt_value,
+    p_eq,
+    test_name,
+    words,
+)
 
 
 @cache
@@ -29,7 +39,18 @@ def environment() -> Environment:
         lstrip_blocks=True,
         finalize=_shown,
     )
-    env.filters.update(p=fmt_p, p_eq=p_eq, num=fmt_num, pct=fmt_pct, ts=fmt_ts, effect=fmt_effect)
+    env.filters.update(
+        p=fmt_p,
+        p_eq=p_eq,
+        num=fmt_num,
+        pct=fmt_pct,
+        ts=fmt_ts,
+        age=fmt_age,
+        effect=_effect,
+        value=_value,
+        test=test_name,
+        words=words,
+    )
     return env
 
 
@@ -38,3 +59,11 @@ def _shown(value: Any) -> Any:
     if isinstance(value, str) and not isinstance(value, Markup):
         return visible(value)
     return value
+
+
+def _effect(x: float | None, kind: str = "mean", metric: str = "", width: Any = None) -> str:
+    return fmt_delta(x, metric=metric, kind=kind, width=width)
+
+
+def _value(x: float | None, kind: str = "mean", metric: str = "", width: Any = None) -> str:
+    return fmt_value(x, metric=metric, kind=kind, width=width)

@@ -11,7 +11,18 @@ from datetime import UTC, datetime
 from typing import Any
 
 from promptblame import __version__
-from promptblame.reports.data import ComparisonView, ExperimentView, IncidentView, OverviewView
+from promptblame.reports.data import (
+    ComparisonView,
+    ExperimentsView,
+    ExperimentView,
+    IncidentsView,
+    IncidentView,
+    JobsView,
+    OverviewView,
+    PromptView,
+    ResponsesView,
+    ResponseView,
+)
 from promptblame.reports.env import environment
 
 
@@ -23,13 +34,30 @@ def _render(template: str, *, api_base: str | None, **context: Any) -> str:
             api_base=api_base,
             version=__version__,
             rendered_at=datetime.now(UTC),
-            **{"logout": True, "incident_link": None, **context},
+            **{
+                "logout": True,
+                "incident_link": None,
+                "csrf": "",
+                "can_admin": False,
+                "nav_here": "",
+                **context,
+            },
         )
     )
 
 
-def render_incident(view: IncidentView, *, api_base: str | None = "", logout: bool = True) -> str:
-    return _render("incident.html", api_base=api_base, logout=logout, v=view)
+def render_incident(
+    view: IncidentView,
+    *,
+    api_base: str | None = "",
+    logout: bool = True,
+    csrf: str = "",
+    can_admin: bool = False,
+) -> str:
+    """`csrf`: the form token for this page's Acknowledge/Resolve forms (none: no forms)."""
+    return _render(
+        "incident.html", api_base=api_base, logout=logout, v=view, csrf=csrf, can_admin=can_admin
+    )
 
 
 def render_overview(
@@ -42,7 +70,12 @@ def render_overview(
     """`incident_link`, for exported files: where incident `{id}` was exported beside this one,
     e.g. "incident-{id}.html"; without it exported incidents are not linked."""
     return _render(
-        "overview.html", api_base=api_base, logout=logout, incident_link=incident_link, v=view
+        "overview.html",
+        api_base=api_base,
+        logout=logout,
+        incident_link=incident_link,
+        v=view,
+        nav_here="/reports/",
     )
 
 
@@ -60,3 +93,54 @@ def render_experiment(
 
 def render_login(*, next_url: str, error: str = "") -> str:
     return _render("login.html", api_base="", logout=False, next_url=next_url, error=error)
+
+
+_TITLES = {
+    400: "Bad request",
+    401: "Log in first",
+    403: "Not allowed",
+    404: "Not found",
+    405: "Not allowed here",
+    409: "Conflict",
+    422: "Something in the address is not valid",
+}
+
+
+def render_error(status: int, lines: list[str], *, logout: bool = True) -> str:
+    """An error page in the browser: what is wrong, in words, and links back."""
+    title = _TITLES.get(status, "Something went wrong")
+    return _render(
+        "error.html", api_base="", logout=logout, status=status, title=title, lines=lines
+    )
+
+
+def render_incidents(view: IncidentsView, *, logout: bool = True) -> str:
+    return _render(
+        "incidents.html", api_base="", logout=logout, v=view, nav_here="/reports/incidents"
+    )
+
+
+def render_experiments(view: ExperimentsView, *, logout: bool = True) -> str:
+    return _render(
+        "experiments.html", api_base="", logout=logout, v=view, nav_here="/reports/experiments"
+    )
+
+
+def render_jobs(view: JobsView, *, logout: bool = True) -> str:
+    return _render("jobs.html", api_base="", logout=logout, v=view, nav_here="/reports/jobs")
+
+
+def render_responses(view: ResponsesView, *, logout: bool = True) -> str:
+    return _render(
+        "responses.html", api_base="", logout=logout, v=view, nav_here="/reports/responses"
+    )
+
+
+def render_response(view: ResponseView, *, logout: bool = True) -> str:
+    return _render(
+        "response.html", api_base="", logout=logout, v=view, nav_here="/reports/responses"
+    )
+
+
+def render_prompt(view: PromptView, *, logout: bool = True) -> str:
+    return _render("prompt.html", api_base="", logout=logout, v=view)

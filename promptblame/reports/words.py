@@ -3,12 +3,118 @@ sentences with its evidence. Pure functions of an incident row and its evidence 
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+import math
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from promptblame.analysis.attribution.verdict import fmt_effect
 
 SEVERITIES = ("critical", "major", "minor", "info")
+
+# What the tests' internal names mean to a reader (names as analysis records them).
+TEST_NAMES = {
+    "mantel_haenszel_z": "Mantel–Haenszel test, stratified by route and environment",
+    "welch_t": "Welch's t-test",
+    "mann_whitney_u": "Mann–Whitney U test",
+    "fisher_exact": "Fisher's exact test",
+    "two_proportion_z": "two-proportion z-test",
+    "paired_t": "paired t-test",
+    "wilcoxon_signed_rank": "Wilcoxon signed-rank test",
+    "mcnemar_exact": "McNemar's exact test",
+    "bootstrap": "bootstrap",
+    "none": "no test",
+}
+
+
+def test_name(name: str | None) -> str:
+    """A test's name for people: "Welch's t-test", never "welch_t"."""
+    if not name:
+        return "n/a"
+    return TEST_NAMES.get(name, name.replace("_", " "))
+
+
+def words(text: str | None) -> str:
+    """snake_case identifiers (verdicts, reasons, bases) as words."""
+    return "" if text is None else str(text).replace("_", " ")
+
+
+def unit_of(metric: str) -> str:
+    """The unit a metric is measured in, from its name (response.latency_ms, cost_usd, ...)."""
+    name = metric.rsplit(".", 1)[-1].lower()
+    if name.endswith("_ms") or name == "latency":
+        return "ms"
+    if name.endswith("_usd") or name.startswith("cost"):
+        return "$"
+    if "tokens" in name:
+        return "tokens"
+    return ""
+
+
+def _digits(width: float | None, default: int = 3) -> int:
+    """Decimals that fit an interval this wide: two significant digits of its width."""
+    if width is None or not math.isfinite(width) or width <= 0:
+        return default
+    return max(0, min(6, 1 - math.floor(math.log10(width))))
+
+
+def _unzero(text: str) -> str:
+    """No "-0.0": a number that rounds to zero has no sign."""
+    if text[:1] in "+-" and float(text[1:]) == 0:
+        return text[1:]
+    return text
+
+
+def fmt_value(
+    x: float | None, *, metric: str = "", kind: str = "mean", width: float | None = None
+) -> str:
+    """A level of a metric: a rate as a percentage, else the value with its unit."""
+    if x is None or (isinstance(x, float) and not math.isfinite(x)):
+        return "–"
+    if kind == "proportion":
+        return _unzero(f"{x * 100:.{min(_digits(width and width * 100, 1), 2)}f}") + "%"
+    unit = unit_of(metric)
+    text = _unzero(f"{x:.{_digits(width, 3 if abs(x) < 100 else 0)}f}")
+    if unit == "$":
+        return "$" + text if not text.startswith("-") else "-$" + text[1:]
+    return f"{text} {unit}" if unit else text
+
+
+def fmt_delta(
+    x: float | None, *, metric: str = "", kind: str = "mean", width: float | None = None
+) -> str:
+    """A difference: points for rates (and 0..1 scores), the metric's unit otherwise; signed,
+    never "-0.0"; decimals that fit the confidence interval when its width is given."""
+    if x is None or (isinstance(x, float) and not math.isfinite(x)):
+        return "n/a"
+    unit = unit_of(metric)
+    if not unit and (kind == "proportion" or abs(x) <= 1):
+        d = min(_digits(width and width * 100, 1), 2)
+        return _unzero(f"{x * 100:+.{d}f}") + " pt"
+    text = _unzero(f"{x:+.{_digits(width, 3 if abs(x) < 100 else 0)}f}")
+    if unit == "$":
+        return text[0] + "$" + text[1:] if text[:1] in "+-" else "$" + text
+    return f"{text} {unit}" if unit else text
+
+
+def fmt_age(t: datetime | None, now: datetime | None = None) -> str:
+    """How long ago: "3 h", "2 d"."""
+    if t is None:
+        return "–"
+    secs = max(((now or datetime.now(UTC)) - t).total_seconds(), 0)
+    if secs < 3600:
+        return f"{int(secs // 60)} min"
+    if secs < 2 * 86400:
+        return f"{int(secs // 3600)} h"
+    return f"{int(secs // 86400)} d"
+
+
+def fmt_span(seconds: float) -> str:
+    """A duration in the largest whole unit: "24 hours", "7 days"."""
+    td = timedelta(seconds=seconds)
+    if td.total_seconds() % 86400 == 0 and td.days >= 2:
+        return f"{td.days} days"
+    hours = td.total_seconds() / 3600
+    return f"{hours:g} hours" if hours != 1 else "1 hour"
 
 
 def fmt_p(p: float | None) -> str:
@@ -24,7 +130,7 @@ def p_eq(p: float | None) -> str:
 
 
 def fmt_num(x: float | None, digits: int = 3) -> str:
-    return "–" if x is None else f"{x:.{digits}f}"
+    return "–" if x is None else _unzero(f"{x:.{digits}f}")
 
 
 def fmt_pct(x: float | None) -> str:
@@ -59,16 +165,18 @@ def headline(row: dict[str, Any], ev: dict[str, Any]) -> str:
     kind = ev.get("metric_kind", "mean")
     eff = fmt_effect(row.get("effect"), kind=kind)
     moved = "regressed" if row["direction"] == "regression" else "improved"
-    if row["verdict"] == "culprit" and ev.get("culprit"):
-        c = ev["culprit"]
-        who = f"{c['dimension'].capitalize()} {c['value']}"
+    if row["verdict"] == "culprit" and (ev.get("culprit") or row.get("culprit")):
+        c = ev.get("culprit")
+        # lists carry no evidence: the row's own "dimension value" then
+        who = f"{c['dimension'].capitalize()} {c['value']}" if c else row["culprit"].capitalize()
         return f"{who} {moved} {row['metric']} on {where} by {eff}"
     if row["verdict"] == "confounded":
         return f"{row['metric']} {moved} on {where} by {eff}: confounded ({row['culprit']})"
     cause = {"traffic_mix": "a traffic-mix change", "drift": "gradual drift"}.get(
-        ev.get("cause") or "", "no version"
+        ev.get("cause") or "", ""
     )
-    return f"{row['metric']} {moved} on {where} by {eff}: no version caused it ({cause})"
+    why = f" ({cause})" if cause else ""
+    return f"{row['metric']} {moved} on {where} by {eff}: no version caused it{why}"
 
 
 def explanation(row: dict[str, Any], ev: dict[str, Any]) -> list[str]:
@@ -132,9 +240,4 @@ def explanation(row: dict[str, Any], ev: dict[str, Any]) -> list[str]:
             )
         else:
             out.append("No prompt or model version explains this shift.")
-    if ev.get("level_before") is not None and ev.get("level_after") is not None:
-        out.append(
-            f"Level {fmt_num(ev['level_before'])} before, {fmt_num(ev['level_after'])} after"
-            f" ({ev.get('window', 0)} buckets each side)."
-        )
     return out

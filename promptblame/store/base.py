@@ -336,19 +336,35 @@ class Store(ABC):
         limit: int,
         before: tuple[datetime, str] | None = None,
         columns: Sequence[str] = (),
+        search: str = "",
+        score: tuple[str, float, float] | None = None,
     ) -> list[dict[str, Any]]:
         """Newest first; `before` is the (ts, event_id) of the last row of the previous page.
 
         `columns` (default: all) matters for cost: the texts of rows scattered over a large
         table are most of what a page reads (200 whole rows of 9M took 1.2 s, their ids 0.1 s).
+        `search`: text in the input or output (case-insensitive); `score`: (metric, low, high),
+        responses with a score of that name within [low, high].
         """
         unknown = set(columns) - set(RESPONSES_ARROW.names)
         if unknown:
             raise ValueError(f"not columns of responses: {sorted(unknown)}")
         wanted = ", ".join(columns) if columns else "* EXCEPT (project_id)"
+        extra = ""
+        if search:
+            extra += (
+                " AND (positionCaseInsensitiveUTF8(input, {q:String}) > 0"
+                " OR positionCaseInsensitiveUTF8(output, {q:String}) > 0)"
+            )
+        if score is not None:
+            extra += (
+                " AND event_id IN (SELECT event_id FROM scored WHERE project_id = {p:String}"
+                " AND name = {sm:String} AND value >= {slo:Float64} AND value <= {shi:Float64}"
+                f" AND {filter_sql()})"
+            )
         return self._rows(
             f"SELECT {wanted} FROM responses FINAL"
-            f" WHERE project_id = {{p:String}} AND {filter_sql()}"
+            f" WHERE project_id = {{p:String}} AND {filter_sql()}{extra}"
             " AND (ts, event_id) < ({bts:DateTime64(3)}, {bid:String})"
             " ORDER BY ts DESC, event_id DESC LIMIT {lim:UInt32}",
             p=project_id,
@@ -356,6 +372,10 @@ class Store(ABC):
             bts=before[0] if before else FAR_FUTURE,
             bid=before[1] if before else "",
             lim=limit,
+            q=search,
+            sm=score[0] if score else "",
+            slo=score[1] if score else 0.0,
+            shi=score[2] if score else 0.0,
         )
 
     def responses_by_id(self, project_id: str, event_ids: Sequence[str]) -> list[dict[str, Any]]:
@@ -379,6 +399,101 @@ class Store(ABC):
             f" GROUP BY {_VERSION_KEY} ORDER BY first_seen, {_VERSION_KEY}",
             p=project_id,
             **filter_params(f),
+        )
+
+    def experiments(self, project_id: str, *, limit: int = 200) -> list[dict[str, Any]]:
+        """Per experiment: its arms, apps, responses, first and last seen, and the metrics
+        scored on it (newest first)."""
+        return self._rows(
+            "SELECT r.experiment AS experiment, r.arms AS arms, r.apps AS apps,"
+            " r.responses AS responses, r.first_seen AS first_seen, r.last_seen AS last_seen,"
+            " arraySort(ifNull(s.metrics, [])) AS metrics FROM ("
+            "  SELECT experiment, arraySort(groupUniqArray(variant)) AS arms,"
+            "  arraySort(groupUniqArray(app)) AS apps, count() AS responses,"
+            "  min(ts) AS first_seen, max(ts) AS last_seen FROM responses FINAL"
+            "  WHERE project_id = {p:String} AND experiment != '' GROUP BY experiment) AS r"
+            " LEFT JOIN (SELECT experiment, groupUniqArray(name) AS metrics FROM scored"
+            "  WHERE project_id = {p:String} AND experiment != '' GROUP BY experiment) AS s"
+            " ON r.experiment = s.experiment ORDER BY last_seen DESC LIMIT {lim:UInt32}",
+            p=project_id,
+            lim=limit,
+        )
+
+    def source_health(self, project_id: str) -> list[dict[str, Any]]:
+        """Per score source: scores written and the newest, scoring errors and the newest one
+        (an evaluator's health at a glance)."""
+        return self._rows(
+            "SELECT source, sum(n_s) AS scores, max(last_s) AS last_score,"
+            " sum(n_e) AS errors, max(last_e) AS last_error_at,"
+            " argMax(err, last_e) AS last_error FROM ("
+            "  SELECT source, count() AS n_s, max(ts) AS last_s, toUInt64(0) AS n_e,"
+            "  toDateTime64(0, 3, 'UTC') AS last_e, '' AS err FROM scores"
+            "  WHERE project_id = {p:String} GROUP BY source"
+            "  UNION ALL SELECT source, toUInt64(0), toDateTime64(0, 3, 'UTC'), count(), max(ts),"
+            "  argMax(error, ts) FROM score_errors FINAL WHERE project_id = {p:String}"
+            "  GROUP BY source) GROUP BY source ORDER BY source",
+            p=project_id,
+        )
+
+    def dimension_values(self, project_id: str) -> list[dict[str, Any]]:
+        """The distinct (app, prompt_id, prompt_version, model) of the project's responses:
+        suggestions for filters (no FINAL: a duplicate row changes no distinct value)."""
+        return self._rows(
+            "SELECT DISTINCT app, prompt_id, prompt_version, model FROM responses"
+            " WHERE project_id = {p:String}",
+            p=project_id,
+        )
+
+    def score_names(self, project_id: str) -> list[str]:
+        rows = self._rows(
+            "SELECT DISTINCT name FROM scored WHERE project_id = {p:String} ORDER BY name",
+            p=project_id,
+        )
+        return [r["name"] for r in rows]
+
+    def response_scores(self, project_id: str, event_id: str) -> list[dict[str, Any]]:
+        """Every score of one response, from every source."""
+        return self._rows(
+            "SELECT name, source, value, comment, ts FROM scores FINAL"
+            " WHERE project_id = {p:String} AND event_id = {e:String} ORDER BY name, source",
+            p=project_id,
+            e=event_id,
+        )
+
+    def scores_of(self, project_id: str, event_ids: Sequence[str]) -> list[dict[str, Any]]:
+        """Every score of a few responses (event_id, name, source, value)."""
+        if not event_ids:
+            return []
+        ids = {f"e{i}": e for i, e in enumerate(event_ids)}  # chDB takes no list parameters
+        return self._rows(
+            "SELECT event_id, name, source, value FROM scores FINAL WHERE project_id = {p:String}"
+            f" AND event_id IN ({', '.join(f'{{{k}:String}}' for k in ids)})"
+            " ORDER BY event_id, name, source",
+            p=project_id,
+            **ids,
+        )
+
+    def case_responses(
+        self, project_id: str, *, app: str, case_id: str, limit: int = 20
+    ) -> list[dict[str, Any]]:
+        """The newest responses of one eval case of an app (every version that answered it)."""
+        return self._rows(
+            "SELECT * EXCEPT (project_id) FROM responses FINAL WHERE project_id = {p:String}"
+            " AND app = {a:String} AND case_id = {c:String}"
+            " ORDER BY ts DESC, event_id DESC LIMIT {lim:UInt32}",
+            p=project_id,
+            a=app,
+            c=case_id,
+            lim=limit,
+        )
+
+    def response_errors(self, project_id: str, event_id: str) -> list[dict[str, Any]]:
+        """The evaluators that failed on one response, with their errors."""
+        return self._rows(
+            "SELECT source, error, ts FROM score_errors FINAL"
+            " WHERE project_id = {p:String} AND event_id = {e:String} ORDER BY source",
+            p=project_id,
+            e=event_id,
         )
 
     def version_score_sums(

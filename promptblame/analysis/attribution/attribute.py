@@ -76,6 +76,7 @@ from promptblame.analysis.attribution.verdict import (
     Evidence,
     Status,
     Verdict,
+    at_time,
     culprit_summary,
     fmt_effect,
 )
@@ -220,7 +221,9 @@ def attribute(
     base = replace(base, start=start, window=max(L, 0))
     if L < 1:
         return replace(
-            base, reason="no_window", summary=f"Bucket {cp} has no data on one side to compare."
+            base,
+            reason="no_window",
+            summary=f"The shift at {at_time(start, cp)} has no data on one side to compare.",
         )
     before, after = in_range(live, cp - L, cp), in_range(live, cp, cp + L)
     mb, ma = total(before), total(after)
@@ -266,7 +269,8 @@ def attribute(
                 decomposition=decomposition,
                 reason="aggregate_not_significant",
                 summary=(
-                    f"No significant shift at bucket {cp}: {fmt_effect(agg, kind=kind)} over "
+                    f"No significant shift at {at_time(start, cp)}: "
+                    f"{fmt_effect(agg, kind=kind)} over "
                     f"{L} buckets either side, p={p_txt}."
                 ),
             )
@@ -314,7 +318,7 @@ def attribute(
             to_separate=to_separate,
         )
         summary = (
-            f"{direction.capitalize()} at bucket {index} "
+            f"{direction.capitalize()} at {at_time(v.start, index)} "
             f"({fmt_effect(agg, kind=kind)}): confounded — {' and '.join(names)} changed together "
             f"({fmt_effect(joint.effect, kind=kind)} together, p={joint.p_value:.2g}); "
             f"{to_separate}"
@@ -350,7 +354,8 @@ def attribute(
         return replace(
             v,
             summary=(
-                f"{direction.capitalize()} at bucket {cp} ({fmt_effect(agg, kind=kind)}): no "
+                f"{direction.capitalize()} at {at_time(start, cp)} "
+                f"({fmt_effect(agg, kind=kind)}): no "
                 f"version can be blamed — the metric was already moving; {e.dimension} "
                 f"{e.value} arrived then ({fmt_effect(e.effect, kind=kind)} vs {e.predecessor}) "
                 f"but its step is not clearly larger than {e.note.split(': ')[0]}. A holdout on "
@@ -360,7 +365,8 @@ def attribute(
     return replace(
         v,
         summary=(
-            f"{direction.capitalize()} at bucket {cp} ({fmt_effect(agg, kind=kind)}): no version "
+            f"{direction.capitalize()} at {at_time(start, cp)} "
+            f"({fmt_effect(agg, kind=kind)}): no version "
             f"caused it: {what}{considered}."
         ),
     )
@@ -844,9 +850,10 @@ def _estimate(
             se=math.sqrt(sum(t.se**2 for t in sides)) / k,
             agree=len({t.effect > 0 for t in sides}) == 1,
         )
-    note = f"{w} buckets before vs after the arrival at bucket {a}, matched on time of day"
+    at = at_time(next((c.start for c in ctx.cells if c.bucket == a), None), a)
+    note = f"{w} buckets before vs after the arrival at {at}, matched on time of day"
     if not use_phase:
-        note = f"{w} buckets before vs after the arrival at bucket {a} (shorter than a period)"
+        note = f"{w} buckets before vs after the arrival at {at} (shorter than a period)"
     return "before_after", est, scoped, trend, control, note
 
 

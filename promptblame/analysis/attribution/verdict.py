@@ -120,9 +120,15 @@ def fmt_effect(e: float | None, *, kind: str) -> str:
     """Points on a 0..1 metric (pass/fail or score), plain number otherwise."""
     if e is None:
         return "n/a"
-    if kind == "proportion" or abs(e) <= 1:
-        return f"{e * 100:+.1f} pt"
-    return f"{e:+.3g}"
+    text = f"{e * 100:+.1f} pt" if kind == "proportion" or abs(e) <= 1 else f"{e:+.3g}"
+    return text[1:] if float(text.split()[0]) == 0 else text  # never "-0.0 pt"
+
+
+def at_time(start: datetime | int | None, index: int | None) -> str:
+    """Where a shift is, for people: its bucket's start time, the index only without one."""
+    if isinstance(start, datetime):
+        return f"{start:%Y-%m-%d %H:%M} UTC"
+    return f"bucket {index}"
 
 
 def culprit_summary(v: Verdict, e: Evidence) -> str:
@@ -135,7 +141,8 @@ def culprit_summary(v: Verdict, e: Evidence) -> str:
     )
     share = f", explains {e.explained_share:.0%} of the shift" if e.explained_share else ""
     return (
-        f"{(v.direction or 'shift').capitalize()} at bucket {v.index}: {verb} {e.dimension} "
+        f"{(v.direction or 'shift').capitalize()} at {at_time(v.start, v.index)}: "
+        f"{verb} {e.dimension} "
         f"{e.value} (from {e.predecessor}){where}, "
         f"{fmt_effect(e.effect, kind=v.metric_kind)} {ci} p={_p(e.p_value)} "
         f"({e.basis.replace('_', '/') if e.basis else 'n/a'}){share}."

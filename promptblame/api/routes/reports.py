@@ -9,7 +9,8 @@ script runs on them even if some text escaped the templates' autoescape.
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from datetime import datetime
+from typing import Annotated, Any, Literal
 from urllib.parse import parse_qs, quote
 
 from fastapi import Path, Query, Request
@@ -18,19 +19,27 @@ from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 
 from promptblame.analysis.service import ExperimentSpec
+from promptblame.api import csrf
 from promptblame.api.auth import Principal
 from promptblame.api.json_body import json_router
 from promptblame.api.params import TEXT, Instant, utc
 from promptblame.api.routes.analysis import CompareRequest, _parse_split
+from promptblame.api.routes.incidents import StatusNote, _set_status
 from promptblame.api.state import AppState, State
 from promptblame.errors import Forbidden, InvalidArgument, Unauthorized
 from promptblame.reports import data
 from promptblame.reports.render import (
     render_comparison,
     render_experiment,
+    render_experiments,
     render_incident,
+    render_incidents,
+    render_jobs,
     render_login,
     render_overview,
+    render_prompt,
+    render_response,
+    render_responses,
 )
 from promptblame.store import ResponseFilter
 
@@ -51,7 +60,9 @@ def _html(body: str, status: int = 200) -> HTMLResponse:
         headers={
             "Content-Security-Policy": CSP,
             "X-Content-Type-Options": "nosniff",
-            "Referrer-Policy": "no-referrer",
+            # same-origin, not no-referrer: under no-referrer a browser sends "Origin: null"
+            # with our own form posts, and the CSRF check needs their real origin
+            "Referrer-Policy": "same-origin",
             "Cache-Control": "no-store",
         },
     )
@@ -102,6 +113,10 @@ def overview(request: Request, state: State) -> Response:
     )
 
 
+def _status_purpose(incident_id: str) -> str:
+    return f"incident-status:{incident_id}"
+
+
 @router.get("/incidents/{incident_id}", response_class=HTMLResponse)
 def incident(
     request: Request, state: State, incident_id: Annotated[str, Path(min_length=1, max_length=64)]
@@ -109,11 +124,156 @@ def incident(
     p = _reader(request, state)
     if p is None:
         return _to_login(request)
+    form_token = csrf.token(
+        state.settings, csrf.session_of(request, COOKIE), _status_purpose(incident_id)
+    )
     return _html(
         render_incident(
-            data.incident_view(state.store, p.project_id, incident_id), logout=_logout(state)
+            data.incident_view(state.store, p.project_id, incident_id),
+            logout=_logout(state),
+            csrf=form_token,
+            can_admin="admin" in p.scopes,
         )
     )
+
+
+_STATUSES = {"acknowledge": "acknowledged", "resolve": "resolved"}
+
+
+@router.post("/incidents/{incident_id}/status")
+async def incident_status(
+    request: Request, state: State, incident_id: Annotated[str, Path(min_length=1, max_length=64)]
+) -> Response:
+    """The Acknowledge / Resolve forms: an admin key (the login cookie) and the page's CSRF
+    token; then back to the incident page. The same change as POST /v1/incidents/{id}/ack."""
+    p = _reader(request, state)
+    if p is None:
+        return _to_login(request)
+    form = parse_qs((await request.body())[:8192].decode("utf-8", "replace"))
+    csrf.check(
+        state.settings,
+        request,
+        (form.get("csrf") or [""])[0],
+        cookie=COOKIE,
+        purpose=_status_purpose(incident_id),
+    )
+    p.require("admin")
+    action = (form.get("action") or [""])[0]
+    if action not in _STATUSES:
+        raise InvalidArgument("action", "expected acknowledge or resolve")
+    note = StatusNote(note=(form.get("note") or [""])[0][:2000].strip())
+    await run_in_threadpool(_set_status, state, p.project_id, incident_id, _STATUSES[action], note)
+    return RedirectResponse(f"/reports/incidents/{quote(incident_id)}", status_code=303)
+
+
+@router.get("/incidents", response_class=HTMLResponse)
+def incidents(
+    request: Request,
+    state: State,
+    status: Annotated[Literal["open", "acknowledged", "resolved", "all"], Query()] = "open",
+) -> Response:
+    p = _reader(request, state)
+    if p is None:
+        return _to_login(request)
+    view = data.incidents_view(state.store, p.project_id, status=status)
+    return _html(render_incidents(view, logout=_logout(state)))
+
+
+@router.get("/experiments", response_class=HTMLResponse)
+def experiments(request: Request, state: State) -> Response:
+    p = _reader(request, state)
+    if p is None:
+        return _to_login(request)
+    view = data.experiments_view(state.store, p.project_id)
+    return _html(render_experiments(view, logout=_logout(state)))
+
+
+@router.get("/jobs", response_class=HTMLResponse)
+def jobs(request: Request, state: State) -> Response:
+    p = _reader(request, state)
+    if p is None:
+        return _to_login(request)
+    view = data.jobs_view(state.store, p.project_id, state.settings)
+    return _html(render_jobs(view, logout=_logout(state)))
+
+
+def _instant(field: str, text: str) -> datetime | None:
+    if not text:
+        return None
+    try:
+        return utc(datetime.fromisoformat(text.strip()))
+    except ValueError as exc:
+        raise InvalidArgument(
+            field, f"expected a date or time like 2026-11-24T14:00, got {text!r}"
+        ) from exc
+
+
+def _number(field: str, text: str, default: float) -> float:
+    try:
+        return float(text) if text.strip() else default
+    except ValueError as exc:
+        raise InvalidArgument(field, f"expected a number, got {text!r}") from exc
+
+
+@router.get("/responses", response_class=HTMLResponse)
+def responses(request: Request, state: State) -> Response:
+    """The response explorer: filters (dimensions, time range, text, score range), paging."""
+    p = _reader(request, state)
+    if p is None:
+        return _to_login(request)
+    q = {k: v[:256] for k, v in request.query_params.items()}
+    f = ResponseFilter(
+        **{k: q.get(k, "").strip() for k in data.EXPLORER_FIELDS},
+        since=_instant("since", q.get("since", "")),
+        until=_instant("until", q.get("until", "")),
+    )
+    score = None
+    if q.get("metric"):
+        lo = _number("min", q.get("min", ""), float("-inf"))
+        hi = _number("max", q.get("max", ""), float("inf"))
+        score = (q["metric"], max(lo, -1e300), min(hi, 1e300))
+    before = None
+    if q.get("before"):
+        ts, _, event_id = q["before"].partition("|")
+        at = _instant("before", ts)
+        before = (at, event_id) if at else None
+    view = data.responses_view(
+        state.store,
+        p.project_id,
+        f=f,
+        query=q,
+        search=q.get("q", "").strip(),
+        score=score,
+        before=before,
+    )
+    return _html(render_responses(view, logout=_logout(state)))
+
+
+@router.get(f"/responses/{{event_id:{TEXT}}}", response_class=HTMLResponse)
+def response(
+    request: Request, state: State, event_id: Annotated[str, Path(min_length=1, max_length=256)]
+) -> Response:
+    p = _reader(request, state)
+    if p is None:
+        return _to_login(request)
+    view = data.response_view(state.store, p.project_id, event_id)
+    return _html(render_response(view, logout=_logout(state)))
+
+
+@router.get(f"/prompts/{{prompt_id:{TEXT}}}", response_class=HTMLResponse)
+def prompt(
+    request: Request,
+    state: State,
+    prompt_id: Annotated[str, Path(min_length=1, max_length=256)],
+    a: Annotated[str, Query(max_length=256)] = "",
+    b: Annotated[str, Query(max_length=256)] = "",
+) -> Response:
+    """A prompt's versions and the diff of any two (labels and rollouts join with releases)."""
+    p = _reader(request, state)
+    if p is None:
+        return _to_login(request)
+    view = data.prompt_view(state.store, p.project_id, prompt_id, a=a, b=b)
+    return _html(render_prompt(view, logout=_logout(state)))
 
 
 _GROUP_FIELDS = (*ResponseFilter.__dataclass_fields__,)

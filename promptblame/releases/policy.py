@@ -162,6 +162,11 @@ def decide(plan: Plan, look: Look) -> Decision:
     return Decision(action="wait", reason="step minimums not reached", checks=checks, srm=ratio)
 
 
+def guard_num(x: float | None, rate: bool) -> str:
+    """A guardrail figure as people read it (pages, reasons)."""
+    return "–" if x is None else _num(x, rate)
+
+
 def _regressed(c: Check) -> str:
     assert c.effect is not None and c.low is not None and c.high is not None
     p = f"{c.p_value:.2g}" if c.p_value is not None else "-"

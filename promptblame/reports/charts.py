@@ -106,7 +106,7 @@ class Segment:
 class Marker:
     t: datetime
     label: str
-    kind: str  # prompt | model | change
+    kind: str  # prompt | model | label (a label move) | change
 
 
 def _plain(text: str) -> str:
@@ -235,9 +235,12 @@ def _metric(
         ax.set_ylim(max(low, -0.02), min(high, 1.02))
     top = ax.get_ylim()[1]
     for i, m in enumerate(markers):
-        color = {"prompt": PURPLE, "model": ORANGE}.get(m.kind, RED)
+        color = {"prompt": PURPLE, "model": ORANGE, "label": PURPLE}.get(m.kind, RED)
         ax.axvline(
-            _x(m.t), color=color, linestyle="-" if m.kind == "change" else ":", linewidth=1.6
+            _x(m.t),
+            color=color,
+            linestyle={"change": "-", "label": "--"}.get(m.kind, ":"),
+            linewidth=1.6,
         )
         ax.annotate(
             _plain(m.label),

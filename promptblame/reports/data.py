@@ -9,6 +9,7 @@ from __future__ import annotations
 import difflib
 import json
 from collections import defaultdict
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -27,6 +28,7 @@ from promptblame.analysis.service import (
 )
 from promptblame.analysis.summary import mean_ci
 from promptblame.errors import NotFound
+from promptblame.releases.incident import release_info
 from promptblame.reports import charts
 from promptblame.reports.words import (
     SEVERITIES,
@@ -106,6 +108,7 @@ class WhatNow:
     predecessor: str
     explore: str = ""  # the responses since the shift, in the explorer
     explore_worse: str = ""  # those of them that failed the metric (rates) — the regression
+    release: dict[str, Any] | None = None  # labels serving the culprit, and the rollback
 
 
 @dataclass
@@ -155,6 +158,7 @@ def incident_view(
     # The rest of the reads run while the chart is drawn: the store's engine releases the GIL
     # and matplotlib holds it, so on two cores the page costs about the longer of the two.
     # Only that one thread uses the store meanwhile.
+    moves = _label_moves(store, project, cells, since, until)
     with ThreadPoolExecutor(max_workers=1) as pool:
         reads = pool.submit(
             lambda: (
@@ -166,7 +170,7 @@ def incident_view(
             )
         )
         chart = _incident_chart(cells, row, ev)
-        chart.svg = _draw_incident(chart, row, ev, cells)
+        chart.svg = _draw_incident(chart, row, ev, cells, moves)
         versions = _version_rows(row, ev, cells, before, after)
         diffs, samples, revisions, alerts, what_now = reads.result()
     base = {"app": row["app"], "route": route}
@@ -254,6 +258,7 @@ def _what_now(store: Store, project: str, row: dict[str, Any], ev: dict[str, Any
         bad = {"max": "0"} if row["direction"] == "regression" else {"min": "1"}
         worse = explore + "&" + urlencode({"metric": row["metric"], **bad})
     return WhatNow(
+        release=release_info(store, project, row),
         explore=explore,
         explore_worse=worse,
         dimension=dim,
@@ -488,11 +493,33 @@ def _incident_chart(
     )
 
 
+def _label_moves(
+    store: Store, project: str, cells: list[dict[str, Any]], since: datetime, until: datetime
+) -> list[charts.Marker]:
+    """Label moves of the prompts on this chart: deploys the analysis knows the time of."""
+    prompts = {str(c.get("prompt", "")).rpartition("@")[0] for c in cells}
+    return [
+        charts.Marker(
+            e["claimed_at"],
+            f"label {e['label']}{' (' + e['model'] + ')' if e['model'] else ''}"
+            f" → {e['prompt_id']}@{e['to_version']}",
+            "label",
+        )
+        for e in store.label_history(project)
+        if e["prompt_id"] in prompts and since <= e["claimed_at"] <= until
+    ][-6:]
+
+
 def _draw_incident(
-    chart: IncidentChart, row: dict[str, Any], ev: dict[str, Any], cells: list[dict[str, Any]]
+    chart: IncidentChart,
+    row: dict[str, Any],
+    ev: dict[str, Any],
+    cells: list[dict[str, Any]],
+    moves: Sequence[charts.Marker] = (),
 ) -> str:
     start: datetime = row["shift_start"]
     markers = _rollouts(cells, "prompt", "prompt") + _rollouts(cells, "model", "model_label")
+    markers += list(moves)
     detected = start
     if ev.get("detected_index") is not None and ev.get("index") is not None:
         detected = start + timedelta(
@@ -1223,7 +1250,9 @@ class PromptView:
     a: str
     b: str
     diff: Diff | None
-    # the releases' labels and their history go here (`prompt.html` has the slot)
+    labels: list[dict[str, Any]] = field(default_factory=list)  # current pointers
+    history: list[dict[str, Any]] = field(default_factory=list)  # every move, newest first
+    rollouts: list[dict[str, Any]] = field(default_factory=list)  # this prompt's, newest first
 
 
 def prompt_view(
@@ -1276,4 +1305,19 @@ def prompt_view(
                 )[2:]
             ]
             diff = Diff(title, lines, "" if lines else "The templates are identical.")
-    return PromptView(prompt_id, versions, a, b, diff)
+    return PromptView(
+        prompt_id,
+        versions,
+        a,
+        b,
+        diff,
+        labels=store.label_pointers(project, prompt_id),
+        history=sorted(
+            store.label_history(project, prompt_id), key=lambda e: e["claimed_at"], reverse=True
+        ),
+        rollouts=sorted(
+            (r for r in store.rollout_states(project) if r["prompt_id"] == prompt_id),
+            key=lambda r: r["claimed_at"],
+            reverse=True,
+        ),
+    )

@@ -11,6 +11,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from promptblame import __version__
+from promptblame.releases.policy import guard_num
 from promptblame.reports.data import (
     ComparisonView,
     ExperimentsView,
@@ -140,6 +141,17 @@ def render_response(view: ResponseView, *, logout: bool = True) -> str:
     return _render(
         "response.html", api_base="", logout=logout, v=view, nav_here="/reports/responses"
     )
+
+
+def render_rollouts(rows: list[dict[str, Any]], *, logout: bool = True) -> str:
+    return _render(
+        "rollouts.html", api_base="", logout=logout, v=rows, nav_here="/reports/rollouts"
+    )
+
+
+def render_rollout(rollout: dict[str, Any], *, logout: bool = True) -> str:
+    """`rollout`: GET /v1/rollouts/{id}'s answer (the live estimates and the decision log)."""
+    return _render("rollout.html", api_base="", logout=logout, r=rollout, guard_num=guard_num)
 
 
 def render_prompt(view: PromptView, *, logout: bool = True) -> str:

@@ -24,9 +24,10 @@ from promptblame.api.auth import Principal
 from promptblame.api.json_body import json_router
 from promptblame.api.params import TEXT, Instant, utc
 from promptblame.api.routes.analysis import CompareRequest, _parse_split
-from promptblame.api.routes.incidents import StatusNote, _set_status
+from promptblame.api.routes.incidents import StatusNote, _set_status, rollback_incident
 from promptblame.api.state import AppState, State
 from promptblame.errors import Forbidden, InvalidArgument, Unauthorized
+from promptblame.releases import rollouts
 from promptblame.reports import data
 from promptblame.reports.render import (
     render_comparison,
@@ -40,6 +41,8 @@ from promptblame.reports.render import (
     render_prompt,
     render_response,
     render_responses,
+    render_rollout,
+    render_rollouts,
 )
 from promptblame.store import ResponseFilter
 
@@ -144,8 +147,9 @@ _STATUSES = {"acknowledge": "acknowledged", "resolve": "resolved"}
 async def incident_status(
     request: Request, state: State, incident_id: Annotated[str, Path(min_length=1, max_length=64)]
 ) -> Response:
-    """The Acknowledge / Resolve forms: an admin key (the login cookie) and the page's CSRF
-    token; then back to the incident page. The same change as POST /v1/incidents/{id}/ack."""
+    """The Roll back / Acknowledge / Resolve forms: an admin key (the login cookie) and the
+    page's CSRF token; then back to the incident page. The same changes as POST
+    /v1/incidents/{id}/rollback, /ack and /resolve."""
     p = _reader(request, state)
     if p is None:
         return _to_login(request)
@@ -159,10 +163,14 @@ async def incident_status(
     )
     p.require("admin")
     action = (form.get("action") or [""])[0]
-    if action not in _STATUSES:
-        raise InvalidArgument("action", "expected acknowledge or resolve")
-    note = StatusNote(note=(form.get("note") or [""])[0][:2000].strip())
-    await run_in_threadpool(_set_status, state, p.project_id, incident_id, _STATUSES[action], note)
+    if action == "rollback":  # the same as POST /v1/incidents/{id}/rollback
+        await run_in_threadpool(rollback_incident, incident_id, state, p)
+    elif action in _STATUSES:
+        note = StatusNote(note=(form.get("note") or [""])[0][:2000].strip())
+        status = _STATUSES[action]
+        await run_in_threadpool(_set_status, state, p.project_id, incident_id, status, note)
+    else:
+        raise InvalidArgument("action", "expected acknowledge, resolve or rollback")
     return RedirectResponse(f"/reports/incidents/{quote(incident_id)}", status_code=303)
 
 
@@ -186,6 +194,31 @@ def experiments(request: Request, state: State) -> Response:
         return _to_login(request)
     view = data.experiments_view(state.store, p.project_id)
     return _html(render_experiments(view, logout=_logout(state)))
+
+
+@router.get("/rollouts", response_class=HTMLResponse)
+def rollouts_page(request: Request, state: State) -> Response:
+    p = _reader(request, state)
+    if p is None:
+        return _to_login(request)
+    states = sorted(state.store.rollout_states(p.project_id), key=lambda r: r["claimed_at"])
+    rows = [rollouts.public(state.store, p.project_id, st) for st in reversed(states)]
+    return _html(render_rollouts(rows, logout=_logout(state)))
+
+
+@router.get("/rollouts/{rollout_id}", response_class=HTMLResponse)
+def rollout_page(
+    request: Request,
+    state: State,
+    rollout_id: Annotated[str, Path(min_length=1, max_length=600)],
+) -> Response:
+    """Step timeline, the guardrails' estimates now and at every decision, the decision log."""
+    p = _reader(request, state)
+    if p is None:
+        return _to_login(request)
+    st = rollouts.get(state.store, p.project_id, rollout_id)
+    view = rollouts.public(state.store, p.project_id, st, live=True)
+    return _html(render_rollout(view, logout=_logout(state)))
 
 
 @router.get("/jobs", response_class=HTMLResponse)

@@ -297,6 +297,7 @@ class Server:
         import uvicorn
 
         self.url = f"http://127.0.0.1:{port}"
+        self.app = app
         config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning")
         self._server = uvicorn.Server(config)
         self._thread = threading.Thread(target=self._server.run, daemon=True)
@@ -408,11 +409,80 @@ def run(
     for inc in incidents:
         where = f"{inc['app']}/{inc['route'] or '*'} {inc['metric']}"
         echo(f"  [{inc['verdict']}] {where}: {inc['summary']}")
-    reports = write_reports(store, data_dir / "reports", incidents)
+    echo("")
+    echo(guarded_rollout(store, server, key, echo=echo))
+    reports = write_reports(store, data_dir / "reports", store.incidents(PROJECT))
     return (
         DemoResult(url, key, n_resp, n_scores, scored.scored, incidents, reports),
         server,
     )
+
+
+ANSWER_V5 = (
+    "You are the support assistant of Acme. Answer in one short sentence; do not cite policy."
+    "\n{policy}\n{question}"
+)
+
+
+def guarded_rollout(store: Any, server: Server, key: str, *, echo: Callable[[str], None]) -> str:
+    """Live, after the month: support-bot serves `answer` to gpt-4o-mini users through its own
+    pointer of the production label (v3). The team rolls out a shorter wording, answer@v5, in
+    steps; the app (the real Python client) resolves it per user and logs what it served with
+    its `resolved` score, and the rollout job watches. v5 resolves 70 % of conversations where
+    v3 resolves 86 %: the guardrail rolls it back automatically at the first step. Seeded and
+    driven in rounds (each round's responses, then one look), so every run decides the same."""
+    from promptblame.ingest.client import Client
+    from promptblame.releases.rollouts import run_rollouts
+
+    url, auth = server.url, {"Authorization": f"Bearer {key}"}
+    put = {"template": ANSWER_V5, "author": "demo"}
+    httpx.put(f"{url}/v1/prompts/answer/versions/v5", json=put, headers=auth).raise_for_status()
+    mini = {"version": "v3", "model": "gpt-4o-mini", "force": True, "reason": "mini users on v3"}
+    r = httpx.put(f"{url}/v1/prompts/answer/labels/production", json=mini, headers=auth)
+    r.raise_for_status()
+    plan = {
+        "prompt_id": "answer",
+        "label": "production",
+        "model": "gpt-4o-mini",
+        "candidate": "v5",
+        "steps": [5, 25, 50, 100],
+        "min_responses_per_step": 100,
+        "min_minutes_per_step": 0,
+        "guardrails": [{"metric": "resolved", "max_drop": 0.0}],
+        "force": True,
+        "reason": "shorter answers (no eval suite for mini yet)",
+    }
+    r = httpx.post(f"{url}/v1/rollouts", json=plan, headers=auth)
+    r.raise_for_status()
+    rid = r.json()["rollout_id"]
+    releases = server.app.state.pb.releases
+    rng = np.random.default_rng(20261206)
+    state = "running"
+    for round_ in range(60):
+        with Client(url, key, app="support-bot", prompt_cache_ttl=3600) as pb:
+            for i in range(400):
+                user = f"mini-user-{round_ * 400 + i}"
+                p = pb.get_prompt("answer", label="production", model="gpt-4o-mini", unit=user)
+                ok = rng.random() < (0.70 if p.version == "v5" else 0.86)
+                eid = pb.log_response(
+                    prompt=p,
+                    model="gpt-4o-mini",
+                    route="refunds",
+                    environment="prod",
+                    user_id=user,
+                    output="Refunds take 5 days." if p.version == "v5" else "Per policy 4.2 ...",
+                )
+                pb.log_score(eid, "resolved", float(ok))
+            pb.flush(60)
+        store.materialize_scores()
+        run_rollouts(store, project_id=PROJECT, on_change=releases.invalidate)
+        state = store.rollout_states(PROJECT, rid)[0]["state"]
+        if state != "running":
+            break
+    inc = store.incident(PROJECT, f"rollout-{rid}")
+    if inc is not None:
+        return f"  [rollout] support-bot answer (gpt-4o-mini): {inc['summary']}"
+    return f"  [rollout] support-bot answer (gpt-4o-mini): answer@v5 rollout is {state}"
 
 
 def write_reports(store: Any, folder: Path, incidents: list[dict[str, Any]]) -> list[Path]:

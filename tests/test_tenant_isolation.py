@@ -759,6 +759,21 @@ def _report_prompt(w: World) -> None:
     assert f"{A}-secret-template" in mine
 
 
+@case("GET", "/reports/rollouts")
+def _report_rollouts(w: World) -> None:
+    html = w.call(A, "GET", "/reports/rollouts").text
+    assert f"{A}-secret-rollout" in html  # and none of B's (swept by leaks())
+
+
+@case("GET", "/reports/rollouts/{rollout_id}")
+def _report_rollout(w: World) -> None:
+    for rid, _, _ in b_rollouts(w):
+        assert w.call(A, "GET", f"/reports/rollouts/{rid}").status_code == 404
+    (own,) = w.call(A, "GET", "/v1/rollouts").json()["rollouts"]
+    page = w.call(A, "GET", f"/reports/rollouts/{own['rollout_id']}")
+    assert page.status_code == 200 and "Decision log" in page.text
+
+
 @case("GET", "/reports/login")
 def _login_form(w: World) -> None:
     assert w.anonymous("GET", "/reports/login").status_code == 200

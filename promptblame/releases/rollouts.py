@@ -29,6 +29,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from promptblame.analysis.attribution.verdict import Evidence, Verdict
 from promptblame.analysis.moments import Moments
 from promptblame.errors import Conflict, InvalidArgument, NotFound
 from promptblame.releases import labels, policy
@@ -359,9 +360,52 @@ def _rollback_incident(store: Store, project_id: str, st: dict[str, Any]) -> Non
         f"rolled back {cand} → {inc} at {percent:g} % after {served:,} candidate responses: "
         + st["reason"]
     )
+    guard = next((g for g in plan.guardrails if g.metric == first.get("metric")), None)
+    sign = 1.0 if guard is None or guard.higher_is_better else -1.0  # back to the metric's sign
+
+    def raw(key: str) -> float | None:
+        x = first.get(key)
+        return None if x is None else sign * float(x)
+
+    low, high = sorted((raw("low") or 0.0, raw("high") or 0.0))
+    culprit = Evidence(
+        dimension="prompt",
+        value=cand,
+        predecessor=inc,
+        status="blamed",
+        share_before=0.0,
+        share_after=percent / 100,
+        arrival_index=None,
+        rollback=False,
+        basis="concurrent",
+        effect=raw("effect"),
+        ci_low=low,
+        ci_high=high,
+        p_value=first.get("p_value"),
+        n_new=int(first.get("n_candidate", 0)),
+        n_old=int(first.get("n_incumbent", 0)),
+        strata=1,
+        test="always-valid mixture sequential test (mSPRT)",
+        note=st["reason"],
+    )
+    verdict = Verdict(  # the shape attribution's verdicts have: pages and alerts read it alike
+        kind="culprit",
+        direction="regression",
+        index=None,
+        start=datetime.fromisoformat(json.loads(st["config"])["started_at"]),
+        metric_kind="proportion" if first.get("rate") else "mean",
+        higher_is_better=sign > 0,
+        aggregate_effect=raw("effect"),
+        level_before=None,
+        level_after=None,
+        window=1,
+        culprit=culprit,
+        candidates=(culprit,),
+        summary=summary,
+    )
     evidence = {
+        **verdict.as_dict(),
         "rollout_id": st["rollout_id"],
-        "culprit": {"dimension": "prompt", "value": cand, "predecessor": inc},
         "checks": detail.get("checks", []),
         "counts": detail.get("counts", {}),
     }
@@ -380,7 +424,7 @@ def _rollback_incident(store: Store, project_id: str, st: dict[str, Any]) -> Non
         "verdict": "culprit",
         "culprit": f"prompt {cand}",
         "summary": summary,
-        "effect": float(first.get("effect") or 0.0),
+        "effect": raw("effect") or 0.0,
         "p_value": float(first.get("p_value") or 1.0),
         "evidence": json.dumps(evidence),
         "status": "open",

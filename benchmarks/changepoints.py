@@ -621,7 +621,11 @@ def covering(truth: Sequence[int], found: Sequence[int], size: int) -> float:
 
 
 def ours(case: Case) -> list[int]:
-    return [c.index for c in detect_change_points(buckets=case.buckets).change_points]
+    """Every boundary reported: a step's bucket, a drift's onset and (when it ended) its end."""
+    out: list[int] = []
+    for c in detect_change_points(buckets=case.buckets).change_points:
+        out += [c.index] if c.end_index is None else [c.index, c.end_index]
+    return out
 
 
 def _means(case: Case) -> tuple[np.ndarray, np.ndarray]:

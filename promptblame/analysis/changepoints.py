@@ -156,6 +156,12 @@ class ChangePoint:
     gain: float  # cost drop (chi-square units) from splitting the two segments here
     penalty: float  # the penalty each change point had to pay
     direction: Literal["up", "down"]
+    # "step": a level shift at `index`; "drift": a linear drift from `index` (its onset) to
+    # `end_index` (None: still moving at the end of the series), one finding for the ramp.
+    kind: Literal["step", "drift"] = "step"
+    end_index: int | None = None  # drift: the first bucket at the new level
+    end: Start | None = None  # that bucket's start
+    slope: float | None = None  # drift: change per bucket (metric units)
 
 
 @dataclass(frozen=True)
@@ -167,6 +173,7 @@ class Segment:
     n: int  # responses
     mean: float  # raw mean of every response in the segment (sum / n)
     level: float  # n-weighted mean of the de-seasonalized bucket means
+    slope: float | None = None  # change per bucket when the segment is a drift's ramp
 
 
 @dataclass(frozen=True)
@@ -327,12 +334,21 @@ def detect_change_points(
     params["iterations"] = fit.iterations
     params["season_amplitude"] = float(fit.profile.max() - fit.profile.min())
 
-    y, v, cps = fit.y, 1.0 / fit.w, fit.cps
+    y, v = fit.y, 1.0 / fit.w
+    pos = nonempty.astype(np.float64)  # bucket positions: the time axis of a drift's slope
+    cps, ramps = _ramps(y, fit.w, pos, fit.cps, penalty=pen, min_segment=min_segment)
+    ramps = [r for r in ramps if abs(r.beta) >= min_effect]
+    fixed = {*(r.onset for r in ramps), *(r.end for r in ramps if r.end < len(y))}
+    within = np.maximum(sqs[nonempty] - sums[nonempty] * m, 0.0)
+    cps = _confirm_steps(y, n, within, noise, cps, fixed, penalty=pen)
+    params["drifts"] = len(ramps)
+    edges = sorted({*cps, *(r.onset for r in ramps), *(r.end for r in ramps if r.end < len(y))})
     zq = float(stats.norm.ppf(0.5 + confidence / 2))
-    bounds = [0, *cps, len(y)]
+    bounds = [0, *edges, len(y)]
     change_points: list[ChangePoint] = []
-    for j, cp in enumerate(cps):
-        a, b = bounds[j], bounds[j + 2]
+    for cp in cps:
+        j = bounds.index(cp)
+        a, b = bounds[j - 1], bounds[j + 1]
         lb, vb = _n_level(y[a:cp], n[a:cp], v[a:cp])
         la, va = _n_level(y[cp:b], n[cp:b], v[cp:b])
         effect = la - lb
@@ -358,8 +374,58 @@ def detect_change_points(
                 direction="up" if effect > 0 else "down",
             )
         )
-    segments = _segments_report(buckets, ns, sums, nonempty, m, cps, fit.profile)
+    for r in ramps:
+        change_points.append(_drift_point(r, nonempty, starts, pos, pen, zq, len(y)))
+    change_points.sort(key=lambda c: c.index)
+    slopes = {
+        r.onset: r.beta / (_end_pos(pos, r.end) - pos[r.onset]) for r in ramps if r.end > r.onset
+    }
+    segments = _segments_report(buckets, ns, sums, nonempty, m, edges, fit.profile, slopes)
     return ChangePointResult(tuple(change_points), tuple(segments), None, METHOD, params)
+
+
+def _end_pos(pos: FloatArray, end: int) -> float:
+    return float(pos[end]) if end < pos.size else float(pos[-1]) + 1.0
+
+
+def _drift_point(
+    r: _Ramp,
+    nonempty: IntArray,
+    starts: Sequence[Start],
+    pos: FloatArray,
+    penalty: float,
+    zq: float,
+    size: int,
+) -> ChangePoint:
+    """One drift as one finding: onset, end (None when still moving), slope, total effect.
+
+    gain is the cost drop against one flat level over the stretch; the p-value is
+    Bonferroni-adjusted for every (onset, end) pair searched."""
+    half = zq * math.sqrt(r.var_beta)
+    gain = max(r.flat_cost - r.cost, 0.0)
+    z = math.copysign(math.sqrt(gain), r.beta)
+    width = r.b - r.a
+    p = min(1.0, max(width * width / 2, 1.0) * 2 * float(stats.norm.sf(abs(z))))
+    idx = int(nonempty[r.onset])
+    end_idx = int(nonempty[r.end]) if r.end < size else None
+    return ChangePoint(
+        index=idx,
+        start=starts[idx],
+        level_before=r.alpha,
+        level_after=r.alpha + r.beta,
+        effect=r.beta,
+        effect_low=r.beta - half,
+        effect_high=r.beta + half,
+        z=z,
+        p_value=p,
+        gain=gain,
+        penalty=penalty,
+        direction="up" if r.beta > 0 else "down",
+        kind="drift",
+        end_index=end_idx,
+        end=None if end_idx is None else starts[end_idx],
+        slope=r.beta / (_end_pos(pos, r.end) - float(pos[r.onset])),
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -795,6 +861,199 @@ def _merge_small_effects(
     return cps
 
 
+# ---------------------------------------------------------------------------------------------
+# Ramps: a staircase of same-direction steps or one linear drift?
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Ramp:
+    """A linear drift inside the stretch [a, b) of non-empty buckets: level `alpha` before
+    bucket `onset`, a straight line to `alpha + beta` at bucket `end`, flat after it (end == b:
+    still moving at the stretch's end)."""
+
+    a: int
+    b: int
+    onset: int
+    end: int
+    alpha: float
+    beta: float
+    var_beta: float
+    cost: float  # weighted residual sum of squares (chi-square units)
+    flat_cost: float  # the same stretch as one flat level
+    stair_cost: float  # the same stretch cut at the staircase's change points
+    knots: int  # change points the ramp pays for (onset, and its end when inside)
+    steps: int  # change points of the staircase it replaces
+
+
+def _gauss_cost(y: FloatArray, w: FloatArray, a: int, b: int) -> float:
+    sw = float(w[a:b].sum())
+    sy = float(np.dot(w[a:b], y[a:b]))
+    return float(np.dot(w[a:b], y[a:b] ** 2)) - sy * sy / sw
+
+
+def _best_ramp(
+    y: FloatArray, w: FloatArray, t: FloatArray, a: int, b: int, *, min_before: int, min_ramp: int
+) -> tuple[float, int, int, float, float, float] | None:
+    """The continuous two-knot broken line (flat, ramp, flat) of least weighted squares over
+    the stretch [a, b): (cost, onset, end, alpha, beta, var_beta), every (onset, end) pair
+    searched exactly from cumulative sums. end == b means the ramp runs to the stretch end."""
+    ys, ws = y[a:b], w[a:b]
+    tt = t[a:b] - t[a]
+    size = ys.size
+    if size < min_before + min_ramp:
+        return None
+    te = np.append(tt, tt[-1] + 1.0)  # the virtual bucket one past the stretch
+    z = np.zeros(1)
+    cw = np.concatenate((z, np.cumsum(ws)))
+    cwt = np.concatenate((z, np.cumsum(ws * tt)))
+    cwtt = np.concatenate((z, np.cumsum(ws * tt * tt)))
+    cwy = np.concatenate((z, np.cumsum(ws * ys)))
+    cwty = np.concatenate((z, np.cumsum(ws * tt * ys)))
+    sw, sy, syy = cw[-1], cwy[-1], float(np.dot(ws, ys * ys))
+    o = np.arange(min_before, size)[:, None]
+    e = np.arange(size + 1)[None, :]
+    ok = e - o >= min_ramp
+    if not ok.any():
+        return None
+    o_b, e_b = np.broadcast_arrays(o, e)
+    oo, ee = o_b[ok], e_b[ok]
+    t0, d = te[oo], te[ee] - te[oo]
+    mw, mwt, mwtt = cw[ee] - cw[oo], cwt[ee] - cwt[oo], cwtt[ee] - cwtt[oo]
+    mwy, mwty = cwy[ee] - cwy[oo], cwty[ee] - cwty[oo]
+    tail_w, tail_y = sw - cw[ee], sy - cwy[ee]
+    sx = (mwt - t0 * mw) / d + tail_w
+    sxx = (mwtt - 2 * t0 * mwt + t0 * t0 * mw) / (d * d) + tail_w
+    sxy = (mwty - t0 * mwy) / d + tail_y
+    vxx = sxx - sx * sx / sw
+    vxy = sxy - sx * sy / sw
+    with np.errstate(divide="ignore", invalid="ignore"):
+        cost = syy - sy * sy / sw - np.where(vxx > 0, vxy * vxy / vxx, 0.0)
+    j = int(np.argmin(cost))
+    beta = float(vxy[j] / vxx[j]) if vxx[j] > 0 else 0.0
+    alpha = float((sy - beta * sx[j]) / sw)
+    var_beta = float(1.0 / vxx[j]) if vxx[j] > 0 else math.inf
+    return float(cost[j]), a + int(oo[j]), a + int(ee[j]), alpha, beta, var_beta
+
+
+def _ramps(
+    y: FloatArray,
+    w: FloatArray,
+    t: FloatArray,
+    cps: list[int],
+    *,
+    penalty: float,
+    min_segment: int,
+) -> tuple[list[int], list[_Ramp]]:
+    """Replace each run of same-direction change points by one linear drift when the drift
+    explains the stretch at least as well, penalties counted (penalized-likelihood model
+    choice on the Gaussian weighted cost, one penalty per change point or ramp knot: a ramp
+    pays for its onset, and its end when the end is inside the stretch). A single step is
+    kept unless a ramp beats it by a whole penalty, so a real step never turns into a ramp
+    by chance; a gentle drift that the level model had cut into a staircase becomes one
+    finding with an onset, an end and a slope. Returns the steps kept and the ramps."""
+    if not cps:
+        return [], []
+    size = y.size
+    bounds = [0, *cps, size]
+    levels = [float(np.average(y[a:b], weights=w[a:b])) for a, b in itertools.pairwise(bounds)]
+    signs = [1 if levels[j + 1] > levels[j] else -1 for j in range(len(cps))]
+    runs: list[list[int]] = []
+    for j, s in enumerate(signs):
+        if runs and signs[runs[-1][-1]] == s:
+            runs[-1].append(j)
+        else:
+            runs.append([j])
+    kept: list[int] = []
+    ramps: list[_Ramp] = []
+    floor = 0  # a ramp accepted earlier ends here: the next stretch starts no earlier
+    for run in runs:
+        a, b = max(bounds[run[0]], floor), bounds[run[-1] + 2]
+        inner = [cps[j] for j in run]
+        if a >= inner[0]:
+            kept += inner
+            continue
+        best = _best_ramp(y, w, t, a, b, min_before=min_segment, min_ramp=2 * min_segment)
+        edges = [a, *inner, b]
+        stair = sum(_gauss_cost(y, w, s, e) for s, e in itertools.pairwise(edges))
+        if best is None:
+            kept += inner
+            continue
+        cost, onset, end, alpha, beta, var_beta = best
+        knots = 1 + (end < b)
+        extra = penalty if len(inner) == 1 else 0.0
+        if cost + knots * penalty + extra <= stair + len(inner) * penalty and beta != 0:
+            flat = _gauss_cost(y, w, a, b)
+            ramps.append(
+                _Ramp(a, b, onset, end, alpha, beta, var_beta, cost, flat, stair, knots, len(inner))
+            )
+            floor = end
+        else:
+            kept += inner
+    return sorted(kept), ramps
+
+
+def _side_variance(
+    y: FloatArray, n: FloatArray, within: FloatArray, noise: _Noise
+) -> tuple[FloatArray, float]:
+    """Per-bucket variance of one side of a change, from that side alone: sampling variance
+    (its own pooled within-bucket variance when it has >= 30 degrees of freedom, else the
+    series' variance model at its level) / n + its own overdispersion."""
+    level = np.full_like(y, float(np.average(y, weights=n)))
+    dof = float((n - 1).sum())
+    if noise.bernoulli or dof < _MIN_WITHIN_DOF:
+        s2 = noise.per_response(level)
+    else:
+        s2 = np.full_like(y, float(within.sum()) / dof)
+    r = y - level
+    tau2 = _tau2(r, n, s2, None, 1.0)
+    if not s2.any() and tau2 == 0.0:
+        tau2 = max(float(np.var(r)), _VAR_FLOOR)
+    return np.maximum(s2 / n + tau2, _VAR_FLOOR), tau2
+
+
+def _confirm_steps(
+    y: FloatArray,
+    n: FloatArray,
+    within: FloatArray,
+    noise: _Noise,
+    cps: list[int],
+    fixed: set[int],
+    *,
+    penalty: float,
+) -> list[int]:
+    """Keep only the steps whose level change still pays the penalty when each side gets its
+    own noise (sampling variance and overdispersion estimated from that side alone).
+
+    The segmentation assumes one noise level for the whole series, so a series that only
+    got noisier (a model that answers more erratically, a busier mix of users) shows its
+    larger wobbles as level shifts. Here the likelihood ratio of "one level" against "two
+    levels" is recomputed with each side's own variances (a heteroscedastic Gaussian test of
+    the means), and the weakest step below the penalty is dropped, one at a time: a change of
+    spread alone does not alarm, a change of level does."""
+    cps = list(cps)
+    while cps:
+        bounds = sorted({0, *cps, *fixed, y.size})
+        gains = []
+        for cp in cps:
+            j = bounds.index(cp)
+            a, b = bounds[j - 1], bounds[j + 1]
+            v_l, _ = _side_variance(y[a:cp], n[a:cp], within[a:cp], noise)
+            v_r, _ = _side_variance(y[cp:b], n[cp:b], within[cp:b], noise)
+            w = 1.0 / np.concatenate((v_l, v_r))
+            yy = y[a:b]
+            whole = float(np.dot(w, (yy - np.average(yy, weights=w)) ** 2))
+            k = cp - a
+            left = float(np.dot(w[:k], (yy[:k] - np.average(yy[:k], weights=w[:k])) ** 2))
+            right = float(np.dot(w[k:], (yy[k:] - np.average(yy[k:], weights=w[k:])) ** 2))
+            gains.append(whole - left - right)
+        j = int(np.argmin(gains))
+        if gains[j] >= penalty:
+            break
+        del cps[j]
+    return cps
+
+
 def _split_positions(n: FloatArray, min_segment: int, min_segment_n: int) -> int:
     """Number of admissible split positions in a stretch of buckets (for the Bonferroni p)."""
     cn = np.cumsum(n)
@@ -814,6 +1073,7 @@ def _segments_report(
     m: FloatArray,
     cps: list[int],
     profile: FloatArray,
+    slopes: Mapping[int, float] | None = None,
 ) -> list[Segment]:
     if nonempty.size == 0:
         return []
@@ -835,6 +1095,7 @@ def _segments_report(
                 n=cnt,
                 mean=float(sums[s_idx : e_idx + 1].sum()) / cnt,
                 level=float(np.dot(n[a:b], y[a:b]) / n[a:b].sum()),
+                slope=(slopes or {}).get(a),
             )
         )
     return out

@@ -318,6 +318,8 @@ def detect_change_points(
     params["season"] = "fitted" if season is not None else "none"
     if season_period is not None and season is None:
         params["season"] = "skipped: fewer than 3 periods"
+    weekly = _weekly_season(numbers, nonempty, season_period)
+    params["weekly"] = "fitted" if weekly is not None else "none"
 
     fit = _fit(
         m,
@@ -329,6 +331,7 @@ def detect_change_points(
         min_segment_n=min_segment_n,
         min_effect=min_effect,
         max_iterations=max_iterations,
+        weekly=weekly,
     )
     params["tau2"] = fit.tau2
     params["iterations"] = fit.iterations
@@ -534,11 +537,71 @@ class _Season:
 
     phase: IntArray
     groups: FloatArray  # K x K, 0/1
+    day: IntArray | None = None  # weekly part: the bucket's day (0, 1, ...) for the detrending
 
     def per_phase(self, values: FloatArray) -> FloatArray:
         """Per phase: the sum of `values` over the buckets of the phase's group."""
         sums = np.bincount(self.phase, weights=values, minlength=self.groups.shape[0])
         return self.groups @ sums
+
+
+def _weekly_season(
+    numbers: list[int], nonempty: IntArray, period: timedelta | int | None
+) -> _Season | None:
+    """Day-of-week offsets (on top of the time-of-day profile) when the series spans enough
+    weeks that every weekday has been seen on at least 3 different days: a weekend dip is a
+    rhythm, not two changes a week. Only with the default daily period."""
+    if period is None:
+        return None
+    unit = int(period.total_seconds()) if isinstance(period, timedelta) else int(period)
+    if unit != 86_400:
+        return None
+    days = np.asarray(numbers, dtype=np.int64)[nonempty] // unit
+    dow = (days + 3) % 7  # 1970-01-01 was a Thursday: 0 = Monday
+    distinct = [np.unique(days[dow == k]).size for k in range(7)]
+    if min(distinct) < _MIN_SEASON_PERIODS:
+        return None
+    return _Season(dow.astype(np.int64), np.eye(7), (days - days.min()).astype(np.int64))
+
+
+def _weekly_offsets(r: FloatArray, w: FloatArray, season: _Season) -> FloatArray:
+    """Day-of-week offsets from day-to-day differences, per bucket.
+
+    Like tau^2, they are read from differences, which a level shift touches once: the offset
+    of weekday k over weekday k-1 is the median over the weeks of (day mean - previous day's
+    mean), so one step or a drift (not yet found when the profile is first fitted) cannot
+    fake a weekly rhythm. The seven steps are closed around the week, summed into offsets,
+    centred, and shrunk towards flat by a James-Stein factor against their own spread.
+    """
+    assert season.day is not None
+    size = int(season.day.max()) + 1
+    dw = np.bincount(season.day, weights=w, minlength=size)
+    dy = np.bincount(season.day, weights=w * r, minlength=size)
+    seen = dw > 0
+    dm = np.divide(dy, dw, out=np.zeros(size), where=seen)
+    both = seen[1:] & seen[:-1]
+    diffs = (dm[1:] - dm[:-1])[both]
+    dows = np.zeros(size, dtype=np.int64)
+    dows[season.day] = season.phase
+    keys = dows[1:][both]
+    steps = np.zeros(7)
+    resid: list[float] = []
+    for k in range(7):
+        d = diffs[keys == k]
+        if d.size < _MIN_SEASON_PERIODS:
+            return np.zeros_like(r)
+        steps[k] = float(np.median(d))
+        resid += (d - steps[k]).tolist()
+    steps -= steps.mean()
+    offsets = np.cumsum(np.roll(steps, -1))  # offset of weekday k+1 over weekday 0, ...
+    offsets = np.roll(offsets, 1)
+    offsets -= offsets.mean()
+    weeks = diffs.size / 7
+    spread = (1.4826 * float(np.median(np.abs(resid)))) ** 2 * math.pi / 2 / weeks
+    q = float(np.dot(offsets, offsets)) / max(spread, _VAR_FLOOR)
+    shrink = max(0.0, 1.0 - 4.0 / q) if q > 0 else 0.0
+    out = shrink * offsets[season.phase]
+    return out - float(np.average(out, weights=w))
 
 
 def _season(keys: list[int], nonempty: IntArray) -> _Season | None:
@@ -642,13 +705,14 @@ def _fit(
     min_segment_n: int,
     min_effect: float,
     max_iterations: int,
+    weekly: _Season | None = None,
 ) -> _Fit:
     """Alternate profile + variances (given segment levels) and segmentation (given those)."""
     levels = np.full_like(m, np.average(m, weights=n))
     cps: list[int] = []
     for it in range(max(1, max_iterations)):
         s2 = noise.per_response(levels)
-        tau2, w, profile = _fit_variance_and_profile(m, n, s2, levels, season)
+        tau2, w, profile = _fit_variance_and_profile(m, n, s2, levels, season, weekly)
         y = m - profile
         cost = _Cost.build(y, w, noise.reference(levels) if noise.binomial else None)
         new: list[int] = []
@@ -670,35 +734,62 @@ def _weights(n: FloatArray, s2: FloatArray, tau2: float) -> FloatArray:
 
 
 def _fit_variance_and_profile(
-    m: FloatArray, n: FloatArray, s2: FloatArray, levels: FloatArray, season: _Season | None
+    m: FloatArray,
+    n: FloatArray,
+    s2: FloatArray,
+    levels: FloatArray,
+    season: _Season | None,
+    weekly: _Season | None = None,
 ) -> tuple[float, FloatArray, FloatArray]:
     """tau^2, weights and seasonal profile, given the current segment levels.
 
     The profile is the weighted mean per phase (group) of m - levels, shrunk towards flat by
     the positive-part James-Stein factor (a noisy profile of a low-traffic series is mostly
-    shrunk away instead of adding its noise). The profile depends on the weights and tau^2 on
-    the profile; two fixed-point rounds are plenty.
+    shrunk away instead of adding its noise). With a weekly part (day-of-week offsets, for a
+    series of three weeks or more) the two are back-fitted: each is the shrunk mean per
+    phase of what the other leaves. The profile depends on the weights and tau^2 on the
+    profile; two fixed-point rounds are plenty.
     """
     r = m - levels
-    tau2 = _tau2(r, n, s2, None, 1.0)
-    profile = np.zeros_like(m)
-    if season is not None:
-        for _ in range(2):
-            w = _weights(n, s2, tau2)
-            sw = season.per_phase(w)
-            prof = season.per_phase(w * r) / sw
-            dev = prof - float(np.dot(sw, prof) / sw.sum())
-            q = float(np.dot(sw, dev * dev))
-            k = prof.size
-            shrink = max(0.0, 1.0 - (k - 3) / q) if k > 3 and q > 0 else 1.0
-            profile = (shrink * dev)[season.phase]
-            profile = profile - np.average(profile, weights=n)
-            tau2 = _tau2(r - profile, n, s2, season, shrink)
+    tau2 = _tau2(r, n, s2, (), ())
+    parts = [p for p in (season, weekly) if p is not None]
+    fitted = [np.zeros_like(m) for _ in parts]
+    shrinks = [1.0 for _ in parts]
+    for _ in range(2 if len(parts) < 2 else 3):
+        if not parts:
+            break
+        w = _weights(n, s2, tau2)
+        for i, part in enumerate(parts):
+            rest = r - sum((f for j, f in enumerate(fitted) if j != i), np.zeros_like(m))
+            if part.day is not None:
+                fitted[i], shrinks[i] = _weekly_offsets(rest, w, part), 1.0
+            else:
+                fitted[i], shrinks[i] = _shrunk_profile(part, rest, w, n)
+        tau2 = _tau2(r - sum(fitted, np.zeros_like(m)), n, s2, tuple(parts), tuple(shrinks))
+    profile = sum(fitted, np.zeros_like(m))
     return tau2, _weights(n, s2, tau2), profile
 
 
+def _shrunk_profile(
+    season: _Season, r: FloatArray, w: FloatArray, n: FloatArray
+) -> tuple[FloatArray, float]:
+    """Weighted mean of r per phase, centred, shrunk by the positive-part James-Stein factor."""
+    sw = season.per_phase(w)
+    prof = season.per_phase(w * r) / sw
+    dev = prof - float(np.dot(sw, prof) / sw.sum())
+    q = float(np.dot(sw, dev * dev))
+    k = prof.size
+    shrink = max(0.0, 1.0 - (k - 3) / q) if k > 3 and q > 0 else 1.0
+    profile = (shrink * dev)[season.phase]
+    return profile - np.average(profile, weights=n), shrink
+
+
 def _tau2(
-    r: FloatArray, n: FloatArray, s2: FloatArray, season: _Season | None, shrink: float
+    r: FloatArray,
+    n: FloatArray,
+    s2: FloatArray,
+    seasons: tuple[_Season, ...] | _Season | None,
+    shrinks: tuple[float, ...] | float,
 ) -> float:
     """Overdispersion variance from lag-1 differences d_i of the residuals r.
 
@@ -715,13 +806,22 @@ def _tau2(
     if d2.size == 0 or not d2.any():
         return 0.0
     homogeneous = not s2.any()
+    if seasons is None:
+        parts: tuple[_Season, ...] = ()
+    elif isinstance(seasons, _Season):
+        parts = (seasons,)
+    else:
+        parts = seasons
+    shr = (shrinks,) if isinstance(shrinks, float | int) else tuple(shrinks)
 
     def score(tau2: float) -> float:
         v = s2 / n + tau2
         keep = np.ones_like(v)
-        if season is not None:
+        if parts:
             w = _weights(n, s2, tau2)
-            keep = 1 - shrink * w / season.per_phase(w)[season.phase]
+            for part, shrink in zip(parts, shr, strict=True):
+                keep = keep - shrink * w / part.per_phase(w)[part.phase]
+            keep = np.maximum(keep, 0.05)
         big_v = np.maximum(v[1:] * keep[1:] + v[:-1] * keep[:-1], _VAR_FLOOR)
         d_v = keep[1:] + keep[:-1]
         z2 = np.minimum(d2 / big_v, _CAP)

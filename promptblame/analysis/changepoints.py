@@ -1094,22 +1094,36 @@ def _ramps(
 
 
 def _side_variance(
-    y: FloatArray, n: FloatArray, within: FloatArray, noise: _Noise
-) -> tuple[FloatArray, float]:
-    """Per-bucket variance of one side of a change, from that side alone: sampling variance
-    (its own pooled within-bucket variance when it has >= 30 degrees of freedom, else the
-    series' variance model at its level) / n + its own overdispersion."""
-    level = np.full_like(y, float(np.average(y, weights=n)))
+    r: FloatArray, n: FloatArray, within: FloatArray, level: FloatArray, noise: _Noise
+) -> tuple[float, float]:
+    """(per-response variance, overdispersion) of a stretch, from that stretch alone: its own
+    pooled within-bucket variance when it has >= 30 degrees of freedom (else the series'
+    variance model at its level), and tau^2 from the residuals r (bucket means minus their
+    segment's level)."""
     dof = float((n - 1).sum())
     if noise.bernoulli or dof < _MIN_WITHIN_DOF:
-        s2 = noise.per_response(level)
+        s2 = float(np.mean(noise.per_response(level)))
     else:
-        s2 = np.full_like(y, float(within.sum()) / dof)
-    r = y - level
-    tau2 = _tau2(r, n, s2, None, 1.0)
-    if not s2.any() and tau2 == 0.0:
+        s2 = float(within.sum()) / dof
+    tau2 = _tau2(r, n, np.full_like(r, s2), None, 1.0)
+    if s2 == 0.0 and tau2 == 0.0:
         tau2 = max(float(np.var(r)), _VAR_FLOOR)
-    return np.maximum(s2 / n + tau2, _VAR_FLOOR), tau2
+    return s2, tau2
+
+
+def _noise_df(buckets: int, sampling: float, tau2: float) -> float:
+    """Effective degrees of freedom of a bucket variance sampling + tau^2 where only tau^2 is
+    estimated (from `buckets` residuals): (buckets - 1) x (total / tau^2)^2, at least 2."""
+    if tau2 <= 0:
+        return 1e6
+    return float(min(max((buckets - 1) * ((sampling + tau2) / tau2) ** 2, 2.0), 1e6))
+
+
+# A side's own noise is read from the buckets next to the change: at least this many (the
+# side's neighbours beyond it when the side is shorter), at most the second (a long side
+# may span a change of spread further away).
+_LOCAL_NOISE_MIN = 24
+_LOCAL_NOISE_MAX = 72
 
 
 def _confirm_steps(
@@ -1123,7 +1137,8 @@ def _confirm_steps(
     penalty: float,
 ) -> list[int]:
     """Keep only the steps whose level change still pays the penalty when each side gets its
-    own noise (sampling variance and overdispersion estimated from that side alone).
+    own noise (sampling variance and overdispersion estimated from that side, or from the
+    24 buckets next to the change on that side when the side is shorter).
 
     The segmentation assumes one noise level for the whole series, so a series that only
     got noisier (a model that answers more erratically, a busier mix of users) shows its
@@ -1132,25 +1147,76 @@ def _confirm_steps(
     the means), and the weakest step below the penalty is dropped, one at a time: a change of
     spread alone does not alarm, a change of level does."""
     cps = list(cps)
+    size = y.size
+    p_pen = 2 * float(stats.norm.sf(math.sqrt(penalty)))
+
+    def ss(yy: FloatArray, w: FloatArray) -> float:
+        return float(np.dot(w, (yy - np.average(yy, weights=w)) ** 2))
+
     while cps:
-        bounds = sorted({0, *cps, *fixed, y.size})
-        gains = []
+        bounds = sorted({0, *cps, *fixed, size})
+        lv = np.empty_like(y)
+        for a, b in itertools.pairwise(bounds):
+            lv[a:b] = np.average(y[a:b], weights=n[a:b])
+        res = y - lv
+
+        def side(
+            lo: int, hi: int, left: bool, res: FloatArray = res, lv: FloatArray = lv
+        ) -> tuple[FloatArray, float]:
+            """Variances of buckets lo..hi-1 from the noise next to the change (at hi when
+            left, else at lo), and the effective df of that estimate."""
+            span = min(max(hi - lo, _LOCAL_NOISE_MIN), _LOCAL_NOISE_MAX)
+            ra, rb = (max(0, hi - span), hi) if left else (lo, min(size, lo + span))
+            s2, t2 = _side_variance(res[ra:rb], n[ra:rb], within[ra:rb], lv[ra:rb], noise)
+            df = _noise_df(rb - ra, float(np.mean(s2 / n[ra:rb])), t2)
+            return s2 / n[lo:hi] + t2, df
+
+        def need(df: float) -> float:
+            # the overdispersion is estimated from a few dozen buckets: the likelihood-ratio
+            # z is then roughly a t, at Satterthwaite's df for a variance whose estimated part
+            # is tau^2 (large when sampling noise, known, dominates), held to the penalty's p
+            return float(stats.t.isf(p_pen / 2, df)) ** 2
+
+        slack = []
         for cp in cps:
             j = bounds.index(cp)
             a, b = bounds[j - 1], bounds[j + 1]
-            v_l, _ = _side_variance(y[a:cp], n[a:cp], within[a:cp], noise)
-            v_r, _ = _side_variance(y[cp:b], n[cp:b], within[cp:b], noise)
-            w = 1.0 / np.concatenate((v_l, v_r))
-            yy = y[a:b]
-            whole = float(np.dot(w, (yy - np.average(yy, weights=w)) ** 2))
-            k = cp - a
-            left = float(np.dot(w[:k], (yy[:k] - np.average(yy[:k], weights=w[:k])) ** 2))
-            right = float(np.dot(w[k:], (yy[k:] - np.average(yy[k:], weights=w[k:])) ** 2))
-            gains.append(whole - left - right)
-        j = int(np.argmin(gains))
-        if gains[j] >= penalty:
+            v_l, df_l = side(a, cp, True)
+            v_r, df_r = side(cp, b, False)
+            w = 1.0 / np.maximum(np.concatenate((v_l, v_r)), _VAR_FLOOR)
+            yy, k = y[a:b], cp - a
+            gain = ss(yy, w) - ss(yy[:k], w[:k]) - ss(yy[k:], w[k:])
+            slack.append(gain / need(min(df_l, df_r)))
+        j = int(np.argmin(slack))
+        if slack[j] < 1.0:
+            del cps[j]
+            continue
+        # a blip (a level that leaves and comes back) is two steps that stand or fall
+        # together: both must pay, jointly, with the blip's own noise
+        dropped = False
+        for i in range(len(cps) - 1):
+            c1, c2 = cps[i], cps[i + 1]
+            j1 = bounds.index(c1)
+            if bounds[j1 + 1] != c2:
+                continue
+            a, b = bounds[j1 - 1], bounds[j1 + 2]
+            up1 = lv[c1] > lv[c1 - 1]
+            up2 = lv[c2] > lv[c2 - 1]
+            if up1 == up2:
+                continue
+            v1, df1 = side(a, c1, True)
+            v2, df2 = side(c1, c2, False)
+            v3, df3 = side(c2, b, False)
+            w = 1.0 / np.maximum(np.concatenate((v1, v2, v3)), _VAR_FLOOR)
+            yy, k1, k2 = y[a:b], c1 - a, c2 - a
+            gain = ss(yy, w) - ss(yy[:k1], w[:k1]) - ss(yy[k1:k2], w[k1:k2])
+            gain -= ss(yy[k2:], w[k2:])
+            if gain < 2 * need(min(df1, df2, df3)):
+                del cps[i : i + 2]
+                dropped = True
+                break
+        if not dropped:
             break
-        del cps[j]
     return cps
 
 

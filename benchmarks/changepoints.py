@@ -306,7 +306,10 @@ def run_calibration(per_length: int) -> None:
 # Families: real-world shapes, F1 / covering, ruptures baselines on the very same series
 # --------------------------------------------------------------------------------------------
 
-FAMILY_SEED = 20_261_206  # the benchmark's families; calibration uses CALIBRATION_SEED + family
+# The families' figures are measured on FAMILY_SEED, never looked at while the method was
+# developed; FIT_SEED is the one the method's new defaults were chosen on (--fit-seeds).
+FAMILY_SEED = 31_415_926
+FIT_SEED = 20_261_206
 F1_MARGIN = 5
 TARGET_FALSE_FAMILIES = 1.0  # false change points per 100 unchanged series
 
@@ -718,12 +721,12 @@ def main() -> None:
     parser.add_argument("--per-family", type=int, default=100, help="series per family")
     parser.add_argument("--family", action="append", help="only this family (repeatable)")
     parser.add_argument(
-        "--fit-seeds", action="store_true", help="families on the calibration seeds instead"
+        "--fit-seeds", action="store_true", help="families on the seed the defaults were fitted on"
     )
     args = parser.parse_args()
     start = time.perf_counter()
     if args.families:
-        seed = CALIBRATION_SEED if args.fit_seeds else FAMILY_SEED
+        seed = FIT_SEED if args.fit_seeds else FAMILY_SEED
         run_families(args.per_family, seed, args.family)
     elif args.calibrate:
         run_calibration(args.per_length)

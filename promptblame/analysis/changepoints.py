@@ -59,9 +59,10 @@ Why this method:
 * the dynamic programme is O(T^2) at worst and near O(T) with PELT pruning: ~50 ms for a month
   of hourly buckets, including the profile and variance fits.
 
-`min_effect` (default 0.01, one point on a 0..1 metric) then merges neighbouring segments whose
-levels differ by less, smallest difference first: with huge traffic, tiny real drifts are
-significant but not worth an alarm. `min_segment` (default 3 buckets) and `min_segment_n`
+`min_effect` (default: scale-free, see `default_min_effect` — one point on a 0..1 metric, less
+near 0 or 1, 1 % of the level on other scales) then merges neighbouring segments whose levels
+differ by less, smallest difference first: with huge traffic, tiny real drifts are significant
+but not worth an alarm. `min_segment` (default 3 buckets) and `min_segment_n`
 (default 30 responses) bound how short a segment can be.
 
 Reported per change point (see `ChangePoint`): the first bucket of the new level, the levels
@@ -126,6 +127,18 @@ def default_penalty(n_buckets: int) -> float:
     unchanged series get a false change point (0-0.6% per length), fewer with min_effect.
     """
     return _PENALTY_INTERCEPT + _PENALTY_SLOPE * math.log(max(n_buckets, 2))
+
+
+def default_min_effect(level: float, *, unit_interval: bool) -> float:
+    """The smallest level change worth reporting, from the series' own scale.
+
+    0..1 metrics (scores, pass rates): one point, or a tenth of the distance to the nearer
+    bound when the level is near 0 or 1 (an error rate moving from 0.5 % to 1.2 % is a real
+    change though under a point). Other metrics: 1 % of the level (latency in ms, cost in
+    dollars, token counts), so the same default means the same thing on every scale."""
+    if unit_interval:
+        return min(0.01, 0.1 * min(level, 1.0 - level))
+    return 0.01 * abs(level)
 
 
 @dataclass(frozen=True)
@@ -208,7 +221,7 @@ def detect_change_points_raw(
     penalty: float | None = None,
     min_segment: int = 3,
     min_segment_n: int = 30,
-    min_effect: float = 0.01,
+    min_effect: float | None = None,
     season_period: timedelta | int | None = None,
     confidence: float = 0.95,
 ) -> ChangePointResult:
@@ -241,7 +254,7 @@ def detect_change_points(
     penalty: float | None = None,
     min_segment: int = 3,
     min_segment_n: int = 30,
-    min_effect: float = 0.01,
+    min_effect: float | None = None,
     season_period: timedelta | int | None = timedelta(days=1),
     confidence: float = 0.95,
     max_iterations: int = 4,
@@ -253,7 +266,10 @@ def detect_change_points(
     penalty: per change point, chi-square units; None = `default_penalty(non-empty buckets)`.
     min_segment: minimum non-empty buckets per segment (>= 1).
     min_segment_n: minimum responses per segment.
-    min_effect: neighbouring segments whose levels differ by less are merged (0 = off).
+    min_effect: neighbouring segments whose levels differ by less are merged (0 = off);
+        None = scale-free (`default_min_effect`): one point on a 0..1 metric, a tenth of the
+        distance to the nearer bound near 0 or 1 (an error rate of 0.5 %), 1 % of the level
+        for any other metric (latency in ms, cost, tokens).
     season_period: period of the profile removed before segmentation; a timedelta, or an int in
         the units of int starts (seconds for datetime starts; a timedelta with int starts takes
         them as Unix seconds). None = no profile.
@@ -273,7 +289,8 @@ def detect_change_points(
         "confidence": confidence,
         "n_buckets": len(buckets),
     }
-    if min_segment < 1 or min_segment_n < 0 or min_effect < 0 or not 0 < confidence < 1:
+    bad_effect = min_effect is not None and not min_effect >= 0
+    if min_segment < 1 or min_segment_n < 0 or bad_effect or not 0 < confidence < 1:
         return _degenerate("invalid_parameters", [], params)
     if not buckets:
         return _degenerate("no_data", [], params)
@@ -304,6 +321,10 @@ def detect_change_points(
     pen = default_penalty(int(nonempty.size)) if penalty is None else float(penalty)
     params["penalty"] = pen
     noise = _Noise.estimate(n, sums[nonempty], sqs[nonempty])
+    if min_effect is None:
+        min_effect = default_min_effect(float(np.dot(n, m) / n_total), unit_interval=noise.binomial)
+        params["min_effect"] = min_effect
+        params["min_effect_rule"] = "unit-interval" if noise.binomial else "relative-1pct"
     params["cost"] = "quasi-binomial" if noise.binomial else "gaussian"
     params["sigma2"] = noise.sigma2
     params["phi"] = noise.phi if noise.binomial else None

@@ -374,7 +374,7 @@ def find_and_attribute(
     alpha: float = 0.05,
     higher_is_better: bool = True,
     period_seconds: int = 86_400,
-    min_effect: float = 0.01,
+    min_effect: float | None = None,
     penalty: float | None = None,
     min_share: float = 0.25,
 ) -> list[Verdict]:

@@ -1014,11 +1014,20 @@ def _gauss_cost(y: FloatArray, w: FloatArray, a: int, b: int) -> float:
 
 
 def _best_ramp(
-    y: FloatArray, w: FloatArray, t: FloatArray, a: int, b: int, *, min_before: int, min_ramp: int
+    y: FloatArray,
+    w: FloatArray,
+    t: FloatArray,
+    a: int,
+    b: int,
+    *,
+    min_before: int,
+    min_ramp: int,
+    penalty: float,
 ) -> tuple[float, int, int, float, float, float] | None:
-    """The continuous two-knot broken line (flat, ramp, flat) of least weighted squares over
-    the stretch [a, b): (cost, onset, end, alpha, beta, var_beta), every (onset, end) pair
-    searched exactly from cumulative sums. end == b means the ramp runs to the stretch end."""
+    """The continuous two-knot broken line (flat, ramp, flat) of least penalized weighted
+    squares over the stretch [a, b): (cost, onset, end, alpha, beta, var_beta), every
+    (onset, end) pair searched exactly from cumulative sums. end == b means the ramp runs to
+    the stretch end; an end inside the stretch is a knot and pays `penalty`."""
     ys, ws = y[a:b], w[a:b]
     tt = t[a:b] - t[a]
     size = ys.size
@@ -1050,7 +1059,7 @@ def _best_ramp(
     vxy = sxy - sx * sy / sw
     with np.errstate(divide="ignore", invalid="ignore"):
         cost = syy - sy * sy / sw - np.where(vxx > 0, vxy * vxy / vxx, 0.0)
-    j = int(np.argmin(cost))
+    j = int(np.argmin(cost + np.where(ee < size, penalty, 0.0)))
     beta = float(vxy[j] / vxx[j]) if vxx[j] > 0 else 0.0
     alpha = float((sy - beta * sx[j]) / sw)
     var_beta = float(1.0 / vxx[j]) if vxx[j] > 0 else math.inf
@@ -1094,7 +1103,9 @@ def _ramps(
         if a >= inner[0]:
             kept += inner
             continue
-        best = _best_ramp(y, w, t, a, b, min_before=min_segment, min_ramp=2 * min_segment)
+        best = _best_ramp(
+            y, w, t, a, b, min_before=min_segment, min_ramp=2 * min_segment, penalty=penalty
+        )
         edges = [a, *inner, b]
         stair = sum(_gauss_cost(y, w, s, e) for s, e in itertools.pairwise(edges))
         if best is None:

@@ -130,7 +130,10 @@ class Settings(BaseSettings):
         default=3600, ge=60, description="Time bucket of the detection job's series."
     )
     detection_min_scores: int = Field(
-        default=500, ge=1, description="Scores a series needs in the window to be analysed."
+        default=60,
+        ge=1,
+        description="Scores a series needs in the window to be analysed (a thin series is"
+        " analysed on coarser buckets, up to a day; below this it is listed as not analysed).",
     )
     public_url: str = Field(
         default="http://127.0.0.1:8000",

@@ -374,3 +374,78 @@ def test_a_rollback_is_its_own_incident_and_resolves_the_one_it_undoes():
     assert out.opened == 1 and out.resolved == 1
     resolved = next(r for r in out.incidents if r["incident_id"] == stored[0]["incident_id"])
     assert resolved["status"] == "resolved" and "rolled back" in resolved["status_note"]
+
+
+# --- issue 17: thin series are analysed on coarser buckets, or listed with the reason --------
+
+
+def small_app(store, *, project: str = "acme", app: str = "tiny", per_day: int, seed: int = 5):
+    """14 days of a small app: `per_day` scores a day; prompt v2 (from day 7) drops the pass
+    rate from 0.85 to 0.55."""
+    rng = np.random.default_rng(seed)
+    t0 = NOW - timedelta(days=14)
+    switch = t0 + timedelta(days=7)
+    events, scores = [], []
+    for i in range(per_day * 14):
+        ts = t0 + timedelta(seconds=float(rng.uniform(0, 14 * 86_400 - 3_700)))
+        v2 = ts >= switch
+        eid = f"{app}-{i}"
+        events.append(
+            ResponseEvent(
+                event_id=eid,
+                ts=ts,
+                app=app,
+                model="gpt-4o",
+                route="ask",
+                prompt_id="ask",
+                prompt_version="v2" if v2 else "v1",
+            )
+        )
+        ok = rng.random() < (0.55 if v2 else 0.85)
+        scores.append(ScoreEvent(event_id=eid, name="correct", value=float(ok)))
+    now = datetime.now(UTC)
+    store.insert("responses", responses_table(project, events, now))
+    store.insert("scores", scores_table(project, scores, now))
+    store.materialize_scores()
+    return switch
+
+
+def test_a_small_app_with_200_scores_in_two_weeks_is_analysed_on_daily_buckets(embedded_store):
+    switch = small_app(embedded_store, per_day=15, seed=8)  # ~210 scores: under the old 500 minimum
+    run = run_detection(embedded_store, Settings(detection_window_days=14), now=NOW)
+    assert run.series == 1 and run.not_analysed == []
+    (inc,) = embedded_store.incidents("acme")
+    assert inc["bucket_seconds"] >= 6 * 3600  # coarser than hourly, at most a day
+    assert inc["direction"] == "regression"
+    assert abs(inc["shift_start"] - switch) <= timedelta(seconds=2 * inc["bucket_seconds"])
+    assert inc["verdict"] in ("culprit", "insufficient_evidence")
+    if inc["verdict"] == "culprit":
+        assert inc["culprit"] == "prompt ask@v2"
+
+
+def test_a_series_too_thin_to_analyse_is_listed_with_the_reason_not_dropped(embedded_store):
+    small_app(embedded_store, per_day=3, app="micro")  # ~42 scores in the window
+    run = run_detection(embedded_store, Settings(detection_window_days=14), now=NOW)
+    assert run.series == 0
+    (skip,) = run.not_analysed
+    assert skip["app"] == "micro" and skip["reason"] == "too_few_scores"
+    assert "60 needed" in skip["detail"]
+
+
+def test_the_bucket_width_is_the_narrowest_with_enough_responses_per_bucket():
+    from promptblame.analysis.detection import plan_series
+
+    since = NOW - timedelta(days=14)
+    hours = [since + timedelta(hours=h) for h in range(14 * 24)]
+    busy = plan_series(
+        hours, [50] * len(hours), since=since, until=NOW, bucket_seconds=3600, min_scores=60
+    )
+    assert busy.bucket_seconds == 3600 and busy.reason is None
+    thin = plan_series(
+        hours, [1] * len(hours), since=since, until=NOW, bucket_seconds=3600, min_scores=60
+    )
+    assert thin.bucket_seconds == 8 * 3600  # 1 an hour: 8-hour buckets hold 8 on average
+    sparse = plan_series(
+        hours[:5], [30] * 5, since=since, until=NOW, bucket_seconds=3600, min_scores=60
+    )
+    assert sparse.bucket_seconds is None and sparse.reason == "too_few_buckets"

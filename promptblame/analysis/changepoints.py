@@ -364,7 +364,7 @@ def detect_change_points(
     ramps = [r for r in ramps if abs(r.beta) >= min_effect]
     fixed = {*(r.onset for r in ramps), *(r.end for r in ramps if r.end < len(y))}
     within = np.maximum(sqs[nonempty] - sums[nonempty] * m, 0.0)
-    cps = _confirm_steps(y, n, within, noise, cps, fixed, penalty=pen)
+    cps = _confirm_steps(y, n, within, noise, cps, fixed, penalty=pen, v_global=v)
     params["drifts"] = len(ramps)
     edges = sorted({*cps, *(r.onset for r in ramps), *(r.end for r in ramps if r.end < len(y))})
     zq = float(stats.norm.ppf(0.5 + confidence / 2))
@@ -1167,14 +1167,17 @@ def _confirm_steps(
     fixed: set[int],
     *,
     penalty: float,
+    v_global: FloatArray,
 ) -> list[int]:
     """Keep only the steps whose level change still pays the penalty when each side gets its
     own noise (sampling variance and overdispersion estimated from that side, or from the
     24 buckets next to the change on that side when the side is shorter).
 
-    The segmentation assumes one noise level for the whole series, so a series that only
-    got noisier (a model that answers more erratically, a busier mix of users) shows its
-    larger wobbles as level shifts. Here the likelihood ratio of "one level" against "two
+    Only a side noisier than the series' variance model is re-weighed (a quieter one keeps
+    the model's variances, so thin and short series keep their power). The segmentation
+    assumes one noise level for the whole series, so a series that only got noisier (a model
+    that answers more erratically, a busier mix of users) shows its larger wobbles as level
+    shifts. Here the likelihood ratio of "one level" against "two
     levels" is recomputed with each side's own variances (a heteroscedastic Gaussian test of
     the means), and the weakest step below the penalty is dropped, one at a time: a change of
     spread alone does not alarm, a change of level does."""
@@ -1200,8 +1203,12 @@ def _confirm_steps(
             span = min(max(hi - lo, _LOCAL_NOISE_MIN), _LOCAL_NOISE_MAX)
             ra, rb = (max(0, hi - span), hi) if left else (lo, min(size, lo + span))
             s2, t2 = _side_variance(res[ra:rb], n[ra:rb], within[ra:rb], lv[ra:rb], noise)
+            local = s2 / n[ra:rb] + t2
+            if float(np.mean(local)) <= float(np.mean(v_global[ra:rb])):
+                # no noisier than the series' model says: the segmentation's verdict stands
+                return v_global[lo:hi], 1e6
             df = _noise_df(rb - ra, float(np.mean(s2 / n[ra:rb])), t2)
-            return s2 / n[lo:hi] + t2, df
+            return np.maximum(s2 / n[lo:hi] + t2, v_global[lo:hi]), df
 
         def need(df: float) -> float:
             # the overdispersion is estimated from a few dozen buckets: the likelihood-ratio

@@ -12,6 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from promptblame.analysis.alerting.catalog import apply, listing
 from promptblame.analysis.alerting.rules import validate
+from promptblame.analysis.detection import coverage
 from promptblame.api.errors import ErrorBody
 from promptblame.api.state import AdminKey, ReadKey, State
 from promptblame.errors import NotFound
@@ -48,6 +49,22 @@ def list_incidents(
 ) -> dict[str, Any]:
     rows = state.store.incidents(key.project_id, status=status, limit=limit)
     return {"incidents": [public(r) for r in rows]}
+
+
+@router.get("/detection/coverage")
+def detection_coverage(
+    state: State,
+    key: ReadKey,
+    at: Annotated[
+        datetime | None, Query(description="end of the window (default: now), ISO 8601")
+    ] = None,
+) -> dict[str, Any]:
+    """Every scored series of the detection window: analysed (on which bucket width: a thin
+    series gets coarser buckets) or not analysed, with the reason. Nothing is dropped
+    silently."""
+    state.store.materialize_scores()
+    now = None if at is None else (at if at.tzinfo else at.replace(tzinfo=UTC))
+    return coverage(state.store, state.settings, key.project_id, now=now)
 
 
 @router.get("/incidents/{incident_id}", responses=_NOT_FOUND)

@@ -376,6 +376,22 @@ def test_a_rollback_is_its_own_incident_and_resolves_the_one_it_undoes():
     assert resolved["status"] == "resolved" and "rolled back" in resolved["status_note"]
 
 
+def test_the_same_culprit_is_never_blamed_in_two_open_incidents_of_one_series():
+    from promptblame.analysis.incidents import Series, merge
+
+    s = Series("p", "bot", "correct", "app", 3600)
+    t = datetime(2026, 11, 10, 12, tzinfo=UTC)
+    first = merge(s, [], [("", verdict("culprit", t))], now=NOW)
+    stored = [{k: v for k, v in first.incidents[0].items() if k != "project_id"}]
+    # the next step of the same rollout, a day later: the same incident, not a second one
+    later = merge(s, stored, [("", verdict("culprit", t + timedelta(days=1)))], now=NOW)
+    assert later.opened == 0 and later.incidents == []
+    # once that incident is resolved, a new arrival of the version is a new incident
+    stored[0]["status"] = "resolved"
+    again = merge(s, stored, [("", verdict("culprit", t + timedelta(days=2)))], now=NOW)
+    assert again.opened == 1
+
+
 # --- issue 17: thin series are analysed on coarser buckets, or listed with the reason --------
 
 

@@ -52,6 +52,8 @@ from dataclasses import dataclass, replace
 from datetime import timedelta
 from typing import Literal
 
+from scipy import stats
+
 from promptblame.analysis import compare
 from promptblame.analysis.attribution.cells import (
     DIMENSIONS,
@@ -327,6 +329,39 @@ def attribute(
         and abs(decomposition.mix) >= abs(decomposition.within)
     ):
         cause = "traffic_mix"
+    evidence = [
+        _excluded_or_not(ctx, cand, e, min_share) for cand, e in _paired(candidates, evidence)
+    ]
+    open_ = [e for e in evidence if e.status == "not_excluded"]
+    explained_by_trend = any(e.status == "drift" for e in evidence)
+    if open_ and cause == "drift" and not explained_by_trend:
+        e = open_[0]
+        index = e.arrival_index if e.arrival_index is not None else cp
+        need = (
+            f"; about {e.n_needed:,} responses a side would decide it"
+            if e.n_needed is not None
+            else ""
+        )
+        ci = (
+            f" [{fmt_effect(e.ci_low, kind=kind)}, {fmt_effect(e.ci_high, kind=kind)}]"
+            if e.ci_low is not None
+            else ""
+        )
+        return replace(
+            base,
+            kind="insufficient_evidence",
+            index=index,
+            start=next((c.start for c in live if c.bucket == index), start),
+            candidates=tuple(evidence),
+            reason="version_not_excluded",
+            summary=(
+                f"{direction.capitalize()} at bucket {index} ({fmt_effect(agg, kind=kind)}): "
+                f"not enough evidence to blame or clear {e.dimension} {e.value} (from "
+                f"{e.predecessor}), not excluded: {fmt_effect(e.effect, kind=kind)}{ci} on "
+                f"{e.n_new:,} new vs {e.n_old:,} old responses, "
+                f"{fmt_effect(e.needed_effect, kind=kind)} would explain it{need}."
+            ),
+        )
     v = replace(base, cause=cause, candidates=tuple(evidence))
     considered = ""
     if evidence:
@@ -416,17 +451,48 @@ def find_and_attribute(
                 detector_p_value=c.p_value,
             )
         )
-    # a detector that cut one shift in two would blame one arrival twice: keep the first
-    seen: set[tuple[str, str, int | None]] = set()
-    unique = []
-    for v in verdicts:
-        if v.culprit is not None:
-            key = (v.culprit.dimension, v.culprit.value, v.culprit.arrival_index)
-            if key in seen:
-                continue
-            seen.add(key)
-        unique.append(v)
-    return unique
+    for j, c in enumerate(cps):
+        if c.kind == "drift":
+            end = None if c.end_index is None else first + c.end_index
+            verdicts[j] = replace(verdicts[j], drift_end_index=end, drift_slope=c.slope)
+    return one_per_version(verdicts)
+
+
+def one_per_version(verdicts: list[Verdict]) -> list[Verdict]:
+    """One verdict per (version, direction): a staged rollout (5 %, 25 %, 100 %) or a detector
+    that cut one shift in two gives several change points with the same culprit; they are one
+    finding, the first verdict blaming it, with the other change points as its steps. A
+    change point where that same version's share moved again (a rollout step too small or
+    too slow to be blamed on its own) is folded in as a step, too, instead of being reported
+    as drift."""
+    out = list(verdicts)
+    owner: dict[tuple[str, str, str | None], int] = {}
+    drop: set[int] = set()
+    for i, v in enumerate(out):
+        if v.culprit is None:
+            continue
+        key = (v.culprit.dimension, v.culprit.value, v.direction)
+        if key in owner:
+            out[owner[key]] = replace(out[owner[key]], steps=(*out[owner[key]].steps, *_at(v)))
+            drop.add(i)
+        else:
+            owner[key] = i
+    for i, v in enumerate(out):
+        if i in drop or v.culprit is not None or v.kind == "confounded":
+            continue
+        same = [
+            owner[(e.dimension, e.value, v.direction)]
+            for e in v.candidates
+            if (e.dimension, e.value, v.direction) in owner
+        ]
+        if same:
+            out[same[0]] = replace(out[same[0]], steps=(*out[same[0]].steps, *_at(v)))
+            drop.add(i)
+    return [v for i, v in enumerate(out) if i not in drop]
+
+
+def _at(v: Verdict) -> tuple[int, ...]:
+    return (*(() if v.detected_index is None else (v.detected_index,)), *v.steps)
 
 
 def aggregate_buckets(cells: Iterable[Cell], *, bucket_seconds: int) -> list[Bucket]:
@@ -634,6 +700,52 @@ def _evaluate(ctx: _Context, cand: _Candidate) -> Evidence:
             control_effect=control.effect if control is not None else None,
         )
     return ev
+
+
+def _paired(
+    candidates: list[_Candidate], evidence: list[Evidence]
+) -> list[tuple[_Candidate | None, Evidence]]:
+    by_key: dict[tuple[str, str], _Candidate] = {(c.dimension, c.value): c for c in candidates}
+    return [(by_key.get((e.dimension, e.value)), e) for e in evidence]
+
+
+_Z_POWER = 0.8416  # one-sided normal quantile of 80 % power
+
+
+def _excluded_or_not(
+    ctx: _Context, cand: _Candidate | None, e: Evidence, min_share: float
+) -> Evidence:
+    """A version that was not blamed for lack of significance is only cleared when its CI
+    excludes the effect that would explain `min_share` of the shift (effect x rise of its
+    traffic share = min_share x aggregate change); otherwise it is `not_excluded`, with the
+    responses per side that would decide it (CI half-width shrinking as 1 / sqrt(n), sized
+    for 80 % power at that effect)."""
+    if cand is None or e.status not in ("not_significant", "no_data"):
+        return e
+    unit = _explained(ctx, cand.arrival, _is_new_of(cand), 1.0)  # rise / aggregate change
+    if unit is None or unit * ctx.sign <= 0:
+        return e
+    need = ctx.sign * min_share / abs(unit)  # effect that explains min_share of the shift
+    if e.ci_low is None or e.ci_high is None:
+        if e.status == "no_data" and e.note.startswith("no traffic ran"):
+            return e
+        return replace(e, status="not_excluded", needed_effect=need)
+    far = max(e.ci_low * ctx.sign, e.ci_high * ctx.sign)  # CI end on the shift's side
+    if far < abs(need):
+        return replace(e, needed_effect=need)  # tested and excluded
+    z = float(stats.norm.ppf(1 - ctx.alpha / 2))
+    se = (e.ci_high - e.ci_low) / (2 * z)
+    k = ((z + _Z_POWER) * se / abs(need)) ** 2
+    n_side = max(e.n_new, e.n_old)
+    needed = math.ceil(k * n_side) if k > 1 else None
+    return replace(e, status="not_excluded", needed_effect=need, n_needed=needed)
+
+
+def _is_new_of(cand: _Candidate) -> Callable[[Cell], bool]:
+    def is_new(c: Cell) -> bool:
+        return c.value(cand.dimension) == cand.value and (c.route, c.environment) in cand.segments
+
+    return is_new
 
 
 def _scope(ev: Evidence, attr: str, value: str) -> Evidence:

@@ -357,19 +357,24 @@ def _sums(values: np.ndarray, n: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     )
 
 
-def _beta(rng: np.random.Generator, mu: np.ndarray, n: np.ndarray, kappa: np.ndarray | float):
+Sums = tuple[np.ndarray, np.ndarray]
+
+
+def _beta(
+    rng: np.random.Generator, mu: np.ndarray, n: np.ndarray, kappa: np.ndarray | float
+) -> Sums:
     mu = np.clip(mu, 0.02, 0.98)
     k = np.repeat(np.broadcast_to(kappa, mu.shape), n)
     rep = np.repeat(mu, n)
     return _sums(rng.beta(rep * k, (1 - rep) * k), n)
 
 
-def _bernoulli(rng: np.random.Generator, mu: np.ndarray, n: np.ndarray):
+def _bernoulli(rng: np.random.Generator, mu: np.ndarray, n: np.ndarray) -> Sums:
     s = rng.binomial(n, np.clip(mu, 0.0, 1.0)).astype(np.float64)
     return s, s
 
 
-def _case(n: np.ndarray, sums: tuple[np.ndarray, np.ndarray], truth: list[int], step=HOUR):
+def _case(n: np.ndarray, sums: Sums, truth: list[int], step: timedelta = HOUR) -> Case:
     starts = _starts(n.size, step)
     return Case(buckets_from_arrays(starts=starts, n=n, total=sums[0], total_sq=sums[1]), truth)
 
@@ -457,7 +462,7 @@ def fam_thin(rng: np.random.Generator) -> Case:
     return _case(n, _bernoulli(rng, mu, n), [at])
 
 
-def _latency_sums(rng: np.random.Generator, med: np.ndarray, n: np.ndarray, sigma: float):
+def _latency_sums(rng: np.random.Generator, med: np.ndarray, n: np.ndarray, sigma: float) -> Sums:
     return _sums(np.repeat(med, n) * rng.lognormal(0.0, sigma, int(n.sum())), n)
 
 

@@ -417,7 +417,7 @@ def test_the_default_minimum_effect_is_scale_free_latency_in_milliseconds():
     assert len(slower.change_points) == 1  # heavy tails: placed within 2 hours
     assert abs(slower.change_points[0].index - 120) <= 2
     assert slower.params["min_effect_rule"] == "relative-1pct"
-    assert 8 < float(slower.params["min_effect"]) < 20  # 1 % of ~1,250 ms
+    assert 8 < float(str(slower.params["min_effect"])) < 20  # 1 % of ~1,250 ms
     # a latency series that did not move finds nothing, whatever its unit
     assert detect_change_points(buckets=_latency(10, factor=1.0, at=120)).change_points == ()
 
@@ -431,7 +431,7 @@ def test_an_error_rate_near_zero_moving_under_one_point_is_found():
     starts = [T0 + timedelta(hours=int(i)) for i in range(hours)]
     got = detect_change_points(buckets=buckets_from_arrays(starts=starts, n=n, total=s, total_sq=s))
     assert [c.index for c in got.change_points] == [100]  # +0.7 pt: under the old 1-point floor
-    assert float(got.params["min_effect"]) < 0.001
+    assert float(str(got.params["min_effect"])) < 0.001
 
 
 def test_a_short_daily_series_of_twelve_buckets_is_analysed():

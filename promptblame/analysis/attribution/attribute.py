@@ -156,6 +156,7 @@ def attribute(
     drift_alpha: float = 0.05,
     detector_effect: float | None = None,
     detector_p_value: float | None = None,
+    detector_drift: bool = False,
 ) -> Verdict:
     """Attribute the shift starting at bucket `change_index` (see the module docstring).
 
@@ -171,6 +172,9 @@ def attribute(
     drift_alpha: one-sided level at which a before/after step must beat the trend around it;
     control traffic (other routes whose versions did not change) must move less, too.
     detector_effect: the detector's de-seasonalized effect, used for the direction.
+    detector_drift: the detector found a drift (a ramp with an onset and an end), not a step:
+    a version that is neither blamed nor cleared then does not make it `insufficient_evidence`
+    — the ramp is the evidence of a trend.
     detector_p_value: the detector's p-value; without it (a caller-chosen bucket) the shift is
     first tested (all traffic, day after vs day before, same hours): `no_shift` if not
     significant, because an innocent version that happens to sit on a noise bucket must not
@@ -333,7 +337,7 @@ def attribute(
         _excluded_or_not(ctx, cand, e, min_share) for cand, e in _paired(candidates, evidence)
     ]
     open_ = [e for e in evidence if e.status == "not_excluded"]
-    explained_by_trend = any(e.status == "drift" for e in evidence)
+    explained_by_trend = detector_drift or any(e.status == "drift" for e in evidence)
     if open_ and cause == "drift" and not explained_by_trend:
         e = open_[0]
         index = e.arrival_index if e.arrival_index is not None else cp
@@ -342,10 +346,11 @@ def attribute(
             if e.n_needed is not None
             else ""
         )
-        ci = (
-            f" [{fmt_effect(e.ci_low, kind=kind)}, {fmt_effect(e.ci_high, kind=kind)}]"
+        measured = (
+            f"{fmt_effect(e.effect, kind=kind)} [{fmt_effect(e.ci_low, kind=kind)}, "
+            f"{fmt_effect(e.ci_high, kind=kind)}] on {e.n_new:,} new vs {e.n_old:,} old responses"
             if e.ci_low is not None
-            else ""
+            else "no comparable traffic to measure it on"
         )
         return replace(
             base,
@@ -357,8 +362,7 @@ def attribute(
             summary=(
                 f"{direction.capitalize()} at bucket {index} ({fmt_effect(agg, kind=kind)}): "
                 f"not enough evidence to blame or clear {e.dimension} {e.value} (from "
-                f"{e.predecessor}), not excluded: {fmt_effect(e.effect, kind=kind)}{ci} on "
-                f"{e.n_new:,} new vs {e.n_old:,} old responses, "
+                f"{e.predecessor}), not excluded: {measured}; "
                 f"{fmt_effect(e.needed_effect, kind=kind)} would explain it{need}."
             ),
         )
@@ -449,6 +453,7 @@ def find_and_attribute(
                 min_share=min_share,
                 detector_effect=c.effect,
                 detector_p_value=c.p_value,
+                detector_drift=c.kind == "drift",
             )
         )
     for j, c in enumerate(cps):
@@ -652,7 +657,12 @@ def _evaluate(ctx: _Context, cand: _Candidate) -> Evidence:
         )
         return replace(ev, status=status, note=why)
     ev = _with_estimate(ev, est, basis)
-    ev = replace(ev, trend=trend.value if trend else None, note=note)
+    ev = replace(
+        ev,
+        trend=trend.value if trend else None,
+        trend_se=trend.se if trend and trend.agree else None,
+        note=note,
+    )
     # scope: a version that moves one route (or environment) only. Its effect there, tested
     # with Bonferroni over the routes, is what is reported when the rest of its traffic is
     # quiet: not significant the same way, or under a fifth of the effect.
@@ -733,6 +743,19 @@ def _excluded_or_not(
     far = max(e.ci_low * ctx.sign, e.ci_high * ctx.sign)  # CI end on the shift's side
     if far < abs(need):
         return replace(e, needed_effect=need)  # tested and excluded
+    z_drift = float(stats.norm.isf(ctx.drift_alpha))
+    if e.trend is not None and e.trend_se and e.trend * ctx.sign / e.trend_se >= z_drift:
+        # the metric was already moving the shift's way on both sides of the arrival, and
+        # the version's own step is not significant: the trend explains it, with evidence
+        return replace(
+            e,
+            status="drift",
+            needed_effect=need,
+            note=(
+                f"the trend around it ({fmt_effect(e.trend, kind=ctx.kind)} per {ctx.L} "
+                "buckets, significant on its own): the step at the arrival is not significant"
+            ),
+        )
     z = float(stats.norm.ppf(1 - ctx.alpha / 2))
     se = (e.ci_high - e.ci_low) / (2 * z)
     k = ((z + _Z_POWER) * se / abs(need)) ** 2

@@ -65,6 +65,7 @@ class Evidence:
     scope_route: str | None = None  # set when the effect is confined to one route
     scope_environment: str | None = None
     trend: float | None = None  # before/after: mean per-window trend around the arrival
+    trend_se: float | None = None
     sharp: bool | None = None  # before/after: the step beats that trend and control traffic
     control_effect: float | None = None  # before/after: same windows, other routes, no change
     needed_effect: float | None = None  # effect that would explain min_share of the shift

@@ -465,3 +465,48 @@ def test_the_bucket_width_is_the_narrowest_with_enough_responses_per_bucket():
         hours[:5], [30] * 5, since=since, until=NOW, bucket_seconds=3600, min_scores=60
     )
     assert sparse.bucket_seconds is None and sparse.reason == "too_few_buckets"
+
+
+def test_built_in_metrics_are_watched_latency_and_error_rate_by_default(embedded_store):
+    """No score at all: a model that doubles latency and errors is found on the responses'
+    own fields (lower is better), and a project can turn them off."""
+    rng = np.random.default_rng(21)
+    t0 = NOW - timedelta(days=10)
+    switch = t0 + timedelta(days=6, hours=3)
+    events = []
+    for i in range(10 * 24 * 40):
+        ts = t0 + timedelta(seconds=float(rng.uniform(0, 10 * 86_400 - 3_700)))
+        new = ts >= switch
+        failed = rng.random() < (0.06 if new else 0.02)
+        events.append(
+            ResponseEvent(
+                event_id=f"b{i}",
+                ts=ts,
+                app="bot",
+                route="ask",
+                model="gpt-4o",
+                model_version="2024-08-06" if new else "2024-05-13",
+                latency_ms=float(rng.lognormal(np.log(1800 if new else 900), 0.5)),
+                status="error" if failed else "ok",
+            )
+        )
+    embedded_store.insert("responses", responses_table("acme", events, datetime.now(UTC)))
+    run = run_detection(embedded_store, Settings(detection_window_days=14), now=NOW)
+    found = {i["metric"]: i for i in embedded_store.incidents("acme")}
+    assert set(found) == {"latency_ms", "error_rate"} and run.opened == 2
+    for inc in found.values():
+        assert inc["source"] == "builtin" and inc["direction"] == "regression"
+        assert inc["verdict"] == "culprit" and inc["culprit"] == "model gpt-4o@2024-08-06"
+        assert abs(inc["shift_start"] - switch) <= timedelta(hours=2)
+    assert found["latency_ms"]["effect"] > 500  # milliseconds, not points
+
+
+def test_a_project_can_turn_the_built_in_metrics_off(embedded_store):
+    traffic(embedded_store)
+    settings = Settings(
+        detection_window_days=14,
+        detection_min_scores=100,
+        detection_builtin_metrics_by_project={"acme": []},
+    )
+    run_detection(embedded_store, settings, now=NOW)
+    assert {i["source"] for i in embedded_store.incidents("acme")} == {"app"}

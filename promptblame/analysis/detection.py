@@ -126,12 +126,14 @@ def run_detection(
     until = datetime.fromtimestamp(now.timestamp() // bs * bs, UTC)  # only whole buckets
     since = until - timedelta(days=settings.detection_window_days)
     run = DetectionRun()
-    projects = [project_id] if project_id else store.projects_with_scores(since)
+    if project_id:
+        projects = [project_id]
+    else:
+        projects = store.projects_with_scores(since)
+        if settings.detection_builtin_metrics or settings.detection_builtin_metrics_by_project:
+            projects = sorted({*projects, *store.projects_with_responses(since)})
     for project in projects:
-        rows = store.attribution_cells(project, since=since, until=until, bucket_seconds=bs)
-        by_series: dict[tuple[str, str, str], list[dict[str, Any]]] = {}
-        for r in rows:
-            by_series.setdefault((r["app"], r["metric"], r["source"]), []).append(r)
+        by_series = _series_rows(store, settings, project, since=since, until=until)
         known: dict[tuple[str, str, str], list[dict[str, Any]]] = {}
         for i in store.incidents_since(project, since - timedelta(days=1)):
             known.setdefault((i["app"], i["metric"], i["source"]), []).append(i)
@@ -163,7 +165,12 @@ def run_detection(
             writes = merge(
                 series,
                 known.get((app, metric, source), []),
-                shifts(cells, since=since, bucket_seconds=width),
+                shifts(
+                    cells,
+                    since=since,
+                    bucket_seconds=width,
+                    higher_is_better=source != BUILTIN,
+                ),
                 now=now,
             )
             if writes.incidents:
@@ -186,10 +193,7 @@ def coverage(
     bs = settings.detection_bucket_seconds
     until = datetime.fromtimestamp(now.timestamp() // bs * bs, UTC)
     since = until - timedelta(days=settings.detection_window_days)
-    rows = store.attribution_cells(project_id, since=since, until=until, bucket_seconds=bs)
-    by_series: dict[tuple[str, str, str], list[dict[str, Any]]] = {}
-    for r in rows:
-        by_series.setdefault((r["app"], r["metric"], r["source"]), []).append(r)
+    by_series = _series_rows(store, settings, project_id, since=since, until=until)
     analysed, not_analysed = [], []
     for (app, metric, source), cells in sorted(by_series.items()):
         plan = plan_series(
@@ -213,8 +217,64 @@ def coverage(
     }
 
 
+BUILTIN = "builtin"  # the source of the built-in metrics' series
+_BUILTIN_COLUMNS = {  # metric: (n, total, total_sq) columns of `Store.builtin_cells`
+    "error_rate": ("n", "errors", "errors"),
+    "latency_ms": ("latency_n", "latency_total", "latency_total_sq"),
+    "cost_usd": ("cost_n", "cost_total", "cost_total_sq"),
+}
+
+
+def _series_rows(
+    store: Store, settings: Settings, project: str, *, since: datetime, until: datetime
+) -> dict[tuple[str, str, str], list[dict[str, Any]]]:
+    """Cells per series (app, metric, source): every score series, and the built-in
+    metrics the project watches (error rate, latency, cost: source `builtin`) where its
+    responses carry them."""
+    bs = settings.detection_bucket_seconds
+    rows = store.attribution_cells(project, since=since, until=until, bucket_seconds=bs)
+    by_series: dict[tuple[str, str, str], list[dict[str, Any]]] = {}
+    for r in rows:
+        by_series.setdefault((r["app"], r["metric"], r["source"]), []).append(r)
+    watched = settings.detection_builtin_metrics_by_project.get(
+        project, settings.detection_builtin_metrics
+    )
+    if not watched:
+        return by_series
+    for r in store.builtin_cells(project, since=since, until=until, bucket_seconds=bs):
+        for metric in watched:
+            cn, ct, cq = _BUILTIN_COLUMNS[metric]
+            if not r[cn]:
+                continue
+            by_series.setdefault((r["app"], metric, BUILTIN), []).append(
+                {
+                    "app": r["app"],
+                    "metric": metric,
+                    "source": BUILTIN,
+                    "bucket": r["bucket"],
+                    "route": r["route"],
+                    "environment": r["environment"],
+                    "prompt": r["prompt"],
+                    "model_label": r["model_label"],
+                    "n": int(r[cn]),
+                    "total": float(r[ct]),
+                    "total_sq": float(r[cq]),
+                    "non_binary": 0 if metric == "error_rate" else int(r[cn]),
+                }
+            )
+    # an error rate that never left zero has nothing to watch
+    for key in [k for k in by_series if k[1] == "error_rate" and k[2] == BUILTIN]:
+        if not any(c["total"] for c in by_series[key]):
+            del by_series[key]
+    return by_series
+
+
 def shifts(
-    rows: list[dict[str, Any]], *, since: datetime, bucket_seconds: int
+    rows: list[dict[str, Any]],
+    *,
+    since: datetime,
+    bucket_seconds: int,
+    higher_is_better: bool = True,
 ) -> list[tuple[str, Verdict]]:
     """(route or "" for the whole app, verdict) of every reportable shift in the cells."""
     if not rows:
@@ -234,14 +294,21 @@ def shifts(
         for r in rows
     ]
     kind: MetricKind = "mean" if any(r["non_binary"] for r in rows) else "proportion"
-    found = [("", v) for v in find_and_attribute(cells, bucket_seconds=bucket_seconds, kind=kind)]
+    found = [
+        ("", v)
+        for v in find_and_attribute(
+            cells, bucket_seconds=bucket_seconds, kind=kind, higher_is_better=higher_is_better
+        )
+    ]
     found = [(route, v) for route, v in found if v.kind in REPORTABLE]
     routes = sorted({c.route for c in cells})
     within = max(2, _ROUTE_DEDUP_SECONDS // bucket_seconds)
     if len(routes) > 1:
         for route in routes:
             mine = [c for c in cells if c.route == route]
-            for v in find_and_attribute(mine, bucket_seconds=bucket_seconds, kind=kind):
+            for v in find_and_attribute(
+                mine, bucket_seconds=bucket_seconds, kind=kind, higher_is_better=higher_is_better
+            ):
                 if v.kind in REPORTABLE and not _seen(found, v, within=within):
                     found.append((route, v))
     return found

@@ -76,8 +76,31 @@ stretch). Both are conditional on the neighbouring change points and on the esti
 variances, and the CI takes the location as known (an effect found at an estimated location
 is slightly inflated when it is small): read them as approximate.
 
-Limitations: u_i are independent (a slow drift is reported as one or more steps); tau^2 and
-phi are constant over the series; one seasonal period (default: a day) is modelled.
+Beyond steps (issue 17)
+-----------------------
+* Weekly rhythm: on a series of three weeks or more, day-of-week offsets are fitted on top of
+  the daily profile (back-fitted with it), read from day-to-day differences (median per
+  weekday over the weeks, so a step cannot fake one) and shrunk like the daily profile: a
+  weekend dip is not two changes a week.
+* Drifts: a run of same-direction steps is compared with one continuous broken line (flat,
+  linear ramp, flat) over the same stretch, by penalized likelihood on the weighted Gaussian
+  cost: the ramp pays one penalty for its onset and one for its end when it ends inside the
+  stretch, the staircase one per step (a single step is only turned into a ramp when the ramp
+  wins by a whole penalty more). Every (onset, end) pair is searched exactly from cumulative
+  sums. A drift is one finding (`kind="drift"`): onset, end (None while still moving), slope
+  and total effect. The lag-1-difference noise estimate is blind to a slow trend (a slope b
+  adds b^2 to the squared differences), so a trend does not inflate the count either.
+* Changes of spread: the variance model is one for the whole series, so a series that only
+  got noisier would show its wobbles as steps. Each step is re-tested with the noise of the
+  buckets next to it on each side (its own within-bucket variance and overdispersion, from at
+  least 24 and at most 72 buckets) wherever that is larger than the model's, holding the
+  likelihood ratio to the penalty's p-value through a Student t at the Satterthwaite df of
+  that estimate; a blip (out and back) must pay for both of its steps jointly.
+* Scale-free: the penalty is in chi-square units (relative to the series' own noise), and the
+  default `min_effect` follows the series' scale (`default_min_effect`).
+
+Limitations: u_i are independent; tau^2 and phi are constant over the series except in the
+re-test of each step; drifts are linear between their knots.
 """
 
 from __future__ import annotations

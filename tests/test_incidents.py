@@ -510,3 +510,38 @@ def test_a_project_can_turn_the_built_in_metrics_off(embedded_store):
     )
     run_detection(embedded_store, settings, now=NOW)
     assert {i["source"] for i in embedded_store.incidents("acme")} == {"app"}
+
+
+def test_an_insufficient_evidence_incident_never_reads_as_no_version_caused_it():
+    from promptblame.analysis.alerting.payloads import headline as alert_line
+    from promptblame.analysis.attribution import Evidence
+    from promptblame.analysis.incidents import Series, describe, merge
+    from promptblame.reports.words import explanation, headline
+
+    e = Evidence(
+        dimension="prompt",
+        value="ask@v2",
+        predecessor="ask@v1",
+        status="not_excluded",
+        share_before=0.0,
+        share_after=1.0,
+        arrival_index=10,
+        rollback=False,
+        effect=-0.06,
+        ci_low=-0.15,
+        ci_high=0.03,
+        n_new=40,
+        n_old=42,
+        needed_effect=-0.02,
+        n_needed=900,
+    )
+    v = verdict("insufficient_evidence", datetime(2026, 11, 10, 12, tzinfo=UTC))
+    from dataclasses import replace
+
+    v = replace(v, culprit=None, candidates=(e,))
+    row = merge(Series("p", "bot", "correct", "app", 3600), [], [("", v)], now=NOW).incidents[0]
+    assert row["verdict"] == "insufficient_evidence" and row["culprit"] == "prompt ask@v2"
+    ev = json.loads(describe(v, "")["evidence"])
+    texts = [headline(row, ev), *explanation(row, ev), alert_line(row, "opened")]
+    assert all("no version caused" not in t for t in texts)
+    assert "not excluded" in texts[0] and any("900 responses" in t for t in texts)

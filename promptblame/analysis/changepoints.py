@@ -1196,8 +1196,9 @@ def _confirm_steps(
     own noise (sampling variance and overdispersion estimated from that side, or from the
     24 buckets next to the change on that side when the side is shorter).
 
-    Only a side noisier than the series' variance model is re-weighed (a quieter one keeps
-    the model's variances, so thin and short series keep their power). The segmentation
+    Only a side significantly noisier than the series' variance model (F test at 1 %) is
+    re-weighed; any other keeps the model's variances, so thin and short series, and a fresh
+    change a few buckets before the end, keep their power. The segmentation
     assumes one noise level for the whole series, so a series that only got noisier (a model
     that answers more erratically, a busier mix of users) shows its larger wobbles as level
     shifts. Here the likelihood ratio of "one level" against "two
@@ -1225,12 +1226,15 @@ def _confirm_steps(
             left, else at lo), and the effective df of that estimate."""
             span = min(max(hi - lo, _LOCAL_NOISE_MIN), _LOCAL_NOISE_MAX)
             ra, rb = (max(0, hi - span), hi) if left else (lo, min(size, lo + span))
+            if rb - ra < span:  # at the series' edge: the nearest buckets across the change
+                ra, rb = (ra, min(size, ra + span)) if left else (max(0, rb - span), rb)
             s2, t2 = _side_variance(res[ra:rb], n[ra:rb], within[ra:rb], lv[ra:rb], noise)
-            local = s2 / n[ra:rb] + t2
-            if float(np.mean(local)) <= float(np.mean(v_global[ra:rb])):
-                # no noisier than the series' model says: the segmentation's verdict stands
-                return v_global[lo:hi], 1e6
             df = _noise_df(rb - ra, float(np.mean(s2 / n[ra:rb])), t2)
+            ratio = float(np.mean(s2 / n[ra:rb] + t2)) / float(np.mean(v_global[ra:rb]))
+            if ratio <= float(stats.chi2.ppf(0.99, df)) / df:
+                # not significantly noisier than the series' model says (an F test at 1 %
+                # against its many degrees of freedom): the segmentation's verdict stands
+                return v_global[lo:hi], 1e6
             return np.maximum(s2 / n[lo:hi] + t2, v_global[lo:hi]), df
 
         def need(df: float) -> float:

@@ -704,10 +704,12 @@ def _evaluate(ctx: _Context, cand: _Candidate) -> Evidence:
         # without control traffic the trend is the only guard against drift: stricter then
         margin = 1.0 if control is not None else 1.5
         sharp = _sharp(est, trend, sign=ctx.sign, alpha=ctx.drift_alpha, margin=margin)
+        beats = _beats(est, control, sign=ctx.sign, alpha=ctx.alpha)
         ev = replace(
             ev,
-            sharp=sharp and _beats(est, control, sign=ctx.sign, alpha=ctx.alpha),
+            sharp=sharp and beats,
             control_effect=control.effect if control is not None else None,
+            beats_control=beats,
         )
     return ev
 
@@ -730,7 +732,7 @@ def _excluded_or_not(
     traffic share = min_share x aggregate change); otherwise it is `not_excluded`, with the
     responses per side that would decide it (CI half-width shrinking as 1 / sqrt(n), sized
     for 80 % power at that effect)."""
-    if cand is None or e.status not in ("not_significant", "no_data"):
+    if cand is None or e.status not in ("not_significant", "no_data", "not_excluded"):
         return e
     unit = _explained(ctx, cand.arrival, _is_new_of(cand), 1.0)  # rise / aggregate change
     if unit is None or unit * ctx.sign <= 0:
@@ -741,6 +743,8 @@ def _excluded_or_not(
             return e
         return replace(e, status="not_excluded", needed_effect=need)
     far = max(e.ci_low * ctx.sign, e.ci_high * ctx.sign)  # CI end on the shift's side
+    if e.status == "not_excluded":  # significant, but not told from a possible trend
+        return replace(e, needed_effect=need)
     if far < abs(need):
         return replace(e, needed_effect=need)  # tested and excluded
     z_drift = float(stats.norm.isf(ctx.drift_alpha))
@@ -762,6 +766,13 @@ def _excluded_or_not(
     n_side = max(e.n_new, e.n_old)
     needed = math.ceil(k * n_side) if k > 1 else None
     return replace(e, status="not_excluded", needed_effect=need, n_needed=needed)
+
+
+def _trend_not_shown(e: Evidence, ctx: _Context) -> bool:
+    """The trend a before/after step was held against is not significant on its own."""
+    if e.trend is None or not e.trend_se or e.beats_control is False:
+        return False  # no trend measured, or unchanged traffic moved as much: evidence
+    return e.trend * ctx.sign / e.trend_se < float(stats.norm.isf(ctx.drift_alpha))
 
 
 def _is_new_of(cand: _Candidate) -> Callable[[Cell], bool]:
@@ -1029,6 +1040,19 @@ def _decide(
             status = "not_significant"
         elif (e.effect or 0.0) * ctx.sign <= 0:
             status = "wrong_direction"
+        elif e.sharp is False and _trend_not_shown(e, ctx):
+            # the step is significant but not clearly larger than a trend that is itself
+            # not significant: thin data cannot tell a step from a drift, which is a lack of
+            # evidence, not evidence of drift
+            status = "not_excluded"
+            e = replace(
+                e,
+                note=(
+                    f"its step is significant but not clearly larger than the trend around it "
+                    f"({fmt_effect(e.trend, kind=ctx.kind)} per {ctx.L} buckets), and that "
+                    "trend is not significant either"
+                ),
+            )
         elif e.sharp is False:
             status = "drift"
             e = replace(

@@ -574,3 +574,28 @@ def test_a_staged_rollout_is_one_verdict_for_its_version_with_the_steps_as_evide
         (v,) = find_and_attribute(cells, kind="proportion")
         assert v.kind == "culprit" and v.culprit is not None and v.culprit.value == NEW
         assert len(v.steps) == 1 and abs(v.steps[0] - 100) <= 3  # the 25 % step, as evidence
+
+
+def test_a_step_that_cannot_be_told_from_a_trend_too_noisy_to_show_is_not_excluded() -> None:
+    # thin: -10 pt on summarize@v7 inside a -3.6 pt/day slide of every route; the step is
+    # significant but not clearly above the trend, and the trend is not significant on its
+    # own: that is a lack of evidence (insufficient_evidence), not evidence of drift
+    def slide(h: int) -> float:
+        return -0.0015 * h
+
+    cells = exact(alloc=prompt_at(60), effect=v7_costs(-0.10), per_hour=4, kind="mean", drift=slide)
+    v = attribute(cells, change_index=60, kind="mean", detector_p_value=1e-4)
+    (e,) = [c for c in v.candidates if c.value == "summarize@v7"]
+    assert v.kind == "insufficient_evidence" and e.status == "not_excluded"
+    assert e.p_value is not None and e.p_value < 0.01 and e.sharp is False
+    assert e.trend is not None and e.trend_se is not None and abs(e.trend) < 1.645 * e.trend_se
+    # with a steeper slide that the unchanged routes show as well, it is drift, with evidence
+    steep = exact(
+        alloc=prompt_at(60),
+        effect=v7_costs(-0.10),
+        per_hour=4,
+        kind="mean",
+        drift=lambda h: -0.003 * h,
+    )
+    w = attribute(steep, change_index=60, kind="mean", detector_p_value=1e-4)
+    assert w.kind == "no_version_cause" and w.cause == "drift"

@@ -33,20 +33,21 @@ from __future__ import annotations
 import argparse
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 
 import numpy as np
 
 from promptblame.analysis.attribution import Cell, Verdict, find_and_attribute
 from promptblame.analysis.attribution.cells import MetricKind
+from promptblame.analysis.detection import plan_series
 
 HOURS = 14 * 24
 T0 = datetime(2024, 6, 10, tzinfo=UTC)
 OLD, NEW = "gpt-4o-2024-05-13", "gpt-4o-2024-08-06"
 ROUTES = {"summarize": (0.5, 0.80), "extract": (0.3, 0.88), "chat": (0.2, 0.70)}
 PROMPTS = {"summarize": "summarize@v6", "extract": "extract@v3", "chat": "chat@v2"}
-TARGET_TOP1 = 0.95
+TARGET_TOP1 = 0.97
 
 Alloc = Callable[[int, str], list[tuple[str, str, float]]]  # hour, route -> (prompt, model, p)
 Effect = Callable[[int, str, str, str], float]  # hour, route, prompt, model -> quality change
@@ -69,7 +70,9 @@ class World:
 
 @dataclass(frozen=True)
 class Truth:
-    category: str  # culprit | confounded | traffic_mix | drift | unchanged
+    category: str  # culprit | thin | confounded | traffic_mix | drift | unchanged
+    # thin: a culprit on little data; right = the culprit, or insufficient_evidence naming it
+    # as not excluded; never "no version cause"
     changes: tuple[tuple[str, str, tuple[int, ...], str, str | None], ...] = ()
     # (dimension, value, acceptable indices, direction, scope route)
     confounded: tuple[str, ...] = ()  # values that must be named
@@ -312,6 +315,47 @@ def s_rollback(rng: np.random.Generator) -> tuple[World, Truth]:
     )
 
 
+def s_staged_rollout(rng: np.random.Generator) -> tuple[World, Truth]:
+    """A prompt rolled out at 5 %, 25 % and 100 % a day or two apart: one culprit, blamed
+    once (the steps are its evidence), never twice and never a step called drift."""
+    t0 = at(rng)
+    t1 = t0 - int(rng.integers(24, 49))
+    t2 = t1 - int(rng.integers(24, 49))
+    steps = [(t2, 0.05), (t1, 0.25), (t0, 1.0)]
+
+    def alloc(h: int, r: str) -> list[tuple[str, str, float]]:
+        s = max([x for start, x in steps if h >= start], default=0.0) if r == "summarize" else 0
+        if s == 0:
+            return [(PROMPTS[r], OLD, 1.0)]
+        return [("summarize@v7", OLD, s), ("summarize@v6", OLD, 1 - s)]
+
+    w = World(alloc=alloc, effect=lambda h, r, p, m: -0.12 if p == "summarize@v7" else 0.0)
+    idx = tuple(start for start, _ in steps)
+    return w, Truth("culprit", (("prompt", "summarize@v7", idx, "regression", None),))
+
+
+def s_small_app_large_effect(rng: np.random.Generator) -> tuple[World, Truth]:
+    """A small app: ~1.4 responses an hour in all, -30 pt on its new prompt."""
+    t0 = at(rng)
+    w = World(
+        alloc=prompt_switch("summarize", t0, "summarize@v7"),
+        effect=lambda h, r, p, m: -0.30 if p == "summarize@v7" else 0.0,
+        traffic=0.01,
+    )
+    return w, Truth("thin", (("prompt", "summarize@v7", (t0,), "regression", None),))
+
+
+def s_thin_improvement(rng: np.random.Generator) -> tuple[World, Truth]:
+    """+5 pt from a new prompt with a few hundred responses a day on its route."""
+    t0 = at(rng)
+    w = World(
+        alloc=prompt_switch("summarize", t0, "summarize@v7"),
+        effect=lambda h, r, p, m: 0.05 if p == "summarize@v7" else 0.0,
+        traffic=0.15,
+    )
+    return w, Truth("thin", (("prompt", "summarize@v7", (t0,), "improvement", None),))
+
+
 def s_unchanged(rng: np.random.Generator) -> tuple[World, Truth]:
     t0 = at(rng)
     harmless = rng.random() < 0.5
@@ -342,15 +386,65 @@ SCENARIOS = [
     Scenario("late scores, unchanged", s_late_scores_unchanged, "last day thinly scored"),
     Scenario("rollback", s_rollback, "v7 -10 pt, rolled back 3 days later"),
     Scenario("unchanged", s_unchanged, "half the seeds with a harmless deploy"),
+    Scenario("staged rollout 5/25/100", s_staged_rollout, "-12 pt prompt, steps 1-2 days apart"),
+    Scenario("small app, large effect", s_small_app_large_effect, "-30 pt, ~1.4/h in all"),
+    Scenario("thin improvement", s_thin_improvement, "+5 pt prompt, traffic x0.15"),
 ]
 
 
-def score(verdicts: list[Verdict], truth: Truth) -> tuple[bool, bool, bool | None]:
-    """(right, innocent blamed, time within 2 buckets or None)."""
+def bucketed(cells: list[Cell]) -> tuple[list[Cell], int]:
+    """The cells on the bucket width the detection job would choose for this series
+    (`plan_series`: hourly when there is enough traffic, coarser when not)."""
+    by_hour: dict[int, int] = {}
+    for c in cells:
+        by_hour[c.bucket] = by_hour.get(c.bucket, 0) + c.n
+    hours = sorted(by_hour)
+    plan = plan_series(
+        [T0 + timedelta(hours=h) for h in hours],
+        [by_hour[h] for h in hours],
+        since=T0,
+        until=T0 + timedelta(hours=HOURS),
+        bucket_seconds=3600,
+        min_scores=60,
+    )
+    k = (plan.bucket_seconds or 3600) // 3600
+    if k == 1:
+        return cells, 3600
+    merged: dict[tuple[int, str, str, str, str], list[float]] = {}
+    for c in cells:
+        key = (c.bucket // k, c.route, c.environment, c.prompt, c.model)
+        m = merged.setdefault(key, [0, 0.0, 0.0])
+        m[0] += c.n
+        m[1] += c.total
+        m[2] += c.total_sq
+    out = [
+        Cell(b, T0 + timedelta(hours=b * k), r, e, p, mo, int(v[0]), v[1], v[2])
+        for (b, r, e, p, mo), v in sorted(merged.items())
+    ]
+    return out, 3600 * k
+
+
+def score(verdicts: list[Verdict], truth: Truth, k: int = 1) -> tuple[bool, bool, bool | None]:
+    """(right, innocent blamed, time within 2 buckets or None); k: hours per bucket."""
     blamed = [v for v in verdicts if v.kind == "culprit" and v.culprit is not None]
     true_values = {value for _, value, *_ in truth.changes}
     innocent = any(v.culprit is not None and v.culprit.value not in true_values for v in blamed)
+    if truth.category == "thin":
+        named = any(
+            v.kind == "insufficient_evidence"
+            and any(c.status == "not_excluded" and c.value in true_values for c in v.candidates)
+            for v in verdicts
+        )
+        said_none = any(v.kind == "no_version_cause" for v in verdicts)
+        right_culprit = score(verdicts, replace(truth, category="culprit"), k)[0]
+        return (right_culprit or named) and not said_none and not innocent, innocent, None
     if truth.category == "culprit":
+        # one culprit is blamed once for one change: a staged rollout is one incident
+        for _, value, *_ in truth.changes:
+            if len({(v.culprit.value, v.direction) for v in blamed if v.culprit}) < len(
+                [v for v in blamed if v.culprit and v.culprit.value == value]
+            ):
+                return False, innocent, False
         right, timely = True, True
         for dim, value, indices, direction, scope in truth.changes:
             match = [
@@ -365,7 +459,7 @@ def score(verdicts: list[Verdict], truth: Truth) -> tuple[bool, bool, bool | Non
                 right = timely = False
                 continue
             timely = timely and any(
-                min(abs((v.index or 0) - i) for i in indices) <= 2 for v in match
+                min(abs((v.index or 0) * k - i) for i in indices) <= 2 * k for v in match
             )
         return right and not innocent, innocent, timely
     if truth.category == "confounded":
@@ -394,6 +488,7 @@ def main() -> None:
     print(f"{'scenario':<30} {'right':>7} {'innocent':>9} {'time ok':>8}  setup")
     culprit_right = culprit_total = innocent_nonculprit = 0
     time_ok = time_total = 0
+    thin_right = thin_total = 0
     for k, sc in enumerate(SCENARIOS):
         if args.only and args.only not in sc.name:
             continue
@@ -401,16 +496,20 @@ def main() -> None:
             rng = np.random.default_rng([args.seed, k, s])
             world, truth = sc.build(rng)
             kind: MetricKind = "proportion" if s % 2 == 0 else "mean"
-            cells = simulate(rng, world, kind)
-            verdicts = find_and_attribute(cells, kind=kind)
-            right, innocent, timely = score(verdicts, truth)
+            cells, width = bucketed(simulate(rng, world, kind))
+            verdicts = find_and_attribute(cells, kind=kind, bucket_seconds=width)
+            right, innocent, timely = score(verdicts, truth, width // 3600)
             sc.results.append((right, innocent, timely))
             if args.verbose or not right:
                 for v in verdicts or []:
                     print(f"   [{sc.name} seed {s} {kind}] {v.kind}: {v.summary}")
                 if not verdicts:
                     print(f"   [{sc.name} seed {s} {kind}] no change point")
-            if truth.category == "culprit":
+            if truth.category == "thin":
+                thin_total += 1
+                thin_right += right
+                innocent_nonculprit += innocent
+            elif truth.category == "culprit":
                 culprit_total += 1
                 culprit_right += right
                 time_total += 1
@@ -431,9 +530,16 @@ def main() -> None:
             f"(target >= {TARGET_TOP1:.0%}: {verdict}); shift time within 2 buckets "
             f"{time_ok}/{time_total}"
         )
+    if thin_total:
+        verdict = "PASS" if thin_right == thin_total else "MISS"
+        print(
+            f"thin-data culprit scenarios answered right or insufficient_evidence naming it "
+            f"(never no_version_cause): {thin_right}/{thin_total} (target all: {verdict})"
+        )
     verdict = "PASS" if innocent_nonculprit == 0 else "MISS"
     print(
-        f"confounded / mix / drift / unchanged runs blaming a version: {innocent_nonculprit} "
+        f"confounded / mix / drift / unchanged / thin runs blaming a wrong version: "
+        f"{innocent_nonculprit} "
         f"(target 0: {verdict})"
     )
     print(f"elapsed {time.perf_counter() - t_start:.0f} s")

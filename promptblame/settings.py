@@ -130,7 +130,22 @@ class Settings(BaseSettings):
         default=3600, ge=60, description="Time bucket of the detection job's series."
     )
     detection_min_scores: int = Field(
-        default=500, ge=1, description="Scores a series needs in the window to be analysed."
+        default=60,
+        ge=1,
+        description="Scores a series needs in the window to be analysed (a thin series is"
+        " analysed on coarser buckets, up to a day; below this it is listed as not analysed).",
+    )
+    detection_builtin_metrics: list[Literal["error_rate", "latency_ms", "cost_usd"]] = Field(
+        default=["error_rate", "latency_ms"],
+        description="Built-in metrics of every response the detection job watches as well as"
+        " scores (source `builtin`; lower is better), where the responses carry them.",
+    )
+    detection_builtin_metrics_by_project: dict[
+        str, list[Literal["error_rate", "latency_ms", "cost_usd"]]
+    ] = Field(
+        default_factory=dict,
+        description='Per-project override of DETECTION_BUILTIN_METRICS, JSON: {"acme":'
+        ' ["error_rate", "cost_usd"], "demo": []}.',
     )
     public_url: str = Field(
         default="http://127.0.0.1:8000",

@@ -533,3 +533,69 @@ def test_overdispersion_recovers_the_hour_shock_variance() -> None:
 
 def test_verdict_type_is_exported() -> None:
     assert Verdict.__dataclass_fields__["kind"]
+
+
+# --- issue 17: insufficient evidence, one verdict per version -----------------------------
+
+
+def test_a_version_too_thinly_measured_to_blame_or_clear_is_insufficient_evidence() -> None:
+    # 2 responses an hour on summarize: -6 pt is real but not significant on a day a side
+    cells = exact(alloc=prompt_at(60), effect=v7_costs(-0.06), per_hour=4, kind="mean")
+    v = attribute(cells, change_index=60, kind="mean", detector_p_value=1e-4)
+    assert v.kind == "insufficient_evidence" and v.culprit is None
+    (e,) = [c for c in v.candidates if c.value == "summarize@v7"]
+    assert e.status == "not_excluded" and e.p_value is not None and e.p_value > 0.05
+    assert e.ci_low is not None and e.ci_low < e.needed_effect < 0  # type: ignore[operator]
+    assert e.n_needed is not None and e.n_needed > max(e.n_new, e.n_old)
+    assert "not excluded" in v.summary and "summarize@v7" in v.summary
+    # the same version with plenty of traffic is blamed: the n asked for is what decides it
+    busy = exact(alloc=prompt_at(60), effect=v7_costs(-0.06), per_hour=400, kind="mean")
+    assert attribute(busy, change_index=60, kind="mean", detector_p_value=1e-4).kind == "culprit"
+
+
+def test_a_harmless_version_measured_precisely_is_excluded_not_left_open() -> None:
+    # every route drops 5 pt at hour 60; summarize@v7 arrives then and changes nothing: the
+    # other routes show the same drop (control traffic), so the version is cleared
+    cells = exact(alloc=prompt_at(60), drift=lambda h: -0.05 * (h >= 60), per_hour=2_000)
+    v = attribute(cells, change_index=60, kind="proportion", detector_p_value=1e-6)
+    assert v.kind == "no_version_cause" and v.culprit is None
+    assert all(c.status != "not_excluded" for c in v.candidates)
+
+
+def test_a_staged_rollout_is_one_verdict_for_its_version_with_the_steps_as_evidence() -> None:
+    # a model rolled out to 5 %, 25 % and 100 % of every route: the 25 % step (-4 pt) and the
+    # last one are both found; the middle one used to be called drift, a second incident
+    def alloc(h: int, r: str) -> list[tuple[str, str, float]]:
+        s = 0.0 if h < 60 else 0.05 if h < 100 else 0.25 if h < 140 else 1.0
+        return [(PROMPTS[r], NEW, s), (PROMPTS[r], OLD, 1 - s)]
+
+    for seed in (17, 18):
+        cells = drawn(np.random.default_rng(seed), alloc=alloc, effect=new_model_costs(-0.20))
+        (v,) = find_and_attribute(cells, kind="proportion")
+        assert v.kind == "culprit" and v.culprit is not None and v.culprit.value == NEW
+        assert len(v.steps) == 1 and abs(v.steps[0] - 100) <= 3  # the 25 % step, as evidence
+
+
+def test_a_step_that_cannot_be_told_from_a_trend_too_noisy_to_show_is_not_excluded() -> None:
+    # thin: -10 pt on summarize@v7 inside a -3.6 pt/day slide of every route; the step is
+    # significant but not clearly above the trend, and the trend is not significant on its
+    # own: that is a lack of evidence (insufficient_evidence), not evidence of drift
+    def slide(h: int) -> float:
+        return -0.0015 * h
+
+    cells = exact(alloc=prompt_at(60), effect=v7_costs(-0.10), per_hour=4, kind="mean", drift=slide)
+    v = attribute(cells, change_index=60, kind="mean", detector_p_value=1e-4)
+    (e,) = [c for c in v.candidates if c.value == "summarize@v7"]
+    assert v.kind == "insufficient_evidence" and e.status == "not_excluded"
+    assert e.p_value is not None and e.p_value < 0.01 and e.sharp is False
+    assert e.trend is not None and e.trend_se is not None and abs(e.trend) < 1.645 * e.trend_se
+    # with a steeper slide that the unchanged routes show as well, it is drift, with evidence
+    steep = exact(
+        alloc=prompt_at(60),
+        effect=v7_costs(-0.10),
+        per_hour=4,
+        kind="mean",
+        drift=lambda h: -0.003 * h,
+    )
+    w = attribute(steep, change_index=60, kind="mean", detector_p_value=1e-4)
+    assert w.kind == "no_version_cause" and w.cause == "drift"

@@ -312,3 +312,133 @@ def test_dense_optimal_partitioning_finds_exactly_what_pelt_finds(binomial, monk
         assert dense == pruned, trial
         found += bool(dense)
     assert 10 <= found < 40  # both kinds of series were tried
+
+
+# --- issue 17: trends, variance-only changes, weekly rhythm, any scale, short series ---------
+
+
+def series(
+    mu: np.ndarray, n: np.ndarray, seed: int, *, tau: float = 0.0, kappa: np.ndarray | float = 4.0
+) -> list[Bucket]:
+    """Hourly Beta-distributed scores around mu (+ hour shocks of sd tau)."""
+    rng = np.random.default_rng(seed)
+    mu = np.clip(mu + rng.normal(0, 1, mu.size) * tau, 0.02, 0.98)
+    k = np.repeat(np.broadcast_to(kappa, mu.shape), n)
+    rep = np.repeat(mu, n)
+    x = rng.beta(rep * k, (1 - rep) * k)
+    idx = np.repeat(np.arange(mu.size), n)
+    s = np.bincount(idx, weights=x, minlength=mu.size)
+    q = np.bincount(idx, weights=x * x, minlength=mu.size)
+    starts = [T0 + timedelta(hours=int(i)) for i in range(mu.size)]
+    return buckets_from_arrays(starts=starts, n=n, total=s, total_sq=q)
+
+
+def test_a_linear_drift_is_one_finding_with_its_onset_end_and_slope_not_a_staircase():
+    hours, onset, end = 480, 150, 270
+    mu = 0.80 - 0.12 * np.clip((np.arange(hours) - onset) / (end - onset), 0, 1)
+    got = detect_change_points(buckets=series(mu, np.full(hours, 200), 1, tau=0.005))
+    assert len(got.change_points) == 1
+    drift = got.change_points[0]
+    assert drift.kind == "drift" and drift.direction == "down"
+    assert abs(drift.index - onset) <= 6 and drift.end_index is not None
+    assert abs(drift.end_index - end) <= 6
+    assert drift.effect == pytest.approx(-0.12, abs=0.015)
+    assert drift.slope == pytest.approx(-0.12 / (end - onset), rel=0.15)
+    assert drift.effect_low < -0.1 < drift.effect_high or drift.effect_high < -0.1
+    assert any(s.slope is not None for s in got.segments)  # the ramp is its own segment
+
+
+def test_a_drift_still_moving_at_the_end_has_no_end():
+    hours, onset = 400, 200
+    mu = 0.75 + 0.10 * np.clip((np.arange(hours) - onset) / (hours - onset), 0, 1)
+    got = detect_change_points(buckets=series(mu, np.full(hours, 200), 2, tau=0.005))
+    drifts = [c for c in got.change_points if c.kind == "drift"]
+    assert len(got.change_points) == 1 and len(drifts) == 1
+    assert drifts[0].end_index is None and abs(drifts[0].index - onset) <= 12
+    assert drifts[0].direction == "up"
+
+
+def test_a_sharp_step_stays_a_step_and_is_not_smeared_into_a_ramp():
+    hours = 300
+    mu = np.where(np.arange(hours) >= 140, 0.70, 0.80)
+    got = detect_change_points(buckets=series(mu, np.full(hours, 100), 3, tau=0.005))
+    assert [(c.index, c.kind) for c in got.change_points] == [(140, "step")]
+
+
+def test_two_steps_the_same_way_far_apart_stay_two_steps():
+    hours = 480
+    t = np.arange(hours)
+    mu = 0.80 - 0.06 * (t >= 120) - 0.06 * (t >= 340)
+    got = detect_change_points(buckets=series(mu, np.full(hours, 150), 4, tau=0.005))
+    assert [(c.index, c.kind) for c in got.change_points] == [(120, "step"), (340, "step")]
+
+
+@pytest.mark.parametrize("seed", [5, 6, 7])
+def test_a_series_that_only_got_noisier_does_not_alarm(seed):
+    hours = 480
+    t = np.arange(hours)
+    n = np.random.default_rng(seed).poisson(60 + 200 * (1 + np.cos(2 * np.pi * t / 24)) / 2)
+    # after hour 200: per-response spread x2 and hour-to-hour wander x3, same mean
+    tau = np.where(t >= 200, 0.03, 0.01)
+    kappa = np.where(t >= 200, 1.0, 8.0)
+    rng = np.random.default_rng(seed + 100)
+    mu = 0.7 + rng.normal(0, 1, hours) * tau
+    got = detect_change_points(buckets=series(mu, n, seed, kappa=kappa))
+    assert got.change_points == ()
+
+
+def test_a_weekend_dip_is_a_weekly_rhythm_not_two_changes_a_week():
+    hours = 35 * 24
+    t = np.arange(hours)
+    weekend = ((T0.weekday() + t // 24) % 7) >= 5
+    mu = 0.75 - 0.05 * weekend
+    buckets = series(mu, np.full(hours, 120), 8, tau=0.005)
+    got = detect_change_points(buckets=buckets)
+    assert got.change_points == () and got.params["weekly"] == "fitted"
+    # and a real step on top of the rhythm is still found where it is
+    stepped = series(mu - 0.06 * (t >= 400), np.full(hours, 120), 8, tau=0.005)
+    assert [c.index for c in detect_change_points(buckets=stepped).change_points] == [400]
+
+
+def _latency(seed: int, *, factor: float, at: int, hours: int = 240) -> list[Bucket]:
+    rng = np.random.default_rng(seed)
+    n = rng.poisson(80, hours)
+    med = np.where(np.arange(hours) >= at, 900.0 * factor, 900.0)
+    x = np.repeat(med, n) * rng.lognormal(0, 0.8, int(n.sum()))
+    idx = np.repeat(np.arange(hours), n)
+    s = np.bincount(idx, weights=x, minlength=hours)
+    q = np.bincount(idx, weights=x * x, minlength=hours)
+    starts = [T0 + timedelta(hours=int(i)) for i in range(hours)]
+    return buckets_from_arrays(starts=starts, n=n, total=s, total_sq=q)
+
+
+def test_the_default_minimum_effect_is_scale_free_latency_in_milliseconds():
+    slower = detect_change_points(buckets=_latency(9, factor=1.3, at=120))
+    assert len(slower.change_points) == 1  # heavy tails: placed within 2 hours
+    assert abs(slower.change_points[0].index - 120) <= 2
+    assert slower.params["min_effect_rule"] == "relative-1pct"
+    assert 8 < float(str(slower.params["min_effect"])) < 20  # 1 % of ~1,250 ms
+    # a latency series that did not move finds nothing, whatever its unit
+    assert detect_change_points(buckets=_latency(10, factor=1.0, at=120)).change_points == ()
+
+
+def test_an_error_rate_near_zero_moving_under_one_point_is_found():
+    rng = np.random.default_rng(11)
+    hours = 240
+    p = np.where(np.arange(hours) >= 100, 0.012, 0.005)
+    n = rng.poisson(400, hours)
+    s = rng.binomial(n, p).astype(float)
+    starts = [T0 + timedelta(hours=int(i)) for i in range(hours)]
+    got = detect_change_points(buckets=buckets_from_arrays(starts=starts, n=n, total=s, total_sq=s))
+    assert [c.index for c in got.change_points] == [100]  # +0.7 pt: under the old 1-point floor
+    assert float(str(got.params["min_effect"])) < 0.001
+
+
+def test_a_short_daily_series_of_twelve_buckets_is_analysed():
+    rng = np.random.default_rng(12)
+    n = rng.poisson(80, 12)
+    p = np.where(np.arange(12) >= 6, 0.55, 0.80)
+    s = rng.binomial(n, p).astype(float)
+    starts = [T0 + timedelta(days=int(i)) for i in range(12)]
+    got = detect_change_points(buckets=buckets_from_arrays(starts=starts, n=n, total=s, total_sq=s))
+    assert got.reason is None and [c.index for c in got.change_points] == [6]

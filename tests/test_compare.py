@@ -134,11 +134,37 @@ def test_welch_relative_lift_is_the_ratio_of_means_with_a_delta_method_interval(
     got = welch(a=moments(a), b=moments(b))
     ratio = b.mean() / a.mean()
     var = (b.var(ddof=1) / b.size + ratio**2 * a.var(ddof=1) / a.size) / a.mean() ** 2
-    half = stats.norm.ppf(0.975) * math.sqrt(var)
+    # Student's t at the same Welch df as the absolute interval (scipy's), not a normal quantile
+    df = stats.ttest_ind(b, a, equal_var=False).df
+    half = stats.t.ppf(0.975, df) * math.sqrt(var)
     assert got.relative_effect == pytest.approx(ratio - 1, rel=REL)
     assert (got.rel_ci_low, got.rel_ci_high) == pytest.approx(
         (ratio - 1 - half, ratio - 1 + half), rel=REL
     )
+
+
+@pytest.mark.parametrize(("n_a", "n_b", "seed"), [(40, 40, 3), (12, 90, 4), (2_000, 1_500, 5)])
+def test_welch_relative_and_absolute_intervals_match_growthbooks_frequentist_engine(n_a, n_b, seed):
+    gb_tests = pytest.importorskip("gbstats.frequentist.tests")  # dev dep, see scripts/setup.sh
+    gb_stats = pytest.importorskip("gbstats.models.statistics")
+    rng = np.random.default_rng(seed)
+    a, b = rng.normal(10, 2, n_a), rng.lognormal(2.4, 0.3, n_b)
+    got = welch(a=moments(a), b=moments(b), alpha=0.1)
+
+    def stat(x: np.ndarray):
+        return gb_stats.SampleMeanStatistic(
+            n=int(x.size), sum=float(x.sum()), sum_squares=float(np.dot(x, x))
+        )
+
+    def gb(kind: str):
+        config = gb_tests.FrequentistConfig(alpha=0.1, difference_type=kind)
+        return gb_tests.TwoSidedTTest(stat(a), stat(b), config).compute_result()
+
+    rel, absolute = gb("relative"), gb("absolute")
+    assert got.relative_effect == pytest.approx(rel.expected, rel=REL)
+    assert (got.rel_ci_low, got.rel_ci_high) == pytest.approx(tuple(rel.ci), rel=REL)
+    assert (got.ci_low, got.ci_high) == pytest.approx(tuple(absolute.ci), rel=REL)
+    assert got.p_value == pytest.approx(absolute.p_value, rel=1e-6, abs=1e-12)
 
 
 def test_welch_with_a_zero_baseline_mean_has_no_relative_effect_and_says_why():
@@ -331,6 +357,14 @@ def test_paired_t_matches_scipy_ttest_rel(n):
     assert got.statistic == pytest.approx(ref.statistic, rel=REL)
     assert got.df == ref.df
     assert (got.ci_low, got.ci_high) == pytest.approx((ci.low, ci.high), rel=REL)
+    # the relative lift's delta-method interval uses the same t quantile (df = n - 1)
+    cov = np.cov(a, b, ddof=1) / n
+    ratio = b.mean() / a.mean()
+    var = (cov[1, 1] - 2 * ratio * cov[0, 1] + ratio**2 * cov[0, 0]) / a.mean() ** 2
+    half = stats.t.ppf(0.95, n - 1) * math.sqrt(var)
+    assert (got.rel_ci_low, got.rel_ci_high) == pytest.approx(
+        (ratio - 1 - half, ratio - 1 + half), rel=REL
+    )
 
 
 def test_paired_power_and_mde_match_statsmodels_one_sample_t_power():

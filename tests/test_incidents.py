@@ -374,3 +374,174 @@ def test_a_rollback_is_its_own_incident_and_resolves_the_one_it_undoes():
     assert out.opened == 1 and out.resolved == 1
     resolved = next(r for r in out.incidents if r["incident_id"] == stored[0]["incident_id"])
     assert resolved["status"] == "resolved" and "rolled back" in resolved["status_note"]
+
+
+def test_the_same_culprit_is_never_blamed_in_two_open_incidents_of_one_series():
+    from promptblame.analysis.incidents import Series, merge
+
+    s = Series("p", "bot", "correct", "app", 3600)
+    t = datetime(2026, 11, 10, 12, tzinfo=UTC)
+    first = merge(s, [], [("", verdict("culprit", t))], now=NOW)
+    stored = [{k: v for k, v in first.incidents[0].items() if k != "project_id"}]
+    # the next step of the same rollout, a day later: the same incident, not a second one
+    later = merge(s, stored, [("", verdict("culprit", t + timedelta(days=1)))], now=NOW)
+    assert later.opened == 0 and later.incidents == []
+    # once that incident is resolved, a new arrival of the version is a new incident
+    stored[0]["status"] = "resolved"
+    again = merge(s, stored, [("", verdict("culprit", t + timedelta(days=2)))], now=NOW)
+    assert again.opened == 1
+
+
+# --- issue 17: thin series are analysed on coarser buckets, or listed with the reason --------
+
+
+def small_app(store, *, project: str = "acme", app: str = "tiny", per_day: int, seed: int = 5):
+    """14 days of a small app: `per_day` scores a day; prompt v2 (from day 7) drops the pass
+    rate from 0.85 to 0.55."""
+    rng = np.random.default_rng(seed)
+    t0 = NOW - timedelta(days=14)
+    switch = t0 + timedelta(days=7)
+    events, scores = [], []
+    for i in range(per_day * 14):
+        ts = t0 + timedelta(seconds=float(rng.uniform(0, 14 * 86_400 - 3_700)))
+        v2 = ts >= switch
+        eid = f"{app}-{i}"
+        events.append(
+            ResponseEvent(
+                event_id=eid,
+                ts=ts,
+                app=app,
+                model="gpt-4o",
+                route="ask",
+                prompt_id="ask",
+                prompt_version="v2" if v2 else "v1",
+            )
+        )
+        ok = rng.random() < (0.55 if v2 else 0.85)
+        scores.append(ScoreEvent(event_id=eid, name="correct", value=float(ok)))
+    now = datetime.now(UTC)
+    store.insert("responses", responses_table(project, events, now))
+    store.insert("scores", scores_table(project, scores, now))
+    store.materialize_scores()
+    return switch
+
+
+def test_a_small_app_with_200_scores_in_two_weeks_is_analysed_on_daily_buckets(embedded_store):
+    switch = small_app(embedded_store, per_day=15, seed=8)  # ~210 scores: under the old 500 minimum
+    run = run_detection(embedded_store, Settings(detection_window_days=14), now=NOW)
+    assert run.series == 1 and run.not_analysed == []
+    (inc,) = embedded_store.incidents("acme")
+    assert inc["bucket_seconds"] >= 6 * 3600  # coarser than hourly, at most a day
+    assert inc["direction"] == "regression"
+    assert abs(inc["shift_start"] - switch) <= timedelta(seconds=2 * inc["bucket_seconds"])
+    assert inc["verdict"] in ("culprit", "insufficient_evidence")
+    if inc["verdict"] == "culprit":
+        assert inc["culprit"] == "prompt ask@v2"
+
+
+def test_a_series_too_thin_to_analyse_is_listed_with_the_reason_not_dropped(embedded_store):
+    small_app(embedded_store, per_day=3, app="micro")  # ~42 scores in the window
+    run = run_detection(embedded_store, Settings(detection_window_days=14), now=NOW)
+    assert run.series == 0
+    (skip,) = run.not_analysed
+    assert skip["app"] == "micro" and skip["reason"] == "too_few_scores"
+    assert "60 needed" in skip["detail"]
+
+
+def test_the_bucket_width_is_the_narrowest_with_enough_responses_per_bucket():
+    from promptblame.analysis.detection import plan_series
+
+    since = NOW - timedelta(days=14)
+    hours = [since + timedelta(hours=h) for h in range(14 * 24)]
+    busy = plan_series(
+        hours, [50] * len(hours), since=since, until=NOW, bucket_seconds=3600, min_scores=60
+    )
+    assert busy.bucket_seconds == 3600 and busy.reason is None
+    thin = plan_series(
+        hours, [1] * len(hours), since=since, until=NOW, bucket_seconds=3600, min_scores=60
+    )
+    assert thin.bucket_seconds == 8 * 3600  # 1 an hour: 8-hour buckets hold 8 on average
+    sparse = plan_series(
+        hours[:5], [30] * 5, since=since, until=NOW, bucket_seconds=3600, min_scores=60
+    )
+    assert sparse.bucket_seconds is None and sparse.reason == "too_few_buckets"
+
+
+def test_built_in_metrics_are_watched_latency_and_error_rate_by_default(embedded_store):
+    """No score at all: a model that doubles latency and errors is found on the responses'
+    own fields (lower is better), and a project can turn them off."""
+    rng = np.random.default_rng(21)
+    t0 = NOW - timedelta(days=10)
+    switch = t0 + timedelta(days=6, hours=3)
+    events = []
+    for i in range(10 * 24 * 40):
+        ts = t0 + timedelta(seconds=float(rng.uniform(0, 10 * 86_400 - 3_700)))
+        new = ts >= switch
+        failed = rng.random() < (0.06 if new else 0.02)
+        events.append(
+            ResponseEvent(
+                event_id=f"b{i}",
+                ts=ts,
+                app="bot",
+                route="ask",
+                model="gpt-4o",
+                model_version="2024-08-06" if new else "2024-05-13",
+                latency_ms=float(rng.lognormal(np.log(1800 if new else 900), 0.5)),
+                status="error" if failed else "ok",
+            )
+        )
+    embedded_store.insert("responses", responses_table("acme", events, datetime.now(UTC)))
+    run = run_detection(embedded_store, Settings(detection_window_days=14), now=NOW)
+    found = {i["metric"]: i for i in embedded_store.incidents("acme")}
+    assert set(found) == {"latency_ms", "error_rate"} and run.opened == 2
+    for inc in found.values():
+        assert inc["source"] == "builtin" and inc["direction"] == "regression"
+        assert inc["verdict"] == "culprit" and inc["culprit"] == "model gpt-4o@2024-08-06"
+        assert abs(inc["shift_start"] - switch) <= timedelta(hours=2)
+    assert found["latency_ms"]["effect"] > 500  # milliseconds, not points
+
+
+def test_a_project_can_turn_the_built_in_metrics_off(embedded_store):
+    traffic(embedded_store)
+    settings = Settings(
+        detection_window_days=14,
+        detection_min_scores=100,
+        detection_builtin_metrics_by_project={"acme": []},
+    )
+    run_detection(embedded_store, settings, now=NOW)
+    assert {i["source"] for i in embedded_store.incidents("acme")} == {"app"}
+
+
+def test_an_insufficient_evidence_incident_never_reads_as_no_version_caused_it():
+    from promptblame.analysis.alerting.payloads import headline as alert_line
+    from promptblame.analysis.attribution import Evidence
+    from promptblame.analysis.incidents import Series, describe, merge
+    from promptblame.reports.words import explanation, headline
+
+    e = Evidence(
+        dimension="prompt",
+        value="ask@v2",
+        predecessor="ask@v1",
+        status="not_excluded",
+        share_before=0.0,
+        share_after=1.0,
+        arrival_index=10,
+        rollback=False,
+        effect=-0.06,
+        ci_low=-0.15,
+        ci_high=0.03,
+        n_new=40,
+        n_old=42,
+        needed_effect=-0.02,
+        n_needed=900,
+    )
+    v = verdict("insufficient_evidence", datetime(2026, 11, 10, 12, tzinfo=UTC))
+    from dataclasses import replace
+
+    v = replace(v, culprit=None, candidates=(e,))
+    row = merge(Series("p", "bot", "correct", "app", 3600), [], [("", v)], now=NOW).incidents[0]
+    assert row["verdict"] == "insufficient_evidence" and row["culprit"] == "prompt ask@v2"
+    ev = json.loads(describe(v, "")["evidence"])
+    texts = [headline(row, ev), *explanation(row, ev), alert_line(row, "opened")]
+    assert all("no version caused" not in t for t in texts)
+    assert "not excluded" in texts[0] and any("900 responses" in t for t in texts)

@@ -629,6 +629,14 @@ def _incidents(w: World) -> None:
     assert ids == set(w.incidents[A])
 
 
+@case("GET", "/v1/detection/coverage")
+def _coverage(w: World) -> None:
+    r = w.call(A, "GET", "/v1/detection/coverage", params={"at": NOW.isoformat()})
+    assert r.status_code == 200, r.text
+    apps = {s["app"] for s in r.json()["analysed"] + r.json()["not_analysed"]}
+    assert "bot" in apps and f"{A}-evalbot" in apps and f"{B}-evalbot" not in apps
+
+
 @case("GET", "/v1/incidents/{incident_id}")
 def _incident(w: World) -> None:
     for iid in w.incidents[B]:

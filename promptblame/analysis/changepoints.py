@@ -59,9 +59,10 @@ Why this method:
 * the dynamic programme is O(T^2) at worst and near O(T) with PELT pruning: ~50 ms for a month
   of hourly buckets, including the profile and variance fits.
 
-`min_effect` (default 0.01, one point on a 0..1 metric) then merges neighbouring segments whose
-levels differ by less, smallest difference first: with huge traffic, tiny real drifts are
-significant but not worth an alarm. `min_segment` (default 3 buckets) and `min_segment_n`
+`min_effect` (default: scale-free, see `default_min_effect` — one point on a 0..1 metric, less
+near 0 or 1, 1 % of the level on other scales) then merges neighbouring segments whose levels
+differ by less, smallest difference first: with huge traffic, tiny real drifts are significant
+but not worth an alarm. `min_segment` (default 3 buckets) and `min_segment_n`
 (default 30 responses) bound how short a segment can be.
 
 Reported per change point (see `ChangePoint`): the first bucket of the new level, the levels
@@ -75,8 +76,31 @@ stretch). Both are conditional on the neighbouring change points and on the esti
 variances, and the CI takes the location as known (an effect found at an estimated location
 is slightly inflated when it is small): read them as approximate.
 
-Limitations: u_i are independent (a slow drift is reported as one or more steps); tau^2 and
-phi are constant over the series; one seasonal period (default: a day) is modelled.
+Beyond steps (issue 17)
+-----------------------
+* Weekly rhythm: on a series of three weeks or more, day-of-week offsets are fitted on top of
+  the daily profile (back-fitted with it), read from day-to-day differences (median per
+  weekday over the weeks, so a step cannot fake one) and shrunk like the daily profile: a
+  weekend dip is not two changes a week.
+* Drifts: a run of same-direction steps is compared with one continuous broken line (flat,
+  linear ramp, flat) over the same stretch, by penalized likelihood on the weighted Gaussian
+  cost: the ramp pays one penalty for its onset and one for its end when it ends inside the
+  stretch, the staircase one per step (a single step is only turned into a ramp when the ramp
+  wins by a whole penalty more). Every (onset, end) pair is searched exactly from cumulative
+  sums. A drift is one finding (`kind="drift"`): onset, end (None while still moving), slope
+  and total effect. The lag-1-difference noise estimate is blind to a slow trend (a slope b
+  adds b^2 to the squared differences), so a trend does not inflate the count either.
+* Changes of spread: the variance model is one for the whole series, so a series that only
+  got noisier would show its wobbles as steps. Each step is re-tested with the noise of the
+  buckets next to it on each side (its own within-bucket variance and overdispersion, from at
+  least 24 and at most 72 buckets) wherever that is larger than the model's, holding the
+  likelihood ratio to the penalty's p-value through a Student t at the Satterthwaite df of
+  that estimate; a blip (out and back) must pay for both of its steps jointly.
+* Scale-free: the penalty is in chi-square units (relative to the series' own noise), and the
+  default `min_effect` follows the series' scale (`default_min_effect`).
+
+Limitations: u_i are independent; tau^2 and phi are constant over the series except in the
+re-test of each step; drifts are linear between their knots.
 """
 
 from __future__ import annotations
@@ -128,6 +152,18 @@ def default_penalty(n_buckets: int) -> float:
     return _PENALTY_INTERCEPT + _PENALTY_SLOPE * math.log(max(n_buckets, 2))
 
 
+def default_min_effect(level: float, *, unit_interval: bool) -> float:
+    """The smallest level change worth reporting, from the series' own scale.
+
+    0..1 metrics (scores, pass rates): one point, or a tenth of the distance to the nearer
+    bound when the level is near 0 or 1 (an error rate moving from 0.5 % to 1.2 % is a real
+    change though under a point). Other metrics: 1 % of the level (latency in ms, cost in
+    dollars, token counts), so the same default means the same thing on every scale."""
+    if unit_interval:
+        return min(0.01, 0.1 * min(level, 1.0 - level))
+    return 0.01 * abs(level)
+
+
 @dataclass(frozen=True)
 class Bucket:
     """One time bucket: start, and n / sum / sum of squares of the metric over its responses."""
@@ -156,6 +192,12 @@ class ChangePoint:
     gain: float  # cost drop (chi-square units) from splitting the two segments here
     penalty: float  # the penalty each change point had to pay
     direction: Literal["up", "down"]
+    # "step": a level shift at `index`; "drift": a linear drift from `index` (its onset) to
+    # `end_index` (None: still moving at the end of the series), one finding for the ramp.
+    kind: Literal["step", "drift"] = "step"
+    end_index: int | None = None  # drift: the first bucket at the new level
+    end: Start | None = None  # that bucket's start
+    slope: float | None = None  # drift: change per bucket (metric units)
 
 
 @dataclass(frozen=True)
@@ -167,6 +209,7 @@ class Segment:
     n: int  # responses
     mean: float  # raw mean of every response in the segment (sum / n)
     level: float  # n-weighted mean of the de-seasonalized bucket means
+    slope: float | None = None  # change per bucket when the segment is a drift's ramp
 
 
 @dataclass(frozen=True)
@@ -201,7 +244,7 @@ def detect_change_points_raw(
     penalty: float | None = None,
     min_segment: int = 3,
     min_segment_n: int = 30,
-    min_effect: float = 0.01,
+    min_effect: float | None = None,
     season_period: timedelta | int | None = None,
     confidence: float = 0.95,
 ) -> ChangePointResult:
@@ -234,7 +277,7 @@ def detect_change_points(
     penalty: float | None = None,
     min_segment: int = 3,
     min_segment_n: int = 30,
-    min_effect: float = 0.01,
+    min_effect: float | None = None,
     season_period: timedelta | int | None = timedelta(days=1),
     confidence: float = 0.95,
     max_iterations: int = 4,
@@ -246,7 +289,10 @@ def detect_change_points(
     penalty: per change point, chi-square units; None = `default_penalty(non-empty buckets)`.
     min_segment: minimum non-empty buckets per segment (>= 1).
     min_segment_n: minimum responses per segment.
-    min_effect: neighbouring segments whose levels differ by less are merged (0 = off).
+    min_effect: neighbouring segments whose levels differ by less are merged (0 = off);
+        None = scale-free (`default_min_effect`): one point on a 0..1 metric, a tenth of the
+        distance to the nearer bound near 0 or 1 (an error rate of 0.5 %), 1 % of the level
+        for any other metric (latency in ms, cost, tokens).
     season_period: period of the profile removed before segmentation; a timedelta, or an int in
         the units of int starts (seconds for datetime starts; a timedelta with int starts takes
         them as Unix seconds). None = no profile.
@@ -266,7 +312,8 @@ def detect_change_points(
         "confidence": confidence,
         "n_buckets": len(buckets),
     }
-    if min_segment < 1 or min_segment_n < 0 or min_effect < 0 or not 0 < confidence < 1:
+    bad_effect = min_effect is not None and not min_effect >= 0
+    if min_segment < 1 or min_segment_n < 0 or bad_effect or not 0 < confidence < 1:
         return _degenerate("invalid_parameters", [], params)
     if not buckets:
         return _degenerate("no_data", [], params)
@@ -297,6 +344,10 @@ def detect_change_points(
     pen = default_penalty(int(nonempty.size)) if penalty is None else float(penalty)
     params["penalty"] = pen
     noise = _Noise.estimate(n, sums[nonempty], sqs[nonempty])
+    if min_effect is None:
+        min_effect = default_min_effect(float(np.dot(n, m) / n_total), unit_interval=noise.binomial)
+        params["min_effect"] = min_effect
+        params["min_effect_rule"] = "unit-interval" if noise.binomial else "relative-1pct"
     params["cost"] = "quasi-binomial" if noise.binomial else "gaussian"
     params["sigma2"] = noise.sigma2
     params["phi"] = noise.phi if noise.binomial else None
@@ -311,6 +362,8 @@ def detect_change_points(
     params["season"] = "fitted" if season is not None else "none"
     if season_period is not None and season is None:
         params["season"] = "skipped: fewer than 3 periods"
+    weekly = _weekly_season(numbers, nonempty, season_period)
+    params["weekly"] = "fitted" if weekly is not None else "none"
 
     fit = _fit(
         m,
@@ -322,17 +375,27 @@ def detect_change_points(
         min_segment_n=min_segment_n,
         min_effect=min_effect,
         max_iterations=max_iterations,
+        weekly=weekly,
     )
     params["tau2"] = fit.tau2
     params["iterations"] = fit.iterations
     params["season_amplitude"] = float(fit.profile.max() - fit.profile.min())
 
-    y, v, cps = fit.y, 1.0 / fit.w, fit.cps
+    y, v = fit.y, 1.0 / fit.w
+    pos = nonempty.astype(np.float64)  # bucket positions: the time axis of a drift's slope
+    cps, ramps = _ramps(y, fit.w, pos, fit.cps, penalty=pen, min_segment=min_segment)
+    ramps = [r for r in ramps if abs(r.beta) >= min_effect]
+    fixed = {*(r.onset for r in ramps), *(r.end for r in ramps if r.end < len(y))}
+    within = np.maximum(sqs[nonempty] - sums[nonempty] * m, 0.0)
+    cps = _confirm_steps(y, n, within, noise, cps, fixed, penalty=pen, v_global=v)
+    params["drifts"] = len(ramps)
+    edges = sorted({*cps, *(r.onset for r in ramps), *(r.end for r in ramps if r.end < len(y))})
     zq = float(stats.norm.ppf(0.5 + confidence / 2))
-    bounds = [0, *cps, len(y)]
+    bounds = [0, *edges, len(y)]
     change_points: list[ChangePoint] = []
-    for j, cp in enumerate(cps):
-        a, b = bounds[j], bounds[j + 2]
+    for cp in cps:
+        j = bounds.index(cp)
+        a, b = bounds[j - 1], bounds[j + 1]
         lb, vb = _n_level(y[a:cp], n[a:cp], v[a:cp])
         la, va = _n_level(y[cp:b], n[cp:b], v[cp:b])
         effect = la - lb
@@ -358,8 +421,58 @@ def detect_change_points(
                 direction="up" if effect > 0 else "down",
             )
         )
-    segments = _segments_report(buckets, ns, sums, nonempty, m, cps, fit.profile)
+    for r in ramps:
+        change_points.append(_drift_point(r, nonempty, starts, pos, pen, zq, len(y)))
+    change_points.sort(key=lambda c: c.index)
+    slopes = {
+        r.onset: r.beta / (_end_pos(pos, r.end) - pos[r.onset]) for r in ramps if r.end > r.onset
+    }
+    segments = _segments_report(buckets, ns, sums, nonempty, m, edges, fit.profile, slopes)
     return ChangePointResult(tuple(change_points), tuple(segments), None, METHOD, params)
+
+
+def _end_pos(pos: FloatArray, end: int) -> float:
+    return float(pos[end]) if end < pos.size else float(pos[-1]) + 1.0
+
+
+def _drift_point(
+    r: _Ramp,
+    nonempty: IntArray,
+    starts: Sequence[Start],
+    pos: FloatArray,
+    penalty: float,
+    zq: float,
+    size: int,
+) -> ChangePoint:
+    """One drift as one finding: onset, end (None when still moving), slope, total effect.
+
+    gain is the cost drop against one flat level over the stretch; the p-value is
+    Bonferroni-adjusted for every (onset, end) pair searched."""
+    half = zq * math.sqrt(r.var_beta)
+    gain = max(r.flat_cost - r.cost, 0.0)
+    z = math.copysign(math.sqrt(gain), r.beta)
+    width = r.b - r.a
+    p = min(1.0, max(width * width / 2, 1.0) * 2 * float(stats.norm.sf(abs(z))))
+    idx = int(nonempty[r.onset])
+    end_idx = int(nonempty[r.end]) if r.end < size else None
+    return ChangePoint(
+        index=idx,
+        start=starts[idx],
+        level_before=r.alpha,
+        level_after=r.alpha + r.beta,
+        effect=r.beta,
+        effect_low=r.beta - half,
+        effect_high=r.beta + half,
+        z=z,
+        p_value=p,
+        gain=gain,
+        penalty=penalty,
+        direction="up" if r.beta > 0 else "down",
+        kind="drift",
+        end_index=end_idx,
+        end=None if end_idx is None else starts[end_idx],
+        slope=r.beta / (_end_pos(pos, r.end) - float(pos[r.onset])),
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -468,11 +581,71 @@ class _Season:
 
     phase: IntArray
     groups: FloatArray  # K x K, 0/1
+    day: IntArray | None = None  # weekly part: the bucket's day (0, 1, ...) for the detrending
 
     def per_phase(self, values: FloatArray) -> FloatArray:
         """Per phase: the sum of `values` over the buckets of the phase's group."""
         sums = np.bincount(self.phase, weights=values, minlength=self.groups.shape[0])
         return self.groups @ sums
+
+
+def _weekly_season(
+    numbers: list[int], nonempty: IntArray, period: timedelta | int | None
+) -> _Season | None:
+    """Day-of-week offsets (on top of the time-of-day profile) when the series spans enough
+    weeks that every weekday has been seen on at least 3 different days: a weekend dip is a
+    rhythm, not two changes a week. Only with the default daily period."""
+    if period is None:
+        return None
+    unit = int(period.total_seconds()) if isinstance(period, timedelta) else int(period)
+    if unit != 86_400:
+        return None
+    days = np.asarray(numbers, dtype=np.int64)[nonempty] // unit
+    dow = (days + 3) % 7  # 1970-01-01 was a Thursday: 0 = Monday
+    distinct = [np.unique(days[dow == k]).size for k in range(7)]
+    if min(distinct) < _MIN_SEASON_PERIODS:
+        return None
+    return _Season(dow.astype(np.int64), np.eye(7), (days - days.min()).astype(np.int64))
+
+
+def _weekly_offsets(r: FloatArray, w: FloatArray, season: _Season) -> FloatArray:
+    """Day-of-week offsets from day-to-day differences, per bucket.
+
+    Like tau^2, they are read from differences, which a level shift touches once: the offset
+    of weekday k over weekday k-1 is the median over the weeks of (day mean - previous day's
+    mean), so one step or a drift (not yet found when the profile is first fitted) cannot
+    fake a weekly rhythm. The seven steps are closed around the week, summed into offsets,
+    centred, and shrunk towards flat by a James-Stein factor against their own spread.
+    """
+    assert season.day is not None
+    size = int(season.day.max()) + 1
+    dw = np.bincount(season.day, weights=w, minlength=size)
+    dy = np.bincount(season.day, weights=w * r, minlength=size)
+    seen = dw > 0
+    dm = np.divide(dy, dw, out=np.zeros(size), where=seen)
+    both = seen[1:] & seen[:-1]
+    diffs = (dm[1:] - dm[:-1])[both]
+    dows = np.zeros(size, dtype=np.int64)
+    dows[season.day] = season.phase
+    keys = dows[1:][both]
+    steps = np.zeros(7)
+    resid: list[float] = []
+    for k in range(7):
+        d = diffs[keys == k]
+        if d.size < _MIN_SEASON_PERIODS:
+            return np.zeros_like(r)
+        steps[k] = float(np.median(d))
+        resid += (d - steps[k]).tolist()
+    steps -= steps.mean()
+    offsets = np.cumsum(np.roll(steps, -1))  # offset of weekday k+1 over weekday 0, ...
+    offsets = np.roll(offsets, 1)
+    offsets -= offsets.mean()
+    weeks = diffs.size / 7
+    spread = (1.4826 * float(np.median(np.abs(resid)))) ** 2 * math.pi / 2 / weeks
+    q = float(np.dot(offsets, offsets)) / max(spread, _VAR_FLOOR)
+    shrink = max(0.0, 1.0 - 4.0 / q) if q > 0 else 0.0
+    out = shrink * offsets[season.phase]
+    return out - float(np.average(out, weights=w))
 
 
 def _season(keys: list[int], nonempty: IntArray) -> _Season | None:
@@ -576,13 +749,14 @@ def _fit(
     min_segment_n: int,
     min_effect: float,
     max_iterations: int,
+    weekly: _Season | None = None,
 ) -> _Fit:
     """Alternate profile + variances (given segment levels) and segmentation (given those)."""
     levels = np.full_like(m, np.average(m, weights=n))
     cps: list[int] = []
     for it in range(max(1, max_iterations)):
         s2 = noise.per_response(levels)
-        tau2, w, profile = _fit_variance_and_profile(m, n, s2, levels, season)
+        tau2, w, profile = _fit_variance_and_profile(m, n, s2, levels, season, weekly)
         y = m - profile
         cost = _Cost.build(y, w, noise.reference(levels) if noise.binomial else None)
         new: list[int] = []
@@ -604,35 +778,62 @@ def _weights(n: FloatArray, s2: FloatArray, tau2: float) -> FloatArray:
 
 
 def _fit_variance_and_profile(
-    m: FloatArray, n: FloatArray, s2: FloatArray, levels: FloatArray, season: _Season | None
+    m: FloatArray,
+    n: FloatArray,
+    s2: FloatArray,
+    levels: FloatArray,
+    season: _Season | None,
+    weekly: _Season | None = None,
 ) -> tuple[float, FloatArray, FloatArray]:
     """tau^2, weights and seasonal profile, given the current segment levels.
 
     The profile is the weighted mean per phase (group) of m - levels, shrunk towards flat by
     the positive-part James-Stein factor (a noisy profile of a low-traffic series is mostly
-    shrunk away instead of adding its noise). The profile depends on the weights and tau^2 on
-    the profile; two fixed-point rounds are plenty.
+    shrunk away instead of adding its noise). With a weekly part (day-of-week offsets, for a
+    series of three weeks or more) the two are back-fitted: each is the shrunk mean per
+    phase of what the other leaves. The profile depends on the weights and tau^2 on the
+    profile; two fixed-point rounds are plenty.
     """
     r = m - levels
-    tau2 = _tau2(r, n, s2, None, 1.0)
-    profile = np.zeros_like(m)
-    if season is not None:
-        for _ in range(2):
-            w = _weights(n, s2, tau2)
-            sw = season.per_phase(w)
-            prof = season.per_phase(w * r) / sw
-            dev = prof - float(np.dot(sw, prof) / sw.sum())
-            q = float(np.dot(sw, dev * dev))
-            k = prof.size
-            shrink = max(0.0, 1.0 - (k - 3) / q) if k > 3 and q > 0 else 1.0
-            profile = (shrink * dev)[season.phase]
-            profile = profile - np.average(profile, weights=n)
-            tau2 = _tau2(r - profile, n, s2, season, shrink)
+    tau2 = _tau2(r, n, s2, (), ())
+    parts = [p for p in (season, weekly) if p is not None]
+    fitted = [np.zeros_like(m) for _ in parts]
+    shrinks = [1.0 for _ in parts]
+    for _ in range(2 if len(parts) < 2 else 3):
+        if not parts:
+            break
+        w = _weights(n, s2, tau2)
+        for i, part in enumerate(parts):
+            rest = r - sum((f for j, f in enumerate(fitted) if j != i), np.zeros_like(m))
+            if part.day is not None:
+                fitted[i], shrinks[i] = _weekly_offsets(rest, w, part), 1.0
+            else:
+                fitted[i], shrinks[i] = _shrunk_profile(part, rest, w, n)
+        tau2 = _tau2(r - sum(fitted, np.zeros_like(m)), n, s2, tuple(parts), tuple(shrinks))
+    profile = sum(fitted, np.zeros_like(m))
     return tau2, _weights(n, s2, tau2), profile
 
 
+def _shrunk_profile(
+    season: _Season, r: FloatArray, w: FloatArray, n: FloatArray
+) -> tuple[FloatArray, float]:
+    """Weighted mean of r per phase, centred, shrunk by the positive-part James-Stein factor."""
+    sw = season.per_phase(w)
+    prof = season.per_phase(w * r) / sw
+    dev = prof - float(np.dot(sw, prof) / sw.sum())
+    q = float(np.dot(sw, dev * dev))
+    k = prof.size
+    shrink = max(0.0, 1.0 - (k - 3) / q) if k > 3 and q > 0 else 1.0
+    profile = (shrink * dev)[season.phase]
+    return profile - np.average(profile, weights=n), shrink
+
+
 def _tau2(
-    r: FloatArray, n: FloatArray, s2: FloatArray, season: _Season | None, shrink: float
+    r: FloatArray,
+    n: FloatArray,
+    s2: FloatArray,
+    seasons: tuple[_Season, ...] | _Season | None,
+    shrinks: tuple[float, ...] | float,
 ) -> float:
     """Overdispersion variance from lag-1 differences d_i of the residuals r.
 
@@ -649,13 +850,22 @@ def _tau2(
     if d2.size == 0 or not d2.any():
         return 0.0
     homogeneous = not s2.any()
+    if seasons is None:
+        parts: tuple[_Season, ...] = ()
+    elif isinstance(seasons, _Season):
+        parts = (seasons,)
+    else:
+        parts = seasons
+    shr = (shrinks,) if isinstance(shrinks, float | int) else tuple(shrinks)
 
     def score(tau2: float) -> float:
         v = s2 / n + tau2
         keep = np.ones_like(v)
-        if season is not None:
+        if parts:
             w = _weights(n, s2, tau2)
-            keep = 1 - shrink * w / season.per_phase(w)[season.phase]
+            for part, shrink in zip(parts, shr, strict=True):
+                keep = keep - shrink * w / part.per_phase(w)[part.phase]
+            keep = np.maximum(keep, 0.05)
         big_v = np.maximum(v[1:] * keep[1:] + v[:-1] * keep[:-1], _VAR_FLOOR)
         d_v = keep[1:] + keep[:-1]
         z2 = np.minimum(d2 / big_v, _CAP)
@@ -795,6 +1005,287 @@ def _merge_small_effects(
     return cps
 
 
+# ---------------------------------------------------------------------------------------------
+# Ramps: a staircase of same-direction steps or one linear drift?
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Ramp:
+    """A linear drift inside the stretch [a, b) of non-empty buckets: level `alpha` before
+    bucket `onset`, a straight line to `alpha + beta` at bucket `end`, flat after it (end == b:
+    still moving at the stretch's end)."""
+
+    a: int
+    b: int
+    onset: int
+    end: int
+    alpha: float
+    beta: float
+    var_beta: float
+    cost: float  # weighted residual sum of squares (chi-square units)
+    flat_cost: float  # the same stretch as one flat level
+    stair_cost: float  # the same stretch cut at the staircase's change points
+    knots: int  # change points the ramp pays for (onset, and its end when inside)
+    steps: int  # change points of the staircase it replaces
+
+
+def _gauss_cost(y: FloatArray, w: FloatArray, a: int, b: int) -> float:
+    sw = float(w[a:b].sum())
+    sy = float(np.dot(w[a:b], y[a:b]))
+    return float(np.dot(w[a:b], y[a:b] ** 2)) - sy * sy / sw
+
+
+def _best_ramp(
+    y: FloatArray,
+    w: FloatArray,
+    t: FloatArray,
+    a: int,
+    b: int,
+    *,
+    min_before: int,
+    min_ramp: int,
+    penalty: float,
+) -> tuple[float, int, int, float, float, float] | None:
+    """The continuous two-knot broken line (flat, ramp, flat) of least penalized weighted
+    squares over the stretch [a, b): (cost, onset, end, alpha, beta, var_beta), every
+    (onset, end) pair searched exactly from cumulative sums. end == b means the ramp runs to
+    the stretch end; an end inside the stretch is a knot and pays `penalty`."""
+    ys, ws = y[a:b], w[a:b]
+    tt = t[a:b] - t[a]
+    size = ys.size
+    if size < min_before + min_ramp:
+        return None
+    te = np.append(tt, tt[-1] + 1.0)  # the virtual bucket one past the stretch
+    z = np.zeros(1)
+    cw = np.concatenate((z, np.cumsum(ws)))
+    cwt = np.concatenate((z, np.cumsum(ws * tt)))
+    cwtt = np.concatenate((z, np.cumsum(ws * tt * tt)))
+    cwy = np.concatenate((z, np.cumsum(ws * ys)))
+    cwty = np.concatenate((z, np.cumsum(ws * tt * ys)))
+    sw, sy, syy = cw[-1], cwy[-1], float(np.dot(ws, ys * ys))
+    o = np.arange(min_before, size)[:, None]
+    e = np.arange(size + 1)[None, :]
+    ok = e - o >= min_ramp
+    if not ok.any():
+        return None
+    o_b, e_b = np.broadcast_arrays(o, e)
+    oo, ee = o_b[ok], e_b[ok]
+    t0, d = te[oo], te[ee] - te[oo]
+    mw, mwt, mwtt = cw[ee] - cw[oo], cwt[ee] - cwt[oo], cwtt[ee] - cwtt[oo]
+    mwy, mwty = cwy[ee] - cwy[oo], cwty[ee] - cwty[oo]
+    tail_w, tail_y = sw - cw[ee], sy - cwy[ee]
+    sx = (mwt - t0 * mw) / d + tail_w
+    sxx = (mwtt - 2 * t0 * mwt + t0 * t0 * mw) / (d * d) + tail_w
+    sxy = (mwty - t0 * mwy) / d + tail_y
+    vxx = sxx - sx * sx / sw
+    vxy = sxy - sx * sy / sw
+    with np.errstate(divide="ignore", invalid="ignore"):
+        cost = syy - sy * sy / sw - np.where(vxx > 0, vxy * vxy / vxx, 0.0)
+    j = int(np.argmin(cost + np.where(ee < size, penalty, 0.0)))
+    beta = float(vxy[j] / vxx[j]) if vxx[j] > 0 else 0.0
+    alpha = float((sy - beta * sx[j]) / sw)
+    var_beta = float(1.0 / vxx[j]) if vxx[j] > 0 else math.inf
+    return float(cost[j]), a + int(oo[j]), a + int(ee[j]), alpha, beta, var_beta
+
+
+def _ramps(
+    y: FloatArray,
+    w: FloatArray,
+    t: FloatArray,
+    cps: list[int],
+    *,
+    penalty: float,
+    min_segment: int,
+) -> tuple[list[int], list[_Ramp]]:
+    """Replace each run of same-direction change points by one linear drift when the drift
+    explains the stretch at least as well, penalties counted (penalized-likelihood model
+    choice on the Gaussian weighted cost, one penalty per change point or ramp knot: a ramp
+    pays for its onset, and its end when the end is inside the stretch). A single step is
+    kept unless a ramp beats it by a whole penalty, so a real step never turns into a ramp
+    by chance; a gentle drift that the level model had cut into a staircase becomes one
+    finding with an onset, an end and a slope. Returns the steps kept and the ramps."""
+    if not cps:
+        return [], []
+    size = y.size
+    bounds = [0, *cps, size]
+    levels = [float(np.average(y[a:b], weights=w[a:b])) for a, b in itertools.pairwise(bounds)]
+    signs = [1 if levels[j + 1] > levels[j] else -1 for j in range(len(cps))]
+    runs: list[list[int]] = []
+    for j, s in enumerate(signs):
+        if runs and signs[runs[-1][-1]] == s:
+            runs[-1].append(j)
+        else:
+            runs.append([j])
+    kept: list[int] = []
+    ramps: list[_Ramp] = []
+    floor = 0  # a ramp accepted earlier ends here: the next stretch starts no earlier
+    for run in runs:
+        a, b = max(bounds[run[0]], floor), bounds[run[-1] + 2]
+        inner = [cps[j] for j in run]
+        if a >= inner[0]:
+            kept += inner
+            continue
+        best = _best_ramp(
+            y, w, t, a, b, min_before=min_segment, min_ramp=2 * min_segment, penalty=penalty
+        )
+        edges = [a, *inner, b]
+        stair = sum(_gauss_cost(y, w, s, e) for s, e in itertools.pairwise(edges))
+        if best is None:
+            kept += inner
+            continue
+        cost, onset, end, alpha, beta, var_beta = best
+        knots = 1 + (end < b)
+        extra = penalty if len(inner) == 1 else 0.0
+        if cost + knots * penalty + extra <= stair + len(inner) * penalty and beta != 0:
+            flat = _gauss_cost(y, w, a, b)
+            ramps.append(
+                _Ramp(a, b, onset, end, alpha, beta, var_beta, cost, flat, stair, knots, len(inner))
+            )
+            floor = end
+        else:
+            kept += inner
+    return sorted(kept), ramps
+
+
+def _side_variance(
+    r: FloatArray, n: FloatArray, within: FloatArray, level: FloatArray, noise: _Noise
+) -> tuple[float, float]:
+    """(per-response variance, overdispersion) of a stretch, from that stretch alone: its own
+    pooled within-bucket variance when it has >= 30 degrees of freedom (else the series'
+    variance model at its level), and tau^2 from the residuals r (bucket means minus their
+    segment's level)."""
+    dof = float((n - 1).sum())
+    if noise.bernoulli or dof < _MIN_WITHIN_DOF:
+        s2 = float(np.mean(noise.per_response(level)))
+    else:
+        s2 = float(within.sum()) / dof
+    tau2 = _tau2(r, n, np.full_like(r, s2), None, 1.0)
+    if s2 == 0.0 and tau2 == 0.0:
+        tau2 = max(float(np.var(r)), _VAR_FLOOR)
+    return s2, tau2
+
+
+def _noise_df(buckets: int, sampling: float, tau2: float) -> float:
+    """Effective degrees of freedom of a bucket variance sampling + tau^2 where only tau^2 is
+    estimated (from `buckets` residuals): (buckets - 1) x (total / tau^2)^2, at least 2."""
+    if tau2 <= 0:
+        return 1e6
+    return float(min(max((buckets - 1) * ((sampling + tau2) / tau2) ** 2, 2.0), 1e6))
+
+
+# A side's own noise is read from the buckets next to the change: at least this many (the
+# side's neighbours beyond it when the side is shorter), at most the second (a long side
+# may span a change of spread further away).
+_LOCAL_NOISE_MIN = 24
+_LOCAL_NOISE_MAX = 72
+
+
+def _confirm_steps(
+    y: FloatArray,
+    n: FloatArray,
+    within: FloatArray,
+    noise: _Noise,
+    cps: list[int],
+    fixed: set[int],
+    *,
+    penalty: float,
+    v_global: FloatArray,
+) -> list[int]:
+    """Keep only the steps whose level change still pays the penalty when each side gets its
+    own noise (sampling variance and overdispersion estimated from that side, or from the
+    24 buckets next to the change on that side when the side is shorter).
+
+    Only a side significantly noisier than the series' variance model (F test at 1 %) is
+    re-weighed; any other keeps the model's variances, so thin and short series, and a fresh
+    change a few buckets before the end, keep their power. The segmentation
+    assumes one noise level for the whole series, so a series that only got noisier (a model
+    that answers more erratically, a busier mix of users) shows its larger wobbles as level
+    shifts. Here the likelihood ratio of "one level" against "two
+    levels" is recomputed with each side's own variances (a heteroscedastic Gaussian test of
+    the means), and the weakest step below the penalty is dropped, one at a time: a change of
+    spread alone does not alarm, a change of level does."""
+    cps = list(cps)
+    size = y.size
+    p_pen = 2 * float(stats.norm.sf(math.sqrt(penalty)))
+
+    def ss(yy: FloatArray, w: FloatArray) -> float:
+        return float(np.dot(w, (yy - np.average(yy, weights=w)) ** 2))
+
+    while cps:
+        bounds = sorted({0, *cps, *fixed, size})
+        lv = np.empty_like(y)
+        for a, b in itertools.pairwise(bounds):
+            lv[a:b] = np.average(y[a:b], weights=n[a:b])
+        res = y - lv
+
+        def side(
+            lo: int, hi: int, left: bool, res: FloatArray = res, lv: FloatArray = lv
+        ) -> tuple[FloatArray, float]:
+            """Variances of buckets lo..hi-1 from the noise next to the change (at hi when
+            left, else at lo), and the effective df of that estimate."""
+            span = min(max(hi - lo, _LOCAL_NOISE_MIN), _LOCAL_NOISE_MAX)
+            ra, rb = (max(0, hi - span), hi) if left else (lo, min(size, lo + span))
+            if rb - ra < span:  # at the series' edge: the nearest buckets across the change
+                ra, rb = (ra, min(size, ra + span)) if left else (max(0, rb - span), rb)
+            s2, t2 = _side_variance(res[ra:rb], n[ra:rb], within[ra:rb], lv[ra:rb], noise)
+            df = _noise_df(rb - ra, float(np.mean(s2 / n[ra:rb])), t2)
+            ratio = float(np.mean(s2 / n[ra:rb] + t2)) / float(np.mean(v_global[ra:rb]))
+            if ratio <= float(stats.chi2.ppf(0.99, df)) / df:
+                # not significantly noisier than the series' model says (an F test at 1 %
+                # against its many degrees of freedom): the segmentation's verdict stands
+                return v_global[lo:hi], 1e6
+            return np.maximum(s2 / n[lo:hi] + t2, v_global[lo:hi]), df
+
+        def need(df: float) -> float:
+            # the overdispersion is estimated from a few dozen buckets: the likelihood-ratio
+            # z is then roughly a t, at Satterthwaite's df for a variance whose estimated part
+            # is tau^2 (large when sampling noise, known, dominates), held to the penalty's p
+            return float(stats.t.isf(p_pen / 2, df)) ** 2
+
+        slack = []
+        for cp in cps:
+            j = bounds.index(cp)
+            a, b = bounds[j - 1], bounds[j + 1]
+            v_l, df_l = side(a, cp, True)
+            v_r, df_r = side(cp, b, False)
+            w = 1.0 / np.maximum(np.concatenate((v_l, v_r)), _VAR_FLOOR)
+            yy, k = y[a:b], cp - a
+            gain = ss(yy, w) - ss(yy[:k], w[:k]) - ss(yy[k:], w[k:])
+            slack.append(gain / need(min(df_l, df_r)))
+        j = int(np.argmin(slack))
+        if slack[j] < 1.0:
+            del cps[j]
+            continue
+        # a blip (a level that leaves and comes back) is two steps that stand or fall
+        # together: both must pay, jointly, with the blip's own noise
+        dropped = False
+        for i in range(len(cps) - 1):
+            c1, c2 = cps[i], cps[i + 1]
+            j1 = bounds.index(c1)
+            if bounds[j1 + 1] != c2:
+                continue
+            a, b = bounds[j1 - 1], bounds[j1 + 2]
+            up1 = lv[c1] > lv[c1 - 1]
+            up2 = lv[c2] > lv[c2 - 1]
+            if up1 == up2:
+                continue
+            v1, df1 = side(a, c1, True)
+            v2, df2 = side(c1, c2, False)
+            v3, df3 = side(c2, b, False)
+            w = 1.0 / np.maximum(np.concatenate((v1, v2, v3)), _VAR_FLOOR)
+            yy, k1, k2 = y[a:b], c1 - a, c2 - a
+            gain = ss(yy, w) - ss(yy[:k1], w[:k1]) - ss(yy[k1:k2], w[k1:k2])
+            gain -= ss(yy[k2:], w[k2:])
+            if gain < 2 * need(min(df1, df2, df3)):
+                del cps[i : i + 2]
+                dropped = True
+                break
+        if not dropped:
+            break
+    return cps
+
+
 def _split_positions(n: FloatArray, min_segment: int, min_segment_n: int) -> int:
     """Number of admissible split positions in a stretch of buckets (for the Bonferroni p)."""
     cn = np.cumsum(n)
@@ -814,6 +1305,7 @@ def _segments_report(
     m: FloatArray,
     cps: list[int],
     profile: FloatArray,
+    slopes: Mapping[int, float] | None = None,
 ) -> list[Segment]:
     if nonempty.size == 0:
         return []
@@ -835,6 +1327,7 @@ def _segments_report(
                 n=cnt,
                 mean=float(sums[s_idx : e_idx + 1].sum()) / cnt,
                 level=float(np.dot(n[a:b], y[a:b]) / n[a:b].sum()),
+                slope=(slopes or {}).get(a),
             )
         )
     return out

@@ -1,18 +1,23 @@
-"""The detection job: for every scored series with enough data, find the shifts in a trailing
-window, attribute each, and keep them as incidents (deduplicated across runs).
+"""The detection job: for every scored series, find the shifts in a trailing window,
+attribute each, and keep them as incidents (deduplicated across runs).
 
 A series is one app's metric from one score source (mixing evaluator versions would fake a
 shift). Change points are searched on the app's aggregate and on each route alone, so a
 regression confined to a small route is not diluted away; a route-level shift already seen at
 the app level is not reported twice.
+
+Thin series are not skipped: each series gets the narrowest bucket (hourly by default, up to a
+day) that holds enough responses on average (`plan_series`), so a small app with 200 scores in
+two weeks is analysed on daily buckets. A series that still cannot be analysed is listed with
+the reason (`DetectionRun.not_analysed`, and `coverage` for the API), never silently dropped.
 """
 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, Literal
 
 from promptblame.analysis.attribution import Cell, MetricKind, Verdict, find_and_attribute
 from promptblame.analysis.incidents import REPORTABLE, Series, merge
@@ -28,6 +33,89 @@ class DetectionRun:
     opened: int = 0
     revised: int = 0
     resolved: int = 0
+    not_analysed: list[dict[str, Any]] = field(default_factory=list)
+
+
+# Bucket widths a thin series may be analysed on, in multiples of the configured bucket.
+WIDTHS = (1, 2, 3, 4, 6, 8, 12, 24)
+MIN_PER_BUCKET = 8.0  # responses per bucket on average the width is chosen to reach
+MIN_BUCKETS = 12  # non-empty buckets a series needs at that width
+
+
+@dataclass(frozen=True)
+class SeriesPlan:
+    """How one series is analysed: its bucket width, or why it is not analysed."""
+
+    n: int  # scores in the window
+    bucket_seconds: int | None  # None: not analysed
+    buckets: int  # non-empty buckets at that width (at the widest tried when not analysed)
+    reason: Literal["too_few_scores", "too_few_buckets"] | None = None
+    detail: str = ""
+
+
+def plan_series(
+    bucket_starts: list[datetime],
+    counts: list[int],
+    *,
+    since: datetime,
+    until: datetime,
+    bucket_seconds: int,
+    min_scores: int,
+) -> SeriesPlan:
+    """The narrowest width (a multiple of `bucket_seconds` from WIDTHS) whose buckets hold
+    MIN_PER_BUCKET responses on average over the window and of which at least MIN_BUCKETS
+    are non-empty; hourly when there is enough traffic, coarser when not. Pure."""
+    n = int(sum(counts))
+    window = max((until - since).total_seconds(), 1.0)
+    if n < min_scores:
+        return SeriesPlan(
+            n, None, 0, "too_few_scores", f"{n} scores in the window, {min_scores} needed"
+        )
+    offsets = [
+        int((b - since).total_seconds()) for b, c in zip(bucket_starts, counts, strict=True) if c
+    ]
+    used = 0
+    for k in WIDTHS:
+        width = bucket_seconds * k
+        used = len({o // width for o in offsets})
+        if n / (window / width) >= MIN_PER_BUCKET and used >= MIN_BUCKETS:
+            return SeriesPlan(n, width, used)
+    # the widest width that still has enough buckets, even under the average wanted
+    for k in reversed(WIDTHS):
+        width = bucket_seconds * k
+        used = len({o // width for o in offsets})
+        if used >= MIN_BUCKETS:
+            return SeriesPlan(n, width, used)
+    return SeriesPlan(
+        n,
+        None,
+        used,
+        "too_few_buckets",
+        f"{used} non-empty buckets of {bucket_seconds * WIDTHS[-1] // 3600} h, "
+        f"{MIN_BUCKETS} needed",
+    )
+
+
+def coarsen(
+    rows: list[dict[str, Any]], *, since: datetime, width: int, base: int
+) -> list[dict[str, Any]]:
+    """Cells re-bucketed to `width` seconds (a multiple of the base width): moments summed."""
+    if width == base:
+        return rows
+    out: dict[tuple[Any, ...], dict[str, Any]] = {}
+    for r in rows:
+        k = int((r["bucket"] - since).total_seconds()) // width
+        start = since + timedelta(seconds=k * width)
+        key = (start, r["route"], r["environment"], r["prompt"], r["model_label"])
+        cur = out.get(key)
+        if cur is None:
+            out[key] = {**r, "bucket": start}
+        else:
+            cur["n"] += r["n"]
+            cur["total"] += r["total"]
+            cur["total_sq"] += r["total_sq"]
+            cur["non_binary"] += r["non_binary"]
+    return sorted(out.values(), key=lambda r: r["bucket"])
 
 
 def run_detection(
@@ -38,23 +126,51 @@ def run_detection(
     until = datetime.fromtimestamp(now.timestamp() // bs * bs, UTC)  # only whole buckets
     since = until - timedelta(days=settings.detection_window_days)
     run = DetectionRun()
-    projects = [project_id] if project_id else store.projects_with_scores(since)
+    if project_id:
+        projects = [project_id]
+    else:
+        projects = store.projects_with_scores(since)
+        if settings.detection_builtin_metrics or settings.detection_builtin_metrics_by_project:
+            projects = sorted({*projects, *store.projects_with_responses(since)})
     for project in projects:
-        rows = store.attribution_cells(project, since=since, until=until, bucket_seconds=bs)
-        by_series: dict[tuple[str, str, str], list[dict[str, Any]]] = {}
-        for r in rows:
-            by_series.setdefault((r["app"], r["metric"], r["source"]), []).append(r)
+        by_series = _series_rows(store, settings, project, since=since, until=until)
         known: dict[tuple[str, str, str], list[dict[str, Any]]] = {}
         for i in store.incidents_since(project, since - timedelta(days=1)):
             known.setdefault((i["app"], i["metric"], i["source"]), []).append(i)
         for (app, metric, source), cells in by_series.items():
-            if sum(c["n"] for c in cells) < settings.detection_min_scores:
+            plan = plan_series(
+                [c["bucket"] for c in cells],
+                [c["n"] for c in cells],
+                since=since,
+                until=until,
+                bucket_seconds=bs,
+                min_scores=settings.detection_min_scores,
+            )
+            if plan.bucket_seconds is None:
+                run.not_analysed.append(
+                    {
+                        "project_id": project,
+                        "app": app,
+                        "metric": metric,
+                        "source": source,
+                        "n": plan.n,
+                        "reason": plan.reason,
+                        "detail": plan.detail,
+                    }
+                )
                 continue
-            series = Series(project, app, metric, source, bs)
+            width = plan.bucket_seconds
+            cells = coarsen(cells, since=since, width=width, base=bs)
+            series = Series(project, app, metric, source, width)
             writes = merge(
                 series,
                 known.get((app, metric, source), []),
-                shifts(cells, since=since, bucket_seconds=bs),
+                shifts(
+                    cells,
+                    since=since,
+                    bucket_seconds=width,
+                    higher_is_better=source != BUILTIN,
+                ),
                 now=now,
             )
             if writes.incidents:
@@ -68,8 +184,97 @@ def run_detection(
     return run
 
 
+def coverage(
+    store: Store, settings: Settings, project_id: str, *, now: datetime | None = None
+) -> dict[str, Any]:
+    """Which series the detection job analyses over its current window, on which bucket
+    width, and which it cannot analyse and why (the same `plan_series` the job uses)."""
+    now = now or datetime.now(UTC)
+    bs = settings.detection_bucket_seconds
+    until = datetime.fromtimestamp(now.timestamp() // bs * bs, UTC)
+    since = until - timedelta(days=settings.detection_window_days)
+    by_series = _series_rows(store, settings, project_id, since=since, until=until)
+    analysed, not_analysed = [], []
+    for (app, metric, source), cells in sorted(by_series.items()):
+        plan = plan_series(
+            [c["bucket"] for c in cells],
+            [c["n"] for c in cells],
+            since=since,
+            until=until,
+            bucket_seconds=bs,
+            min_scores=settings.detection_min_scores,
+        )
+        row = {"app": app, "metric": metric, "source": source, "n": plan.n}
+        if plan.bucket_seconds is None:
+            not_analysed.append({**row, "reason": plan.reason, "detail": plan.detail})
+        else:
+            analysed.append({**row, "bucket_seconds": plan.bucket_seconds, "buckets": plan.buckets})
+    return {
+        "since": since.isoformat(),
+        "until": until.isoformat(),
+        "analysed": analysed,
+        "not_analysed": not_analysed,
+    }
+
+
+BUILTIN = "builtin"  # the source of the built-in metrics' series
+_BUILTIN_COLUMNS = {  # metric: (n, total, total_sq) columns of `Store.builtin_cells`
+    "error_rate": ("n", "errors", "errors"),
+    "latency_ms": ("latency_n", "latency_total", "latency_total_sq"),
+    "cost_usd": ("cost_n", "cost_total", "cost_total_sq"),
+}
+
+
+def _series_rows(
+    store: Store, settings: Settings, project: str, *, since: datetime, until: datetime
+) -> dict[tuple[str, str, str], list[dict[str, Any]]]:
+    """Cells per series (app, metric, source): every score series, and the built-in
+    metrics the project watches (error rate, latency, cost: source `builtin`) where its
+    responses carry them."""
+    bs = settings.detection_bucket_seconds
+    rows = store.attribution_cells(project, since=since, until=until, bucket_seconds=bs)
+    by_series: dict[tuple[str, str, str], list[dict[str, Any]]] = {}
+    for r in rows:
+        by_series.setdefault((r["app"], r["metric"], r["source"]), []).append(r)
+    watched = settings.detection_builtin_metrics_by_project.get(
+        project, settings.detection_builtin_metrics
+    )
+    if not watched:
+        return by_series
+    for r in store.builtin_cells(project, since=since, until=until, bucket_seconds=bs):
+        for metric in watched:
+            cn, ct, cq = _BUILTIN_COLUMNS[metric]
+            if not r[cn]:
+                continue
+            by_series.setdefault((r["app"], metric, BUILTIN), []).append(
+                {
+                    "app": r["app"],
+                    "metric": metric,
+                    "source": BUILTIN,
+                    "bucket": r["bucket"],
+                    "route": r["route"],
+                    "environment": r["environment"],
+                    "prompt": r["prompt"],
+                    "model_label": r["model_label"],
+                    "n": int(r[cn]),
+                    "total": float(r[ct]),
+                    "total_sq": float(r[cq]),
+                    "non_binary": 0 if metric == "error_rate" else int(r[cn]),
+                }
+            )
+    # an error rate that never left zero has nothing to watch
+    for key in [k for k in by_series if k[1] == "error_rate" and k[2] == BUILTIN]:
+        if not any(c["total"] for c in by_series[key]):
+            del by_series[key]
+    return by_series
+
+
 def shifts(
-    rows: list[dict[str, Any]], *, since: datetime, bucket_seconds: int
+    rows: list[dict[str, Any]],
+    *,
+    since: datetime,
+    bucket_seconds: int,
+    higher_is_better: bool = True,
 ) -> list[tuple[str, Verdict]]:
     """(route or "" for the whole app, verdict) of every reportable shift in the cells."""
     if not rows:
@@ -89,14 +294,21 @@ def shifts(
         for r in rows
     ]
     kind: MetricKind = "mean" if any(r["non_binary"] for r in rows) else "proportion"
-    found = [("", v) for v in find_and_attribute(cells, bucket_seconds=bucket_seconds, kind=kind)]
+    found = [
+        ("", v)
+        for v in find_and_attribute(
+            cells, bucket_seconds=bucket_seconds, kind=kind, higher_is_better=higher_is_better
+        )
+    ]
     found = [(route, v) for route, v in found if v.kind in REPORTABLE]
     routes = sorted({c.route for c in cells})
     within = max(2, _ROUTE_DEDUP_SECONDS // bucket_seconds)
     if len(routes) > 1:
         for route in routes:
             mine = [c for c in cells if c.route == route]
-            for v in find_and_attribute(mine, bucket_seconds=bucket_seconds, kind=kind):
+            for v in find_and_attribute(
+                mine, bucket_seconds=bucket_seconds, kind=kind, higher_is_better=higher_is_better
+            ):
                 if v.kind in REPORTABLE and not _seen(found, v, within=within):
                     found.append((route, v))
     return found

@@ -2,7 +2,9 @@
 
 Pure: `merge` takes the incidents already stored for one series and the verdicts found now, and
 returns the rows to write. The same shift found again (same direction, within `tolerance`
-buckets, same or overlapping route) is the same incident; a changed verdict or culprit (late
+buckets, same or overlapping route) is the same incident, and so is a culprit already blamed
+in an open incident of the series and scope (a staged rollout's later step: one incident per
+version and metric); a changed verdict or culprit (late
 scores can change the picture) becomes a new revision, the old one kept in the history. A
 rollback resolves the incident of the version it undoes.
 """
@@ -17,7 +19,7 @@ from typing import Any
 
 from promptblame.analysis.attribution import Verdict
 
-REPORTABLE = ("culprit", "confounded", "no_version_cause")
+REPORTABLE = ("culprit", "confounded", "insufficient_evidence", "no_version_cause")
 
 
 @dataclass(frozen=True)
@@ -47,7 +49,9 @@ def describe(v: Verdict, route: str) -> dict[str, Any]:
         route = e.scope_route or route
         environment = e.scope_environment or ""
     else:
-        tied = [c for c in v.candidates if c.status == "not_separable"]
+        # confounded: the versions that changed together; insufficient evidence: the version
+        # that is neither blamed nor excluded
+        tied = [c for c in v.candidates if c.status in ("not_separable", "not_excluded")][:2]
         culprit = " + ".join(f"{c.dimension} {c.value}" for c in tied) if tied else ""
         effect, p, environment = v.aggregate_effect, v.detector_p_value, ""
     return {
@@ -89,6 +93,22 @@ def merge(
             ),
             None,
         )
+        if match is None and v.kind == "culprit" and fields["culprit"]:
+            # the same culprit is never blamed in two open incidents of one series (metric,
+            # source) and scope: a later step of its rollout is the same incident
+            match = next(
+                (
+                    r
+                    for r in current
+                    if r["status"] != "resolved"
+                    and r["verdict"] == "culprit"
+                    and r["culprit"] == fields["culprit"]
+                    and r["direction"] == fields["direction"]
+                    and r["route"] == fields["route"]
+                    and r["environment"] == fields["environment"]
+                ),
+                None,
+            )
         if match is None:
             row = {
                 "project_id": series.project_id,

@@ -172,6 +172,11 @@ def headline(row: dict[str, Any], ev: dict[str, Any]) -> str:
         return f"{who} {moved} {row['metric']} on {where} by {eff}"
     if row["verdict"] == "confounded":
         return f"{row['metric']} {moved} on {where} by {eff}: confounded ({row['culprit']})"
+    if row["verdict"] == "insufficient_evidence":
+        who = row["culprit"] or "a version that arrived then"
+        return (
+            f"{row['metric']} {moved} on {where} by {eff}: not enough evidence ({who} not excluded)"
+        )
     cause = {"traffic_mix": "a traffic-mix change", "drift": "gradual drift"}.get(
         ev.get("cause") or "", ""
     )
@@ -225,6 +230,23 @@ def explanation(row: dict[str, Any], ev: dict[str, Any]) -> list[str]:
             )
         if ev.get("to_separate"):
             out.append(f"To separate them: {ev['to_separate']}.")
+    elif row["verdict"] == "insufficient_evidence":
+        for x in ev.get("candidates", []):
+            if x.get("status") != "not_excluded":
+                continue
+            measured = (
+                f"changed it by {f(x['effect'])} (95% CI {f(x['ci_low'])} to {f(x['ci_high'])})"
+                f" on {x.get('n_new', 0):,} new vs {x.get('n_old', 0):,} old responses"
+                if x.get("ci_low") is not None
+                else "could not be measured on comparable traffic"
+            )
+            out.append(
+                f"Not excluded: {x['dimension']} {x['value']} (replacing {x['predecessor']})"
+                f" {measured}; {f(x.get('needed_effect'))} would explain the shift, so the data"
+                " can neither blame it nor clear it."
+            )
+            if x.get("n_needed"):
+                out.append(f"About {x['n_needed']:,} responses on each side would decide it.")
     else:
         d = ev.get("decomposition")
         if ev.get("cause") == "traffic_mix" and d:

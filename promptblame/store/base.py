@@ -645,6 +645,14 @@ class Store(ABC):
         )
         return [r["project_id"] for r in rows]
 
+    def projects_with_responses(self, since: datetime) -> list[str]:
+        rows = self._rows(
+            "SELECT DISTINCT project_id FROM responses WHERE ts >= {since:DateTime64(3)}"
+            " ORDER BY project_id",
+            since=since,
+        )
+        return [r["project_id"] for r in rows]
+
     def attribution_cells(
         self,
         project_id: str,
@@ -685,6 +693,36 @@ class Store(ABC):
             app=app,
             m=metric,
             src=source,
+        )
+
+    def builtin_cells(
+        self, project_id: str, *, since: datetime, until: datetime, bucket_seconds: int
+    ) -> list[dict[str, Any]]:
+        """The built-in metrics of every response (no score needed), in the cells of
+        `attribution_cells` (app, bucket, route, environment, prompt, model_label): responses
+        `n` and errors `errors` (status 'error'), and count / sum / sum of squares of
+        latency_ms and cost_usd where present."""
+        return self._rows(
+            "SELECT app,"
+            " toDateTime64(toStartOfInterval(ts, toIntervalSecond({bs:UInt32})), 3, 'UTC')"
+            " AS bucket, route, environment,"
+            " if(prompt_id = '' AND prompt_version = '', '',"
+            "  concat(prompt_id, '@', prompt_version)) AS prompt,"
+            " if(model_version IN ('', model), model, concat(model, '@', model_version))"
+            "  AS model_label,"
+            " count() AS n, countIf(status = 'error') AS errors,"
+            " count(latency_ms) AS latency_n, sum(latency_ms) AS latency_total,"
+            " sum(latency_ms * latency_ms) AS latency_total_sq,"
+            " count(cost_usd) AS cost_n, sum(cost_usd) AS cost_total,"
+            " sum(cost_usd * cost_usd) AS cost_total_sq"
+            " FROM responses FINAL WHERE project_id = {p:String}"
+            " AND ts >= {since:DateTime64(3)} AND ts < {until:DateTime64(3)}"
+            " GROUP BY app, bucket, route, environment, prompt, model_label"
+            " ORDER BY app, bucket",
+            p=project_id,
+            since=since,
+            until=until,
+            bs=bucket_seconds,
         )
 
     def incidents(

@@ -33,6 +33,9 @@ def headline(incident: dict[str, Any], event: Event) -> str:
         )
     if incident["verdict"] == "confounded":
         return f"{prefix}{metric} {move} on {where}; cannot separate: {incident['culprit']}"
+    if incident["verdict"] == "insufficient_evidence":
+        who = incident["culprit"] or "a version that arrived then"
+        return f"{prefix}{metric} {move} on {where}; not enough evidence, not excluded: {who}"
     return f"{prefix}{metric} {move} on {where}; no version caused it ({incident['summary']})"
 
 

@@ -20,7 +20,7 @@ from promptblame.configfile import Lines, Scope, problem, problems, read_yaml
 from promptblame.errors import ConfigInvalid, Problem
 
 Name = Annotated[str, Field(pattern=r"^[A-Za-z][A-Za-z0-9_.-]{0,63}$")]
-Verdict = Literal["culprit", "confounded", "no_version_cause"]
+Verdict = Literal["culprit", "confounded", "insufficient_evidence", "no_version_cause"]
 
 
 class Channel(BaseModel):
@@ -40,6 +40,7 @@ class Rule(BaseModel):
     verdicts: Annotated[list[Verdict], Field(min_length=1)] = [
         "culprit",
         "confounded",
+        "insufficient_evidence",
         "no_version_cause",
     ]
     min_effect: Annotated[float, Field(ge=0)] = 0.0

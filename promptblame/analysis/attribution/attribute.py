@@ -52,6 +52,8 @@ from dataclasses import dataclass, replace
 from datetime import timedelta
 from typing import Literal
 
+from scipy import stats
+
 from promptblame.analysis import compare
 from promptblame.analysis.attribution.cells import (
     DIMENSIONS,
@@ -155,6 +157,7 @@ def attribute(
     drift_alpha: float = 0.05,
     detector_effect: float | None = None,
     detector_p_value: float | None = None,
+    detector_drift: bool = False,
 ) -> Verdict:
     """Attribute the shift starting at bucket `change_index` (see the module docstring).
 
@@ -170,6 +173,9 @@ def attribute(
     drift_alpha: one-sided level at which a before/after step must beat the trend around it;
     control traffic (other routes whose versions did not change) must move less, too.
     detector_effect: the detector's de-seasonalized effect, used for the direction.
+    detector_drift: the detector found a drift (a ramp with an onset and an end), not a step:
+    a version that is neither blamed nor cleared then does not make it `insufficient_evidence`
+    — the ramp is the evidence of a trend.
     detector_p_value: the detector's p-value; without it (a caller-chosen bucket) the shift is
     first tested (all traffic, day after vs day before, same hours): `no_shift` if not
     significant, because an innocent version that happens to sit on a noise bucket must not
@@ -331,6 +337,39 @@ def attribute(
         and abs(decomposition.mix) >= abs(decomposition.within)
     ):
         cause = "traffic_mix"
+    evidence = [
+        _excluded_or_not(ctx, cand, e, min_share) for cand, e in _paired(candidates, evidence)
+    ]
+    open_ = [e for e in evidence if e.status == "not_excluded"]
+    explained_by_trend = detector_drift or any(e.status == "drift" for e in evidence)
+    if open_ and cause == "drift" and not explained_by_trend:
+        e = open_[0]
+        index = e.arrival_index if e.arrival_index is not None else cp
+        need = (
+            f"; about {e.n_needed:,} responses a side would decide it"
+            if e.n_needed is not None
+            else ""
+        )
+        measured = (
+            f"{fmt_effect(e.effect, kind=kind)} [{fmt_effect(e.ci_low, kind=kind)}, "
+            f"{fmt_effect(e.ci_high, kind=kind)}] on {e.n_new:,} new vs {e.n_old:,} old responses"
+            if e.ci_low is not None
+            else "no comparable traffic to measure it on"
+        )
+        return replace(
+            base,
+            kind="insufficient_evidence",
+            index=index,
+            start=next((c.start for c in live if c.bucket == index), start),
+            candidates=tuple(evidence),
+            reason="version_not_excluded",
+            summary=(
+                f"{direction.capitalize()} at bucket {index} ({fmt_effect(agg, kind=kind)}): "
+                f"not enough evidence to blame or clear {e.dimension} {e.value} (from "
+                f"{e.predecessor}), not excluded: {measured}; "
+                f"{fmt_effect(e.needed_effect, kind=kind)} would explain it{need}."
+            ),
+        )
     v = replace(base, cause=cause, candidates=tuple(evidence))
     considered = ""
     if evidence:
@@ -380,7 +419,7 @@ def find_and_attribute(
     alpha: float = 0.05,
     higher_is_better: bool = True,
     period_seconds: int = 86_400,
-    min_effect: float = 0.01,
+    min_effect: float | None = None,
     penalty: float | None = None,
     min_share: float = 0.25,
 ) -> list[Verdict]:
@@ -420,19 +459,51 @@ def find_and_attribute(
                 min_share=min_share,
                 detector_effect=c.effect,
                 detector_p_value=c.p_value,
+                detector_drift=c.kind == "drift",
             )
         )
-    # a detector that cut one shift in two would blame one arrival twice: keep the first
-    seen: set[tuple[str, str, int | None]] = set()
-    unique = []
-    for v in verdicts:
-        if v.culprit is not None:
-            key = (v.culprit.dimension, v.culprit.value, v.culprit.arrival_index)
-            if key in seen:
-                continue
-            seen.add(key)
-        unique.append(v)
-    return unique
+    for j, c in enumerate(cps):
+        if c.kind == "drift":
+            end = None if c.end_index is None else first + c.end_index
+            verdicts[j] = replace(verdicts[j], drift_end_index=end, drift_slope=c.slope)
+    return one_per_version(verdicts)
+
+
+def one_per_version(verdicts: list[Verdict]) -> list[Verdict]:
+    """One verdict per (version, direction): a staged rollout (5 %, 25 %, 100 %) or a detector
+    that cut one shift in two gives several change points with the same culprit; they are one
+    finding, the first verdict blaming it, with the other change points as its steps. A
+    change point where that same version's share moved again (a rollout step too small or
+    too slow to be blamed on its own) is folded in as a step, too, instead of being reported
+    as drift."""
+    out = list(verdicts)
+    owner: dict[tuple[str, str, str | None], int] = {}
+    drop: set[int] = set()
+    for i, v in enumerate(out):
+        if v.culprit is None:
+            continue
+        key = (v.culprit.dimension, v.culprit.value, v.direction)
+        if key in owner:
+            out[owner[key]] = replace(out[owner[key]], steps=(*out[owner[key]].steps, *_at(v)))
+            drop.add(i)
+        else:
+            owner[key] = i
+    for i, v in enumerate(out):
+        if i in drop or v.culprit is not None or v.kind == "confounded":
+            continue
+        same = [
+            owner[(e.dimension, e.value, v.direction)]
+            for e in v.candidates
+            if (e.dimension, e.value, v.direction) in owner
+        ]
+        if same:
+            out[same[0]] = replace(out[same[0]], steps=(*out[same[0]].steps, *_at(v)))
+            drop.add(i)
+    return [v for i, v in enumerate(out) if i not in drop]
+
+
+def _at(v: Verdict) -> tuple[int, ...]:
+    return (*(() if v.detected_index is None else (v.detected_index,)), *v.steps)
 
 
 def aggregate_buckets(cells: Iterable[Cell], *, bucket_seconds: int) -> list[Bucket]:
@@ -592,7 +663,12 @@ def _evaluate(ctx: _Context, cand: _Candidate) -> Evidence:
         )
         return replace(ev, status=status, note=why)
     ev = _with_estimate(ev, est, basis)
-    ev = replace(ev, trend=trend.value if trend else None, note=note)
+    ev = replace(
+        ev,
+        trend=trend.value if trend else None,
+        trend_se=trend.se if trend and trend.agree else None,
+        note=note,
+    )
     # scope: a version that moves one route (or environment) only. Its effect there, tested
     # with Bonferroni over the routes, is what is reported when the rest of its traffic is
     # quiet: not significant the same way, or under a fifth of the effect.
@@ -634,12 +710,82 @@ def _evaluate(ctx: _Context, cand: _Candidate) -> Evidence:
         # without control traffic the trend is the only guard against drift: stricter then
         margin = 1.0 if control is not None else 1.5
         sharp = _sharp(est, trend, sign=ctx.sign, alpha=ctx.drift_alpha, margin=margin)
+        beats = _beats(est, control, sign=ctx.sign, alpha=ctx.alpha)
         ev = replace(
             ev,
-            sharp=sharp and _beats(est, control, sign=ctx.sign, alpha=ctx.alpha),
+            sharp=sharp and beats,
             control_effect=control.effect if control is not None else None,
+            beats_control=beats,
         )
     return ev
+
+
+def _paired(
+    candidates: list[_Candidate], evidence: list[Evidence]
+) -> list[tuple[_Candidate | None, Evidence]]:
+    by_key: dict[tuple[str, str], _Candidate] = {(c.dimension, c.value): c for c in candidates}
+    return [(by_key.get((e.dimension, e.value)), e) for e in evidence]
+
+
+_Z_POWER = 0.8416  # one-sided normal quantile of 80 % power
+
+
+def _excluded_or_not(
+    ctx: _Context, cand: _Candidate | None, e: Evidence, min_share: float
+) -> Evidence:
+    """A version that was not blamed for lack of significance is only cleared when its CI
+    excludes the effect that would explain `min_share` of the shift (effect x rise of its
+    traffic share = min_share x aggregate change); otherwise it is `not_excluded`, with the
+    responses per side that would decide it (CI half-width shrinking as 1 / sqrt(n), sized
+    for 80 % power at that effect)."""
+    if cand is None or e.status not in ("not_significant", "no_data", "not_excluded"):
+        return e
+    unit = _explained(ctx, cand.arrival, _is_new_of(cand), 1.0)  # rise / aggregate change
+    if unit is None or unit * ctx.sign <= 0:
+        return e
+    need = ctx.sign * min_share / abs(unit)  # effect that explains min_share of the shift
+    if e.ci_low is None or e.ci_high is None:
+        if e.status == "no_data" and e.note.startswith("no traffic ran"):
+            return e
+        return replace(e, status="not_excluded", needed_effect=need)
+    far = max(e.ci_low * ctx.sign, e.ci_high * ctx.sign)  # CI end on the shift's side
+    if e.status == "not_excluded":  # significant, but not told from a possible trend
+        return replace(e, needed_effect=need)
+    if far < abs(need):
+        return replace(e, needed_effect=need)  # tested and excluded
+    z_drift = float(stats.norm.isf(ctx.drift_alpha))
+    if e.trend is not None and e.trend_se and e.trend * ctx.sign / e.trend_se >= z_drift:
+        # the metric was already moving the shift's way on both sides of the arrival, and
+        # the version's own step is not significant: the trend explains it, with evidence
+        return replace(
+            e,
+            status="drift",
+            needed_effect=need,
+            note=(
+                f"the trend around it ({fmt_effect(e.trend, kind=ctx.kind)} per {ctx.L} "
+                "buckets, significant on its own): the step at the arrival is not significant"
+            ),
+        )
+    z = float(stats.norm.ppf(1 - ctx.alpha / 2))
+    se = (e.ci_high - e.ci_low) / (2 * z)
+    k = ((z + _Z_POWER) * se / abs(need)) ** 2
+    n_side = max(e.n_new, e.n_old)
+    needed = math.ceil(k * n_side) if k > 1 else None
+    return replace(e, status="not_excluded", needed_effect=need, n_needed=needed)
+
+
+def _trend_not_shown(e: Evidence, ctx: _Context) -> bool:
+    """The trend a before/after step was held against is not significant on its own."""
+    if e.trend is None or not e.trend_se or e.beats_control is False:
+        return False  # no trend measured, or unchanged traffic moved as much: evidence
+    return e.trend * ctx.sign / e.trend_se < float(stats.norm.isf(ctx.drift_alpha))
+
+
+def _is_new_of(cand: _Candidate) -> Callable[[Cell], bool]:
+    def is_new(c: Cell) -> bool:
+        return c.value(cand.dimension) == cand.value and (c.route, c.environment) in cand.segments
+
+    return is_new
 
 
 def _scope(ev: Evidence, attr: str, value: str) -> Evidence:
@@ -901,6 +1047,19 @@ def _decide(
             status = "not_significant"
         elif (e.effect or 0.0) * ctx.sign <= 0:
             status = "wrong_direction"
+        elif e.sharp is False and _trend_not_shown(e, ctx):
+            # the step is significant but not clearly larger than a trend that is itself
+            # not significant: thin data cannot tell a step from a drift, which is a lack of
+            # evidence, not evidence of drift
+            status = "not_excluded"
+            e = replace(
+                e,
+                note=(
+                    f"its step is significant but not clearly larger than the trend around it "
+                    f"({fmt_effect(e.trend, kind=ctx.kind)} per {ctx.L} buckets), and that "
+                    "trend is not significant either"
+                ),
+            )
         elif e.sharp is False:
             status = "drift"
             e = replace(

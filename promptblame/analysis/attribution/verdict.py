@@ -14,13 +14,21 @@ from typing import Any, Literal
 
 from promptblame.analysis.attribution.decompose import Decomposition
 
-VerdictKind = Literal["culprit", "confounded", "no_version_cause", "no_shift", "insufficient_data"]
+VerdictKind = Literal[
+    "culprit",
+    "confounded",
+    "insufficient_evidence",  # a version arrived that the data can neither blame nor exclude
+    "no_version_cause",
+    "no_shift",
+    "insufficient_data",
+]
 Direction = Literal["regression", "improvement"]
 Basis = Literal["concurrent", "before_after"]
 Status = Literal[
     "blamed",  # the culprit
     "contributor",  # also significant, explains less than the culprit
     "not_significant",
+    "not_excluded",  # not significant, but its CI still holds an effect that explains the shift
     "wrong_direction",  # significant, but against the shift
     "small_share",  # real but explains too little of the shift
     "drift",  # before/after step no larger than the trend around it
@@ -57,8 +65,12 @@ class Evidence:
     scope_route: str | None = None  # set when the effect is confined to one route
     scope_environment: str | None = None
     trend: float | None = None  # before/after: mean per-window trend around the arrival
+    trend_se: float | None = None
     sharp: bool | None = None  # before/after: the step beats that trend and control traffic
     control_effect: float | None = None  # before/after: same windows, other routes, no change
+    beats_control: bool | None = None  # before/after: moved more than that control traffic
+    needed_effect: float | None = None  # effect that would explain min_share of the shift
+    n_needed: int | None = None  # not_excluded: responses per side that would decide it
     note: str = ""
 
 
@@ -66,7 +78,11 @@ class Evidence:
 class Verdict:
     """What moved the metric at one shift, with the evidence.
 
-    kind: culprit | confounded | no_version_cause | no_shift | insufficient_data.
+    kind: culprit | confounded | insufficient_evidence | no_version_cause | no_shift |
+    insufficient_data. insufficient_evidence: a version arrived with the shift and its test
+    could neither blame it nor exclude it (the candidate is `not_excluded`, with n each side
+    and the n that would decide); "no version cause" is only said when every version that
+    arrived was tested and excluded, or the shift is explained by traffic mix or a trend.
     culprit: the blamed Evidence (kind culprit). candidates: every version considered.
     joint: for confounded, the effect of the combination against the old combination.
     cause: for no_version_cause, "traffic_mix" or "drift"; decomposition always when computable.
@@ -91,6 +107,13 @@ class Verdict:
     reason: str | None = None  # machine-readable, for no_shift / insufficient_data
     detected_index: int | None = None  # where the change-point detector put the shift
     detector_p_value: float | None = None  # the change point's p-value, when detected
+    # other change points that were steps of the same version's rollout (staged rollouts,
+    # repeated steps): one verdict per (version, direction), these buckets as its evidence
+    steps: tuple[int, ...] = ()
+    # the detector saw a drift (a ramp) rather than a step: its end bucket (None: still
+    # moving) and slope per bucket
+    drift_end_index: int | None = None
+    drift_slope: float | None = None
     summary: str = ""
 
     @property

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Literal
 
 from fastapi import Body, Path, Query
@@ -12,10 +12,12 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from promptblame.analysis.alerting.catalog import apply, listing
 from promptblame.analysis.alerting.rules import validate
+from promptblame.analysis.detection import coverage
 from promptblame.api.errors import ErrorBody
 from promptblame.api.json_body import json_router
+from promptblame.api.params import EARLIEST, Instant
 from promptblame.api.state import AdminKey, ReadKey, State
-from promptblame.errors import NotFound
+from promptblame.errors import InvalidArgument, NotFound
 from promptblame.releases import incident as release
 
 router = json_router(prefix="/v1", tags=["incidents"])
@@ -50,6 +52,23 @@ def list_incidents(
 ) -> dict[str, Any]:
     rows = state.store.incidents(key.project_id, status=status, limit=limit)
     return {"incidents": [public(r) for r in rows]}
+
+
+@router.get("/detection/coverage")
+def detection_coverage(
+    state: State,
+    key: ReadKey,
+    at: Annotated[
+        Instant | None, Query(description="end of the window (default: now), ISO 8601")
+    ] = None,
+) -> dict[str, Any]:
+    """Every scored series of the detection window: analysed (on which bucket width: a thin
+    series gets coarser buckets) or not analysed, with the reason. Nothing is dropped
+    silently."""
+    if at is not None and at - timedelta(days=state.settings.detection_window_days) < EARLIEST:
+        raise InvalidArgument("at", "the window before it must start after 1900-01-01 (UTC)")
+    state.store.materialize_scores()
+    return coverage(state.store, state.settings, key.project_id, now=at)
 
 
 @router.get("/incidents/{incident_id}", responses=_NOT_FOUND)

@@ -451,6 +451,7 @@ def guarded_rollout(store: Any, server: Server, key: str, *, echo: Callable[[str
         "guardrails": [{"metric": "resolved", "max_drop": 0.0}],
         "force": True,
         "reason": "shorter answers (no eval suite for mini yet)",
+        "rollout_id": "answer-v5-mini",  # its name seeds the split: the same users every run
     }
     r = httpx.post(f"{url}/v1/rollouts", json=plan, headers=auth)
     r.raise_for_status()

@@ -68,6 +68,9 @@ class RolloutIn(BaseModel):
     on_srm: Literal["pause"] = "pause"
     reason: Annotated[str, Field(max_length=2000)] = ""
     force: bool = Field(False, description="past a protected label's gate rule, with a reason")
+    rollout_id: Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")] | None = Field(
+        None, description="a name of your own (unique in the project); default: generated"
+    )
 
     @field_validator("steps")
     @classmethod
@@ -160,8 +163,12 @@ def start(
     if move.force and not move.reason.strip():
         raise InvalidArgument("reason", "a forced rollout needs a reason")
     forced = labels.check_gate(store, project_id, move, protected)
-    rid = f"{spec.prompt_id}.{spec.label}.{uuid.uuid4().hex[:8]}"
-    config = spec.model_dump(exclude={"prompt_id", "label", "model", "candidate", "reason"})
+    rid = spec.rollout_id or f"{spec.prompt_id}.{spec.label}.{uuid.uuid4().hex[:8]}"
+    if store.rollout_states(project_id, rid):
+        raise Conflict(f"a rollout named {rid!r} exists already")
+    config = spec.model_dump(
+        exclude={"prompt_id", "label", "model", "candidate", "reason", "rollout_id"}
+    )
     config.update(started_at=now.isoformat(), forced=forced)
     first = {
         "rollout_id": rid,
@@ -181,8 +188,8 @@ def start(
         "detail": "{}",
         "key_id": key_id,
     }
-    if not store.claim_rollout_event(project_id, first):  # a uuid collision: nothing to do
-        raise Conflict("could not start the rollout; try again")
+    if not store.claim_rollout_event(project_id, first):  # started twice at the same moment
+        raise Conflict(f"a rollout named {rid!r} was started meanwhile")
     return get(store, project_id, rid)
 
 

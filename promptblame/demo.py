@@ -468,7 +468,7 @@ def guarded_rollout(store: Any, server: Server, key: str, *, echo: Callable[[str
                 eid = pb.log_response(
                     prompt=p,
                     model="gpt-4o-mini",
-                    route="refunds",
+                    route="chat",  # mini users' own route: the month's series stay as they were
                     environment="prod",
                     user_id=user,
                     output="Refunds take 5 days." if p.version == "v5" else "Per policy 4.2 ...",

@@ -32,7 +32,8 @@ class Plan:
 
 
 def plan(store: Store, project_id: str, incident: Mapping[str, Any]) -> Plan:
-    evidence = json.loads(incident["evidence"]) if incident.get("evidence") else {}
+    raw = incident.get("evidence")  # stored JSON text, or already parsed (pages, API)
+    evidence = raw if isinstance(raw, dict) else json.loads(raw) if raw else {}
     blamed = evidence.get("culprit") or {}
     if incident["verdict"] != "culprit" or not blamed:
         return Plan(None, reason=f"the verdict is {incident['verdict']}: no version is blamed")

@@ -258,7 +258,7 @@ def _what_now(store: Store, project: str, row: dict[str, Any], ev: dict[str, Any
         bad = {"max": "0"} if row["direction"] == "regression" else {"min": "1"}
         worse = explore + "&" + urlencode({"metric": row["metric"], **bad})
     return WhatNow(
-        release=release_info(store, project, row),
+        release=release_info(store, project, {**row, "evidence": ev}),
         explore=explore,
         explore_worse=worse,
         dimension=dim,

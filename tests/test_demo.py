@@ -27,6 +27,10 @@ def test_the_demo_names_the_injected_culprits_and_blames_no_version_for_the_mix_
     )
     assert r.returncode == 0, r.stderr[-3000:]
     lines = [x.strip() for x in r.stdout.splitlines() if x.strip().startswith("[")]
+    # the live rollout after the month: the worse wording is rolled back by its guardrail
+    (rollout,) = [x for x in lines if x.startswith("[rollout]")]
+    assert "rolled back answer@v5 → answer@v3 at " in rollout and "always-valid p = " in rollout
+    lines.remove(rollout)
     by_series = {x.split(":")[0]: x for x in lines}
     extractor = by_series["[culprit] extractor/* json_ok"]
     assert "model gpt-4o-mini@2025-01-15" in extractor

@@ -8,6 +8,7 @@ import json
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -264,11 +265,12 @@ def test_rollback_of_a_model_culprit_says_why_nothing_moved(api):
 
 
 _RACER = """
-import sys
+import sys, time
 from promptblame.errors import LabelConflict
 from promptblame.releases import labels
 from promptblame.store.server import ServerStore
 store = ServerStore(sys.argv[1], database=sys.argv[2])
+time.sleep(max(0.0, float(sys.argv[5]) - time.time()))  # both start together
 wins = 0
 for i in range(int(sys.argv[4])):
     now = labels.current(store, "acme", "answer", "staging", "")
@@ -301,9 +303,10 @@ def test_two_processes_racing_on_a_server_store_never_lose_or_fork_a_move(clickh
                 labels=[],
                 created_at=NOW,
             )
+        start_at = str(time.time() + 5)  # after both processes have imported and connected
         procs = [
             subprocess.Popen(
-                [sys.executable, "-c", _RACER, clickhouse_url, database, name, "25"],
+                [sys.executable, "-c", _RACER, clickhouse_url, database, name, "25", start_at],
                 stdout=subprocess.PIPE,
                 text=True,
             )

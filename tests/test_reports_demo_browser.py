@@ -105,10 +105,13 @@ def login(b: Browser, demo: Demo, key: str) -> None:
 
 
 def by_verdict(demo: Demo, verdict: str, cause: str | None = None) -> list[Any]:
+    """The detection job's incidents (not the demo rollout's rollback) with this verdict."""
     return [
         v
         for v in demo.views.values()
-        if v.row["verdict"] == verdict and (cause is None or v.ev.get("cause") == cause)
+        if v.row["verdict"] == verdict
+        and (cause is None or v.ev.get("cause") == cause)
+        and "rollout_id" not in v.ev
     ]
 
 
@@ -123,6 +126,7 @@ def test_every_page_is_reachable_from_the_navigation_and_none_scrolls_sideways_a
         "/reports/incidents",
         "/reports/responses",
         "/reports/experiments",
+        "/reports/rollouts",
         "/reports/jobs",
     ]
     pages = list(nav)
@@ -131,6 +135,7 @@ def test_every_page_is_reachable_from_the_navigation_and_none_scrolls_sideways_a
         "experiment": "a[href^='/reports/experiments/']",
         "response": "a[href^='/reports/responses/']",
         "prompt": "a[href^='/reports/prompts/']",
+        "rollout": "a[href^='/reports/rollouts/']",
         "explorer": "#trends a",
     }
     for where, selector in (

@@ -314,12 +314,12 @@ def test_two_processes_racing_on_a_server_store_never_lose_or_fork_a_move(clickh
         ]
         wins = [int(p.communicate(timeout=240)[0]) for p in procs]
         history = store.label_history("acme", "answer", "staging")
-        assert sum(wins) == len(history) and min(wins) > 0
+        assert sum(wins) == len(history)
         assert [e["seq"] for e in history] == list(range(1, len(history) + 1))
         for before, after in itertools.pairwise(history):
             assert after["from_version"] == before["to_version"]  # one chain, no fork
         claims = store._rows("SELECT count() AS n FROM label_events")[0]["n"]
-        assert claims >= len(history)
+        assert claims > len(history)  # the processes did race: some claims lost their seq
         now = labels.current(store, "acme", "answer", "staging", "")
         assert now is not None and now["seq"] == len(history)
     finally:

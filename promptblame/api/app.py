@@ -14,7 +14,7 @@ from promptblame.analysis.jobs import add_jobs
 from promptblame.api import errors
 from promptblame.api.auth import KeyChecker
 from promptblame.api.limits import BodyLimits
-from promptblame.api.metrics import Metrics
+from promptblame.api.metrics import Metrics, ResolveTiming
 from promptblame.api.openapi import install_openapi
 from promptblame.api.ratelimit import TokenBuckets
 from promptblame.api.routes import (
@@ -110,6 +110,7 @@ def create_app(settings: Settings | None = None, store: Store | None = None) -> 
         reports,
     ):
         app.include_router(module.router)
-    app.add_middleware(Utf8Urls)  # added last: runs first
+    app.add_middleware(Utf8Urls)
+    app.add_middleware(ResolveTiming)  # added last: runs first
     install_openapi(app, settings)
     return app

@@ -2,9 +2,34 @@
 
 from __future__ import annotations
 
+import time
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from promptblame.ingest.writer import WriterStats
+
+RESOLVE_BUCKETS = (0.0005, 0.001, 0.002, 0.003, 0.004, 0.005, 0.0075, 0.01, 0.025, 0.1, 1.0)
+
+
+class ResolveTiming:
+    """Times each resolve inside the server (the benchmark reads it from /metrics: a client on
+    the same two cores would add its own scheduling delays); other requests pass straight on."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or not scope["path"].endswith("/resolve"):
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            state = getattr(scope["app"].state, "pb", None)
+            if state is not None:
+                state.metrics.resolve_seconds.observe(time.perf_counter() - started)
 
 
 class Metrics:
@@ -64,6 +89,13 @@ class Metrics:
             "promptblame_job_failures",
             "Scheduled job runs that failed since start",
             ["job"],
+            registry=self.registry,
+        )
+
+        self.resolve_seconds = Histogram(
+            "promptblame_resolve_seconds",
+            "Server-side time of GET /v1/prompts/{id}/resolve, from the app to the last byte",
+            buckets=RESOLVE_BUCKETS,
             registry=self.registry,
         )
 

@@ -24,6 +24,10 @@ from promptblame.store import Store
 _MAX_VERSIONS = 10_000  # cached templates (each may be large: bounded)
 
 
+class Miss(Exception):
+    """The cache cannot answer without the store (asked with store=None)."""
+
+
 @dataclass(frozen=True)
 class Pointers:
     table: dict[tuple[str, str], str]  # (label, model) → version
@@ -38,12 +42,14 @@ class ResolveCache:
         self._pointers: dict[tuple[str, str], tuple[float, Pointers]] = {}
         self._versions: OrderedDict[tuple[str, str, str], dict[str, Any]] = OrderedDict()
 
-    def pointers(self, store: Store, project_id: str, prompt_id: str) -> Pointers:
+    def pointers(self, store: Store | None, project_id: str, prompt_id: str) -> Pointers:
         """{(label, model): version} of one prompt, and its active rollouts."""
         key = (project_id, prompt_id)
         hit = self._pointers.get(key)
         if hit is not None and hit[0] > self._clock():
             return hit[1]
+        if store is None:
+            raise Miss
         table = {(p["label"], p["model"]): p["to_version"] for p in pointers(store, *key)}
         active = [
             st
@@ -56,7 +62,7 @@ class ResolveCache:
         return fresh
 
     def version(
-        self, store: Store, project_id: str, prompt_id: str, version: str
+        self, store: Store | None, project_id: str, prompt_id: str, version: str
     ) -> dict[str, Any] | None:
         key = (project_id, prompt_id, version)
         with self._lock:
@@ -64,6 +70,8 @@ class ResolveCache:
             if row is not None:
                 self._versions.move_to_end(key)
                 return row
+        if store is None:
+            raise Miss
         row = store.get_prompt_version(project_id, prompt_id, version)
         if row is not None:
             with self._lock:
@@ -78,7 +86,7 @@ class ResolveCache:
 
 
 def resolve(
-    store: Store,
+    store: Store | None,
     cache: ResolveCache,
     project_id: str,
     prompt_id: str,
@@ -92,7 +100,8 @@ def resolve(
     While a rollout splits the pointer's traffic, `unit` (a user, session or conversation)
     decides, stickily, whether it gets the candidate or the incumbent: `variant` says which and
     `experiment` names the rollout (the app logs both with the response). Without a rollout
-    every unit gets the label's version and both are None."""
+    every unit gets the label's version and both are None. With store=None it answers from the
+    cache alone or raises Miss (the API does that in the event loop first)."""
     check_label(label)
     cached = cache.pointers(store, project_id, prompt_id)
     table = cached.table
@@ -129,7 +138,7 @@ def resolve(
 
 
 def _version(
-    store: Store, cache: ResolveCache, project_id: str, prompt_id: str, version: str
+    store: Store | None, cache: ResolveCache, project_id: str, prompt_id: str, version: str
 ) -> dict[str, str]:
     row = cache.version(store, project_id, prompt_id, version)
     if row is None:  # registries only grow; a pointer to a missing version is a broken store

@@ -8,11 +8,13 @@ last "/versions/").
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Annotated, Any
 
 from fastapi import Path, Query
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
+from starlette.concurrency import run_in_threadpool
 
 from promptblame.api.errors import ErrorBody
 from promptblame.api.json_body import json_router
@@ -21,7 +23,7 @@ from promptblame.api.state import AdminKey, AppKey, IngestKey, ReadKey, State
 from promptblame.errors import NotFound
 from promptblame.ingest.contracts import PromptVersionIn
 from promptblame.releases import labels
-from promptblame.releases.resolve import resolve
+from promptblame.releases.resolve import Miss, resolve
 
 router = json_router(prefix="/v1/prompts", tags=["prompts"])
 
@@ -133,7 +135,7 @@ def label_history(
 
 
 @router.get(f"/{{prompt_id:{TEXT}}}/resolve", responses=_NOT_FOUND)
-def resolve_prompt(
+async def resolve_prompt(
     prompt_id: PathName,
     state: State,
     key: AppKey,
@@ -142,10 +144,16 @@ def resolve_prompt(
     unit: Annotated[str, Query(max_length=256)] = "",
 ) -> dict[str, Any]:
     """The version a label serves to a model, with its template: what an app fetches per call
-    (cached in the process; an ingest or a read key)."""
-    return resolve(
-        state.store, state.releases, key.project_id, prompt_id, label=label, model=model, unit=unit
-    )
+    (an ingest or a read key). Answered in the event loop from the process's cache; only a miss
+    reads the store, in the thread pool."""
+    answer = partial(
+        resolve, cache=state.releases, project_id=key.project_id, prompt_id=prompt_id,
+        label=label, model=model, unit=unit,
+    )  # fmt: skip
+    try:
+        return answer(store=None)
+    except Miss:
+        return await run_in_threadpool(answer, store=state.store)
 
 
 def _public(row: dict[str, Any]) -> dict[str, Any]:

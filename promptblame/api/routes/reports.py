@@ -353,10 +353,15 @@ def experiment(
     since: Instant | None = None,
     until: Instant | None = None,
 ) -> Response:
-    """Every arm vs control on every metric, as GET /v1/experiments/{experiment}."""
+    """Every arm vs control on every metric, as GET /v1/experiments/{experiment} (a rollout's
+    step included: its incumbent, split and always-valid inference by default)."""
     p = _reader(request, state)
     if p is None:
         return _to_login(request)
+    served = rollouts.served_experiment(state.store, p.project_id, experiment)
+    if served is not None:
+        control = control or "incumbent"
+        split = split or f"candidate:{served:g},incumbent:{100 - served:g}"
     spec = ExperimentSpec(
         experiment=experiment,
         metrics=metric,
@@ -364,6 +369,7 @@ def experiment(
         split=_parse_split(split) if split else None,
         source=source,
         alpha=alpha,
+        sequential=served is not None,
         base=ResponseFilter(since=utc(since), until=utc(until)),
     )
     return _html(

@@ -491,6 +491,18 @@ def served_experiment(store: Store, project_id: str, experiment: str) -> float |
     return float(steps[int(step)]) if int(step) < len(steps) else None
 
 
+def experiment_defaults(
+    store: Store, project_id: str, experiment: str, control: str, split: str
+) -> tuple[str, str, bool]:
+    """(control, split, watched): a rollout's step compares against its incumbent with the
+    step's split and always-valid inference unless the caller says otherwise."""
+    served = served_experiment(store, project_id, experiment)
+    if served is None:
+        return control, split, False
+    default_split = f"candidate:{served:g},incumbent:{100 - served:g}"
+    return control or "incumbent", split or default_split, True
+
+
 def percent_of(st: dict[str, Any]) -> float:
     """The candidate's share of traffic now (a step's percent)."""
     return float(json.loads(st["config"])["steps"][st["step"]])

@@ -121,10 +121,9 @@ def experiment(
     incumbent is the control, its split the expected shares, and always-valid inference the
     default, since it is looked at while it runs."""
     state.store.materialize_scores()
-    served = rollouts.served_experiment(state.store, key.project_id, experiment)
-    if served is not None:
-        control = control or "incumbent"
-        split = split or f"candidate:{served:g},incumbent:{100 - served:g}"
+    control, split, watched = rollouts.experiment_defaults(
+        state.store, key.project_id, experiment, control, split
+    )
     spec = ExperimentSpec(
         experiment=experiment,
         metrics=metric,
@@ -132,7 +131,7 @@ def experiment(
         split=_parse_split(split) if split else None,
         source=source,
         alpha=alpha,
-        sequential=served is not None if sequential is None else sequential,
+        sequential=watched if sequential is None else sequential,
         base=ResponseFilter(since=utc(since), until=utc(until)),
     )
     return experiment_report(state.store, key.project_id, spec)

@@ -358,10 +358,9 @@ def experiment(
     p = _reader(request, state)
     if p is None:
         return _to_login(request)
-    served = rollouts.served_experiment(state.store, p.project_id, experiment)
-    if served is not None:
-        control = control or "incumbent"
-        split = split or f"candidate:{served:g},incumbent:{100 - served:g}"
+    control, split, watched = rollouts.experiment_defaults(
+        state.store, p.project_id, experiment, control, split
+    )
     spec = ExperimentSpec(
         experiment=experiment,
         metrics=metric,
@@ -369,7 +368,7 @@ def experiment(
         split=_parse_split(split) if split else None,
         source=source,
         alpha=alpha,
-        sequential=served is not None,
+        sequential=watched,
         base=ResponseFilter(since=utc(since), until=utc(until)),
     )
     return _html(

@@ -45,11 +45,17 @@ class ChartData:
 
 
 def read_chart(
-    svg: str, ids: tuple[str, ...] = ("level-before", "level-after", "trend")
+    svg: str,
+    ids: tuple[str, ...] = ("level-before", "level-after", "trend"),
+    *,
+    series_id: str = "series",
+    axes: tuple[str, str] = ("matplotlib.axis_2", "matplotlib.axis_3"),
 ) -> ChartData:
+    """`axes`: the ids of the y axis the values are read through (the incident chart's top
+    axes) and of the x axis with the time labels (its bottom axes, shared)."""
     root = ET.fromstring(svg)  # noqa: S314 (our own chart, made by matplotlib in the test)
-    yaxis = _group(root, "matplotlib.axis_2")  # the top axes' y axis
-    xaxis = _group(root, "matplotlib.axis_3")  # the bottom axes' x axis (shared)
+    yaxis = _group(root, axes[0])
+    xaxis = _group(root, axes[1])
     assert yaxis is not None and xaxis is not None
     ticks = [(y, float(t.replace("%", "").replace("−", "-"))) for y, t in _ticks(yaxis, "y")]
     slope, icept = np.polyfit([p for p, _ in ticks], [v for _, v in ticks], 1)
@@ -57,7 +63,7 @@ def read_chart(
     def value(px: float) -> float:
         return float(slope * px + icept)
 
-    series = _group(root, "series")
+    series = _group(root, series_id)
     assert series is not None
     lines = {}
     for gid in ids:

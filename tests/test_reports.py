@@ -553,3 +553,57 @@ def test_a_response_page_shows_every_score_and_the_same_eval_case_under_the_othe
     failing = page(client, "/reports/responses?metric=correct&max=0&q=Sure!&app=bot", key)
     got = set(re.findall(r'href="/reports/responses/(case-[^"]+)"', failing))
     assert got == {"case-c1-v2", "case-c3-v2"}  # text and score: only the cases that regressed
+
+
+def test_a_rollout_page_charts_each_guardrails_estimates_ending_at_the_watchs_number(
+    client, key, embedded_store
+):
+    """The guardrail chart's points are the watch's estimates on the data up to each time
+    bucket, the last one the estimate the API and the table show now; the allowed drop is
+    drawn where the guardrail says."""
+    from promptblame.releases import labels, rollouts
+    from promptblame.releases.rollouts import RolloutIn
+    from promptblame.reports.data import rollout_charts
+
+    store, rng, rid = embedded_store, np.random.default_rng(11), "gr-rollout"
+    for v in ("v1", "v2"):
+        store.put_prompt_version("acme", prompt_id="gr", version=v, template=v,
+                                 content_hash=v, author="", labels=[], created_at=START)  # fmt: skip
+    labels.move(store, "acme", labels.Move(prompt_id="gr", label="production", version="v1"),
+                protected=frozenset())  # fmt: skip
+    t0 = datetime.now(UTC) - timedelta(minutes=50)
+    events, scores = [], []
+    for i in range(1200):
+        variant = "candidate" if i % 2 else "incumbent"
+        events.append(ResponseEvent(
+            event_id=f"gr{i}", ts=t0 + timedelta(seconds=2 * i), app="bot", model="m",
+            prompt_id="gr", prompt_version="v2" if i % 2 else "v1",
+            experiment=f"{rid}/0", variant=variant,
+        ))  # fmt: skip
+        good = rng.random() < (0.75 if variant == "candidate" else 0.8)
+        scores.append(ScoreEvent(event_id=f"gr{i}", name="gr_ok", value=float(good)))
+    now = datetime.now(UTC)
+    store.insert("responses", responses_table("acme", events, now))
+    store.insert("scores", scores_table("acme", scores, now))
+    store.materialize_scores()
+    spec = RolloutIn.model_validate({
+        "prompt_id": "gr", "label": "production", "candidate": "v2", "steps": [50, 100],
+        "guardrails": [{"metric": "gr_ok", "max_drop": 0.02}], "rollout_id": rid,
+        "min_responses_per_step": 10**6,
+    })  # fmt: skip
+    st = rollouts.start(store, "acme", spec, key_id="k", protected=frozenset())
+    api = rollouts.public(store, "acme", st, live=True)["guardrails"][0]
+    path = rollouts.guardrail_paths(store, "acme", st)["gr_ok"]["candidate"]
+    assert len(path) >= 20 and path[-1][1].effect == pytest.approx(api["effect"])
+    (chart,) = rollout_charts(store, "acme", st)
+    drawn = read_chart(
+        chart["svg"], ("allowed-drop",), series_id="effect-candidate",
+        axes=("matplotlib.axis_2", "matplotlib.axis_1"),
+    )  # fmt: skip
+    assert [y for _, y in drawn.series] == pytest.approx(
+        [100 * c.effect for _, c in path], abs=0.05
+    )
+    assert drawn.lines["allowed-drop"][0][1] == pytest.approx(-2.0, abs=0.05)
+    html = unescape(page(client, f"/reports/rollouts/{rid}", key))
+    assert "Guardrails over time" in html and html.count('<svg role="img"') == 1
+    assert f"{100 * api['effect']:+.1f} pt".replace("-", "−") in html

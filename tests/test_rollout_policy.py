@@ -144,3 +144,57 @@ def test_a_step_advances_only_with_its_minimum_responses_and_minutes():
 def test_unusable_steps_say_why(steps, why):
     assert why in (validate_steps(steps) or "")
     assert validate_steps([1, 5, 25, 50, 100]) is None
+
+
+# -- live experiments: a fixed split of several variants, no promotion --------------------------
+
+EXPERIMENT = Plan(
+    steps=(),
+    min_responses_per_step=0,
+    min_minutes_per_step=0,
+    guardrails=(Guardrail(metric="ok", max_drop=0.0),),
+)
+WEIGHTS = [("v3", 50.0), ("v4", 25.0), ("v5", 25.0)]
+
+
+def experiment_look(counts: dict[str, int], rates: dict[str, float]):
+    from promptblame.releases.policy import decide_experiment
+
+    metrics = {"ok": {v: rate(counts[v], rates[v]) for v in counts}}
+    return decide_experiment(
+        EXPERIMENT, control="v3", weights=WEIGHTS, counts=counts, metrics=metrics
+    )
+
+
+def test_an_experiment_names_the_regressed_variant_and_never_promotes_a_good_one():
+    counts = {"v3": 2000, "v4": 1000, "v5": 1000}
+    bad = experiment_look(counts, {"v3": 0.80, "v4": 0.80, "v5": 0.65})
+    assert bad.action == "rollback" and bad.reason.startswith("variant v5: ok −15.0 pt")
+    assert [(c.arm, c.regressed) for c in bad.checks] == [("v4", False), ("v5", True)]
+    good = experiment_look(counts, {"v3": 0.80, "v4": 0.90, "v5": 0.80})
+    assert good.action == "wait" and "no automatic promotion" in good.reason
+
+
+def test_an_experiment_whose_logged_shares_miss_its_split_pauses():
+    d = experiment_look({"v3": 2000, "v4": 1000, "v5": 600}, {"v3": 0.8, "v4": 0.8, "v5": 0.8})
+    assert d.action == "pause" and "v5 16.7 % (of 25 %)" in d.reason
+
+
+def test_an_experiment_splits_each_guardrails_alpha_over_its_variants():
+    """Bonferroni: with two variants against the control, each comparison runs at alpha / 2,
+    the interval of a 2-variant experiment is the one a single comparison gets at alpha / 2."""
+    from promptblame.releases.policy import check
+
+    counts = {"v3": 2000, "v4": 1000, "v5": 1000}
+    d = experiment_look(counts, {"v3": 0.80, "v4": 0.78, "v5": 0.80})
+    alone = check(Guardrail(metric="ok", alpha=0.025), rate(2000, 0.80), rate(1000, 0.78))
+    assert (d.checks[0].low, d.checks[0].high) == (alone.low, alone.high)
+
+
+def test_a_split_must_have_two_variants_summing_to_100():
+    from promptblame.releases.policy import validate_split
+
+    assert validate_split({"v3": 50, "v4": 50}) is None
+    assert "sum to 100" in str(validate_split({"v3": 50, "v4": 40}))
+    assert "two variants" in str(validate_split({"v3": 100}))
+    assert "(0, 100)" in str(validate_split({"v3": 0, "v4": 100}))

@@ -155,6 +155,55 @@ def test_lost_logs_on_one_arm_pause_the_rollout_instead_of_rolling_it_back(live)
     assert again.status_code == 409 and "aborted" in again.json()["detail"]
 
 
+def test_a_live_experiment_serves_fixed_shares_stickily_and_ends_on_its_bad_variant(live):
+    """A fixed split of three variants on the label (now serving v3, the control): each user
+    keeps one variant, the client's local assignment equals the server's, the experiment's
+    analysis defaults to the control and its split, and the 10-point-worse variant ends it."""
+    moved = live.call("PUT", "/v1/prompts/answer/labels/production",
+                      json={"version": "v3", "force": True, "reason": "control"})  # fmt: skip
+    assert moved.status_code == 200, moved.text
+    variants = {"v3": 50, "v2": 25, "v4": 25}
+    body = {
+        "prompt_id": "answer", "label": "production", "experiment_id": "tone-ab",
+        "variants": variants,
+        "guardrails": [{"metric": "quoted"}], "force": True, "reason": "live A/B",
+    }  # fmt: skip
+    for bad, field in (
+        ({"variants": {"v3": 50, "v2": 40}}, "body.variants"),
+        ({"variants": {"v2": 50, "v4": 50}}, "variants"),
+        ({"variants": {"v3": 50, "v9": 50}}, "variants.v9"),
+    ):
+        r = live.call("POST", "/v1/experiments", json={**body, **bad})
+        assert r.status_code == 422 and r.json()["detail"][0]["field"] == field, r.text
+    r = live.call("POST", "/v1/experiments", json=body)
+    assert r.status_code == 201, r.text
+    assert r.json()["kind"] == "experiment" and r.json()["split"] == variants
+    served = {}
+    for i in range(300):
+        doc = live.call("GET", "/v1/prompts/answer/resolve", params={"unit": f"u{i}"}).json()
+        assert doc["experiment"] == "tone-ab" and doc["variant"] == doc["version"]
+        served[f"u{i}"] = doc["version"]
+    shares = {v: list(served.values()).count(v) / 300 for v in variants}
+    assert shares["v3"] == pytest.approx(0.5, abs=0.1) and min(shares.values()) > 0.15
+    with Client(live.url, live.key, app="bot") as pb:
+        assert all(pb.get_prompt("answer", unit=u).version == v for u, v in served.items())
+    promote = live.call("POST", "/v1/rollouts/tone-ab/promote")
+    assert promote.status_code == 409 and "no promotion" in promote.json()["detail"]
+
+    state = run_app(live, "tone-ab", seed=4)
+    assert state["state"] == "rolled_back", state["log"][-1]
+    assert state["log"][-1]["reason"].startswith("variant v2: quoted −")
+    assert all(len(v) == 1 for v in state["served"].values())  # sticky: one variant per user
+    inc = live.call("GET", "/v1/incidents/rollout-tone-ab").json()
+    assert inc["culprit"] == "prompt answer@v2"
+    assert inc["summary"].startswith("ended experiment tone-ab: answer@v2 (25 %) → answer@v3")
+    assert live.call("GET", "/v1/prompts/answer/resolve").json()["version"] == "v3"
+    exp = live.call("GET", "/v1/experiments/tone-ab", params={"metric": "quoted"}).json()
+    assert exp["control"] == "v3" and set(exp["arms"]) == {"v2", "v3", "v4"}
+    assert exp["srm"]["expected_split"] == "given" and not exp["srm"]["mismatch"]
+    assert all(r["sequential"] for r in exp["results"])
+
+
 def test_kill_9_during_rollouts_never_skips_repeats_or_loses_a_decision(tmp_path):
     """The server is killed every few seconds while apps ramp two rollouts (one bad, one good)
     and restarted on the same data: each rollout's log is one chain (start, one advance per

@@ -469,6 +469,15 @@ def _start_rollout(w: World) -> None:
     assert b_rollouts(w) == before
 
 
+@case("POST", "/v1/experiments")
+def _start_experiment(w: World) -> None:
+    """B's prompt and label are unknown to A's key: nothing starts on B's traffic."""
+    before = b_rollouts(w)
+    body = {"prompt_id": f"{B}-prompt", "label": f"{B}-label", "variants": {"b1": 50, "v1": 50}}
+    assert w.call(A, "POST", "/v1/experiments", json=body).status_code == 404
+    assert b_rollouts(w) == before
+
+
 @case("GET", "/v1/rollouts")
 def _list_rollouts(w: World) -> None:
     mine = w.call(A, "GET", "/v1/rollouts").json()["rollouts"]

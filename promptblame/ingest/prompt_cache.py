@@ -81,7 +81,8 @@ class Prompt:
         variant = arm_of(doc, unit)
         if variant:
             split = doc["split"]
-            doc = {**doc, **split[variant], "variant": variant, "experiment": split["experiment"]}
+            served = next(a for a in split["arms"] if a["variant"] == variant)
+            doc = {**doc, **served, "experiment": split["experiment"]}
         return cls(
             prompt_id=str(doc["prompt_id"]),
             version=str(doc.get("version") or ""),
@@ -99,12 +100,12 @@ Key = tuple[str, str, str]  # prompt id, label, model
 
 
 def arm_of(doc: dict[str, Any], unit: str) -> str | None:
-    """The unit's arm when the answer carries a rollout's split (the server's hash)."""
+    """The unit's arm when the answer carries a rollout's or experiment's split (the server's
+    hash)."""
     split = doc.get("split")
     if not split or not unit:
         return None
-    p = float(split["percent"])
-    return arm(split["seed"], unit, [("candidate", p), ("incumbent", 100 - p)])
+    return arm(split["seed"], unit, [(a["variant"], float(a["percent"])) for a in split["arms"]])
 
 
 class _Entry:

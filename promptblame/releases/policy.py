@@ -15,6 +15,10 @@ over the same window is a clean experiment. At each look (the job runs every min
    below −max_drop (points, or relative to the incumbent's mean): → `on_regression`.
 3. Otherwise, when the step has its minimum candidate responses and minutes: the next step;
    reaching 100 % completes the rollout (the label moves to the candidate).
+
+A live experiment (`decide_experiment`) is the same watch without a ramp: a fixed split of
+several variants, each compared with the control; SRM pauses, a regressed variant ends the
+experiment (or pauses it), and nothing is ever promoted automatically.
 """
 
 from __future__ import annotations
@@ -22,7 +26,8 @@ from __future__ import annotations
 import itertools
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from datetime import datetime
 from typing import Literal
 
 from promptblame.analysis.moments import Moments
@@ -76,6 +81,7 @@ class Check:
     regressed: bool
     rate: bool = False  # a pass/fail metric (every value 0 or 1): shown in points
     reason: str | None = None
+    arm: str = "candidate"  # the variant compared with the control (experiments name it)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -160,6 +166,88 @@ def decide(plan: Plan, look: Look) -> Decision:
             srm=ratio,
         )
     return Decision(action="wait", reason="step minimums not reached", checks=checks, srm=ratio)
+
+
+def decide_experiment(
+    plan: Plan,
+    *,
+    control: str,
+    weights: Sequence[tuple[str, float]],
+    counts: Mapping[str, int],
+    metrics: Mapping[str, Mapping[str, Moments]],
+) -> Decision:
+    """One look at a fixed-split experiment: `weights` are (variant, percent) with the
+    control among them, `metrics` each guardrail's moments per variant. Each guardrail's alpha
+    is split over the variants compared with the control (Bonferroni), so the chance that any
+    harmless variant ever ends the experiment stays within it."""
+    others = max(1, len(weights) - 1)
+    ratio = None
+    if sum(counts.values()) >= SRM_MIN_RESPONSES:
+        ratio = always_valid_srm(
+            observed=[counts.get(v, 0) for v, _ in weights],
+            expected=[w for _, w in weights],
+            alpha=SRM_ALPHA,
+        )
+    checks = tuple(
+        replace(check(replace(g, alpha=g.alpha / others), by_arm.get(control, _NONE), m), arm=v)
+        for g in plan.guardrails
+        for by_arm in [metrics.get(g.metric, {})]
+        for v, _ in weights
+        if v != control
+        for m in [by_arm.get(v, _NONE)]
+    )
+    if ratio is not None and ratio.mismatch:
+        total = max(1, sum(counts.values()))
+        got = ", ".join(
+            f"{v} {100 * counts.get(v, 0) / total:.1f} % (of {_pct(w)})" for v, w in weights
+        )
+        return Decision(
+            action="pause",
+            reason=f"sample ratio mismatch: logged shares {got} (p = {ratio.p_value:.1g});"
+            " logs are missing or the split is broken, so no comparison can be trusted",
+            checks=checks,
+            srm=ratio,
+        )
+    bad = [c for c in checks if c.regressed]
+    if bad:
+        return Decision(
+            action=plan.on_regression,
+            reason="; ".join(f"variant {c.arm}: {_regressed(c)}" for c in bad),
+            checks=checks,
+            srm=ratio,
+        )
+    return Decision(
+        action="wait",
+        reason="a fixed split: no automatic promotion (end it and move the label to the winner)",
+        checks=checks,
+        srm=ratio,
+    )
+
+
+def guardrail_path(
+    g: Guardrail,
+    incumbent: Mapping[datetime, Moments],
+    candidate: Mapping[datetime, Moments],
+) -> list[tuple[datetime, Check]]:
+    """The guardrail's check after each time bucket, on everything up to its end: what a look
+    at that moment saw (the always-valid interval may be read at every one of them)."""
+    out = []
+    inc = cand = _NONE
+    for t in sorted(set(incumbent) | set(candidate)):
+        inc, cand = inc + incumbent.get(t, _NONE), cand + candidate.get(t, _NONE)
+        out.append((t, check(g, inc, cand)))
+    return out
+
+
+def validate_split(split: Mapping[str, float]) -> str | None:
+    """Why an experiment's split is unusable, or None."""
+    if len(split) < 2:
+        return "give at least two variants"
+    if any(not 0 < w < 100 for w in split.values()):
+        return "each variant's share is a percent in (0, 100)"
+    if abs(sum(split.values()) - 100) > 1e-6:
+        return f"the shares must sum to 100 (they sum to {sum(split.values()):g})"
+    return None
 
 
 def guard_num(x: float | None, rate: bool) -> str:

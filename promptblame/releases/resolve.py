@@ -18,7 +18,7 @@ from typing import Any
 
 from promptblame.errors import NotFound
 from promptblame.releases.labels import check_label, pointers
-from promptblame.releases.rollouts import ACTIVE, percent_of, serving
+from promptblame.releases.rollouts import ACTIVE, arms_of, serving
 from promptblame.store import Store
 
 _MAX_VERSIONS = 10_000  # cached templates (each may be large: bounded)
@@ -97,10 +97,10 @@ def resolve(
 ) -> dict[str, Any]:
     """The version `label` serves to `model` (its own pointer, else the label's default).
 
-    While a rollout splits the pointer's traffic, `unit` (a user, session or conversation)
-    decides, stickily, whether it gets the candidate or the incumbent: `variant` says which and
-    `experiment` names the rollout (the app logs both with the response). Without a rollout
-    every unit gets the label's version and both are None. With store=None it answers from the
+    While a rollout or an experiment splits the pointer's traffic, `unit` (a user, session or
+    conversation) decides, stickily, which arm it gets: `variant` says which and `experiment`
+    names the rollout's step or the experiment (the app logs both with the response). Without
+    one every unit gets the label's version and both are None. With store=None it answers from the
     cache alone or raises Miss (the API does that in the event loop first)."""
     check_label(label)
     cached = cache.pointers(store, project_id, prompt_id)
@@ -122,9 +122,10 @@ def resolve(
         split = {  # for clients that assign their units themselves (the Python client does)
             "seed": st["rollout_id"],
             "experiment": experiment,
-            "percent": percent_of(st),
-            "incumbent": _version(store, cache, project_id, prompt_id, st["incumbent"]),
-            "candidate": _version(store, cache, project_id, prompt_id, st["candidate"]),
+            "arms": [
+                {"variant": v, "percent": w, **_version(store, cache, project_id, prompt_id, ver)}
+                for v, ver, w in arms_of(st)
+            ],
         }
     return {
         **_version(store, cache, project_id, prompt_id, version),

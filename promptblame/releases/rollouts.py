@@ -15,6 +15,10 @@ While a rollout is running or paused, resolving its label splits units between t
 (the label's version) and the candidate by the current step's percent (`splits`); responses
 logged with what was served carry experiment = `<rollout id>/<step>` and variant = incumbent or
 candidate, which is what the watch compares.
+
+A live experiment is a rollout without a ramp (`ExperimentIn`): a fixed split of the label's
+traffic between its version (the control) and other variants, watched the same way, never
+promoted automatically. Its responses carry experiment = `<id>` and variant = the version.
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ import json
 import logging
 import uuid
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Literal
 
@@ -81,6 +85,36 @@ class RolloutIn(BaseModel):
         return steps
 
 
+class ExperimentIn(BaseModel):
+    """A live A/B experiment of prompt variants on a label: a fixed split, no promotion."""
+
+    model_config = ConfigDict(extra="forbid")
+    prompt_id: Name
+    label: Annotated[str, Field(min_length=1, max_length=64)]
+    model: Annotated[str, Field(max_length=256)] = ""
+    variants: dict[Name, Annotated[float, Field(allow_inf_nan=False)]] = Field(
+        description="version → percent of the label's traffic; the label's version is the"
+        " control and must be one of them",
+        examples=[{"v3": 50, "v4": 25, "v5": 25}],
+    )
+    guardrails: Annotated[list[GuardrailIn], Field(max_length=20)] = []
+    on_regression: Literal["rollback", "pause"] = "rollback"
+    on_srm: Literal["pause"] = "pause"
+    reason: Annotated[str, Field(max_length=2000)] = ""
+    force: bool = Field(False, description="past a protected label's gate rule, with a reason")
+    experiment_id: Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")] | None = (
+        Field(None, description="a name of your own (unique in the project); default: generated")
+    )
+
+    @field_validator("variants")
+    @classmethod
+    def _variants(cls, variants: dict[str, float]) -> dict[str, float]:
+        why = policy.validate_split(variants)
+        if why:
+            raise ValueError(why)
+        return variants
+
+
 @dataclass
 class RolloutRun:
     looked: int = 0
@@ -90,9 +124,9 @@ class RolloutRun:
 def plan_of(state: dict[str, Any]) -> policy.Plan:
     c = json.loads(state["config"])
     return policy.Plan(
-        steps=tuple(c["steps"]),
-        min_responses_per_step=c["min_responses_per_step"],
-        min_minutes_per_step=c["min_minutes_per_step"],
+        steps=tuple(c.get("steps", ())),
+        min_responses_per_step=c.get("min_responses_per_step", 0),
+        min_minutes_per_step=c.get("min_minutes_per_step", 0.0),
         guardrails=tuple(
             policy.Guardrail(
                 metric=g["metric"],
@@ -111,13 +145,14 @@ def plan_of(state: dict[str, Any]) -> policy.Plan:
 def start(
     store: Store,
     project_id: str,
-    spec: RolloutIn,
+    spec: RolloutIn | ExperimentIn,
     *,
     key_id: str,
     protected: frozenset[str],
     now: datetime | None = None,
 ) -> dict[str, Any]:
-    """Validate against what is stored and start at the first step."""
+    """Validate against what is stored and start: a rollout at its first step, an experiment
+    at its split."""
     now = now or datetime.now(UTC)
     labels.check_label(spec.label)
     pointer = labels.current(store, project_id, spec.prompt_id, spec.label, spec.model)
@@ -128,20 +163,20 @@ def start(
             + ": point it at the incumbent version first"
         )
     incumbent = pointer["to_version"]
-    if store.get_prompt_version(project_id, spec.prompt_id, spec.candidate) is None:
-        raise InvalidArgument("candidate", f"{spec.prompt_id}@{spec.candidate} is not registered")
-    if spec.candidate == incumbent:
-        raise InvalidArgument("candidate", f"the label already serves {incumbent!r}")
-    known = {e["name"] for e in store.evaluators(project_id) if not e["removed"]} | {
-        g.metric for g in spec.guardrails if store.score_sources(project_id, g.metric)
-    }
-    for i, g in enumerate(spec.guardrails):
-        if g.metric not in BUILTIN_METRICS and g.metric not in known:
+    if isinstance(spec, RolloutIn):
+        if spec.candidate == incumbent:
+            raise InvalidArgument("candidate", f"the label already serves {incumbent!r}")
+        news = {"candidate": spec.candidate}
+    else:
+        if incumbent not in spec.variants:
             raise InvalidArgument(
-                f"guardrails.{i}.metric",
-                f"{g.metric!r} is not a score of this project, an evaluator, nor a response.*"
-                " metric",
+                "variants", f"the label serves {incumbent!r}: it is the control, give its share"
             )
+        news = {f"variants.{v}": v for v in spec.variants if v != incumbent}
+    for field_name, version in news.items():
+        if store.get_prompt_version(project_id, spec.prompt_id, version) is None:
+            raise InvalidArgument(field_name, f"{spec.prompt_id}@{version} is not registered")
+    _check_guardrails(store, project_id, spec.guardrails)
     busy = [
         s
         for s in store.rollout_states(project_id)
@@ -152,23 +187,30 @@ def start(
         raise Conflict(
             f"rollout {busy[0]['rollout_id']} is already {busy[0]['state']} on this label"
         )
-    move = labels.Move(
-        prompt_id=spec.prompt_id,
-        label=spec.label,
-        model=spec.model,
-        version=spec.candidate,
-        reason=spec.reason,
-        force=spec.force,
-    )
-    if move.force and not move.reason.strip():
+    if spec.force and not spec.reason.strip():
         raise InvalidArgument("reason", "a forced rollout needs a reason")
-    forced = labels.check_gate(store, project_id, move, protected)
-    rid = spec.rollout_id or f"{spec.prompt_id}.{spec.label}.{uuid.uuid4().hex[:8]}"
+    forced = False
+    for version in news.values():  # every version served to users passes the label's rule
+        move = labels.Move(
+            prompt_id=spec.prompt_id,
+            label=spec.label,
+            model=spec.model,
+            version=version,
+            reason=spec.reason,
+            force=spec.force,
+        )
+        forced = labels.check_gate(store, project_id, move, protected) or forced
+    name = spec.rollout_id if isinstance(spec, RolloutIn) else spec.experiment_id
+    rid = name or f"{spec.prompt_id}.{spec.label}.{uuid.uuid4().hex[:8]}"
     if store.rollout_states(project_id, rid):
-        raise Conflict(f"a rollout named {rid!r} exists already")
-    config = spec.model_dump(
-        exclude={"prompt_id", "label", "model", "candidate", "reason", "rollout_id"}
-    )
+        raise Conflict(f"a rollout or experiment named {rid!r} exists already")
+    own = {"prompt_id", "label", "model", "candidate", "reason", "rollout_id", "experiment_id"}
+    config = spec.model_dump(exclude=own | {"variants"})
+    if isinstance(spec, RolloutIn):
+        reason = f"{spec.prompt_id}@{spec.candidate} at {spec.steps[0]:g} %"
+    else:
+        config.update(kind="experiment", split=spec.variants)
+        reason = "experiment " + ", ".join(f"{v} {w:g} %" for v, w in spec.variants.items())
     config.update(started_at=now.isoformat(), forced=forced)
     first = {
         "rollout_id": rid,
@@ -178,19 +220,36 @@ def start(
         "label": spec.label,
         "model": spec.model,
         "incumbent": incumbent,
-        "candidate": spec.candidate,
+        "candidate": ",".join(news.values()),
         "config": json.dumps(config),
         "state": "running",
         "step": 0,
         "step_started_at": now,
         "action": "start",
-        "reason": spec.reason or f"{spec.prompt_id}@{spec.candidate} at {spec.steps[0]:g} %",
+        "reason": spec.reason or reason,
         "detail": "{}",
         "key_id": key_id,
     }
     if not store.claim_rollout_event(project_id, first):  # started twice at the same moment
         raise Conflict(f"a rollout named {rid!r} was started meanwhile")
     return get(store, project_id, rid)
+
+
+def _check_guardrails(store: Store, project_id: str, guardrails: list[GuardrailIn]) -> None:
+    known = {e["name"] for e in store.evaluators(project_id) if not e["removed"]} | {
+        g.metric for g in guardrails if store.score_sources(project_id, g.metric)
+    }
+    for i, g in enumerate(guardrails):
+        if g.metric not in BUILTIN_METRICS and g.metric not in known:
+            raise InvalidArgument(
+                f"guardrails.{i}.metric",
+                f"{g.metric!r} is not a score of this project, an evaluator, nor a response.*"
+                " metric",
+            )
+
+
+def is_experiment(st: dict[str, Any]) -> bool:
+    return json.loads(st["config"]).get("kind") == "experiment"
 
 
 def get(store: Store, project_id: str, rollout_id: str) -> dict[str, Any]:
@@ -247,6 +306,11 @@ def act(
     }[action]
     if st["state"] not in allowed:
         raise Conflict(f"rollout {rollout_id} is {st['state']}: cannot {action} it")
+    if action == "promote" and is_experiment(st):
+        raise Conflict(
+            f"{rollout_id} is an experiment: it has no promotion; abort it, then move the label"
+            " to the variant you choose"
+        )
     to = {"pause": "paused", "resume": "running", "abort": "aborted", "promote": "completed"}
     reason = note or f"{action} by a person"
     steps = json.loads(st["config"])["steps"]
@@ -270,7 +334,7 @@ def look(
     changes, and counting those against the new split would look like a sample-ratio
     mismatch."""
     rid, step = st["rollout_id"], st["step"]
-    here = ResponseFilter(experiment=experiment_of(rid, step))
+    here = ResponseFilter(experiment=served_as(st))
     counts = store.group_counts(project_id, here, by="variant")
     apps = store.group_counts(project_id, here, by="app")
     metrics = {}
@@ -303,15 +367,51 @@ def look(
     return lk, max(apps, key=lambda a: apps[a]) if apps else ""
 
 
+def look_experiment(
+    store: Store, project_id: str, st: dict[str, Any], plan: policy.Plan
+) -> tuple[policy.Decision, dict[str, int], str]:
+    """The watch's decision on an experiment now, the responses per variant, and their app."""
+    here = ResponseFilter(experiment=served_as(st))
+    counts = store.group_counts(project_id, here, by="variant")
+    apps = store.group_counts(project_id, here, by="app")
+    weights = arms_of(st)
+    names = {v: ResponseFilter(experiment=served_as(st), variant=v) for v, _, _ in weights}
+    metrics = {}
+    for g in plan.guardrails:
+        m = store.group_moments(project_id, names, metric=g.metric, source=g.source)
+        metrics[g.metric] = {
+            v: Moments(int(r["n"]), float(r["total"]), float(r["total_sq"])) for v, r in m.items()
+        }
+    d = policy.decide_experiment(
+        plan,
+        control=st["incumbent"],
+        weights=[(v, w) for v, _, w in weights],
+        counts=counts,
+        metrics=metrics,
+    )
+    counts = {v: counts.get(v, 0) for v, _, _ in weights}
+    return d, counts, max(apps, key=lambda a: apps[a]) if apps else ""
+
+
+def decision(
+    store: Store, project_id: str, st: dict[str, Any]
+) -> tuple[policy.Decision, dict[str, int], str]:
+    """What the watch would do now, the responses per arm this step, and their app."""
+    plan = plan_of(st)
+    if is_experiment(st):
+        return look_experiment(store, project_id, st, plan)
+    lk, app = look(store, project_id, st, plan)
+    return policy.decide(plan, lk), dict(lk.step_counts), app
+
+
 def watch(store: Store, project_id: str, st: dict[str, Any], now: datetime) -> str | None:
     """One look at a running rollout; the action taken, if any."""
     plan = plan_of(st)
-    lk, app = look(store, project_id, st, plan)
-    d = policy.decide(plan, lk)
+    d, counts, app = decision(store, project_id, st)
     if d.action == "wait":
         return None
     detail = {
-        "counts": dict(lk.step_counts),
+        "counts": counts,
         "checks": [asdict(c) for c in d.checks],
         "srm_p": d.srm.p_value if d.srm else None,
         "app": app,
@@ -331,6 +431,51 @@ def watch(store: Store, project_id: str, st: dict[str, Any], now: datetime) -> s
     )  # fmt: skip
     reconcile(store, project_id, new)
     return d.action
+
+
+_BUCKETS = (60, 300, 900, 3600, 6 * 3600, 86400)
+
+
+def guardrail_paths(
+    store: Store, project_id: str, st: dict[str, Any], *, now: datetime | None = None
+) -> dict[str, dict[str, list[tuple[datetime, policy.Check]]]]:
+    """Each guardrail's estimate over time, per compared arm: the checks the watch would have
+    made at the end of each time bucket since the start (about 60 of them)."""
+    plan = plan_of(st)
+    started = datetime.fromisoformat(json.loads(st["config"])["started_at"])
+    span = ((now or datetime.now(UTC)) - started).total_seconds()
+    width = next((b for b in _BUCKETS if span / b <= 60), _BUCKETS[-1])
+    if is_experiment(st):
+        groups = {
+            (v, v): ResponseFilter(experiment=served_as(st), variant=v) for v, _, _ in arms_of(st)
+        }
+        pairs = [(v, st["incumbent"], v) for v, _, _ in arms_of(st) if v != st["incumbent"]]
+    else:
+        groups = {
+            (f"{v}/{s}", v): ResponseFilter(
+                experiment=experiment_of(st["rollout_id"], s), variant=v
+            )
+            for s in range(st["step"] + 1)
+            for v in ("incumbent", "candidate")
+        }
+        pairs = [("candidate", "incumbent", "candidate")]
+    out: dict[str, dict[str, list[tuple[datetime, policy.Check]]]] = {}
+    for g in plan.guardrails:
+        per: dict[str, dict[datetime, Moments]] = {}
+        for (_, arm_name), f in groups.items():
+            got = per.setdefault(arm_name, {})
+            for r in store.metric_series(
+                project_id, f, metric=g.metric, source=g.source, bucket_seconds=width
+            ):
+                m = Moments(int(r["n"]), float(r["total"]), float(r["total_sq"]))
+                got[r["bucket"]] = got.get(r["bucket"], Moments(0, 0.0, 0.0)) + m
+        if is_experiment(st):  # each variant against the control at its share of alpha
+            g = replace(g, alpha=g.alpha / max(1, len(pairs)))
+        out[g.metric] = {
+            name: policy.guardrail_path(g, per.get(control, {}), per.get(arm_name, {}))
+            for name, control, arm_name in pairs
+        }
+    return out
 
 
 def reconcile(store: Store, project_id: str, st: dict[str, Any]) -> None:
@@ -360,13 +505,23 @@ def _rollback_incident(store: Store, project_id: str, st: dict[str, Any]) -> Non
     bad = [c for c in detail.get("checks", []) if c["regressed"]]
     first = bad[0] if bad else {}
     plan = plan_of(st)
-    percent = plan.steps[st["step"]]
-    cand, inc = f"{st['prompt_id']}@{st['candidate']}", f"{st['prompt_id']}@{st['incumbent']}"
+    inc = f"{st['prompt_id']}@{st['incumbent']}"
     served = first.get("n_candidate", 0)
-    summary = (
-        f"rolled back {cand} → {inc} at {percent:g} % after {served:,} candidate responses: "
-        + st["reason"]
-    )
+    if is_experiment(st):  # the first regressed variant is the culprit
+        version = first.get("arm") or st["candidate"].split(",")[0]
+        percent = next((w for v, _, w in arms_of(st) if v == version), 0.0)
+        cand = f"{st['prompt_id']}@{version}"
+        summary = (
+            f"ended experiment {st['rollout_id']}: {cand} ({percent:g} %) → {inc} after"
+            f" {served:,} responses of {version}: " + st["reason"]
+        )
+    else:
+        percent = plan.steps[st["step"]]
+        cand = f"{st['prompt_id']}@{st['candidate']}"
+        summary = (
+            f"rolled back {cand} → {inc} at {percent:g} % after {served:,} candidate responses: "
+            + st["reason"]
+        )
     guard = next((g for g in plan.guardrails if g.metric == first.get("metric")), None)
     sign = 1.0 if guard is None or guard.higher_is_better else -1.0  # back to the metric's sign
 
@@ -475,52 +630,56 @@ def run_rollouts(
 
 
 def experiment_of(rollout_id: str, step: int) -> str:
-    """The experiment a response served under this step's split is logged with."""
+    """The experiment a response served under a rollout step's split is logged with."""
     return f"{rollout_id}/{step}"
 
 
-def served_experiment(store: Store, project_id: str, experiment: str) -> float | None:
-    """The candidate's percent when `experiment` is a rollout's step, else None."""
-    rid, sep, step = experiment.rpartition("/")
-    if not sep or not step.isdigit():
-        return None
-    states = store.rollout_states(project_id, rid)
-    if not states:
-        return None
-    steps = json.loads(states[0]["config"])["steps"]
-    return float(steps[int(step)]) if int(step) < len(steps) else None
+def served_as(st: dict[str, Any]) -> str:
+    """The experiment responses served by this rollout (its current step) or experiment carry."""
+    return st["rollout_id"] if is_experiment(st) else experiment_of(st["rollout_id"], st["step"])
+
+
+def arms_of(st: dict[str, Any]) -> list[tuple[str, str, float]]:
+    """(variant, version, percent) of what the label serves now. A rollout's candidate comes
+    first, so ramping it up only moves units from the incumbent (`splits`)."""
+    c = json.loads(st["config"])
+    if c.get("kind") == "experiment":
+        return [(v, v, float(w)) for v, w in c["split"].items()]
+    p = float(c["steps"][st["step"]])
+    return [("candidate", st["candidate"], p), ("incumbent", st["incumbent"], 100 - p)]
 
 
 def experiment_defaults(
     store: Store, project_id: str, experiment: str, control: str, split: str
 ) -> tuple[str, str, bool]:
-    """(control, split, watched): a rollout's step compares against its incumbent with the
-    step's split and always-valid inference unless the caller says otherwise."""
-    served = served_experiment(store, project_id, experiment)
-    if served is None:
+    """(control, split, watched): a rollout's step or a live experiment compares against the
+    label's version with the configured split and always-valid inference, unless the caller
+    says otherwise."""
+    rid, sep, step = experiment.rpartition("/")
+    rollout = sep and step.isdigit()
+    states = store.rollout_states(project_id, rid if rollout else experiment)
+    if not states or is_experiment(states[0]) == bool(rollout):
         return control, split, False
-    default_split = f"candidate:{served:g},incumbent:{100 - served:g}"
-    return control or "incumbent", split or default_split, True
-
-
-def percent_of(st: dict[str, Any]) -> float:
-    """The candidate's share of traffic now (a step's percent)."""
-    return float(json.loads(st["config"])["steps"][st["step"]])
+    st = states[0]
+    if rollout:
+        if int(step) >= len(json.loads(st["config"])["steps"]):
+            return control, split, False
+        st = {**st, "step": int(step)}
+    default = ",".join(f"{v}:{w:g}" for v, _, w in arms_of(st))
+    return control or ("incumbent" if rollout else st["incumbent"]), split or default, True
 
 
 def serving(
     states: list[dict[str, Any]], label: str, model: str, unit: str
 ) -> tuple[tuple[str, str, str], dict[str, Any]] | None:
-    """((version, variant, experiment), the rollout) when an active rollout splits this
-    pointer's traffic."""
+    """((version, variant, experiment), the rollout) when an active rollout or experiment
+    splits this pointer's traffic."""
     for st in states:
         if st["state"] in ACTIVE and (st["label"], st["model"]) == (label, model):
-            percent = percent_of(st)
-            variant = arm(
-                st["rollout_id"], unit, [("candidate", percent), ("incumbent", 100 - percent)]
-            )
-            version = st["candidate"] if variant == "candidate" else st["incumbent"]
-            return (version, variant, experiment_of(st["rollout_id"], st["step"])), st
+            arms = arms_of(st)
+            variant = arm(st["rollout_id"], unit, [(v, w) for v, _, w in arms])
+            version = next(version for v, version, _ in arms if v == variant)
+            return (version, variant, served_as(st)), st
     return None
 
 
@@ -529,8 +688,10 @@ def public(
 ) -> dict[str, Any]:
     """A rollout as the API shows it; with `live`, the watch's current estimates."""
     plan = plan_of(st)
+    experiment = is_experiment(st)
     out: dict[str, Any] = {
         "rollout_id": st["rollout_id"],
+        "kind": "experiment" if experiment else "rollout",
         "prompt_id": st["prompt_id"],
         "label": st["label"],
         "model": st["model"] or None,
@@ -538,18 +699,19 @@ def public(
         "candidate": st["candidate"],
         "state": st["state"],
         "step": st["step"],
-        "percent": plan.steps[st["step"]],
+        "percent": None if experiment else plan.steps[st["step"]],
         "steps": list(plan.steps),
+        "split": {v: w for v, _, w in arms_of(st)},
+        "experiment": served_as(st),
         "step_started_at": st["step_started_at"].isoformat(),
         "updated_at": st["claimed_at"].isoformat(),
         "reason": st["reason"],
         "config": json.loads(st["config"]),
     }
     if live:
-        lk, app = look(store, project_id, st, plan)
-        d = policy.decide(plan, lk)
+        d, counts, app = decision(store, project_id, st)
         out["app"] = app
-        out["responses_this_step"] = dict(lk.step_counts)
+        out["responses_this_step"] = counts
         out["guardrails"] = [asdict(c) for c in d.checks]
         out["srm_p"] = d.srm.p_value if d.srm else None
         out["next"] = {"action": d.action, "reason": d.reason}

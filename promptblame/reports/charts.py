@@ -14,7 +14,7 @@ import io
 import itertools
 import re
 import warnings
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -106,7 +106,7 @@ class Segment:
 class Marker:
     t: datetime
     label: str
-    kind: str  # prompt | model | label (a label move) | change
+    kind: str  # prompt | model | label (a label move) | rollout (a step or decision) | change
 
 
 def _plain(text: str) -> str:
@@ -235,11 +235,13 @@ def _metric(
         ax.set_ylim(max(low, -0.02), min(high, 1.02))
     top = ax.get_ylim()[1]
     for i, m in enumerate(markers):
-        color = {"prompt": PURPLE, "model": ORANGE, "label": PURPLE}.get(m.kind, RED)
+        color = {"prompt": PURPLE, "model": ORANGE, "label": PURPLE, "rollout": AMBER}.get(
+            m.kind, RED
+        )
         ax.axvline(
             _x(m.t),
             color=color,
-            linestyle={"change": "-", "label": "--"}.get(m.kind, ":"),
+            linestyle={"change": "-", "label": "--", "rollout": "-."}.get(m.kind, ":"),
             linewidth=1.6,
         )
         ax.annotate(
@@ -341,3 +343,84 @@ def effect_chart(
         ax.set_xlabel(f"effect (B − A){what} with confidence interval")
         ax.grid(axis="y", visible=False)
         return _svg(fig, "effects with confidence intervals")
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """A guardrail's estimate at one look: effect and always-valid bounds, negative = worse."""
+
+    t: datetime
+    effect: float
+    low: float | None
+    high: float | None
+
+
+def guardrail_chart(
+    paths: Mapping[str, Sequence[Estimate]],
+    markers: Sequence[Marker],
+    *,
+    metric: str,
+    threshold: float,
+    rate: bool,
+) -> str:
+    """Each compared arm's estimate over time with its always-valid 95% band, the zero line and
+    the allowed drop (crossing it with the whole band is what rolls back), decisions marked.
+    Rates in points, as the page's numbers; artists carry ids (`effect-<arm>`, `allowed-drop`)
+    so tests can read the plotted data back."""
+    k = 100.0 if rate else 1.0
+    unit = " (pt)" if rate else ""
+    with _style("g"):
+        widest = max((len(a) for a in paths), default=8)
+        fig = _figure(10.5, 3.4, left=0.8, right=min(0.6 + 0.075 * max(widest, 10), 3.0))
+        ax = fig.add_subplot()
+        times = [e.t for es in paths.values() for e in es]
+        if not times:
+            _empty(ax)
+            return _svg(fig, f"{metric}: no responses yet")
+        calm = [c for c in PALETTE if c != RED]
+        for i, (name, es) in enumerate(paths.items()):
+            color = calm[i % len(calm)]
+            ts = _x([e.t for e in es])
+            ax.fill_between(
+                ts,
+                _y([k * (e.low if e.low is not None else e.effect) for e in es]),
+                _y([k * (e.high if e.high is not None else e.effect) for e in es]),
+                color=color,
+                alpha=0.15,
+                linewidth=0,
+            )
+            ax.plot(
+                ts,
+                _y([k * e.effect for e in es]),
+                color=color,
+                linewidth=1.4,
+                marker="o" if len(es) < 3 else None,
+                label=_plain(f"{name} − control"),
+                gid=f"effect-{name}",
+            )
+        ax.axhline(0, color=INK, linewidth=0.9)
+        ax.axhline(
+            -k * threshold,
+            color=RED,
+            linestyle="--",
+            linewidth=1.2,
+            label="allowed drop",
+            gid="allowed-drop",
+        )
+        top = ax.get_ylim()[1]
+        for i, m in enumerate(markers):
+            ax.axvline(_x(m.t), color=MUTED, linestyle=":", linewidth=1.2)
+            ax.annotate(
+                _plain(m.label),
+                (_x(m.t), top),
+                xytext=(3, -4 - 12 * (i % 3)),
+                textcoords="offset points",
+                color=MUTED,
+                fontsize=9,
+                va="top",
+            )
+        ax.set_ylabel(_plain(f"{metric} effect{unit}"))
+        _dates(ax, times)
+        ax.margins(x=0.01)
+        ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8)
+        return _svg(fig, f"{metric}: estimate over time with always-valid 95% interval")

@@ -28,6 +28,7 @@ from promptblame.analysis.service import (
 )
 from promptblame.analysis.summary import mean_ci
 from promptblame.errors import NotFound
+from promptblame.releases import rollouts
 from promptblame.releases.incident import release_info
 from promptblame.reports import charts
 from promptblame.reports.words import (
@@ -496,9 +497,10 @@ def _incident_chart(
 def _label_moves(
     store: Store, project: str, cells: list[dict[str, Any]], since: datetime, until: datetime
 ) -> list[charts.Marker]:
-    """Label moves of the prompts on this chart: deploys the analysis knows the time of."""
+    """Label moves and rollout decisions of the prompts on this chart: deploys the analysis
+    knows the time of."""
     prompts = {str(c.get("prompt", "")).rpartition("@")[0] for c in cells}
-    return [
+    moves = [
         charts.Marker(
             e["claimed_at"],
             f"label {e['label']}{' (' + e['model'] + ')' if e['model'] else ''}"
@@ -507,7 +509,17 @@ def _label_moves(
         )
         for e in store.label_history(project)
         if e["prompt_id"] in prompts and since <= e["claimed_at"] <= until
-    ][-6:]
+    ]
+    for st in store.rollout_states(project):
+        if st["prompt_id"] not in prompts:
+            continue
+        log = store.rollout_log(project, st["rollout_id"])
+        start = [charts.Marker(log[0]["claimed_at"], "start", "rollout")] if log else []
+        for m in start + _decision_markers(st, log):
+            if since <= m.t <= until and m.label != "completed":  # a label move shows that
+                what = "experiment" if rollouts.is_experiment(st) else "rollout"
+                moves.append(charts.Marker(m.t, f"{what} {st['rollout_id']}: {m.label}", m.kind))
+    return sorted(moves, key=lambda m: m.t)[-6:]
 
 
 def _draw_incident(
@@ -937,6 +949,54 @@ def _cells(
         metric=metric,
         source=source,
     )
+
+
+_DECISION = {
+    "advance": "→ {pct}",
+    "complete": "completed",
+    "rollback": "rolled back",
+    "pause": "paused",
+    "resume": "resumed",
+    "abort": "aborted",
+    "promote": "promoted",
+}
+
+
+def _decision_markers(st: dict[str, Any], log: list[dict[str, Any]]) -> list[charts.Marker]:
+    steps = json.loads(st["config"]).get("steps") or [0]
+    return [
+        charts.Marker(
+            e["claimed_at"],
+            _DECISION[e["action"]].format(pct=f"{steps[min(e['step'], len(steps) - 1)]:g} %"),
+            "rollout",
+        )
+        for e in log
+        if e["action"] in _DECISION
+    ]
+
+
+def rollout_charts(store: Store, project: str, st: dict[str, Any]) -> list[dict[str, Any]]:
+    """Per guardrail, the chart of its estimates over time, with the decisions marked."""
+    plan = rollouts.plan_of(st)
+    markers = _decision_markers(st, store.rollout_log(project, st["rollout_id"]))
+    estimates = rollouts.guardrail_paths(store, project, st)
+    out = []
+    for g in plan.guardrails:
+        per_arm = estimates.get(g.metric, {})
+        checks = [c for path in per_arm.values() for _, c in path]
+        rate = bool(checks) and all(c.rate for c in checks if c.n_candidate)
+        threshold = checks[-1].threshold if checks else g.max_drop
+        paths = {
+            arm: [
+                charts.Estimate(t, c.effect, c.low, c.high) for t, c in path if c.effect is not None
+            ]
+            for arm, path in per_arm.items()
+        }
+        svg = charts.guardrail_chart(
+            paths, markers, metric=g.metric, threshold=threshold, rate=rate
+        )
+        out.append({"metric": g.metric, "svg": svg, "looks": sum(map(len, paths.values()))})
+    return out
 
 
 def _rollout_rows(store: Store, project: str) -> list[dict[str, Any]]:

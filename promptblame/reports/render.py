@@ -149,9 +149,14 @@ def render_rollouts(rows: list[dict[str, Any]], *, logout: bool = True) -> str:
     )
 
 
-def render_rollout(rollout: dict[str, Any], *, logout: bool = True) -> str:
-    """`rollout`: GET /v1/rollouts/{id}'s answer (the live estimates and the decision log)."""
-    return _render("rollout.html", api_base="", logout=logout, r=rollout, guard_num=guard_num)
+def render_rollout(
+    rollout: dict[str, Any], charts: list[dict[str, Any]], *, logout: bool = True
+) -> str:
+    """`rollout`: GET /v1/rollouts/{id}'s answer (the live estimates and the decision log);
+    `charts`: each guardrail's estimates over time (`data.rollout_charts`)."""
+    return _render(
+        "rollout.html", api_base="", logout=logout, r=rollout, charts=charts, guard_num=guard_num
+    )
 
 
 def render_prompt(view: PromptView, *, logout: bool = True) -> str:

@@ -117,9 +117,9 @@ def experiment(
     until: Instant | None = None,
 ) -> dict[str, Any]:
     """Every arm vs control over every metric, Holm/BH-corrected, with an SRM check. A
-    rollout's step (`<rollout id>/<step>`, what resolve serves) is an experiment too: its
-    incumbent is the control, its split the expected shares, and always-valid inference the
-    default, since it is looked at while it runs."""
+    rollout's step (`<rollout id>/<step>`) and a live experiment (`POST /v1/experiments`),
+    both served by resolve, default to the label's version as control, the configured split as
+    the expected shares, and always-valid inference, since they are looked at while they run."""
     state.store.materialize_scores()
     control, split, watched = rollouts.experiment_defaults(
         state.store, key.project_id, experiment, control, split

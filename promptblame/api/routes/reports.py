@@ -218,7 +218,8 @@ def rollout_page(
         return _to_login(request)
     st = rollouts.get(state.store, p.project_id, rollout_id)
     view = rollouts.public(state.store, p.project_id, st, live=True)
-    return _html(render_rollout(view, logout=_logout(state)))
+    charts = data.rollout_charts(state.store, p.project_id, st)
+    return _html(render_rollout(view, charts, logout=_logout(state)))
 
 
 @router.get("/jobs", response_class=HTMLResponse)

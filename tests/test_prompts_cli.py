@@ -101,6 +101,11 @@ def test_push_gate_label_resolve_and_roll_back_through_the_cli(tmp_path):
         bad = cli(data, "rollouts", "start", str(plan), *url)
         assert bad.returncode == 1 and "guardrails: Field required" in bad.stderr
         assert "line 4: steps: Value error, steps must increase" in bad.stderr
+        plan.write_text("prompt_id: answer\nlabel: production\nvariants: {v2: 50, v1: 50}\n")
+        ab = cli(data, "rollouts", "start", str(plan), *url)  # a file with variants: an A/B
+        assert ab.returncode == 0 and "experiment  answer production: v2 50 %, v1 50 %" in ab.stdout
+        ended = cli(data, "rollouts", "abort", ab.stdout.split()[0], *url)
+        assert ended.returncode == 0 and "aborted" in ended.stdout, ended.stderr
     finally:
         server.terminate()
         server.wait(timeout=30)

@@ -601,7 +601,7 @@ def test_a_rollout_page_charts_each_guardrails_estimates_ending_at_the_watchs_nu
         axes=("matplotlib.axis_2", "matplotlib.axis_1"),
     )  # fmt: skip
     assert [y for _, y in drawn.series] == pytest.approx(
-        [100 * c.effect for _, c in path], abs=0.05
+        [100 * (c.effect or 0) for _, c in path], abs=0.05
     )
     assert drawn.lines["allowed-drop"][0][1] == pytest.approx(-2.0, abs=0.05)
     html = unescape(page(client, f"/reports/rollouts/{rid}", key))

@@ -27,7 +27,7 @@ from promptblame.configfile import problems, read_yaml
 from promptblame.display import visible
 from promptblame.errors import ConfigInvalid, Conflict, InvalidArgument, NotFound
 from promptblame.releases import files, labels
-from promptblame.releases.rollouts import RolloutIn, act
+from promptblame.releases.rollouts import ExperimentIn, RolloutIn, act
 from promptblame.releases.rollouts import get as get_rollout
 from promptblame.releases.rollouts import public as rollout_public
 from promptblame.releases.rollouts import start as start_rollout
@@ -314,16 +314,22 @@ def rollouts() -> None:
 @key_option
 def rollouts_start(file: Path, project: str | None, url: str | None, key: str | None) -> None:
     """Start the rollout FILE describes (YAML: prompt_id, label, candidate, steps, guardrails,
-    ...; the fields of POST /v1/rollouts)."""
+    ...; the fields of POST /v1/rollouts), or the live experiment (a file with `variants:`
+    instead of `candidate:`, the fields of POST /v1/experiments: a fixed split, never
+    promoted)."""
     doc, lines = read_yaml_or_fail(file)
+    model: type[RolloutIn | ExperimentIn] = (
+        ExperimentIn if isinstance(doc, dict) and "variants" in doc else RolloutIn
+    )
     try:
-        spec = RolloutIn.model_validate(doc)
+        spec = model.model_validate(doc)
     except ValidationError as exc:
         raise click.ClickException(
             f"{file} is not valid:\n" + "\n".join(f"  {p}" for p in problems(lines, (), exc))
         ) from exc
     if url:
-        out = _call(url, key, "POST", "/v1/rollouts", json=spec.model_dump())
+        path = "/v1/experiments" if isinstance(spec, ExperimentIn) else "/v1/rollouts"
+        out = _call(url, key, "POST", path, json=spec.model_dump())
     else:
         protected = _settings().protected()
         out = _on_store(
@@ -404,9 +410,12 @@ for _action in ("pause", "resume", "abort", "promote"):
 
 
 def _say_rollout(r: dict[str, Any]) -> None:
-    click.echo(
-        visible(
-            f"{r['rollout_id']}  {r['state']:<11} {r['percent']:g} %  {r['prompt_id']}"
-            f" {r['label']}: {r['incumbent']} → {r['candidate']}  {r['reason']}"
+    if r.get("kind") == "experiment":
+        split = ", ".join(f"{v} {w:g} %" for v, w in r["split"].items())
+        what = f"experiment  {r['prompt_id']} {r['label']}: {split}"
+    else:
+        what = (
+            f"{r['percent']:g} %  {r['prompt_id']} {r['label']}:"
+            f" {r['incumbent']} → {r['candidate']}"
         )
-    )
+    click.echo(visible(f"{r['rollout_id']}  {r['state']:<11} {what}  {r['reason']}"))

@@ -313,8 +313,7 @@ def act(
         )
     to = {"pause": "paused", "resume": "running", "abort": "aborted", "promote": "completed"}
     reason = note or f"{action} by a person"
-    steps = json.loads(st["config"])["steps"]
-    step = len(steps) - 1 if action == "promote" else None
+    step = len(plan_of(st).steps) - 1 if action == "promote" else None
     new = transition(
         store, project_id, st, state=to[action], action=action, reason=reason, key_id=key_id,
         step=step,

@@ -567,8 +567,10 @@ def test_a_rollout_page_charts_each_guardrails_estimates_ending_at_the_watchs_nu
 
     store, rng, rid = embedded_store, np.random.default_rng(11), "gr-rollout"
     for v in ("v1", "v2"):
-        store.put_prompt_version("acme", prompt_id="gr", version=v, template=v,
-                                 content_hash=v, author="", labels=[], created_at=START)  # fmt: skip
+        store.put_prompt_version(
+            "acme", prompt_id="gr", version=v, template=v, content_hash=v, author="", labels=[],
+            created_at=START,
+        )  # fmt: skip
     labels.move(store, "acme", labels.Move(prompt_id="gr", label="production", version="v1"),
                 protected=frozenset())  # fmt: skip
     t0 = datetime.now(UTC) - timedelta(minutes=50)

@@ -432,17 +432,19 @@ def watch(store: Store, project_id: str, st: dict[str, Any], now: datetime) -> s
     return d.action
 
 
-_BUCKETS = (60, 300, 900, 3600, 6 * 3600, 86400)
+_BUCKETS = (5, 10, 30, 60, 300, 900, 3600, 6 * 3600, 86400)
 
 
 def guardrail_paths(
     store: Store, project_id: str, st: dict[str, Any], *, now: datetime | None = None
 ) -> dict[str, dict[str, list[tuple[datetime, policy.Check]]]]:
     """Each guardrail's estimate over time, per compared arm: the checks the watch would have
-    made at the end of each time bucket since the start (about 60 of them)."""
+    made at the end of each time bucket from the start to now or the final decision (about 60
+    of them)."""
     plan = plan_of(st)
     started = datetime.fromisoformat(json.loads(st["config"])["started_at"])
-    span = ((now or datetime.now(UTC)) - started).total_seconds()
+    end = (now or datetime.now(UTC)) if st["state"] in ACTIVE else st["claimed_at"]
+    span = (end - started).total_seconds()
     width = next((b for b in _BUCKETS if span / b <= 60), _BUCKETS[-1])
     if is_experiment(st):
         groups = {
@@ -467,7 +469,8 @@ def guardrail_paths(
                 project_id, f, metric=g.metric, source=g.source, bucket_seconds=width
             ):
                 m = Moments(int(r["n"]), float(r["total"]), float(r["total_sq"]))
-                got[r["bucket"]] = got.get(r["bucket"], Moments(0, 0.0, 0.0)) + m
+                seen = min(r["bucket"] + timedelta(seconds=width), end)  # the look at its end
+                got[seen] = got.get(seen, Moments(0, 0.0, 0.0)) + m
         if is_experiment(st):  # each variant against the control at its share of alpha
             g = replace(g, alpha=g.alpha / max(1, len(pairs)))
         out[g.metric] = {

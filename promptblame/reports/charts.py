@@ -141,7 +141,7 @@ def _dates(ax: Axes, times: Sequence[datetime]) -> None:
     loc = _dates_mod.AutoDateLocator(minticks=4, maxticks=8)
     ax.xaxis.set_major_locator(loc)
     span = (max(times) - min(times)).total_seconds() if len(times) > 1 else 0
-    fmt = "%b %d" if span > 3 * 86400 else "%b %d %H:%M"
+    fmt = "%b %d" if span > 3 * 86400 else "%b %d %H:%M" if span > 1800 else "%b %d %H:%M:%S"
     ax.xaxis.set_major_formatter(_dates_mod.DateFormatter(fmt))
 
 
@@ -370,8 +370,8 @@ def guardrail_chart(
     k = 100.0 if rate else 1.0
     unit = " (pt)" if rate else ""
     with _style("g"):
-        widest = max((len(a) for a in paths), default=8)
-        fig = _figure(10.5, 3.4, left=0.8, right=min(0.6 + 0.075 * max(widest, 10), 3.0))
+        widest = max((len(a) + len(" − control") for a in paths), default=8)
+        fig = _figure(10.5, 3.4, left=0.8, right=min(0.3 + 0.075 * max(widest, 12), 3.0))
         ax = fig.add_subplot()
         times = [e.t for es in paths.values() for e in es]
         if not times:
@@ -398,6 +398,13 @@ def guardrail_chart(
                 label=_plain(f"{name} − control"),
                 gid=f"effect-{name}",
             )
+        # The first looks' intervals are wide by design; the limits follow the later ones (and
+        # keep zero and the allowed drop in view), so the decisive part is readable.
+        later = [e for es in paths.values() for e in es[len(es) // 4 :]]
+        span = [k * x for e in later for x in (e.low, e.high, e.effect) if x is not None]
+        low, high = min([*span, 0.0, -k * threshold]), max([*span, 0.0])
+        pad = 0.08 * (high - low or 1.0)
+        ax.set_ylim(low - pad, high + pad)
         ax.axhline(0, color=INK, linewidth=0.9)
         ax.axhline(
             -k * threshold,
@@ -413,11 +420,12 @@ def guardrail_chart(
             ax.annotate(
                 _plain(m.label),
                 (_x(m.t), top),
-                xytext=(3, -4 - 12 * (i % 3)),
+                xytext=(-3, -4 - 12 * (i % 3)),
                 textcoords="offset points",
                 color=MUTED,
                 fontsize=9,
                 va="top",
+                ha="right",
             )
         ax.set_ylabel(_plain(f"{metric} effect{unit}"))
         _dates(ax, times)

@@ -984,7 +984,8 @@ def rollout_charts(store: Store, project: str, st: dict[str, Any]) -> list[dict[
     for g in plan.guardrails:
         per_arm = estimates.get(g.metric, {})
         checks = [c for path in per_arm.values() for _, c in path]
-        rate = bool(checks) and all(c.rate for c in checks if c.n_candidate)
+        seen = [c for c in checks if c.n_candidate and c.n_incumbent]
+        rate = bool(seen) and all(c.rate for c in seen)
         threshold = checks[-1].threshold if checks else g.max_drop
         paths = {
             arm: [
@@ -1077,6 +1078,7 @@ class ExperimentView:
     report: dict[str, Any]
     charts: dict[str, str]
     api: str
+    sequential: bool = False  # watched while it runs: always-valid figures lead
 
 
 def experiment_view(store: Store, project: str, spec: ExperimentSpec) -> ExperimentView:
@@ -1089,9 +1091,9 @@ def experiment_view(store: Store, project: str, spec: ExperimentSpec) -> Experim
     for r in report.get("results", []):
         if r["test"] in PROPORTION_TESTS:
             rates.add(r["metric"])
-        by_metric[r["metric"]].append(
-            (f"{r['arm']} vs {r['control']}", r["effect"], r["ci_low"], r["ci_high"])
-        )
+        seq = r.get("sequential") if spec.sequential else None
+        low, high = (seq["low"], seq["high"]) if seq else (r["ci_low"], r["ci_high"])
+        by_metric[r["metric"]].append((f"{r['arm']} vs {r['control']}", r["effect"], low, high))
     params: list[tuple[str, str]] = [("metric", m) for m in spec.metrics]
     if spec.control:
         params.append(("control", spec.control))
@@ -1105,6 +1107,7 @@ def experiment_view(store: Store, project: str, spec: ExperimentSpec) -> Experim
             for m, rows in by_metric.items()
         },
         api=f"/v1/experiments/{quote(spec.experiment, safe='')}?{urlencode(params)}",
+        sequential=spec.sequential,
     )
 
 

@@ -96,6 +96,7 @@ class ExperimentIn(BaseModel):
         description="version → percent of the label's traffic; the label's version is the"
         " control and must be one of them",
         examples=[{"v3": 50, "v4": 25, "v5": 25}],
+        max_length=20,
     )
     guardrails: Annotated[list[GuardrailIn], Field(max_length=20)] = []
     on_regression: Literal["rollback", "pause"] = "rollback"

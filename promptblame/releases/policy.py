@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import itertools
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Literal
@@ -137,24 +137,16 @@ def decide(plan: Plan, look: Look) -> Decision:
             alpha=SRM_ALPHA,
         )
     checks = tuple(check(g, *look.metrics.get(g.metric, (_NONE, _NONE))) for g in plan.guardrails)
-    if ratio is not None and ratio.mismatch:
-        got = look.step_counts.get("candidate", 0) / max(1, sum(look.step_counts.values()))
-        return Decision(
-            action="pause",
-            reason=f"sample ratio mismatch at {_pct(percent)}: the candidate got {got:.1%} of this"
-            f" step's logged responses (p = {ratio.p_value:.1g}); logs are missing or the split"
-            " is broken, so no comparison can be trusted",
-            checks=checks,
-            srm=ratio,
-        )
-    bad = [c for c in checks if c.regressed]
-    if bad:
-        return Decision(
-            action=plan.on_regression,
-            reason="; ".join(_regressed(c) for c in bad),
-            checks=checks,
-            srm=ratio,
-        )
+    got = look.step_counts.get("candidate", 0) / max(1, sum(look.step_counts.values()))
+    stop = _stop(
+        plan,
+        checks,
+        ratio,
+        f" at {_pct(percent)}: the candidate got {got:.1%} of this step's logged responses",
+        lambda c: "",
+    )
+    if stop:
+        return stop
     enough = look.step_counts.get("candidate", 0) >= plan.min_responses_per_step
     if enough and look.step_minutes >= plan.min_minutes_per_step:
         last = look.step + 1 >= len(plan.steps) or plan.steps[look.step + 1] >= 100
@@ -196,26 +188,13 @@ def decide_experiment(
         if v != control
         for m in [by_arm.get(v, _NONE)]
     )
-    if ratio is not None and ratio.mismatch:
-        total = max(1, sum(counts.values()))
-        got = ", ".join(
-            f"{v} {100 * counts.get(v, 0) / total:.1f} % (of {_pct(w)})" for v, w in weights
-        )
-        return Decision(
-            action="pause",
-            reason=f"sample ratio mismatch: logged shares {got} (p = {ratio.p_value:.1g});"
-            " logs are missing or the split is broken, so no comparison can be trusted",
-            checks=checks,
-            srm=ratio,
-        )
-    bad = [c for c in checks if c.regressed]
-    if bad:
-        return Decision(
-            action=plan.on_regression,
-            reason="; ".join(f"variant {c.arm}: {_regressed(c)}" for c in bad),
-            checks=checks,
-            srm=ratio,
-        )
+    total = max(1, sum(counts.values()))
+    got = ", ".join(
+        f"{v} {100 * counts.get(v, 0) / total:.1f} % (of {_pct(w)})" for v, w in weights
+    )
+    stop = _stop(plan, checks, ratio, f": logged shares {got}", lambda c: f"variant {c.arm}: ")
+    if stop:
+        return stop
     return Decision(
         action="wait",
         reason="a fixed split: no automatic promotion (end it and move the label to the winner)",
@@ -247,6 +226,34 @@ def validate_split(split: Mapping[str, float]) -> str | None:
         return "each variant's share is a percent in (0, 100)"
     if abs(sum(split.values()) - 100) > 1e-6:
         return f"the shares must sum to 100 (they sum to {sum(split.values()):g})"
+    return None
+
+
+def _stop(
+    plan: Plan,
+    checks: tuple[Check, ...],
+    ratio: SequentialRatio | None,
+    shares: str,
+    who: Callable[[Check], str],
+) -> Decision | None:
+    """Pause on a sample-ratio mismatch (`shares` says what was logged), else apply
+    `on_regression` to regressed guardrails (each named by `who`), else None."""
+    if ratio is not None and ratio.mismatch:
+        return Decision(
+            action="pause",
+            reason=f"sample ratio mismatch{shares} (p = {ratio.p_value:.1g}); logs are missing"
+            " or the split is broken, so no comparison can be trusted",
+            checks=checks,
+            srm=ratio,
+        )
+    bad = [c for c in checks if c.regressed]
+    if bad:
+        return Decision(
+            action=plan.on_regression,
+            reason="; ".join(who(c) + _regressed(c) for c in bad),
+            checks=checks,
+            srm=ratio,
+        )
     return None
 
 

@@ -109,6 +109,7 @@ class _Context:
     period_buckets: int
     min_overlap: float
     drift_alpha: float
+    detector_drift: bool = False
 
     def phase_of(self, c: Cell, use_phase: bool) -> int:
         if not use_phase:
@@ -260,6 +261,7 @@ def attribute(
         period_buckets=period_buckets,
         min_overlap=min_overlap,
         drift_alpha=drift_alpha,
+        detector_drift=detector_drift,
     )
     if detector_p_value is None:
         # a caller-chosen bucket: first check that the metric moved there at all
@@ -715,6 +717,7 @@ def _evaluate(ctx: _Context, cand: _Candidate) -> Evidence:
             ev,
             sharp=sharp and beats,
             control_effect=control.effect if control is not None else None,
+            control_se=control.se if control is not None else None,
             beats_control=beats,
         )
     return ev
@@ -775,10 +778,19 @@ def _excluded_or_not(
 
 
 def _trend_not_shown(e: Evidence, ctx: _Context) -> bool:
-    """The trend a before/after step was held against is not significant on its own."""
-    if e.trend is None or not e.trend_se or e.beats_control is False:
-        return False  # no trend measured, or unchanged traffic moved as much: evidence
-    return e.trend * ctx.sign / e.trend_se < float(stats.norm.isf(ctx.drift_alpha))
+    """Neither what a before/after step was held against is significant on its own: not the
+    trend around the arrival, not the change on unchanged traffic elsewhere. Then the step
+    is not told from noise in them, which is a lack of evidence, not evidence of drift."""
+    z = float(stats.norm.isf(ctx.drift_alpha))
+    if e.trend is not None and e.trend_se and e.trend * ctx.sign / e.trend_se >= z:
+        return False  # the trend is there on its own
+    if e.beats_control is False and (
+        e.control_se is None
+        or e.control_effect is None
+        or e.control_effect * ctx.sign >= z * e.control_se
+    ):
+        return False  # unchanged traffic moved the same way, significantly
+    return e.trend is not None or e.beats_control is False
 
 
 def _is_new_of(cand: _Candidate) -> Callable[[Cell], bool]:
@@ -1047,7 +1059,7 @@ def _decide(
             status = "not_significant"
         elif (e.effect or 0.0) * ctx.sign <= 0:
             status = "wrong_direction"
-        elif e.sharp is False and _trend_not_shown(e, ctx):
+        elif e.sharp is False and _trend_not_shown(e, ctx) and ctx.detector_drift:
             # the step is significant but not clearly larger than a trend that is itself
             # not significant: thin data cannot tell a step from a drift, which is a lack of
             # evidence, not evidence of drift
@@ -1060,7 +1072,7 @@ def _decide(
                     "trend is not significant either"
                 ),
             )
-        elif e.sharp is False:
+        elif e.sharp is False and not _trend_not_shown(e, ctx):
             status = "drift"
             e = replace(
                 e,

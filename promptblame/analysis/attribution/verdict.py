@@ -68,6 +68,7 @@ class Evidence:
     trend_se: float | None = None
     sharp: bool | None = None  # before/after: the step beats that trend and control traffic
     control_effect: float | None = None  # before/after: same windows, other routes, no change
+    control_se: float | None = None  # its standard error
     beats_control: bool | None = None  # before/after: moved more than that control traffic
     needed_effect: float | None = None  # effect that would explain min_share of the shift
     n_needed: int | None = None  # not_excluded: responses per side that would decide it

@@ -1059,7 +1059,7 @@ def _decide(
             status = "not_significant"
         elif (e.effect or 0.0) * ctx.sign <= 0:
             status = "wrong_direction"
-        elif e.sharp is False and _trend_not_shown(e, ctx) and ctx.detector_drift:
+        elif e.sharp is False and _trend_not_shown(e, ctx):
             # the step is significant but not clearly larger than a trend that is itself
             # not significant: thin data cannot tell a step from a drift, which is a lack of
             # evidence, not evidence of drift
@@ -1072,7 +1072,7 @@ def _decide(
                     "trend is not significant either"
                 ),
             )
-        elif e.sharp is False and not _trend_not_shown(e, ctx):
+        elif e.sharp is False:
             status = "drift"
             e = replace(
                 e,

@@ -599,3 +599,101 @@ def test_a_step_that_cannot_be_told_from_a_trend_too_noisy_to_show_is_not_exclud
     )
     w = attribute(steep, change_index=60, kind="mean", detector_p_value=1e-4)
     assert w.kind == "no_version_cause" and w.cause == "drift"
+
+
+# ---------------------------------------------------------------------------------------------
+# label moves: known deploy times
+
+
+def _canary_then_move(move: int) -> Alloc:
+    """summarize@v7 on a 1 % canary from hour 20; the production label moves to it at `move`
+    and the app's clients pick the move up over three hours (30 %, 70 %, then all)."""
+
+    def alloc(h: int, r: str) -> list[tuple[str, str, float]]:
+        if r != "summarize" or h < 20:
+            return [(PROMPTS[r], OLD, 1.0)]
+        p = 0.01 if h < move else {move: 0.3, move + 1: 0.7}.get(h, 1.0)
+        return [("summarize@v7", OLD, p), ("summarize@v6", OLD, 1.0 - p)]
+
+    return alloc
+
+
+def test_a_label_move_is_the_arrival_of_a_version_a_canary_served_before() -> None:
+    from promptblame.analysis.attribution import KnownArrival
+
+    cells = exact(hours=120, alloc=_canary_then_move(60), effect=v7_costs(-0.10), per_hour=600)
+    # without the move, the arrival is the largest step of its share: mid-way through the
+    # clients' pick-up, not the deploy
+    plain = attribute(cells, change_index=61, kind="proportion")
+    assert plain.culprit is not None and plain.culprit.value == "summarize@v7"
+    assert plain.culprit.arrival_index == 61 and plain.culprit.arrival_label is None
+    moves = [KnownArrival("summarize@v7", 60, "production"), KnownArrival("extract@v9", 60, "x")]
+    v = attribute(cells, change_index=61, kind="proportion", arrivals=moves)
+    assert v.kind == "culprit" and v.culprit is not None
+    assert (v.culprit.value, v.culprit.arrival_index) == ("summarize@v7", 60)
+    assert v.culprit.arrival_label == "production" and v.index == 60
+    # still tested: on the canary's and the pick-up hours' concurrent traffic
+    assert v.culprit.basis == "concurrent" and v.culprit.effect == pytest.approx(-0.10, abs=0.03)
+    assert v.culprit.p_value is not None and v.culprit.p_value < 1e-3
+    assert "label production moved to it" in v.summary
+    # a move the traffic never followed (the share did not rise there) is not the arrival
+    stale = attribute(
+        cells, change_index=61, kind="proportion", arrivals=[KnownArrival("summarize@v7", 40, "qa")]
+    )
+    assert stale.culprit is not None and stale.culprit.arrival_label is None
+
+
+def test_a_version_a_label_moved_in_is_still_tested_and_not_blamed_for_a_shift_elsewhere() -> None:
+    from promptblame.analysis.attribution import KnownArrival
+
+    def extract_breaks(h: int, r: str, p: str, m: str) -> float:
+        return -0.15 if r == "extract" and h >= 60 else 0.0  # no version changed there
+
+    cells = exact(hours=120, alloc=prompt_at(60), effect=extract_breaks, per_hour=600)
+    moves = [KnownArrival("summarize@v7", 60, "production")]
+    v = attribute(cells, change_index=60, kind="proportion", arrivals=moves)
+    assert v.kind != "culprit" and v.culprit is None
+    (e,) = [e for e in v.candidates if e.value == "summarize@v7"]
+    assert e.arrival_label == "production" and e.arrival_index == 60
+    assert e.effect == pytest.approx(0.0, abs=0.005) and e.status != "blamed"
+
+
+def test_label_history_rows_become_known_arrivals_in_the_detection_window() -> None:
+    from promptblame.analysis.detection import known_arrivals
+
+    since = datetime(2024, 6, 1, tzinfo=UTC)
+    rows = [
+        {
+            "prompt_id": "answer",
+            "label": "production",
+            "to_version": "v2",
+            "claimed_at": since + timedelta(hours=50, minutes=59),
+        },
+        {
+            "prompt_id": "answer",
+            "label": "staging",
+            "to_version": "v3",
+            "claimed_at": (since + timedelta(hours=7)).replace(tzinfo=None),
+        },  # naive = UTC
+        {
+            "prompt_id": "answer",
+            "label": "production",
+            "to_version": "v1",
+            "claimed_at": since - timedelta(hours=1),
+        },  # before the window
+        {
+            "prompt_id": "answer",
+            "label": "gone",
+            "to_version": "",
+            "claimed_at": since + timedelta(hours=3),
+        },  # a removal puts nothing in service
+    ]
+    got = known_arrivals(rows, since=since, bucket_seconds=3600)
+    assert [(a.value, a.bucket, a.label) for a in got] == [
+        ("answer@v2", 50, "production"),
+        ("answer@v3", 7, "staging"),
+    ]
+    assert [a.bucket for a in known_arrivals(rows, since=since, bucket_seconds=4 * 3600)] == [
+        12,
+        1,
+    ]

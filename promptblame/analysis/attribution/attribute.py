@@ -89,6 +89,20 @@ Key = tuple[Hashable, ...]
 
 
 @dataclass(frozen=True)
+class KnownArrival:
+    """A label move that put a prompt version into service: a known deploy time.
+
+    value: "prompt_id@version" as in the cells; bucket: the bucket the move fell in; label:
+    the label moved (e.g. "production"). Attribution takes it as the version's arrival when
+    the version's traffic share rose there, and still tests the version: a move is when, not
+    whether."""
+
+    value: str
+    bucket: int
+    label: str
+
+
+@dataclass(frozen=True)
 class _Context:
     """Everything the per-candidate steps share."""
 
@@ -110,6 +124,7 @@ class _Context:
     min_overlap: float
     drift_alpha: float
     detector_drift: bool = False
+    known: tuple[KnownArrival, ...] = ()
 
     def phase_of(self, c: Cell, use_phase: bool) -> int:
         if not use_phase:
@@ -138,6 +153,7 @@ class _Candidate:
     share_after: float
     arrival: int
     rollback: bool
+    label: str | None = None  # the label move that gave the arrival, if one did
 
 
 def attribute(
@@ -159,6 +175,7 @@ def attribute(
     detector_effect: float | None = None,
     detector_p_value: float | None = None,
     detector_drift: bool = False,
+    arrivals: Sequence[KnownArrival] = (),
 ) -> Verdict:
     """Attribute the shift starting at bucket `change_index` (see the module docstring).
 
@@ -181,6 +198,9 @@ def attribute(
     first tested (all traffic, day after vs day before, same hours): `no_shift` if not
     significant, because an innocent version that happens to sit on a noise bucket must not
     be blamed for noise.
+    arrivals: label moves (known deploy times); a prompt version's arrival is the move
+    nearest the shift at which its share of its routes' traffic rose, instead of the bucket
+    where its share stepped up most (a canary served it before the move made it real).
     """
     live = [c for c in cells if c.n > 0]
     period_buckets = max(1, period_seconds // max(bucket_seconds, 1))
@@ -208,6 +228,7 @@ def attribute(
             alpha=alpha,
             higher_is_better=higher_is_better,
             period_seconds=period_seconds,
+            arrivals=arrivals,
         )
         if not found:
             return replace(
@@ -262,6 +283,7 @@ def attribute(
         min_overlap=min_overlap,
         drift_alpha=drift_alpha,
         detector_drift=detector_drift,
+        known=tuple(arrivals),
     )
     if detector_p_value is None:
         # a caller-chosen bucket: first check that the metric moved there at all
@@ -424,6 +446,7 @@ def find_and_attribute(
     min_effect: float | None = None,
     penalty: float | None = None,
     min_share: float = 0.25,
+    arrivals: Sequence[KnownArrival] = (),
 ) -> list[Verdict]:
     """Change points of the aggregate series (all cells summed per bucket), each attributed.
 
@@ -431,6 +454,7 @@ def find_and_attribute(
     series); each shift is attributed within its neighbouring change points, so a rollback
     gives two verdicts. A culprit arrival already blamed for an earlier change point is not
     repeated (the detector cut one shift in two). Empty list when nothing changed.
+    arrivals: label moves, known deploy times (see `attribute`).
     """
     live = [c for c in cells if c.n > 0]
     if not live:
@@ -462,6 +486,7 @@ def find_and_attribute(
                 detector_effect=c.effect,
                 detector_p_value=c.p_value,
                 detector_drift=c.kind == "drift",
+                arrivals=arrivals,
             )
         )
     for j, c in enumerate(cps):
@@ -564,6 +589,7 @@ def _candidates(
             same = {k: d for k, d in drops.items() if dim == "prompt" and k.split("@")[0] == pid}
             pool = same or drops
             pred = max(sorted(pool), key=lambda k: pool[k])
+            arrival, label = _arrival(ctx, dim, value, segs)
             out.append(
                 _Candidate(
                     dimension=dim,
@@ -572,19 +598,26 @@ def _candidates(
                     segments=segs,
                     share_before=sb.get(value, 0.0),
                     share_after=sa.get(value, 0.0),
-                    arrival=_arrival(ctx, dim, value, segs),
+                    arrival=arrival,
                     rollback=_rollback(ctx, dim, value, pred, segs),
+                    label=label,
                 )
             )
     return out
 
 
-def _arrival(ctx: _Context, dim: Dimension, value: str, segs: frozenset[tuple[str, str]]) -> int:
-    """The bucket near cp where the value's share of its routes' traffic stepped up most.
+def _arrival(
+    ctx: _Context, dim: Dimension, value: str, segs: frozenset[tuple[str, str]]
+) -> tuple[int, str | None]:
+    """The bucket near cp where the value arrived, and the label move that says so (if any).
 
-    Step at b = share over [b, b + 3) - share over [b - 3, b), each pooled over its buckets (so
-    thin hours do not make noise steps); ties go to the bucket nearest cp. For a cutover or an
-    A/B arm this is its first bucket, for a canary ramp the biggest ramp step near the shift.
+    A label move of this prompt version within the search span, at which its share of its
+    routes' traffic rose, is its arrival (the nearest to cp): the deploy time is known, and a
+    canary that served it earlier, or clients whose caches picked the move up over hours, do
+    not blur it. Otherwise the bucket where its share stepped up most: step at b = share over
+    [b, b + 3) - share over [b - 3, b), each pooled over its buckets (so thin hours do not
+    make noise steps); ties go to the bucket nearest cp. For a cutover or an A/B arm this is
+    its first bucket, for a canary ramp the biggest ramp step near the shift.
     """
     n_all: dict[int, int] = defaultdict(int)
     n_val: dict[int, int] = defaultdict(int)
@@ -599,12 +632,20 @@ def _arrival(ctx: _Context, dim: Dimension, value: str, segs: frozenset[tuple[st
         n = sum(n_all.get(b, 0) for b in range(x, y))
         return sum(n_val.get(b, 0) for b in range(x, y)) / n if n else 0.0
 
+    if dim == "prompt":
+        moves = sorted(
+            (m for m in ctx.known if m.value == value and lo <= m.bucket < hi),
+            key=lambda m: (abs(m.bucket - ctx.cp), m.bucket),
+        )
+        for m in moves:
+            if share(m.bucket, m.bucket + 3) - share(m.bucket - 3, m.bucket) > 0:
+                return m.bucket, m.label
     best, best_step = ctx.cp, -math.inf
     for b in sorted(range(lo + 1, hi), key=lambda b: abs(b - ctx.cp)):
         step = share(b, b + 3) - share(b - 3, b)
         if step > best_step + 1e-9:
             best, best_step = b, step
-    return best
+    return best, None
 
 
 def _rollback(
@@ -642,6 +683,7 @@ def _evaluate(ctx: _Context, cand: _Candidate) -> Evidence:
         share_after=cand.share_after,
         arrival_index=cand.arrival,
         rollback=cand.rollback,
+        arrival_label=cand.label,
     )
 
     def is_new(c: Cell) -> bool:

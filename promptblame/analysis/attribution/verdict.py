@@ -73,6 +73,9 @@ class Evidence:
     needed_effect: float | None = None  # effect that would explain min_share of the shift
     n_needed: int | None = None  # not_excluded: responses per side that would decide it
     note: str = ""
+    # the label whose move put it into service at arrival_index (a known deploy time), when
+    # the arrival came from the label history rather than from its traffic share
+    arrival_label: str | None = None
 
 
 @dataclass(frozen=True)
@@ -160,6 +163,8 @@ def culprit_summary(v: Verdict, e: Evidence) -> str:
     if e.scope_environment:
         where += f" in {e.scope_environment}"
     verb = "rollback to" if e.rollback else "arrival of"
+    if e.arrival_label:
+        where += f" (label {e.arrival_label} moved to it)"
     ci = (
         f"[{fmt_effect(e.ci_low, kind=v.metric_kind)}, {fmt_effect(e.ci_high, kind=v.metric_kind)}]"
     )

@@ -553,3 +553,36 @@ def test_a_response_page_shows_every_score_and_the_same_eval_case_under_the_othe
     failing = page(client, "/reports/responses?metric=correct&max=0&q=Sure!&app=bot", key)
     got = set(re.findall(r'href="/reports/responses/(case-[^"]+)"', failing))
     assert got == {"case-c1-v2", "case-c3-v2"}  # text and score: only the cases that regressed
+
+
+def test_the_overview_lists_series_detection_cannot_analyse_with_the_reason(embedded_store):
+    traffic(embedded_store)  # bot · correct: analysed
+    events = [
+        ResponseEvent(event_id=f"tiny{i}", ts=START + timedelta(hours=7 * i), app="tiny", model="m")
+        for i in range(30)
+    ]
+    scores = [ScoreEvent(event_id=f"tiny{i}", name="helpful", value=1.0) for i in range(30)]
+    embedded_store.insert("responses", responses_table("acme", events, datetime.now(UTC)))
+    embedded_store.insert("scores", scores_table("acme", scores, datetime.now(UTC)))
+    embedded_store.materialize_scores()
+    view = overview_view(embedded_store, "acme", now=NOW, settings=SETTINGS)
+    assert view.analysed == 1
+    assert [(r["app"], r["metric"], r["reason"]) for r in view.not_analysed or []] == [
+        ("tiny", "helpful", "too_few_scores")
+    ]
+    html = render_overview(view, api_base=None)
+    rows = table_rows(html, "not-analysed")
+    assert rows == [
+        [
+            "tiny",
+            "helpful",
+            "app",
+            "30",
+            "too few scores: 30 scores in the window, 100 needed",
+        ]
+    ]
+    assert "Detection watches 1 other series" in unescape(html)
+    # without settings (nothing asked) the section is not shown
+    assert 'id="not-analysed"' not in render_overview(
+        overview_view(embedded_store, "acme", now=NOW), api_base=None
+    )

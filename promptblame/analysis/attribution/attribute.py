@@ -72,6 +72,7 @@ from promptblame.analysis.attribution.effects import (
     pooled_variance,
     stratified_difference,
 )
+from promptblame.analysis.attribution.segments import SegmentStep, segment_step, window
 from promptblame.analysis.attribution.verdict import (
     Basis,
     Direction,
@@ -125,6 +126,8 @@ class _Context:
     drift_alpha: float
     detector_drift: bool = False
     known: tuple[KnownArrival, ...] = ()
+    drift_end: int | None = None  # the detector's drift: where its ramp ended
+    breaks: tuple[int, ...] = ()  # arrivals of the versions considered
 
     def phase_of(self, c: Cell, use_phase: bool) -> int:
         if not use_phase:
@@ -176,6 +179,7 @@ def attribute(
     detector_p_value: float | None = None,
     detector_drift: bool = False,
     arrivals: Sequence[KnownArrival] = (),
+    drift_end_index: int | None = None,
 ) -> Verdict:
     """Attribute the shift starting at bucket `change_index` (see the module docstring).
 
@@ -284,6 +288,7 @@ def attribute(
         drift_alpha=drift_alpha,
         detector_drift=detector_drift,
         known=tuple(arrivals),
+        drift_end=drift_end_index,
     )
     if detector_p_value is None:
         # a caller-chosen bucket: first check that the metric moved there at all
@@ -318,6 +323,7 @@ def attribute(
     wide_before = in_range(live, max(lo_, cp - 2 * L), cp)
     wide_after = in_range(live, cp, min(hi_, cp + 2 * L))
     candidates = _candidates(ctx, wide_before, wide_after, min_arrival=min_arrival)
+    ctx = replace(ctx, breaks=tuple(c.arrival for c in candidates))
     evidence = [_evaluate(ctx, cand) for cand in candidates]
     evidence = _decide(ctx, candidates, evidence, min_share=min_share)
     blamed = [e for e in evidence if e.status == "blamed"]
@@ -487,6 +493,9 @@ def find_and_attribute(
                 detector_p_value=c.p_value,
                 detector_drift=c.kind == "drift",
                 arrivals=arrivals,
+                drift_end_index=(
+                    first + c.end_index if c.kind == "drift" and c.end_index is not None else None
+                ),
             )
         )
     for j, c in enumerate(cps):
@@ -755,6 +764,17 @@ def _evaluate(ctx: _Context, cand: _Candidate) -> Evidence:
         margin = 1.0 if control is not None else 1.5
         sharp = _sharp(est, trend, sign=ctx.sign, alpha=ctx.drift_alpha, margin=margin)
         beats = _beats(est, control, sign=ctx.sign, alpha=ctx.alpha)
+        seg = _segment(ctx, dim, is_new, is_old, cand.arrival)
+        if seg is not None:
+            ev = replace(
+                ev,
+                segment_effect=seg.effect,
+                segment_ci_low=seg.ci_low,
+                segment_ci_high=seg.ci_high,
+                segment_p_value=seg.p_value,
+                segment_start=seg.start,
+                segment_end=seg.end,
+            )
         ev = replace(
             ev,
             sharp=sharp and beats,
@@ -763,6 +783,59 @@ def _evaluate(ctx: _Context, cand: _Candidate) -> Evidence:
             beats_control=beats,
         )
     return ev
+
+
+def _segment(
+    ctx: _Context,
+    dim: Dimension,
+    is_new: Callable[[Cell], bool],
+    is_old: Callable[[Cell], bool],
+    arrival: int,
+) -> SegmentStep | None:
+    """The step over the stable segments around the arrival (`segments.segment_step`)."""
+    breaks = [ctx.lo, ctx.hi, *ctx.breaks]
+    if ctx.detector_drift:  # a ramp from cp to its end: the segments stay on it
+        breaks.append(ctx.cp)
+        if ctx.drift_end is not None:
+            breaks.append(ctx.drift_end)
+    start, end = window(
+        arrival,
+        breaks=breaks,
+        first=ctx.first,
+        last=ctx.last,
+        longest=SEGMENT_PERIODS * max(ctx.period_buckets, 6),
+    )
+    return segment_step(
+        ctx.cells,
+        arrival=arrival,
+        start=start,
+        end=end,
+        is_new=is_new,
+        is_old=is_old,
+        stratum=lambda c: (c.route, c.environment, c.other(dim)),
+        tau2=ctx.tau2,
+        alpha=ctx.alpha,
+        bucket_seconds=ctx.bucket_seconds,
+        period_seconds=ctx.period_seconds,
+    )
+
+
+SEGMENT_PERIODS = 3  # the stable segments are used up to this many periods a side
+
+
+def _segment_holds(e: Evidence, ctx: _Context) -> bool:
+    """The step is significant over the stable segments, net of a trend, the shift's way,
+    and control traffic (other routes, same windows) was measured and did not move with it:
+    a drift that bends inside the segments is not a line and can pass for a step there, but
+    it would move the control traffic too (without control traffic this is not asked)."""
+    return (
+        e.control_effect is not None
+        and e.beats_control is True
+        and e.segment_p_value is not None
+        and e.segment_effect is not None
+        and e.segment_p_value < ctx.alpha
+        and e.segment_effect * ctx.sign > 0
+    )
 
 
 def _paired(
@@ -1101,6 +1174,20 @@ def _decide(
             status = "not_significant"
         elif (e.effect or 0.0) * ctx.sign <= 0:
             status = "wrong_direction"
+        elif e.sharp is False and _trend_not_shown(e, ctx) and _segment_holds(e, ctx):
+            # not told from a noisy trend on one period a side, but over the stable segments
+            # around the arrival, with the trend fitted, the step holds
+            status = "small_share" if (e.explained_share or 0.0) < min_share else "blamed"
+            e = replace(
+                e,
+                note=(
+                    f"{e.note}; the step holds over the stable segments (buckets "
+                    f"{e.segment_start}-{e.segment_end}) net of a trend: "
+                    f"{fmt_effect(e.segment_effect, kind=ctx.kind)} "
+                    f"[{fmt_effect(e.segment_ci_low, kind=ctx.kind)}, "
+                    f"{fmt_effect(e.segment_ci_high, kind=ctx.kind)}]"
+                ),
+            )
         elif e.sharp is False and _trend_not_shown(e, ctx):
             # the step is significant but not clearly larger than a trend that is itself
             # not significant: thin data cannot tell a step from a drift, which is a lack of

@@ -76,6 +76,14 @@ class Evidence:
     # the label whose move put it into service at arrival_index (a known deploy time), when
     # the arrival came from the label history rather than from its traffic share
     arrival_label: str | None = None
+    # before/after: the step over the stable segments either side of the arrival (bounded by
+    # change points and other arrivals), net of a linear trend and time of day (`segments`)
+    segment_effect: float | None = None
+    segment_ci_low: float | None = None
+    segment_ci_high: float | None = None
+    segment_p_value: float | None = None
+    segment_start: int | None = None
+    segment_end: int | None = None
 
 
 @dataclass(frozen=True)

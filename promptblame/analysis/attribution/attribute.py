@@ -24,7 +24,17 @@ Method, for a shift at bucket `cp` (found on the aggregate series by the change-
      same windows (difference-in-differences); (b) the trend around the arrival — the old
      version's change over the window before, the new version's over the window after (at
      a fifth of alpha when there is no control traffic). Each is asked only when it moved the
-     shift's way noticeably; failing either, the candidate is `drift` and is not blamed.
+     shift's way noticeably; failing either, the candidate is `drift` and is not blamed —
+     when that guard is itself significant (the trend on its own, or the change on control
+     traffic on its own); otherwise the step is not told from noise in the guard: it is
+     `not_excluded`, unless over the stable segments either side of the arrival (bounded by
+     the neighbouring change points, other candidates' arrivals and a drift's ends, up to
+     three periods a side) a fit of level + slope + step + time of day (`segments`) shows
+     the step significant the shift's way, with control traffic measured and not moving
+     with it (a drift that bends inside the segments passes for a step without control).
+   The arrival is where the value's traffic share stepped up most, or a label move of a
+   prompt version nearest the shift at which its share rose (`KnownArrival`, a known deploy
+   time: a canary or clients' caches picking the move up over hours do not blur it).
    Holding the other dimension fixed is what separates a prompt from a model that switched at
    the same time: with no stratum where only one of them changed, the candidate is
    `not_separable`.

@@ -573,13 +573,7 @@ def test_the_overview_lists_series_detection_cannot_analyse_with_the_reason(embe
     html = render_overview(view, api_base=None)
     rows = table_rows(html, "not-analysed")
     assert rows == [
-        [
-            "tiny",
-            "helpful",
-            "app",
-            "30",
-            "too few scores: 30 scores in the window, 100 needed",
-        ]
+        ["tiny · helpful app", "30", "too few scores: 30 scores in the window, 100 needed"]
     ]
     assert "Detection watches 1 other series" in unescape(html)
     # without settings (nothing asked) the section is not shown

@@ -6,6 +6,7 @@ import json
 import math
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import numpy as np
 import pytest
@@ -599,3 +600,211 @@ def test_a_step_that_cannot_be_told_from_a_trend_too_noisy_to_show_is_not_exclud
     )
     w = attribute(steep, change_index=60, kind="mean", detector_p_value=1e-4)
     assert w.kind == "no_version_cause" and w.cause == "drift"
+
+
+# ---------------------------------------------------------------------------------------------
+# label moves: known deploy times
+
+
+def _canary_then_move(move: int) -> Alloc:
+    """summarize@v7 on a 1 % canary from hour 20; the production label moves to it at `move`
+    and the app's clients pick the move up over three hours (30 %, 70 %, then all)."""
+
+    def alloc(h: int, r: str) -> list[tuple[str, str, float]]:
+        if r != "summarize" or h < 20:
+            return [(PROMPTS[r], OLD, 1.0)]
+        p = 0.01 if h < move else {move: 0.3, move + 1: 0.7}.get(h, 1.0)
+        return [("summarize@v7", OLD, p), ("summarize@v6", OLD, 1.0 - p)]
+
+    return alloc
+
+
+def test_a_label_move_is_the_arrival_of_a_version_a_canary_served_before() -> None:
+    from promptblame.analysis.attribution import KnownArrival
+
+    cells = exact(hours=120, alloc=_canary_then_move(60), effect=v7_costs(-0.10), per_hour=600)
+    # without the move, the arrival is the largest step of its share: mid-way through the
+    # clients' pick-up, not the deploy
+    plain = attribute(cells, change_index=61, kind="proportion")
+    assert plain.culprit is not None and plain.culprit.value == "summarize@v7"
+    assert plain.culprit.arrival_index == 61 and plain.culprit.arrival_label is None
+    moves = [KnownArrival("summarize@v7", 60, "production"), KnownArrival("extract@v9", 60, "x")]
+    v = attribute(cells, change_index=61, kind="proportion", arrivals=moves)
+    assert v.kind == "culprit" and v.culprit is not None
+    assert (v.culprit.value, v.culprit.arrival_index) == ("summarize@v7", 60)
+    assert v.culprit.arrival_label == "production" and v.index == 60
+    # still tested: on the canary's and the pick-up hours' concurrent traffic
+    assert v.culprit.basis == "concurrent" and v.culprit.effect == pytest.approx(-0.10, abs=0.03)
+    assert v.culprit.p_value is not None and v.culprit.p_value < 1e-3
+    assert "label production moved to it" in v.summary
+    # a move the traffic never followed (the share did not rise there) is not the arrival
+    stale = attribute(
+        cells, change_index=61, kind="proportion", arrivals=[KnownArrival("summarize@v7", 40, "qa")]
+    )
+    assert stale.culprit is not None and stale.culprit.arrival_label is None
+
+
+def test_a_version_a_label_moved_in_is_still_tested_and_not_blamed_for_a_shift_elsewhere() -> None:
+    from promptblame.analysis.attribution import KnownArrival
+
+    def extract_breaks(h: int, r: str, p: str, m: str) -> float:
+        return -0.15 if r == "extract" and h >= 60 else 0.0  # no version changed there
+
+    cells = exact(hours=120, alloc=prompt_at(60), effect=extract_breaks, per_hour=600)
+    moves = [KnownArrival("summarize@v7", 60, "production")]
+    v = attribute(cells, change_index=60, kind="proportion", arrivals=moves)
+    assert v.kind != "culprit" and v.culprit is None
+    (e,) = [e for e in v.candidates if e.value == "summarize@v7"]
+    assert e.arrival_label == "production" and e.arrival_index == 60
+    assert e.effect == pytest.approx(0.0, abs=0.005) and e.status != "blamed"
+
+
+def test_label_history_rows_become_known_arrivals_in_the_detection_window() -> None:
+    from promptblame.analysis.detection import known_arrivals
+
+    since = datetime(2024, 6, 1, tzinfo=UTC)
+    rows = [
+        {
+            "prompt_id": "answer",
+            "label": "production",
+            "to_version": "v2",
+            "claimed_at": since + timedelta(hours=50, minutes=59),
+        },
+        {
+            "prompt_id": "answer",
+            "label": "staging",
+            "to_version": "v3",
+            "claimed_at": (since + timedelta(hours=7)).replace(tzinfo=None),
+        },  # naive = UTC
+        {
+            "prompt_id": "answer",
+            "label": "production",
+            "to_version": "v1",
+            "claimed_at": since - timedelta(hours=1),
+        },  # before the window
+        {
+            "prompt_id": "answer",
+            "label": "gone",
+            "to_version": "",
+            "claimed_at": since + timedelta(hours=3),
+        },  # a removal puts nothing in service
+    ]
+    got = known_arrivals(rows, since=since, bucket_seconds=3600)
+    assert [(a.value, a.bucket, a.label) for a in got] == [
+        ("answer@v2", 50, "production"),
+        ("answer@v3", 7, "staging"),
+    ]
+    assert [a.bucket for a in known_arrivals(rows, since=since, bucket_seconds=4 * 3600)] == [
+        12,
+        1,
+    ]
+
+
+# ---------------------------------------------------------------------------------------------
+# the stable segments around an arrival (item 4 of issue 17)
+
+
+def test_segment_windows_stop_at_neighbouring_breaks_and_at_the_longest_span() -> None:
+    from promptblame.analysis.attribution.segments import window
+
+    # breaks within 2 buckets of the arrival are the arrival itself, located differently
+    assert window(100, breaks=[40, 99, 102, 130], first=0, last=300, longest=72) == (40, 130)
+    assert window(100, breaks=[], first=0, last=300, longest=72) == (28, 172)
+    assert window(100, breaks=[97, 160], first=90, last=150, longest=72) == (97, 150)
+
+
+def _segment_of(cells: list[Cell], arrival: int, *, start: int, end: int) -> Any:
+    from promptblame.analysis.attribution.effects import overdispersion
+    from promptblame.analysis.attribution.segments import segment_step
+
+    return segment_step(
+        cells,
+        arrival=arrival,
+        start=start,
+        end=end,
+        is_new=lambda c: c.route == "summarize" and c.prompt == "summarize@v7",
+        is_old=lambda c: c.route == "summarize" and c.prompt == "summarize@v6",
+        stratum=lambda c: (c.route, c.environment, c.model),
+        tau2=overdispersion(cells, kind="proportion"),
+        alpha=0.05,
+        bucket_seconds=3600,
+        period_seconds=86_400,
+    )
+
+
+def test_a_harmless_version_arriving_mid_drift_has_no_step_over_its_stable_segments() -> None:
+    cells = exact(hours=240, alloc=prompt_at(120), drift=lambda h: -0.0015 * h, profile=0.03)
+    seg = _segment_of(cells, 120, start=48, end=192)
+    assert seg is not None
+    assert seg.effect == pytest.approx(0.0, abs=0.003)  # the drift went into the slope
+    assert seg.slope == pytest.approx(-0.0015, abs=1e-4)
+    assert seg.ci_low < 0 < seg.ci_high
+    # one day either side, without the trend, it looks like a -3.6 pt step
+    day = attribute(cells, change_index=120, kind="proportion")
+    (e,) = [e for e in day.candidates if e.value == "summarize@v7"]
+    assert e.effect == pytest.approx(-0.036, abs=0.003)
+
+
+def test_a_real_step_keeps_its_size_over_the_stable_segments_under_a_daily_rhythm() -> None:
+    cells = exact(hours=240, alloc=prompt_at(120), effect=v7_costs(-0.06), profile=0.05)
+    seg = _segment_of(cells, 120, start=48, end=192)
+    assert seg is not None and seg.effect == pytest.approx(-0.06, abs=0.003)
+    assert seg.p_value < 1e-6 and (seg.n_old, seg.n_new) == (14_400, 14_400)
+    # a side shorter than a day cannot match the time of day: no claim
+    assert _segment_of(cells, 120, start=100, end=192) is None
+
+
+def test_a_before_after_step_carries_its_stable_segment_estimate_as_evidence() -> None:
+    cells = exact(hours=240, alloc=prompt_at(120), effect=v7_costs(-0.06))
+    v = attribute(cells, change_index=120, kind="proportion")
+    assert v.culprit is not None and v.culprit.basis == "before_after"
+    assert (v.culprit.segment_start, v.culprit.segment_end) == (48, 192)
+    assert v.culprit.segment_effect == pytest.approx(-0.06, abs=0.003)
+
+
+def test_unchanged_traffic_that_moved_too_little_to_show_is_no_evidence_of_drift() -> None:
+    # summarize@v7 costs 5 pt; the two other routes are thin (2 responses an hour each) and
+    # happen to drop 4 pt: not significant on their own, so they do not make it "drift"
+    def shares(h: int) -> dict[str, float]:
+        return {"summarize": 0.99, "extract": 0.005, "chat": 0.005}
+
+    def effect(h: int, r: str, p: str, m: str) -> float:
+        if r != "summarize":
+            return -0.04 if h >= 60 else 0.0
+        return -0.05 if p == "summarize@v7" else 0.0
+
+    cells = exact(
+        hours=144, alloc=prompt_at(60), effect=effect, shares=shares, per_hour=400, kind="mean"
+    )
+    v = attribute(cells, change_index=60, kind="mean")
+    (e,) = [e for e in v.candidates if e.value == "summarize@v7"]
+    assert e.beats_control is False and e.control_effect is not None
+    assert e.control_effect == pytest.approx(-0.04, abs=0.01)
+    assert e.control_se is not None and abs(e.control_effect) < 1.645 * e.control_se
+    assert e.status == "not_excluded" and v.kind == "insufficient_evidence"
+
+
+def _staircase(step: float, stair: float, a: int = 120) -> list[Cell]:
+    """summarize@v7 steps by `step` at `a`; around it the metric moves by `stair` a day
+    before and after (a trend one day a side cannot tell from noise, and from the step)."""
+
+    def drift(h: int) -> float:
+        return stair if h < a - 24 else (0.0 if h < a + 24 else -stair)
+
+    return exact(hours=240, alloc=prompt_at(a), effect=v7_costs(step), drift=drift, kind="mean")
+
+
+def test_a_step_not_told_from_a_noisy_trend_is_blamed_when_it_holds_over_the_stable_segments():
+    v = attribute(_staircase(-0.012, 0.004), change_index=120, kind="mean", detector_p_value=1e-3)
+    assert v.kind == "culprit" and v.culprit is not None
+    e = v.culprit
+    assert e.value == "summarize@v7" and e.sharp is False and e.beats_control is True
+    assert e.trend is not None and e.trend_se is not None and e.trend / e.trend_se > -1.645
+    assert e.segment_effect == pytest.approx(-0.0113, abs=0.001)
+    assert e.segment_p_value is not None and e.segment_p_value < 0.05
+    assert "stable segments" in e.note
+    # a smaller step is not significant over the segments either: still "can't tell"
+    w = attribute(_staircase(-0.010, 0.004), change_index=120, kind="mean", detector_p_value=1e-3)
+    assert w.kind == "insufficient_evidence" and w.culprit is None
+    (o,) = [e for e in w.candidates if e.value == "summarize@v7"]
+    assert o.status == "not_excluded" and (o.segment_p_value or 0.0) >= 0.05

@@ -96,3 +96,37 @@ def test_incidents_list_and_show_read_the_store_and_version_and_help_are_whole(t
     r = CliRunner().invoke(main, ["--help"], terminal_width=80)
     commands = r.output.split("Commands:")[1]
     assert "..." not in commands and "incidents" in commands
+
+
+def test_detect_prints_the_series_it_cannot_analyse_and_why(tmp_path):
+    from datetime import UTC, datetime, timedelta
+
+    from promptblame.ingest.contracts import ResponseEvent, ScoreEvent
+    from promptblame.ingest.rows import responses_table, scores_table
+    from promptblame.settings import Settings
+    from promptblame.store import open_store
+
+    data = tmp_path / "d"
+    store = open_store(Settings(data_dir=data))
+    now = datetime.now(UTC)
+    try:
+        events = [
+            ResponseEvent(
+                event_id=f"t{i}", ts=now - timedelta(hours=5 * i + 1), app="tiny", model="m"
+            )
+            for i in range(30)
+        ]
+        scores = [ScoreEvent(event_id=f"t{i}", name="helpful", value=1.0) for i in range(30)]
+        store.insert("responses", responses_table("shop", events, now))
+        store.insert("scores", scores_table("shop", scores, now))
+        store.materialize_scores()
+    finally:
+        store.close()
+    r = cli(data, "detect")
+    assert r.returncode == 0, r.stderr
+    assert "not analysed  shop  tiny helpful (app): too few scores, 30 scores in the window" in (
+        r.stdout
+    )
+    assert "0 series; 1 not analysed (too little data)" in r.stderr
+    r = cli(data, "detect", "--project", "shop")  # one project: its name is not repeated
+    assert "not analysed  tiny helpful (app): too few scores" in r.stdout

@@ -27,6 +27,7 @@ from promptblame.analysis.compare import (
     paired_t,
     proportions,
     srm,
+    t_mde,
     t_power,
     welch,
     wilcoxon,
@@ -634,3 +635,18 @@ def test_real_effects_get_small_p_values():
     assert slow.p_value < 1e-6 and slow.ci_low > 0  # type: ignore[operator]
     paired = paired_t(a=a, b=a + rng.normal(0.01, 0.05, 2_000))
     assert paired.p_value < 1e-6  # type: ignore[operator]
+
+
+def test_t_power_and_mde_at_tiny_df_where_scipy_far_tail_is_nan():
+    # nctdtr(1.5, 20, -crit) is NaN in scipy; the far tail is below 1e-16 there, the power
+    # finite and the MDE solvable (a Welch test on a thin cell reached this and crashed)
+    from scipy import special
+
+    crit = float(special.stdtrit(1.5, 0.975))
+    assert math.isnan(float(special.nctdtr(1.5, 20.0, -crit)))
+    p = t_power(effect=20.0, se=1.0, df=1.5, alpha=0.05)
+    assert 0.99 < p <= 1.0
+    assert t_power(effect=-20.0, se=1.0, df=1.5, alpha=0.05) == p
+    mde = t_mde(se=1.0, df=1.5, alpha=0.05)
+    assert math.isfinite(mde)
+    assert t_power(effect=mde, se=1.0, df=1.5, alpha=0.05) == pytest.approx(0.8, abs=1e-6)

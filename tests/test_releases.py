@@ -10,8 +10,10 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
@@ -402,3 +404,51 @@ def test_a_rollback_rule_rolls_back_a_culprit_automatically_and_says_so(api):
     run_alerts(api.store, SETTINGS, project_id="acme", now=NOW, poster=poster)
     assert [b["event"] for b in sent] == ["opened", "resolved"]
     assert sent[1]["text"].endswith("(rolled back: production answer@v2 → v1)")
+
+
+def test_detection_takes_the_label_move_as_the_culprits_arrival(api):
+    """A 1 % canary served answer@v2 for days; moving `production` to it is the real deploy,
+    which the app's clients pick up over two hours. The incident's shift starts at the move
+    (the label history is the known deploy time), and v2 is still tested and blamed."""
+    from promptblame.ingest.contracts import ResponseEvent, ScoreEvent
+    from promptblame.ingest.rows import responses_table, scores_table
+    from tests.test_incidents import SETTINGS as DETECTION
+
+    assert api.move("production", version="v2", force=True, reason="canary done").status_code == 200
+    (event,) = api.store.label_history("acme", "answer", "production")
+    moved = event["claimed_at"]
+    moved = moved if moved.tzinfo else moved.replace(tzinfo=UTC)
+    hour0 = moved.replace(minute=0, second=0, microsecond=0)
+    rng = np.random.default_rng(5)
+    events, scores = [], []
+    for h in range(-5 * 24, 23):  # ts may be up to a day ahead of the clock
+        share = 0.01 if h < 0 else {0: 0.3, 1: 0.7}.get(h, 1.0)
+        for i in range(int(rng.poisson(80))):
+            v2 = rng.random() < share
+            eid = f"m{h}_{i}"
+            events.append(
+                ResponseEvent(
+                    event_id=eid,
+                    ts=hour0 + timedelta(hours=h, seconds=float(rng.uniform(0, 3600))),
+                    app="bot",
+                    model="gpt-4o",
+                    route="billing",
+                    prompt_id="answer",
+                    prompt_version="v2" if v2 else "v1",
+                )
+            )
+            ok = rng.random() < (0.7 if v2 else 0.9)
+            scores.append(ScoreEvent(event_id=eid, name="correct", value=float(ok)))
+    now = datetime.now(UTC)
+    api.store.insert("responses", responses_table("acme", events, now))
+    api.store.insert("scores", scores_table("acme", scores, now))
+    api.store.materialize_scores()
+    run_detection(api.store, DETECTION, now=hour0 + timedelta(hours=23, minutes=30))
+    (inc,) = [i for i in api.store.incidents("acme") if i["verdict"] == "culprit"]
+    assert inc["culprit"] == "prompt answer@v2"
+    culprit = json.loads(inc["evidence"])["culprit"]
+    assert culprit["arrival_label"] == "production" and culprit["p_value"] < 1e-6
+    start = (
+        inc["shift_start"] if inc["shift_start"].tzinfo else inc["shift_start"].replace(tzinfo=UTC)
+    )
+    assert start == hour0

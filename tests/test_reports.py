@@ -609,3 +609,30 @@ def test_a_rollout_page_charts_each_guardrails_estimates_ending_at_the_watchs_nu
     html = unescape(page(client, f"/reports/rollouts/{rid}", key))
     assert "Guardrails over time" in html and html.count('<svg role="img"') == 1
     assert f"{100 * api['effect']:+.1f} pt".replace("-", "−") in html
+
+
+def test_the_overview_lists_series_detection_cannot_analyse_with_the_reason(embedded_store):
+    traffic(embedded_store)  # bot · correct: analysed
+    events = [
+        ResponseEvent(event_id=f"tiny{i}", ts=START + timedelta(hours=7 * i), app="tiny", model="m")
+        for i in range(30)
+    ]
+    scores = [ScoreEvent(event_id=f"tiny{i}", name="helpful", value=1.0) for i in range(30)]
+    embedded_store.insert("responses", responses_table("acme", events, datetime.now(UTC)))
+    embedded_store.insert("scores", scores_table("acme", scores, datetime.now(UTC)))
+    embedded_store.materialize_scores()
+    view = overview_view(embedded_store, "acme", now=NOW, settings=SETTINGS)
+    assert view.analysed == 1
+    assert [(r["app"], r["metric"], r["reason"]) for r in view.not_analysed or []] == [
+        ("tiny", "helpful", "too_few_scores")
+    ]
+    html = render_overview(view, api_base=None)
+    rows = table_rows(html, "not-analysed")
+    assert rows == [
+        ["tiny · helpful app", "30", "too few scores: 30 scores in the window, 100 needed"]
+    ]
+    assert "Detection watches 1 other series" in unescape(html)
+    # without settings (nothing asked) the section is not shown
+    assert 'id="not-analysed"' not in render_overview(
+        overview_view(embedded_store, "acme", now=NOW), api_base=None
+    )

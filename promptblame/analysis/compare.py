@@ -232,8 +232,11 @@ def t_power(*, effect: float, se: float, df: float, alpha: float) -> float:
     t tests; for Welch it is the usual approximation treating df and se as known.
     """
     crit = float(special.stdtrit(df, 1.0 - alpha / 2.0))
-    nc = effect / se
-    return float(1.0 - special.nctdtr(df, nc, crit) + special.nctdtr(df, nc, -crit))
+    nc = abs(effect) / se  # both tails: the power is symmetric in the effect's sign
+    far = float(special.nctdtr(df, nc, -crit))
+    # scipy answers NaN for the far tail at small df and large nc, where it is below 1e-16
+    far = far if math.isfinite(far) else 0.0
+    return float(1.0 - special.nctdtr(df, nc, crit) + far)
 
 
 def t_mde(*, se: float, df: float, alpha: float, power: float = POWER) -> float:

@@ -15,11 +15,18 @@ the reason (`DetectionRun.not_analysed`, and `coverage` for the API), never sile
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
-from promptblame.analysis.attribution import Cell, MetricKind, Verdict, find_and_attribute
+from promptblame.analysis.attribution import (
+    Cell,
+    KnownArrival,
+    MetricKind,
+    Verdict,
+    find_and_attribute,
+)
 from promptblame.analysis.incidents import REPORTABLE, Series, merge
 from promptblame.settings import Settings
 from promptblame.store import Store
@@ -134,6 +141,7 @@ def run_detection(
             projects = sorted({*projects, *store.projects_with_responses(since)})
     for project in projects:
         by_series = _series_rows(store, settings, project, since=since, until=until)
+        moves = store.label_history(project)
         known: dict[tuple[str, str, str], list[dict[str, Any]]] = {}
         for i in store.incidents_since(project, since - timedelta(days=1)):
             known.setdefault((i["app"], i["metric"], i["source"]), []).append(i)
@@ -170,6 +178,7 @@ def run_detection(
                     since=since,
                     bucket_seconds=width,
                     higher_is_better=source != BUILTIN,
+                    label_moves=moves,
                 ),
                 now=now,
             )
@@ -275,10 +284,15 @@ def shifts(
     since: datetime,
     bucket_seconds: int,
     higher_is_better: bool = True,
+    label_moves: Sequence[Mapping[str, Any]] = (),
 ) -> list[tuple[str, Verdict]]:
-    """(route or "" for the whole app, verdict) of every reportable shift in the cells."""
+    """(route or "" for the whole app, verdict) of every reportable shift in the cells.
+
+    label_moves: rows of the label history (`Store.label_history`); each move to a version
+    is a known arrival of that prompt version for attribution."""
     if not rows:
         return []
+    arrivals = known_arrivals(label_moves, since=since, bucket_seconds=bucket_seconds)
     cells = [
         Cell(
             bucket=int((r["bucket"] - since).total_seconds()) // bucket_seconds,
@@ -297,7 +311,11 @@ def shifts(
     found = [
         ("", v)
         for v in find_and_attribute(
-            cells, bucket_seconds=bucket_seconds, kind=kind, higher_is_better=higher_is_better
+            cells,
+            bucket_seconds=bucket_seconds,
+            kind=kind,
+            higher_is_better=higher_is_better,
+            arrivals=arrivals,
         )
     ]
     found = [(route, v) for route, v in found if v.kind in REPORTABLE]
@@ -307,11 +325,39 @@ def shifts(
         for route in routes:
             mine = [c for c in cells if c.route == route]
             for v in find_and_attribute(
-                mine, bucket_seconds=bucket_seconds, kind=kind, higher_is_better=higher_is_better
+                mine,
+                bucket_seconds=bucket_seconds,
+                kind=kind,
+                higher_is_better=higher_is_better,
+                arrivals=arrivals,
             ):
                 if v.kind in REPORTABLE and not _seen(found, v, within=within):
                     found.append((route, v))
     return found
+
+
+def known_arrivals(
+    label_moves: Sequence[Mapping[str, Any]], *, since: datetime, bucket_seconds: int
+) -> list[KnownArrival]:
+    """Label moves as known arrivals: "prompt_id@to_version" at the bucket the move fell in
+    (moves before the window are left out; a move is a deploy time, not a verdict)."""
+    out = []
+    for m in label_moves:
+        at = m.get("claimed_at")
+        if not m.get("to_version") or not isinstance(at, datetime):
+            continue
+        at = at if at.tzinfo is not None else at.replace(tzinfo=UTC)
+        offset = (at - since).total_seconds()
+        if offset < 0:
+            continue
+        out.append(
+            KnownArrival(
+                value=f"{m['prompt_id']}@{m['to_version']}",
+                bucket=int(offset // bucket_seconds),
+                label=str(m.get("label", "")),
+            )
+        )
+    return out
 
 
 # A route's share of an app-level shift is located less precisely (less data): the same

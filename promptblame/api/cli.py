@@ -389,10 +389,19 @@ def detect(project: str | None) -> None:
         ):
             for i in store.incidents(p, status="open", limit=20):
                 click.echo(visible(f"{i['incident_id']}  {i['verdict']:<16} {i['summary']}"))
+        for r in run.not_analysed:
+            where = "" if project else f"{r['project_id']}  "
+            click.echo(
+                visible(
+                    f"not analysed  {where}{r['app']} {r['metric']} ({r['source']}): "
+                    f"{r['reason'].replace('_', ' ')}, {r['detail']}"
+                )
+            )
     finally:
         store.close()
     click.echo(
-        f"{run.series} series; incidents opened {run.opened}, revised {run.revised},"
+        f"{run.series} series; {len(run.not_analysed)} not analysed (too little data);"
+        f" incidents opened {run.opened}, revised {run.revised},"
         f" resolved {run.resolved}; alerts sent {sent.sent}, failed {sent.failed}",
         err=True,
     )
@@ -604,9 +613,10 @@ def report_overview(project: str, out: Path) -> None:
     from promptblame.reports.data import overview_view
     from promptblame.reports.render import render_overview
 
-    store = _store(_settings(), _SERVE_HOLDS)
+    settings = _settings()
+    store = _store(settings, _SERVE_HOLDS)
     try:
-        view = overview_view(store, project)
+        view = overview_view(store, project, settings=settings)
     finally:
         store.close()
     _export(out, render_overview(view, api_base=None))

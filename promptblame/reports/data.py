@@ -20,6 +20,7 @@ import numpy as np
 from scipy import stats
 from statsmodels.stats.proportion import proportion_confint
 
+from promptblame.analysis.detection import coverage
 from promptblame.analysis.service import (
     CompareSpec,
     ExperimentSpec,
@@ -42,6 +43,7 @@ from promptblame.reports.words import (
     severity,
     unit_of,
 )
+from promptblame.settings import Settings
 from promptblame.store import ResponseFilter, Store
 
 SAMPLE_PAIRS = 6
@@ -860,6 +862,10 @@ class OverviewView:
     alerts: list[dict[str, Any]]
     rollouts: list[dict[str, Any]]
     generated_at: datetime = field(default_factory=lambda: datetime.now(UTC))
+    # series the detection job cannot analyse over its window, with the reason (None: not
+    # asked, e.g. without settings); analysed: how many it does analyse
+    not_analysed: list[dict[str, Any]] | None = None
+    analysed: int = 0
 
 
 TREND_BUCKET = 6 * 3600
@@ -867,8 +873,12 @@ TREND_DAYS = 14
 MAX_TRENDS = 12
 
 
-def overview_view(store: Store, project: str, *, now: datetime | None = None) -> OverviewView:
+def overview_view(
+    store: Store, project: str, *, now: datetime | None = None, settings: Settings | None = None
+) -> OverviewView:
+    """With `settings`, also the series detection cannot analyse and why (`coverage`)."""
     now = now or datetime.now(UTC)
+    cover = coverage(store, settings, project, now=now) if settings is not None else None
     incidents = []
     for status in ("open", "acknowledged"):
         for r in store.incidents(project, status=status, limit=200):
@@ -886,6 +896,8 @@ def overview_view(store: Store, project: str, *, now: datetime | None = None) ->
         trends=_trends(store, project, now),
         alerts=store.alerts(project, limit=10),
         rollouts=_rollout_rows(store, project),
+        not_analysed=None if cover is None else cover["not_analysed"],
+        analysed=0 if cover is None else len(cover["analysed"]),
     )
 
 

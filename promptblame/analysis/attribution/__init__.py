@@ -11,7 +11,11 @@ Both return `Verdict`s (`culprit`, `confounded`, `no_version_cause`, `no_shift`,
 See `attribute.py` for the method.
 """
 
-from promptblame.analysis.attribution.attribute import attribute, find_and_attribute
+from promptblame.analysis.attribution.attribute import (
+    KnownArrival,
+    attribute,
+    find_and_attribute,
+)
 from promptblame.analysis.attribution.cells import Cell, MetricKind
 from promptblame.analysis.attribution.decompose import Decomposition, SegmentShift, decompose
 from promptblame.analysis.attribution.effects import Estimate, stratified_difference
@@ -22,6 +26,7 @@ __all__ = [
     "Decomposition",
     "Estimate",
     "Evidence",
+    "KnownArrival",
     "MetricKind",
     "SegmentShift",
     "Verdict",

@@ -24,7 +24,17 @@ Method, for a shift at bucket `cp` (found on the aggregate series by the change-
      same windows (difference-in-differences); (b) the trend around the arrival — the old
      version's change over the window before, the new version's over the window after (at
      a fifth of alpha when there is no control traffic). Each is asked only when it moved the
-     shift's way noticeably; failing either, the candidate is `drift` and is not blamed.
+     shift's way noticeably; failing either, the candidate is `drift` and is not blamed —
+     when that guard is itself significant (the trend on its own, or the change on control
+     traffic on its own); otherwise the step is not told from noise in the guard: it is
+     `not_excluded`, unless over the stable segments either side of the arrival (bounded by
+     the neighbouring change points, other candidates' arrivals and a drift's ends, up to
+     three periods a side) a fit of level + slope + step + time of day (`segments`) shows
+     the step significant the shift's way, with control traffic measured and not moving
+     with it (a drift that bends inside the segments passes for a step without control).
+   The arrival is where the value's traffic share stepped up most, or a label move of a
+   prompt version nearest the shift at which its share rose (`KnownArrival`, a known deploy
+   time: a canary or clients' caches picking the move up over hours do not blur it).
    Holding the other dimension fixed is what separates a prompt from a model that switched at
    the same time: with no stratum where only one of them changed, the candidate is
    `not_separable`.
@@ -72,6 +82,7 @@ from promptblame.analysis.attribution.effects import (
     pooled_variance,
     stratified_difference,
 )
+from promptblame.analysis.attribution.segments import SegmentStep, segment_step, window
 from promptblame.analysis.attribution.verdict import (
     Basis,
     Direction,
@@ -86,6 +97,20 @@ from promptblame.analysis.changepoints import Bucket, ChangePoint, detect_change
 from promptblame.analysis.moments import Moments
 
 Key = tuple[Hashable, ...]
+
+
+@dataclass(frozen=True)
+class KnownArrival:
+    """A label move that put a prompt version into service: a known deploy time.
+
+    value: "prompt_id@version" as in the cells; bucket: the bucket the move fell in; label:
+    the label moved (e.g. "production"). Attribution takes it as the version's arrival when
+    the version's traffic share rose there, and still tests the version: a move is when, not
+    whether."""
+
+    value: str
+    bucket: int
+    label: str
 
 
 @dataclass(frozen=True)
@@ -109,6 +134,10 @@ class _Context:
     period_buckets: int
     min_overlap: float
     drift_alpha: float
+    detector_drift: bool = False
+    known: tuple[KnownArrival, ...] = ()
+    drift_end: int | None = None  # the detector's drift: where its ramp ended
+    breaks: tuple[int, ...] = ()  # arrivals of the versions considered
 
     def phase_of(self, c: Cell, use_phase: bool) -> int:
         if not use_phase:
@@ -137,6 +166,7 @@ class _Candidate:
     share_after: float
     arrival: int
     rollback: bool
+    label: str | None = None  # the label move that gave the arrival, if one did
 
 
 def attribute(
@@ -158,6 +188,8 @@ def attribute(
     detector_effect: float | None = None,
     detector_p_value: float | None = None,
     detector_drift: bool = False,
+    arrivals: Sequence[KnownArrival] = (),
+    drift_end_index: int | None = None,
 ) -> Verdict:
     """Attribute the shift starting at bucket `change_index` (see the module docstring).
 
@@ -180,6 +212,9 @@ def attribute(
     first tested (all traffic, day after vs day before, same hours): `no_shift` if not
     significant, because an innocent version that happens to sit on a noise bucket must not
     be blamed for noise.
+    arrivals: label moves (known deploy times); a prompt version's arrival is the move
+    nearest the shift at which its share of its routes' traffic rose, instead of the bucket
+    where its share stepped up most (a canary served it before the move made it real).
     """
     live = [c for c in cells if c.n > 0]
     period_buckets = max(1, period_seconds // max(bucket_seconds, 1))
@@ -207,6 +242,7 @@ def attribute(
             alpha=alpha,
             higher_is_better=higher_is_better,
             period_seconds=period_seconds,
+            arrivals=arrivals,
         )
         if not found:
             return replace(
@@ -260,6 +296,9 @@ def attribute(
         period_buckets=period_buckets,
         min_overlap=min_overlap,
         drift_alpha=drift_alpha,
+        detector_drift=detector_drift,
+        known=tuple(arrivals),
+        drift_end=drift_end_index,
     )
     if detector_p_value is None:
         # a caller-chosen bucket: first check that the metric moved there at all
@@ -294,6 +333,7 @@ def attribute(
     wide_before = in_range(live, max(lo_, cp - 2 * L), cp)
     wide_after = in_range(live, cp, min(hi_, cp + 2 * L))
     candidates = _candidates(ctx, wide_before, wide_after, min_arrival=min_arrival)
+    ctx = replace(ctx, breaks=tuple(c.arrival for c in candidates))
     evidence = [_evaluate(ctx, cand) for cand in candidates]
     evidence = _decide(ctx, candidates, evidence, min_share=min_share)
     blamed = [e for e in evidence if e.status == "blamed"]
@@ -422,6 +462,7 @@ def find_and_attribute(
     min_effect: float | None = None,
     penalty: float | None = None,
     min_share: float = 0.25,
+    arrivals: Sequence[KnownArrival] = (),
 ) -> list[Verdict]:
     """Change points of the aggregate series (all cells summed per bucket), each attributed.
 
@@ -429,6 +470,7 @@ def find_and_attribute(
     series); each shift is attributed within its neighbouring change points, so a rollback
     gives two verdicts. A culprit arrival already blamed for an earlier change point is not
     repeated (the detector cut one shift in two). Empty list when nothing changed.
+    arrivals: label moves, known deploy times (see `attribute`).
     """
     live = [c for c in cells if c.n > 0]
     if not live:
@@ -460,6 +502,10 @@ def find_and_attribute(
                 detector_effect=c.effect,
                 detector_p_value=c.p_value,
                 detector_drift=c.kind == "drift",
+                arrivals=arrivals,
+                drift_end_index=(
+                    first + c.end_index if c.kind == "drift" and c.end_index is not None else None
+                ),
             )
         )
     for j, c in enumerate(cps):
@@ -562,6 +608,7 @@ def _candidates(
             same = {k: d for k, d in drops.items() if dim == "prompt" and k.split("@")[0] == pid}
             pool = same or drops
             pred = max(sorted(pool), key=lambda k: pool[k])
+            arrival, label = _arrival(ctx, dim, value, segs)
             out.append(
                 _Candidate(
                     dimension=dim,
@@ -570,19 +617,26 @@ def _candidates(
                     segments=segs,
                     share_before=sb.get(value, 0.0),
                     share_after=sa.get(value, 0.0),
-                    arrival=_arrival(ctx, dim, value, segs),
+                    arrival=arrival,
                     rollback=_rollback(ctx, dim, value, pred, segs),
+                    label=label,
                 )
             )
     return out
 
 
-def _arrival(ctx: _Context, dim: Dimension, value: str, segs: frozenset[tuple[str, str]]) -> int:
-    """The bucket near cp where the value's share of its routes' traffic stepped up most.
+def _arrival(
+    ctx: _Context, dim: Dimension, value: str, segs: frozenset[tuple[str, str]]
+) -> tuple[int, str | None]:
+    """The bucket near cp where the value arrived, and the label move that says so (if any).
 
-    Step at b = share over [b, b + 3) - share over [b - 3, b), each pooled over its buckets (so
-    thin hours do not make noise steps); ties go to the bucket nearest cp. For a cutover or an
-    A/B arm this is its first bucket, for a canary ramp the biggest ramp step near the shift.
+    A label move of this prompt version within the search span, at which its share of its
+    routes' traffic rose, is its arrival (the nearest to cp): the deploy time is known, and a
+    canary that served it earlier, or clients whose caches picked the move up over hours, do
+    not blur it. Otherwise the bucket where its share stepped up most: step at b = share over
+    [b, b + 3) - share over [b - 3, b), each pooled over its buckets (so thin hours do not
+    make noise steps); ties go to the bucket nearest cp. For a cutover or an A/B arm this is
+    its first bucket, for a canary ramp the biggest ramp step near the shift.
     """
     n_all: dict[int, int] = defaultdict(int)
     n_val: dict[int, int] = defaultdict(int)
@@ -597,12 +651,20 @@ def _arrival(ctx: _Context, dim: Dimension, value: str, segs: frozenset[tuple[st
         n = sum(n_all.get(b, 0) for b in range(x, y))
         return sum(n_val.get(b, 0) for b in range(x, y)) / n if n else 0.0
 
+    if dim == "prompt":
+        moves = sorted(
+            (m for m in ctx.known if m.value == value and lo <= m.bucket < hi),
+            key=lambda m: (abs(m.bucket - ctx.cp), m.bucket),
+        )
+        for m in moves:
+            if share(m.bucket, m.bucket + 3) - share(m.bucket - 3, m.bucket) > 0:
+                return m.bucket, m.label
     best, best_step = ctx.cp, -math.inf
     for b in sorted(range(lo + 1, hi), key=lambda b: abs(b - ctx.cp)):
         step = share(b, b + 3) - share(b - 3, b)
         if step > best_step + 1e-9:
             best, best_step = b, step
-    return best
+    return best, None
 
 
 def _rollback(
@@ -640,6 +702,7 @@ def _evaluate(ctx: _Context, cand: _Candidate) -> Evidence:
         share_after=cand.share_after,
         arrival_index=cand.arrival,
         rollback=cand.rollback,
+        arrival_label=cand.label,
     )
 
     def is_new(c: Cell) -> bool:
@@ -711,13 +774,78 @@ def _evaluate(ctx: _Context, cand: _Candidate) -> Evidence:
         margin = 1.0 if control is not None else 1.5
         sharp = _sharp(est, trend, sign=ctx.sign, alpha=ctx.drift_alpha, margin=margin)
         beats = _beats(est, control, sign=ctx.sign, alpha=ctx.alpha)
+        seg = _segment(ctx, dim, is_new, is_old, cand.arrival)
+        if seg is not None:
+            ev = replace(
+                ev,
+                segment_effect=seg.effect,
+                segment_ci_low=seg.ci_low,
+                segment_ci_high=seg.ci_high,
+                segment_p_value=seg.p_value,
+                segment_start=seg.start,
+                segment_end=seg.end,
+            )
         ev = replace(
             ev,
             sharp=sharp and beats,
             control_effect=control.effect if control is not None else None,
+            control_se=control.se if control is not None else None,
             beats_control=beats,
         )
     return ev
+
+
+def _segment(
+    ctx: _Context,
+    dim: Dimension,
+    is_new: Callable[[Cell], bool],
+    is_old: Callable[[Cell], bool],
+    arrival: int,
+) -> SegmentStep | None:
+    """The step over the stable segments around the arrival (`segments.segment_step`)."""
+    breaks = [ctx.lo, ctx.hi, *ctx.breaks]
+    if ctx.detector_drift:  # a ramp from cp to its end: the segments stay on it
+        breaks.append(ctx.cp)
+        if ctx.drift_end is not None:
+            breaks.append(ctx.drift_end)
+    start, end = window(
+        arrival,
+        breaks=breaks,
+        first=ctx.first,
+        last=ctx.last,
+        longest=SEGMENT_PERIODS * max(ctx.period_buckets, 6),
+    )
+    return segment_step(
+        ctx.cells,
+        arrival=arrival,
+        start=start,
+        end=end,
+        is_new=is_new,
+        is_old=is_old,
+        stratum=lambda c: (c.route, c.environment, c.other(dim)),
+        tau2=ctx.tau2,
+        alpha=ctx.alpha,
+        bucket_seconds=ctx.bucket_seconds,
+        period_seconds=ctx.period_seconds,
+    )
+
+
+SEGMENT_PERIODS = 3  # the stable segments are used up to this many periods a side
+
+
+def _segment_holds(e: Evidence, ctx: _Context) -> bool:
+    """The step is significant over the stable segments, net of a trend, the shift's way,
+    and control traffic (other routes, same windows) was measured and did not move with it:
+    a drift that bends inside the segments is not a line and can pass for a step there, but
+    it would move the control traffic too (without control traffic this is not asked)."""
+    return (
+        e.control_effect is not None
+        and e.beats_control is True
+        and e.segment_p_value is not None
+        and e.segment_effect is not None
+        and e.segment_p_value < ctx.alpha
+        and e.segment_effect * ctx.sign > 0
+    )
 
 
 def _paired(
@@ -775,10 +903,19 @@ def _excluded_or_not(
 
 
 def _trend_not_shown(e: Evidence, ctx: _Context) -> bool:
-    """The trend a before/after step was held against is not significant on its own."""
-    if e.trend is None or not e.trend_se or e.beats_control is False:
-        return False  # no trend measured, or unchanged traffic moved as much: evidence
-    return e.trend * ctx.sign / e.trend_se < float(stats.norm.isf(ctx.drift_alpha))
+    """Neither what a before/after step was held against is significant on its own: not the
+    trend around the arrival, not the change on unchanged traffic elsewhere. Then the step
+    is not told from noise in them, which is a lack of evidence, not evidence of drift."""
+    z = float(stats.norm.isf(ctx.drift_alpha))
+    if e.trend is not None and e.trend_se and e.trend * ctx.sign / e.trend_se >= z:
+        return False  # the trend is there on its own
+    if e.beats_control is False and (
+        e.control_se is None
+        or e.control_effect is None
+        or e.control_effect * ctx.sign >= z * e.control_se
+    ):
+        return False  # unchanged traffic moved the same way, significantly
+    return e.trend is not None or e.beats_control is False
 
 
 def _is_new_of(cand: _Candidate) -> Callable[[Cell], bool]:
@@ -1047,6 +1184,20 @@ def _decide(
             status = "not_significant"
         elif (e.effect or 0.0) * ctx.sign <= 0:
             status = "wrong_direction"
+        elif e.sharp is False and _trend_not_shown(e, ctx) and _segment_holds(e, ctx):
+            # not told from a noisy trend on one period a side, but over the stable segments
+            # around the arrival, with the trend fitted, the step holds
+            status = "small_share" if (e.explained_share or 0.0) < min_share else "blamed"
+            e = replace(
+                e,
+                note=(
+                    f"{e.note}; the step holds over the stable segments (buckets "
+                    f"{e.segment_start}-{e.segment_end}) net of a trend: "
+                    f"{fmt_effect(e.segment_effect, kind=ctx.kind)} "
+                    f"[{fmt_effect(e.segment_ci_low, kind=ctx.kind)}, "
+                    f"{fmt_effect(e.segment_ci_high, kind=ctx.kind)}]"
+                ),
+            )
         elif e.sharp is False and _trend_not_shown(e, ctx):
             # the step is significant but not clearly larger than a trend that is itself
             # not significant: thin data cannot tell a step from a drift, which is a lack of

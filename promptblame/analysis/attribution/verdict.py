@@ -68,10 +68,22 @@ class Evidence:
     trend_se: float | None = None
     sharp: bool | None = None  # before/after: the step beats that trend and control traffic
     control_effect: float | None = None  # before/after: same windows, other routes, no change
+    control_se: float | None = None  # its standard error
     beats_control: bool | None = None  # before/after: moved more than that control traffic
     needed_effect: float | None = None  # effect that would explain min_share of the shift
     n_needed: int | None = None  # not_excluded: responses per side that would decide it
     note: str = ""
+    # the label whose move put it into service at arrival_index (a known deploy time), when
+    # the arrival came from the label history rather than from its traffic share
+    arrival_label: str | None = None
+    # before/after: the step over the stable segments either side of the arrival (bounded by
+    # change points and other arrivals), net of a linear trend and time of day (`segments`)
+    segment_effect: float | None = None
+    segment_ci_low: float | None = None
+    segment_ci_high: float | None = None
+    segment_p_value: float | None = None
+    segment_start: int | None = None
+    segment_end: int | None = None
 
 
 @dataclass(frozen=True)
@@ -159,6 +171,8 @@ def culprit_summary(v: Verdict, e: Evidence) -> str:
     if e.scope_environment:
         where += f" in {e.scope_environment}"
     verb = "rollback to" if e.rollback else "arrival of"
+    if e.arrival_label:
+        where += f" (label {e.arrival_label} moved to it)"
     ci = (
         f"[{fmt_effect(e.ci_low, kind=v.metric_kind)}, {fmt_effect(e.ci_high, kind=v.metric_kind)}]"
     )

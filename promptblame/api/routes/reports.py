@@ -112,7 +112,10 @@ def overview(request: Request, state: State) -> Response:
     if p is None:
         return _to_login(request)
     return _html(
-        render_overview(data.overview_view(state.store, p.project_id), logout=_logout(state))
+        render_overview(
+            data.overview_view(state.store, p.project_id, settings=state.settings),
+            logout=_logout(state),
+        )
     )
 
 

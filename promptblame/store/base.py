@@ -352,9 +352,11 @@ class Store(ABC):
         wanted = ", ".join(columns) if columns else "* EXCEPT (project_id)"
         extra = ""
         if search:
+            # lowerUTF8(...) LIKE '%text%' is what the text_ngrams index (migration 12) can
+            # answer; the text's LIKE wildcards are escaped, so it matches as typed.
             extra += (
-                " AND (positionCaseInsensitiveUTF8(input, {q:String}) > 0"
-                " OR positionCaseInsensitiveUTF8(output, {q:String}) > 0)"
+                " AND (lowerUTF8(input) LIKE lowerUTF8({q:String})"
+                " OR lowerUTF8(output) LIKE lowerUTF8({q:String}))"
             )
         if score is not None:
             extra += (
@@ -362,21 +364,43 @@ class Store(ABC):
                 " AND name = {sm:String} AND value >= {slo:Float64} AND value <= {shi:Float64}"
                 f" AND {filter_sql()})"
             )
-        return self._rows(
-            f"SELECT {wanted} FROM responses FINAL"
-            f" WHERE project_id = {{p:String}} AND {filter_sql()}{extra}"
-            " AND (ts, event_id) < ({bts:DateTime64(3)}, {bid:String})"
-            " ORDER BY ts DESC, event_id DESC LIMIT {lim:UInt32}",
+        params = dict(
             p=project_id,
             **filter_params(f),
             bts=before[0] if before else FAR_FUTURE,
             bid=before[1] if before else "",
             lim=limit,
-            q=search,
+            q=_like_pattern(search),
             sm=score[0] if score else "",
             slo=score[1] if score else 0.0,
             shi=score[2] if score else 0.0,
         )
+        where = (
+            f" WHERE project_id = {{p:String}} AND {filter_sql()}"
+            " AND (ts, event_id) < ({bts:DateTime64(3)}, {bid:String})"
+        )
+        # Newest first, in widening windows from the newest candidate: a page is found in the
+        # newest hours without FINAL merging (and the text filter reading) the whole table; a
+        # window holding `limit` rows holds the page, as every row outside it is older.
+        newest = self._rows(
+            f"SELECT ts FROM responses{where} ORDER BY ts DESC LIMIT 1", **params
+        )  # the ts_minmax index finds it from a few granules
+        if not newest:
+            return []
+        floor = f.since or FAR_PAST
+        floor = floor if floor.tzinfo else floor.replace(tzinfo=UTC)
+        for span in (*_PAGE_WINDOWS, None):
+            start = FAR_PAST if span is None else newest[0]["ts"] - span
+            rows = self._rows(
+                f"SELECT {wanted} FROM responses FINAL{where}{extra}"
+                " AND ts >= {wlo:DateTime64(3)}"
+                " ORDER BY ts DESC, event_id DESC LIMIT {lim:UInt32}",
+                wlo=start,
+                **params,
+            )
+            if len(rows) >= limit or start <= floor:
+                return rows
+        return rows
 
     def responses_by_id(self, project_id: str, event_ids: Sequence[str]) -> list[dict[str, Any]]:
         """Whole rows of a few events (in no particular order; unknown ids are left out)."""
@@ -1110,3 +1134,14 @@ def _key_record(row: Mapping[str, Any]) -> ApiKeyRecord:
         created_at=row["created_at"],
         revoked=bool(row["revoked"]),
     )
+
+
+# The explorer's windows back from the newest matching response (then everything).
+_PAGE_WINDOWS = (timedelta(hours=1), timedelta(hours=8), timedelta(days=3), timedelta(days=21))
+
+
+def _like_pattern(text: str) -> str:
+    """`text` anywhere, as typed: LIKE's wildcards and escape character escaped (the SQL
+    lowers the pattern with the same lowerUTF8 as the columns)."""
+    escaped = text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    return f"%{escaped}%"

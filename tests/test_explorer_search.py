@@ -15,8 +15,8 @@ from typing import Any
 import pyarrow as pa
 
 from promptblame.store import ResponseFilter, Store
-from promptblame.store.schema import RESPONSES_ARROW
-from tests.test_store_contract import T0, ids, response
+from promptblame.store.schema import RESPONSES_ARROW, SCORES_ARROW
+from tests.test_store_contract import T0, ids, response, score
 
 
 def put(store: Store, *rows: dict[str, Any]) -> None:
@@ -81,20 +81,33 @@ def test_pages_through_the_windows_equal_the_brute_force_answer(any_store: Store
         rows.append(response(f"e{i:03}", ts=newest - age, output=text, app=app))
     rows.append(response("rare", ts=newest - timedelta(days=59), output="order A-777 lost"))
     put(any_store, *rows)
-    cases: list[tuple[str, ResponseFilter]] = [
-        ("", ResponseFilter()),
-        ("refund", ResponseFilter()),
-        ("refund", ResponseFilter(app="search")),
-        ("a-777", ResponseFilter()),
-        ("hello", ResponseFilter(since=newest - timedelta(days=10))),
+    quality = {r["event_id"]: rng.random() for r in rows}
+    any_store.insert(
+        "scores",
+        pa.Table.from_pylist(
+            [score(e, v, ts=newest) for e, v in quality.items()], schema=SCORES_ARROW
+        ),
+    )
+    any_store.materialize_scores()
+    low = ("quality", 0.0, 0.4)
+    cases: list[tuple[str, ResponseFilter, tuple[str, float, float] | None]] = [
+        ("", ResponseFilter(), None),
+        ("refund", ResponseFilter(), None),
+        ("refund", ResponseFilter(app="search"), None),
+        ("a-777", ResponseFilter(), None),
+        ("hello", ResponseFilter(since=newest - timedelta(days=10)), None),
+        ("", ResponseFilter(app="chat"), low),
+        ("refund", ResponseFilter(until=newest - timedelta(days=1)), low),
     ]
-    for text, f in cases:
+    for text, f, by_score in cases:
         expected = sorted(
             (
                 r
                 for r in rows
                 if text.lower() in r["input"].lower() or text.lower() in r["output"].lower()
                 if (not f.app or r["app"] == f.app) and (f.since is None or r["ts"] >= f.since)
+                if f.until is None or r["ts"] < f.until
+                if by_score is None or by_score[1] <= quality[r["event_id"]] <= by_score[2]
             ),
             key=lambda r: (r["ts"], r["event_id"]),
             reverse=True,
@@ -103,7 +116,13 @@ def test_pages_through_the_windows_equal_the_brute_force_answer(any_store: Store
             pages: list[list[str]] = []
             before = None
             while page := any_store.list_responses(
-                "p1", f, limit=limit, before=before, columns=("event_id", "ts"), search=text
+                "p1",
+                f,
+                limit=limit,
+                before=before,
+                columns=("event_id", "ts"),
+                search=text,
+                score=by_score,
             ):
                 pages.append(ids(page))
                 before = (page[-1]["ts"], page[-1]["event_id"])

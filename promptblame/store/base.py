@@ -362,7 +362,8 @@ class Store(ABC):
             extra += (
                 " AND event_id IN (SELECT event_id FROM scored WHERE project_id = {p:String}"
                 " AND name = {sm:String} AND value >= {slo:Float64} AND value <= {shi:Float64}"
-                f" AND {filter_sql()})"
+                # scored.ts is the response's ts: the window bounds this scan by scored's key
+                f" AND {filter_sql()} AND ts >= {{wlo:DateTime64(3)}})"
             )
         params = dict(
             p=project_id,
@@ -1136,8 +1137,11 @@ def _key_record(row: Mapping[str, Any]) -> ApiKeyRecord:
     )
 
 
-# The explorer's windows back from the newest matching response (then everything).
-_PAGE_WINDOWS = (timedelta(hours=1), timedelta(hours=8), timedelta(days=3), timedelta(days=21))
+# The explorer's windows back from the newest matching response (then everything). A window
+# costs the parts it touches, not its length (time is not in the sorting key, so a part's
+# granules span the part's whole time range), and the newest parts span hours to a day: a first
+# window shorter than that buys nothing, and each further step reads those parts again.
+_PAGE_WINDOWS = (timedelta(hours=6), timedelta(days=2), timedelta(days=14))
 
 
 def _like_pattern(text: str) -> str:

@@ -168,12 +168,12 @@ def main() -> None:
                     f"  {table:<10} {rows:>10,} rows  {disk / rows:7.1f} bytes/row on disk"
                     f"  ({raw / rows:7.1f} uncompressed, x{raw / max(disk, 1):.1f})"
                 )
-        for c in store._rows(
+        for col in store._rows(
             "SELECT name, sum(data_compressed_bytes) AS b FROM system.columns"
             " WHERE database = currentDatabase() AND table = 'responses'"
             " GROUP BY name ORDER BY b DESC LIMIT 4"
         ):
-            print(f"    responses.{c['name']:<16} {c['b'] / n:7.1f} bytes/row")
+            print(f"    responses.{col['name']:<16} {col['b'] / n:7.1f} bytes/row")
         for i in store._rows(
             "SELECT name, data_compressed_bytes AS b FROM system.data_skipping_indices"
             " WHERE database = currentDatabase() AND table = 'responses'"

@@ -80,7 +80,7 @@ def timed(fn: object, repeats: int = 3) -> float:
 
 
 def query_costs(store: EmbeddedStore) -> dict[str, float]:
-    store._exec("SET use_query_condition_cache = 0")  # the writing connection; reads below
+    store._read.query("SET use_query_condition_cache = 0", "Null")  # the reading connection
     f = ResponseFilter()
     return {
         "versions (FINAL group-by)": timed(lambda: store.version_counts(PROJECT, f)),

@@ -33,6 +33,7 @@ from analysis_speed import CHUNK, DAYS, START, chunk
 from promptblame.reports.data import responses_view
 from promptblame.store import ResponseFilter
 from promptblame.store.embedded import EmbeddedStore
+from promptblame.store.filters import filter_params, filter_sql
 
 TARGET_MS = 500.0
 WORDS = np.array(
@@ -70,10 +71,53 @@ def varied(responses: pa.Table, rng: np.random.Generator, lo: int) -> pa.Table:
     return responses
 
 
+def old_keys(store: EmbeddedStore, f: ResponseFilter, search: str = "", **_: object) -> int:
+    """The page's keys as list_responses read them before migration 12 and the windows (one
+    query over the whole table under FINAL, position() search): the paired baseline."""
+    sql = (
+        "SELECT event_id, ts FROM responses FINAL WHERE project_id = {p:String} AND "
+        + filter_sql()
+        + (
+            " AND (positionCaseInsensitiveUTF8(input, {q:String}) > 0"
+            " OR positionCaseInsensitiveUTF8(output, {q:String}) > 0)"
+            if search
+            else ""
+        )
+        + " ORDER BY ts DESC, event_id DESC LIMIT 51"
+    )
+    return len(store._rows(sql, p="bench", q=search, **filter_params(f)))
+
+
+def paired(store: EmbeddedStore, shapes: dict[str, dict[str, object]], repeats: int) -> None:
+    """Old and new page keys alternately, same store, same minutes: a ratio that holds when
+    other work loads the machine (absolute times do not)."""
+    print(f"\npaired, page keys only, alternating, median of {repeats} (query condition cache off)")
+    store._read.query("SET use_query_condition_cache = 0", "Null")  # the reading connection
+    for name, kw in shapes.items():
+        if "score" in kw:
+            continue
+        old, new = [], []
+        for _ in range(repeats):
+            t = time.perf_counter()
+            old_keys(store, **kw)  # type: ignore[arg-type]
+            old.append((time.perf_counter() - t) * 1000)
+            t = time.perf_counter()
+            store.list_responses(
+                "bench",
+                limit=51,
+                columns=("event_id", "ts"),
+                **kw,  # type: ignore[arg-type]
+            )
+            new.append((time.perf_counter() - t) * 1000)
+        o, n = statistics.median(old), statistics.median(new)
+        print(f"{name:<30} before {o:6.0f} ms, now {n:6.0f} ms ({o / n:4.1f}x)")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--rows", type=int, default=10_000_000)
     ap.add_argument("--keep", type=Path, help="build the store here and keep it")
+    ap.add_argument("--paired", type=int, default=0, help="also time old vs new keys, N pairs")
     args = ap.parse_args()
     tmp = Path(tempfile.mkdtemp()) if args.keep is None else args.keep
     store = EmbeddedStore(tmp / "data")
@@ -136,6 +180,8 @@ def main() -> None:
                     store, "bench", query={}, before=(last["ts"], last["event_id"]), **kw
                 )  # type: ignore[arg-type]
                 print(f"{'  its next page':<30} {(time.perf_counter() - t) * 1000:5.0f} ms")
+        if args.paired:
+            paired(store, shapes, args.paired)  # type: ignore[arg-type]
         verdict = "PASS" if worst <= TARGET_MS else "MISS"
         print(
             f"{verdict}: slowest filtered page median {worst:.0f} ms, target <= {TARGET_MS:.0f} ms"

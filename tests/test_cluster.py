@@ -377,3 +377,85 @@ def test_several_api_processes_one_worker_and_a_migration_before_them(
         for s in apis.values()
     }
     assert len(keys) == 1 and keys != {""}
+
+
+# -- ServerStore in cluster mode, through a recording double of clickhouse-connect's client ----
+
+
+class RecordingClientDouble:
+    """A test double of clickhouse-connect's client (no cluster can run here): records every
+    statement with its settings, answers reads with empty tables, and refuses the first
+    quorum insert it sees as a busy quorum would."""
+
+    def __init__(self, log: list[tuple[str, dict[str, Any]]]) -> None:
+        self.log = log
+        self.busy_once = True
+
+    def command(self, sql: str, parameters: Any = None, settings: Any = None) -> None:
+        if settings and settings.get("insert_quorum") and self.busy_once:
+            self.busy_once = False
+            raise RuntimeError("Code: 286. DB::Exception: UNSATISFIED_QUORUM_FOR_PREVIOUS_WRITE")
+        self.log.append((sql, dict(settings or {})))
+
+    def query_arrow(self, sql: str, parameters: Any = None, settings: Any = None) -> Any:
+        import pyarrow as pa
+
+        self.log.append((sql, dict(settings or {})))
+        if "token FROM" in sql:
+            return pa.table({"token": ["t1"]})
+        return pa.table({"version": pa.array([], pa.uint32())})
+
+    def insert_arrow(self, table: str, data: Any, settings: Any = None) -> None:
+        self.log.append((f"INSERT INTO {table}", dict(settings or {})))
+
+    def close(self) -> None:
+        pass
+
+
+def test_a_server_store_on_a_cluster_migrates_on_cluster_and_claims_with_quorum(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import clickhouse_connect
+
+    from promptblame.store.server import ServerStore
+
+    log: list[tuple[str, dict[str, Any]]] = []
+    made: list[dict[str, Any]] = []
+
+    def get_client(**kwargs: Any) -> RecordingClientDouble:
+        made.append(kwargs)
+        return RecordingClientDouble(log)
+
+    monkeypatch.setattr(clickhouse_connect, "get_client", get_client)
+    store = ServerStore("http://ch-s1r1:8123", "promptblame", cluster=CLUSTER)
+    store.migrate()
+    sent = [sql for sql, _ in log]
+    assert sent[0] == f"CREATE DATABASE IF NOT EXISTS promptblame ON CLUSTER {CLUSTER}"
+    expected = [sql for _, sql in cluster_statements()]
+    ddl = [s for s in sent if s.startswith(("CREATE TABLE", "ALTER", "CREATE MATERIALIZED"))]
+    assert ddl == [s for s in expected if s.startswith(("CREATE TABLE", "ALTER", "CREATE MAT"))]
+    # every migration recorded once, the first after its quorum insert was refused and retried
+    recorded = [s for s in sent if s.startswith("INSERT INTO schema_migrations")]
+    assert len(recorded) == len(MIGRATIONS)
+    assert made[-1]["settings"]["distributed_foreground_insert"] == 1
+    assert made[-1]["settings"]["distributed_product_mode"] == "local"
+
+    log.clear()
+    won = store.claim_rollout_event(
+        "p",
+        {
+            "rollout_id": "r1",
+            "seq": 1,
+            "token": "t1",
+            **{k: "" for k in ("prompt_id", "label", "model", "incumbent", "candidate")},
+            **{k: "" for k in ("config", "state", "action", "reason", "detail", "key_id")},
+            "step": 0,
+            "step_started_at": "2026-01-01 00:00:00.000",
+        },
+    )
+    assert won
+    (insert_sql, insert_settings), (read_sql, read_settings) = log
+    assert insert_sql.startswith("INSERT INTO rollout_events")
+    assert insert_settings == {"insert_quorum": "auto", "insert_quorum_parallel": 0}
+    assert read_settings == {"select_sequential_consistency": 1}
+    store.close()

@@ -455,6 +455,7 @@ def test_a_server_store_on_a_cluster_migrates_on_cluster_and_claims_with_quorum(
     )
     assert won
     (insert_sql, insert_settings), (read_sql, read_settings) = log
+    assert "FROM rollout_events" in read_sql
     assert insert_sql.startswith("INSERT INTO rollout_events")
     assert insert_settings == {"insert_quorum": "auto", "insert_quorum_parallel": 0}
     assert read_settings == {"select_sequential_consistency": 1}

@@ -97,6 +97,11 @@ def test_pages_through_the_windows_equal_the_brute_force_answer(any_store: Store
         ("a-777", ResponseFilter(), None),
         ("hello", ResponseFilter(since=newest - timedelta(days=10)), None),
         ("", ResponseFilter(app="chat"), low),
+        (
+            "",
+            ResponseFilter(since=newest - timedelta(hours=20), until=newest - timedelta(hours=2)),
+            None,
+        ),
         ("refund", ResponseFilter(until=newest - timedelta(days=1)), low),
     ]
     for text, f, by_score in cases:

@@ -383,22 +383,27 @@ class Store(ABC):
         # Newest first, in widening windows from the newest candidate: a page is found in the
         # newest hours without FINAL merging (and the text filter reading) the whole table; a
         # window holding `limit` rows holds the page, as every row outside it is older.
+        query = (
+            f"SELECT {wanted} FROM responses FINAL{where}{extra}"
+            " AND ts >= {wlo:DateTime64(3)}"
+            " ORDER BY ts DESC, event_id DESC LIMIT {lim:UInt32}"
+        )
+        if f.since and f.until and f.until - f.since <= _BOUNDED:
+            return self._rows(query, wlo=FAR_PAST, **params)  # the filter bounds it already
+        # The anchor is only a hint (no FINAL, the cursor loosened to its ts: reading event ids
+        # would cost more than the page); the ts_minmax index finds it from a few granules.
         newest = self._rows(
-            f"SELECT ts FROM responses{where} ORDER BY ts DESC LIMIT 1", **params
-        )  # the ts_minmax index finds it from a few granules
+            f"SELECT ts FROM responses WHERE project_id = {{p:String}} AND {filter_sql()}"
+            " AND ts <= {bts:DateTime64(3)} ORDER BY ts DESC LIMIT 1",
+            **params,
+        )
         if not newest:
             return []
         floor = f.since or FAR_PAST
         floor = floor if floor.tzinfo else floor.replace(tzinfo=UTC)
         for span in (*_PAGE_WINDOWS, None):
             start = FAR_PAST if span is None else newest[0]["ts"] - span
-            rows = self._rows(
-                f"SELECT {wanted} FROM responses FINAL{where}{extra}"
-                " AND ts >= {wlo:DateTime64(3)}"
-                " ORDER BY ts DESC, event_id DESC LIMIT {lim:UInt32}",
-                wlo=start,
-                **params,
-            )
+            rows = self._rows(query, wlo=start, **params)
             if len(rows) >= limit or start <= floor:
                 return rows
         return rows
@@ -1142,6 +1147,7 @@ def _key_record(row: Mapping[str, Any]) -> ApiKeyRecord:
 # granules span the part's whole time range), and the newest parts span hours to a day: a first
 # window shorter than that buys nothing, and each further step reads those parts again.
 _PAGE_WINDOWS = (timedelta(hours=6), timedelta(days=2), timedelta(days=14))
+_BOUNDED = timedelta(days=1)  # a filter's time range this short is read in one query
 
 
 def _like_pattern(text: str) -> str:

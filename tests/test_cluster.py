@@ -262,6 +262,8 @@ def test_claims_write_to_a_quorum_and_read_with_sequential_consistency(
     assert read == {"select_sequential_consistency": 1}
     assert layout.consistency_settings("SELECT count() FROM responses FINAL") == {}
     assert layout.consistency_settings("INSERT INTO responses SELECT 1") == {}
+    into_events = "INSERT INTO scored SELECT * FROM scores WHERE ts > (SELECT ts FROM job_state)"
+    assert layout.consistency_settings(into_events) == {}  # sharded: no quorum on the shards
 
 
 def test_a_cluster_name_needs_a_server_url() -> None:

@@ -243,12 +243,13 @@ class ClusterSchema:
         """Per-statement settings: inserts into a replicated-on-every-node table wait for a
         majority of replicas, and reads of one see every such acknowledged insert, so a
         compare-and-set claim read back on any node sees every claim acknowledged before."""
-        tables = {r[2] for r in _TABLE_REF.finditer(sql)} | set(_INSERT_TARGET.findall(sql))
-        if not tables & self.replicated:
+        if insert := _INSERT_TARGET.match(sql):  # the target decides, whatever it reads
+            if insert[1] in self.replicated:
+                return {"insert_quorum": "auto", "insert_quorum_parallel": 0}
             return {}
-        if _INSERT_TARGET.match(sql):
-            return {"insert_quorum": "auto", "insert_quorum_parallel": 0}
-        return {"select_sequential_consistency": 1}
+        if {r[2] for r in _TABLE_REF.finditer(sql)} & self.replicated:
+            return {"select_sequential_consistency": 1}
+        return {}
 
 
 _INSERT_TARGET = re.compile(r"^\s*INSERT\s+INTO\s+(?:TABLE\s+)?(\w+)", re.IGNORECASE)

@@ -6,7 +6,7 @@ import ipaddress
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic import Field, SecretStr, ValidationError, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from promptblame.ingest.contracts import IngestLimits
@@ -19,6 +19,13 @@ class Settings(BaseSettings):
         default=None,
         description="ClickHouse server URL (http://user:password@host:8123). "
         "Unset: the embedded chDB store on data_dir.",
+    )
+    clickhouse_cluster: str | None = Field(
+        default=None,
+        pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,63}$",
+        description="Name of the ClickHouse cluster (remote_servers) to deploy on: migrations"
+        " run ON CLUSTER with Replicated engines, tables of events are sharded by (project,"
+        " event id) behind Distributed tables. Needs clickhouse_url. Unset: one server.",
     )
     data_dir: Path = Field(
         default=Path("promptblame-data"),
@@ -207,6 +214,16 @@ class Settings(BaseSettings):
     def _url_scheme(cls, v: str | None) -> str | None:
         if v and not v.startswith(("http://", "https://")):
             raise ValueError("must start with http:// or https://")
+        return v or None
+
+    @field_validator("clickhouse_cluster")
+    @classmethod
+    def _cluster_needs_server(cls, v: str | None, info: ValidationInfo) -> str | None:
+        if v and not info.data.get("clickhouse_url"):
+            raise ValueError(
+                "needs PROMPTBLAME_CLICKHOUSE_URL (a node of the cluster); the embedded store"
+                " is one node"
+            )
         return v or None
 
     def ingest_limits(self) -> IngestLimits:

@@ -31,7 +31,9 @@ def open_store(settings: Settings, *, migrate: bool = True) -> Store:
     if settings.clickhouse_url:
         from promptblame.store.server import ServerStore
 
-        store = ServerStore(settings.clickhouse_url, settings.database)
+        store = ServerStore(
+            settings.clickhouse_url, settings.database, cluster=settings.clickhouse_cluster
+        )
     else:
         from promptblame.store.embedded import EmbeddedStore
 

@@ -352,31 +352,61 @@ class Store(ABC):
         wanted = ", ".join(columns) if columns else "* EXCEPT (project_id)"
         extra = ""
         if search:
+            # lowerUTF8(...) LIKE '%text%' is what the text_ngrams index (migration 12) can
+            # answer; the text's LIKE wildcards are escaped, so it matches as typed.
             extra += (
-                " AND (positionCaseInsensitiveUTF8(input, {q:String}) > 0"
-                " OR positionCaseInsensitiveUTF8(output, {q:String}) > 0)"
+                " AND (lowerUTF8(input) LIKE lowerUTF8({q:String})"
+                " OR lowerUTF8(output) LIKE lowerUTF8({q:String}))"
             )
         if score is not None:
             extra += (
                 " AND event_id IN (SELECT event_id FROM scored WHERE project_id = {p:String}"
                 " AND name = {sm:String} AND value >= {slo:Float64} AND value <= {shi:Float64}"
-                f" AND {filter_sql()})"
+                # scored.ts is the response's ts: the window bounds this scan by scored's key
+                f" AND {filter_sql()} AND ts >= {{wlo:DateTime64(3)}})"
             )
-        return self._rows(
-            f"SELECT {wanted} FROM responses FINAL"
-            f" WHERE project_id = {{p:String}} AND {filter_sql()}{extra}"
-            " AND (ts, event_id) < ({bts:DateTime64(3)}, {bid:String})"
-            " ORDER BY ts DESC, event_id DESC LIMIT {lim:UInt32}",
+        params = dict(
             p=project_id,
             **filter_params(f),
             bts=before[0] if before else FAR_FUTURE,
             bid=before[1] if before else "",
             lim=limit,
-            q=search,
+            q=_like_pattern(search),
             sm=score[0] if score else "",
             slo=score[1] if score else 0.0,
             shi=score[2] if score else 0.0,
         )
+        where = (
+            f" WHERE project_id = {{p:String}} AND {filter_sql()}"
+            " AND (ts, event_id) < ({bts:DateTime64(3)}, {bid:String})"
+        )
+        # Newest first, in widening windows from the newest candidate: a page is found in the
+        # newest hours without FINAL merging (and the text filter reading) the whole table; a
+        # window holding `limit` rows holds the page, as every row outside it is older.
+        query = (
+            f"SELECT {wanted} FROM responses FINAL{where}{extra}"
+            " AND ts >= {wlo:DateTime64(3)}"
+            " ORDER BY ts DESC, event_id DESC LIMIT {lim:UInt32}"
+        )
+        if f.since and f.until and f.until - f.since <= _BOUNDED:
+            return self._rows(query, wlo=FAR_PAST, **params)  # the filter bounds it already
+        # The anchor is only a hint (no FINAL, the cursor loosened to its ts: reading event ids
+        # would cost more than the page); the ts_minmax index finds it from a few granules.
+        newest = self._rows(
+            f"SELECT ts FROM responses WHERE project_id = {{p:String}} AND {filter_sql()}"
+            " AND ts <= {bts:DateTime64(3)} ORDER BY ts DESC LIMIT 1",
+            **params,
+        )
+        if not newest:
+            return []
+        floor = f.since or FAR_PAST
+        floor = floor if floor.tzinfo else floor.replace(tzinfo=UTC)
+        for span in (*_PAGE_WINDOWS, None):
+            start = FAR_PAST if span is None else newest[0]["ts"] - span
+            rows = self._rows(query, wlo=start, **params)
+            if len(rows) >= limit or start <= floor:
+                return rows
+        return rows
 
     def responses_by_id(self, project_id: str, event_ids: Sequence[str]) -> list[dict[str, Any]]:
         """Whole rows of a few events (in no particular order; unknown ids are left out)."""
@@ -1110,3 +1140,18 @@ def _key_record(row: Mapping[str, Any]) -> ApiKeyRecord:
         created_at=row["created_at"],
         revoked=bool(row["revoked"]),
     )
+
+
+# The explorer's windows back from the newest matching response (then everything). A window
+# costs the parts it touches, not its length (time is not in the sorting key, so a part's
+# granules span the part's whole time range), and the newest parts span hours to a day: a first
+# window shorter than that buys nothing, and each further step reads those parts again.
+_PAGE_WINDOWS = (timedelta(hours=6), timedelta(days=2), timedelta(days=14))
+_BOUNDED = timedelta(days=1)  # a filter's time range this short is read in one query
+
+
+def _like_pattern(text: str) -> str:
+    """`text` anywhere, as typed: LIKE's wildcards and escape character escaped (the SQL
+    lowers the pattern with the same lowerUTF8 as the columns)."""
+    escaped = text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    return f"%{escaped}%"

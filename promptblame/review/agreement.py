@@ -93,7 +93,8 @@ def _discrete(x: np.ndarray, y: np.ndarray, cats: list[float], level: Level) -> 
         # every label the same class: chance agreement is 1, kappa is 0/0
         coefs.append(Coefficient(name, None, reason="no_variation"))
     else:
-        res = cohens_kappa(table, wt=None if level == "categorical" else "quadratic")
+        with np.errstate(divide="ignore", invalid="ignore"):  # its z test of a constant rater
+            res = cohens_kappa(table, wt=None if level == "categorical" else "quadratic")
         low, high = _finite(res.kappa_low), _finite(res.kappa_upp)
         coefs.append(Coefficient(name, float(res.kappa), low, high))
     if level == "ordinal":

@@ -1,0 +1,160 @@
+"""The review API and pages over HTTP: config applied as a whole, labels by review keys only,
+bad labels named, the review page's form (CSRF, scope) and what it shows before and after an
+answer."""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, datetime
+
+import pytest
+from fastapi.testclient import TestClient
+
+from promptblame.api import csrf
+from promptblame.api.app import create_app
+from promptblame.api.auth import new_key
+from promptblame.ingest.contracts import ResponseEvent, ScoreEvent
+from promptblame.ingest.rows import responses_table, scores_table
+from promptblame.settings import Settings
+from promptblame.store import Store
+from tests.helpers import auth, event
+
+P = "acme"
+NOW = datetime(2026, 12, 1, tzinfo=UTC)
+DOC = {
+    "queues": [
+        {
+            "name": "support",
+            "filter": {"app": "support-bot"},
+            "overlap": 0.0,
+            "fields": [
+                {"name": "correct", "kind": "pass_fail", "question": "Is it right?"},
+                {"name": "tone", "kind": "scale", "required": False},
+            ],
+        }
+    ],
+    "trust": [{"metric": "correct", "min_agreement": 0.6, "min_items": 3}],
+}
+
+
+def make_key(store: Store, scopes: list[str], name: str) -> str:
+    plaintext, record = new_key(P, scopes, name=name)
+    store.put_api_key(record)
+    return plaintext
+
+
+@pytest.fixture
+def api(embedded_settings, embedded_store):
+    events = [ResponseEvent.model_validate(event(i)) for i in range(6)]
+    embedded_store.insert("responses", responses_table(P, events, NOW))
+    embedded_store.insert(
+        "scores",
+        scores_table(
+            P,
+            [
+                ScoreEvent(event_id=e.event_id, name="correct", value=1.0, source="evaluator:j@1")
+                for e in events
+            ],
+            NOW,
+        ),
+    )
+    keys = {
+        "admin": make_key(embedded_store, ["read", "admin"], "ada"),
+        "review": make_key(embedded_store, ["read", "review"], "rita"),
+        "read": make_key(embedded_store, ["read"], "reed"),
+    }
+    with TestClient(create_app(embedded_settings, embedded_store)) as c:
+        r = c.put("/v1/queues", json=DOC, headers=auth(keys["admin"]))
+        assert r.status_code == 200, r.text
+        yield c, keys
+
+
+def test_put_queues_applies_the_set_and_names_bad_fields(api):
+    c, keys = api
+    listed = c.get("/v1/queues", headers=auth(keys["read"])).json()
+    assert [q["name"] for q in listed["queues"]] == ["support"]
+    assert listed["queues"][0]["items"] == 6
+    bad = {"queues": [{"name": "x", "fields": [{"name": "tone", "kind": "scale", "max": 50}]}]}
+    r = c.put("/v1/queues", json=bad, headers=auth(keys["admin"]))
+    assert r.status_code == 422 and "queues.0.fields.0" in r.text
+    # a read or review key cannot change the config
+    for k in ("read", "review"):
+        assert c.put("/v1/queues", json=DOC, headers=auth(keys[k])).status_code == 403
+    again = c.put("/v1/queues", json=DOC, headers=auth(keys["admin"])).json()
+    assert {ch["action"] for ch in again["changes"]} == {"unchanged"}
+
+
+def test_a_review_key_labels_a_read_key_cannot_and_bad_values_name_the_field(api):
+    c, keys = api
+    items = c.get("/v1/queues/support/items", headers=auth(keys["read"])).json()["items"]
+    first = items[0]["event_id"]
+    label = {"event_id": first, "labels": {"correct": "fail", "tone": 2}}
+    r = c.post("/v1/queues/support/labels", json=label, headers=auth(keys["read"]))
+    assert r.status_code == 403 and "review" in r.text
+    r = c.post(
+        "/v1/queues/support/labels",
+        json={"event_id": first, "labels": {"correct": "pass", "tone": 9}},
+        headers=auth(keys["review"]),
+    )
+    assert r.status_code == 422 and "labels.tone" in r.text
+    r = c.post("/v1/queues/support/labels", json=label, headers=auth(keys["review"]))
+    assert r.status_code == 200, r.text
+    stored = c.get("/v1/queues/support/labels", headers=auth(keys["read"])).json()["labels"]
+    assert [(s["event_id"], s["reviewer"], s["labels"]) for s in stored] == [
+        (first, "rita", {"correct": 0.0, "tone": 2.0})
+    ]
+    r = c.post("/v1/queues/support/labels/undo", headers=auth(keys["review"]))
+    assert r.json()["undone"] == first
+    assert c.get("/v1/queues/support/labels", headers=auth(keys["read"])).json()["labels"] == []
+    assert c.get("/v1/queues/nope/labels", headers=auth(keys["read"])).status_code == 404
+
+
+def test_agreement_and_trust_follow_the_labels(api):
+    c, keys = api
+    items = c.get("/v1/queues/support/items", headers=auth(keys["read"])).json()["items"]
+    # the evaluator says pass on all; the humans say fail on half: kappa 0 (no better than
+    # chance), under the rule's 0.6 on 3 labels: untrusted
+    for i, it in enumerate(items):
+        c.post(
+            "/v1/queues/support/labels",
+            json={"event_id": it["event_id"], "labels": {"correct": "pass" if i % 2 else "fail"}},
+            headers=auth(keys["review"]),
+        )
+    params = {"metric": "correct"}
+    (m,) = c.get("/v1/agreement", params=params, headers=auth(keys["read"])).json()["metrics"]
+    (e,) = m["evaluators"]
+    assert e["source"] == "evaluator:j@1" and e["n"] == 6
+    assert e["percent_agreement"] == pytest.approx(0.5)
+    assert e["primary"]["name"] == "kappa" and e["primary"]["value"] == pytest.approx(0.0)
+    assert e["trust"]["status"] == "untrusted" and "0.6" in e["trust"]["reason"]
+    page = c.get("/reports/agreement", headers=auth(keys["read"])).text
+    assert "evaluator:j@1" in page and "untrusted" in page
+
+
+def test_the_review_page_hides_scores_until_answered_and_its_form_needs_token_and_scope(api):
+    c, keys = api
+    c.cookies.set("pb_report_key", keys["review"], path="/reports")  # a browser's login
+    page = c.get("/reports/review/support")
+    assert page.status_code == 200
+    assert "script-src 'self'" in page.headers["content-security-policy"]
+    html = page.text
+    assert "evaluator:j@1" not in html  # no automated score before the reviewer answers
+    event_id = re.search(r'name="event_id" value="([^"]+)"', html).group(1)
+    token = re.search(r'name="csrf" value="([0-9a-f]+)"', html).group(1)
+    # with the login cookie (no Authorization header) the token is required
+    form = {"action": "label", "event_id": event_id, "f.correct": "pass", "comment": "ok"}
+    r = c.post("/reports/review/support", data=form, follow_redirects=False)
+    assert r.status_code == 403
+    r = c.post("/reports/review/support", data={**form, "csrf": token}, follow_redirects=False)
+    assert r.status_code == 303 and f"last={event_id}" in r.headers["location"]
+    after = c.get(r.headers["location"]).text
+    assert "evaluator:j@1" in after and "Your last answer" in after
+    # a read key's cookie: the page says so, and its post is refused
+    c.cookies.set("pb_report_key", keys["read"], path="/reports")
+    read_page = c.get("/reports/review/support").text
+    assert "cannot label" in read_page and 'name="event_id"' not in read_page
+    read_token = csrf.token(Settings(), keys["read"], "review:support")  # a valid token
+    r = c.post(
+        "/reports/review/support", data={**form, "csrf": read_token}, follow_redirects=False
+    )
+    assert r.status_code == 403 and "review" in r.text

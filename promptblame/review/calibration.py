@@ -101,7 +101,8 @@ def metric_agreement(
         "evaluators": evaluators,
         "human_human": {
             **_public(hh),
-            "coefficients": _public(hh)["coefficients"] + [asdict(hh_alpha)],
+            "coefficients": _public(hh)["coefficients"]
+            + ([] if any(c.name == hh_alpha.name for c in hh.coefficients) else [asdict(hh_alpha)]),
         },
     }
 

@@ -11,10 +11,12 @@ import pytest
 from scipy import stats
 from sklearn.metrics import cohen_kappa_score
 
-from promptblame.review.agreement import alpha, measure
+from promptblame.review.agreement import Agreement, Coefficient, alpha, measure
 
 
-def pairs_from_table(table: list[list[int]], levels: list[float]) -> tuple[list[float], list[float]]:
+def pairs_from_table(
+    table: list[list[int]], levels: list[float]
+) -> tuple[list[float], list[float]]:
     a, b = [], []
     for i, row in enumerate(table):
         for j, count in enumerate(row):
@@ -23,7 +25,7 @@ def pairs_from_table(table: list[list[int]], levels: list[float]) -> tuple[list[
     return a, b
 
 
-def coef(ag, name):  # type: ignore[no-untyped-def]
+def coef(ag: Agreement, name: str) -> Coefficient:
     return next(c for c in ag.coefficients if c.name == name)
 
 
@@ -56,19 +58,20 @@ def test_weighted_kappa_of_a_scale_equals_scikit_learns_quadratic_kappa():
     )
     assert ag.primary is not None and ag.primary.name == "weighted_kappa"
     w = coef(ag, "krippendorff_alpha")
+    assert w.value is not None and w.ci_low is not None and w.ci_high is not None
     assert w.ci_low < w.value < w.ci_high
 
 
 def test_krippendorffs_alpha_reproduces_krippendorffs_published_example():
     # Krippendorff (2011), "Computing Krippendorff's alpha-reliability", example C: 4 observers,
     # 12 units, missing values; alpha nominal 0.743, ordinal 0.815, interval 0.849
-    observers = [
+    observers: list[list[float | None]] = [
         [1, 2, 3, 3, 2, 1, 4, 1, 2, None, None, None],
         [1, 2, 3, 3, 2, 2, 4, 1, 2, 5, None, 3],
         [None, 3, 3, 3, 2, 3, 4, 2, 2, 5, 1, None],
         [1, 2, 3, 3, 2, 4, 4, 1, 2, 5, 1, None],
     ]
-    units = [[o[u] for o in observers if o[u] is not None] for u in range(12)]
+    units = [[v for o in observers if (v := o[u]) is not None] for u in range(12)]
     assert alpha(units, level="categorical").value == pytest.approx(0.743, abs=5e-4)
     assert alpha(units, level="ordinal").value == pytest.approx(0.815, abs=5e-4)
     assert alpha(units, level="continuous").value == pytest.approx(0.849, abs=5e-4)
@@ -107,7 +110,9 @@ def test_all_one_class_gives_no_kappa_and_says_why():
     one = measure([1, 0, 1, 0], [1, 1, 1, 1], level="categorical", levels=[0, 1])
     assert coef(one, "kappa").value == pytest.approx(cohen_kappa_score([1, 0, 1, 0], [1] * 4))
     flat = measure([1, 2, 3, 4], [2, 2, 2, 2], level="continuous")
-    assert coef(flat, "pearson_r").value is None and coef(flat, "pearson_r").reason == "no_variation"
+    assert (
+        coef(flat, "pearson_r").value is None and coef(flat, "pearson_r").reason == "no_variation"
+    )
     assert measure([1.0], [1.0], level="categorical").reason == "too_few_pairs"
 
 
@@ -120,6 +125,9 @@ def test_seeded_raters_recover_their_known_agreement_and_no_skill_reads_near_zer
     for q in (0.0, 0.5, 0.8):
         copy = rng.random(n) < q
         rater = np.where(copy, truth, rng.integers(0, 2, n)).astype(float)
-        k = coef(measure(truth.tolist(), rater.tolist(), level="categorical", levels=[0, 1]), "kappa")
+        k = coef(
+            measure(truth.tolist(), rater.tolist(), level="categorical", levels=[0, 1]), "kappa"
+        )
         assert k.value == pytest.approx(q, abs=0.04)
+        assert k.ci_low is not None and k.ci_high is not None
         assert k.ci_low <= q + 0.01 and q - 0.01 <= k.ci_high

@@ -139,8 +139,10 @@ def test_the_review_page_hides_scores_until_answered_and_its_form_needs_token_an
     assert "script-src 'self'" in page.headers["content-security-policy"]
     html = page.text
     assert "evaluator:j@1" not in html  # no automated score before the reviewer answers
-    event_id = re.search(r'name="event_id" value="([^"]+)"', html).group(1)
-    token = re.search(r'name="csrf" value="([0-9a-f]+)"', html).group(1)
+    found = re.search(r'name="event_id" value="([^"]+)"', html)
+    sent = re.search(r'name="csrf" value="([0-9a-f]+)"', html)
+    assert found and sent
+    event_id, token = found.group(1), sent.group(1)
     # with the login cookie (no Authorization header) the token is required
     form = {"action": "label", "event_id": event_id, "f.correct": "pass", "comment": "ok"}
     r = c.post("/reports/review/support", data=form, follow_redirects=False)
@@ -154,7 +156,5 @@ def test_the_review_page_hides_scores_until_answered_and_its_form_needs_token_an
     read_page = c.get("/reports/review/support").text
     assert "cannot label" in read_page and 'name="event_id"' not in read_page
     read_token = csrf.token(Settings(), keys["read"], "review:support")  # a valid token
-    r = c.post(
-        "/reports/review/support", data={**form, "csrf": read_token}, follow_redirects=False
-    )
+    r = c.post("/reports/review/support", data={**form, "csrf": read_token}, follow_redirects=False)
     assert r.status_code == 403 and "review" in r.text

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import ClassVar
 
 import pytest
 
@@ -31,15 +32,25 @@ pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="Chromium is not instal
 P = "rev"
 T0 = datetime(2026, 11, 20, tzinfo=UTC)
 # what the reviewer types for items 1..10: a pass/fail key, then a scale step (which saves)
-TYPED = [("p", "4"), ("f", "2"), ("p", "5"), ("p", "3"), ("f", "1"),
-         ("f", "2"), ("p", "4"), ("p", "5"), ("f", "3"), ("p", "2")]
+TYPED = [
+    ("p", "4"),
+    ("f", "2"),
+    ("p", "5"),
+    ("p", "3"),
+    ("f", "1"),
+    ("f", "2"),
+    ("p", "4"),
+    ("p", "5"),
+    ("f", "3"),
+    ("p", "2"),
+]
 REDO = ("f", "1")  # the 10th item, answered again after the undo
 
 
 class Beacon(BaseHTTPRequestHandler):
-    hits: list[str] = []
+    hits: ClassVar[list[str]] = []
 
-    def do_GET(self) -> None:  # noqa: N802
+    def do_GET(self) -> None:
         Beacon.hits.append(self.path)
         self.send_response(204)
         self.end_headers()
@@ -64,26 +75,46 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
     store = open_store(Settings(data_dir=data))
     try:
         events = [
-            ResponseEvent(event_id=f"kb-{i}", ts=T0 + timedelta(minutes=i), app="kb", model="m",
-                          input=f"question {i}", output=f"answer {i}")
+            ResponseEvent(
+                event_id=f"kb-{i}",
+                ts=T0 + timedelta(minutes=i),
+                app="kb",
+                model="m",
+                input=f"question {i}",
+                output=f"answer {i}",
+            )
             for i in range(12)
         ]
         texts = [p.text for p in corpus(beacon_url)]
         for i in range(3):
             events.append(
                 ResponseEvent(
-                    event_id=f"evil-{i}", ts=T0 + timedelta(hours=1, minutes=i), app="evil", model="m",
-                    route=texts[i][:200], prompt_version=texts[i + 3][:200],
-                    input="\n".join(texts), output="\n".join(reversed(texts)),
+                    event_id=f"evil-{i}",
+                    ts=T0 + timedelta(hours=1, minutes=i),
+                    app="evil",
+                    model="m",
+                    route=texts[i][:200],
+                    prompt_version=texts[i + 3][:200],
+                    input="\n".join(texts),
+                    output="\n".join(reversed(texts)),
                     expected_output="\n".join(texts[::2]),
                     tags={f"t{j}": t[:500] for j, t in enumerate(texts[:20])},
                 )
             )
         store.insert("responses", responses_table(P, events, datetime.now(UTC)))
         fields = [{"name": "correct", "kind": "pass_fail"}, {"name": "tone", "kind": "scale"}]
-        doc = {"queues": [{"name": "kb", "filter": {"app": "kb"}, "fields": fields},
-                          {"name": "evil", "filter": {"app": "evil"}, "fields": fields,
-                           "description": texts[0], "instructions": texts[1]}]}
+        doc = {
+            "queues": [
+                {"name": "kb", "filter": {"app": "kb"}, "fields": fields},
+                {
+                    "name": "evil",
+                    "filter": {"app": "evil"},
+                    "fields": fields,
+                    "description": texts[0],
+                    "instructions": texts[1],
+                },
+            ]
+        }
         queues.apply(store, P, validate(doc))
         key, record = new_key(P, ["read", "review"], name="rita")
         store.put_api_key(record)
@@ -127,8 +158,11 @@ def shown_event(b: Browser) -> str:
 def stored(site: Site, queue: str) -> dict[str, dict[str, float]]:
     import httpx
 
-    r = httpx.get(f"{site.base}/v1/queues/{queue}/labels",
-                  headers={"Authorization": f"Bearer {site.key}"}, timeout=30)
+    r = httpx.get(
+        f"{site.base}/v1/queues/{queue}/labels",
+        headers={"Authorization": f"Bearer {site.key}"},
+        timeout=30,
+    )
     assert r.status_code == 200, r.text
     return {x["event_id"]: x["labels"] for x in r.json()["labels"] if x["action"] == "label"}
 

@@ -65,7 +65,7 @@ def test_a_stratified_queue_takes_the_configured_number_per_version(embedded_sto
     seed(embedded_store, {"v1": 200, "v2": 15, "v3": 3})
     apply(embedded_store, config(stratify_by="prompt_version", per_stratum=10))
     items = queues.items(embedded_store, P, "q1")
-    per = {}
+    per: dict[str, int] = {}
     for it in items:
         per[it.stratum] = per.get(it.stratum, 0) + 1
     assert per == {"v1": 10, "v2": 10, "v3": 3}
@@ -158,7 +158,12 @@ def test_a_label_outside_the_schema_is_refused_naming_the_field(embedded_store, 
     assert item is not None
     with pytest.raises(InvalidArgument) as err:
         queues.submit(
-            embedded_store, P, "q1", event_id=item.event_id, reviewer="ann", key_id="k",
+            embedded_store,
+            P,
+            "q1",
+            event_id=item.event_id,
+            reviewer="ann",
+            key_id="k",
             labels=labels,
         )
     assert err.value.field == field
@@ -173,15 +178,35 @@ def test_an_incident_feed_samples_before_and_after_the_shift(embedded_store):
     ids = seed(embedded_store, {"v1": 40, "v2": 40})  # v2's responses come later
     rows = embedded_store.responses_by_id(P, [ids[40]])
     start = rows[0]["ts"]
-    inc = {f.name: "" for f in INCIDENTS_ARROW}
+    inc: dict[str, Any] = {f.name: "" for f in INCIDENTS_ARROW}
     inc.update(
-        project_id=P, incident_id="inc-1", app="support-bot", route="billing",
-        environment="prod", metric="correct", bucket_seconds=3600, shift_start=start,
-        effect=0.0, p_value=0.0, revision=1, created_at=NOW, updated_at=NOW,
+        project_id=P,
+        incident_id="inc-1",
+        app="support-bot",
+        route="billing",
+        environment="prod",
+        metric="correct",
+        bucket_seconds=3600,
+        shift_start=start,
+        effect=0.0,
+        p_value=0.0,
+        revision=1,
+        created_at=NOW,
+        updated_at=NOW,
     )
     embedded_store.insert_rows("incidents", [inc])
-    apply(embedded_store, {"queues": [{"name": "inc", "feed": {"incident": "inc-1", "per_side": 5},
-          "fields": [{"name": "correct", "kind": "pass_fail"}]}]})
+    apply(
+        embedded_store,
+        {
+            "queues": [
+                {
+                    "name": "inc",
+                    "feed": {"incident": "inc-1", "per_side": 5},
+                    "fields": [{"name": "correct", "kind": "pass_fail"}],
+                }
+            ]
+        },
+    )
     items = queues.items(embedded_store, P, "inc")
     got = embedded_store.responses_by_id(P, [i.event_id for i in items])
     side = {i.event_id: i.stratum for i in items}
@@ -195,13 +220,22 @@ def test_scores_of_other_sources_are_untouched_by_labels(embedded_store):
     ids = seed(embedded_store, {"v1": 3})
     embedded_store.insert(
         "scores",
-        scores_table(P, [ScoreEvent(event_id=ids[0], name="correct", value=1.0, source="evaluator:j@1")], NOW),
+        scores_table(
+            P, [ScoreEvent(event_id=ids[0], name="correct", value=1.0, source="evaluator:j@1")], NOW
+        ),
     )
     apply(embedded_store, config())
     for _ in range(3):
         item = queues.next_item(embedded_store, P, "q1", "ann")
         assert item is not None
-        queues.submit(embedded_store, P, "q1", event_id=item.event_id, reviewer="ann", key_id="k",
-                      labels={"correct": "fail"})
+        queues.submit(
+            embedded_store,
+            P,
+            "q1",
+            event_id=item.event_id,
+            reviewer="ann",
+            key_id="k",
+            labels={"correct": "fail"},
+        )
     sources = {s["source"] for s in embedded_store.response_scores(P, ids[0])}
     assert sources == {"evaluator:j@1", "human:q1"}

@@ -856,8 +856,14 @@ def reviewed(w: World) -> None:
     for q in ("shared-queue", f"{B}-queue"):
         while (item := review_queues.next_item(w.store, B, q, f"{B}-reviewer")) is not None:
             review_queues.submit(
-                w.store, B, q, event_id=item.event_id, reviewer=f"{B}-reviewer", key_id="",
-                labels={"helpful": "fail"}, comment=f"{B}-label-comment",
+                w.store,
+                B,
+                q,
+                event_id=item.event_id,
+                reviewer=f"{B}-reviewer",
+                key_id="",
+                labels={"helpful": "fail"},
+                comment=f"{B}-label-comment",
             )
     _REVIEWED.add(id(w))
 
@@ -948,7 +954,9 @@ def _report_review_post(w: World) -> None:
     before = b_review_rows(w)
     for q in ("shared-queue", f"{B}-queue"):
         r = w.call(
-            A, "POST", f"/reports/review/{q}",
+            A,
+            "POST",
+            f"/reports/review/{q}",
             content=f"action=label&event_id={B}-secret-1&f.helpful=pass",
             headers={"Content-Type": "application/x-www-form-urlencoded"},
             follow_redirects=False,
@@ -1174,4 +1182,3 @@ def test_keys_never_reach_a_log_an_error_or_a_response_in_process(world, caplog)
     key_requests(call, keys)
     assert caplog.records  # the app and its libraries did log
     assert not any(s in caplog.text for s in secrets)
-

@@ -39,10 +39,7 @@ def field_views(fields: list[LabelField]) -> list[FieldView]:
         elif f.kind == "categories":
             pairs = [(c, c, str(i + 1)) for i, c in enumerate(f.categories)]
         elif f.kind == "scale":
-            pairs = [
-                (text, text, text if len(text) == 1 else "")
-                for _, text in f.choices()
-            ]
+            pairs = [(text, text, text if len(text) == 1 else "") for _, text in f.choices()]
         else:
             pairs = []
         keys = [k for _, _, k in pairs]

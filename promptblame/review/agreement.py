@@ -17,7 +17,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Literal, cast
 
 import krippendorff
 import numpy as np
@@ -106,7 +106,9 @@ def _finite(v: float) -> float | None:
     return float(v) if math.isfinite(v) else None
 
 
-def alpha(units: Sequence[Sequence[float]], *, level: Level, levels: Sequence[float] = ()) -> Coefficient:
+def alpha(
+    units: Sequence[Sequence[float]], *, level: Level, levels: Sequence[float] = ()
+) -> Coefficient:
     """Krippendorff's alpha over units rated by any number of raters (≥ 2 values per unit
     count): human–human agreement on the overlap, whoever the reviewers were."""
     width = max((len(u) for u in units), default=0)
@@ -131,7 +133,11 @@ def _alpha(data: np.ndarray, metric: str, domain: Sequence[float]) -> Coefficien
         if len(vals) < 2:
             return None
         return float(
-            krippendorff.alpha(reliability_data=d, level_of_measurement=metric, value_domain=dom)
+            krippendorff.alpha(
+                reliability_data=d,
+                level_of_measurement=cast(Literal["nominal", "ordinal", "interval"], metric),
+                value_domain=dom,
+            )
         )
 
     value = compute(data)

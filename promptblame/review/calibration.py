@@ -40,7 +40,10 @@ class Trust:
 def judge(rule: TrustRule | None, agreement: Agreement | None, source: str) -> Trust:
     if rule is None:
         return Trust("no_rule", "")
-    need = f"the project requires {rule.min_agreement:g} on at least {rule.min_items} labelled responses"
+    need = (
+        f"the project requires {rule.min_agreement:g} on at least {rule.min_items}"
+        " labelled responses"
+    )
     primary = agreement.primary if agreement else None
     n = agreement.n if agreement else 0
     if agreement is None or n < rule.min_items:
@@ -125,7 +128,9 @@ def report(store: Store, project_id: str, metric: str = "") -> list[dict[str, An
     rules = {r.metric: r for r in cfg.trust}
     fields = cfg.fields_by_metric()
     names = [metric] if metric else sorted(fields)
-    return [metric_agreement(store, project_id, fields[m], rules.get(m)) for m in names if m in fields]
+    return [
+        metric_agreement(store, project_id, fields[m], rules.get(m)) for m in names if m in fields
+    ]
 
 
 def flags(store: Store, project_id: str) -> dict[tuple[str, str], Trust]:

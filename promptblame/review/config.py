@@ -15,7 +15,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -24,7 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from promptblame.configfile import Lines, problem, problems, read_yaml
 from promptblame.errors import ConfigInvalid, InvalidArgument, Problem
-from promptblame.store.filters import FILTER_COLUMNS, ResponseFilter
+from promptblame.store.filters import ResponseFilter
 
 NAME = r"^[A-Za-z][A-Za-z0-9_.-]{0,63}$"
 Name = Annotated[str, Field(pattern=NAME)]
@@ -54,7 +54,10 @@ class LabelField(BaseModel):
         elif self.categories:
             raise ValueError("categories: only for kind categories")
         if self.kind == "scale":
-            lo, hi = self.min if self.min is not None else 1, self.max if self.max is not None else 5
+            lo, hi = (
+                self.min if self.min is not None else 1,
+                self.max if self.max is not None else 5,
+            )
             if lo != int(lo) or hi != int(hi) or not 2 <= hi - lo + 1 <= 9:
                 raise ValueError("min/max: a scale is 2-9 whole steps (default 1-5)")
         if self.kind == "number" and (self.min is None or self.max is None or self.min >= self.max):
@@ -89,10 +92,10 @@ class LabelField(BaseModel):
         """A submitted answer as the stored number; InvalidArgument names the field."""
         loc = f"labels.{self.name}"
         if self.kind == "pass_fail":
-            known = {"pass": 1.0, "fail": 0.0, True: 1.0, False: 0.0, 1: 1.0, 0: 0.0, "1": 1.0}
-            known["0"] = 0.0
-            if isinstance(raw, bool | int | str) and raw in known:
-                return known[raw]
+            if isinstance(raw, bool | int | str) and raw in ("pass", "1", 1):  # True == 1
+                return 1.0
+            if isinstance(raw, bool | int | str) and raw in ("fail", "0", 0):
+                return 0.0
             raise InvalidArgument(loc, f"expected pass or fail, got {raw!r}")
         if self.kind == "categories":
             if isinstance(raw, str) and raw in self.categories:
@@ -227,7 +230,8 @@ def validate(doc: Any, lines: Lines | None = None) -> ReviewConfig:
     if not isinstance(doc, dict):
         raise ConfigInvalid([Problem("(file)", "expected `queues: [...]` and/or `trust: [...]`")])
     found: list[Problem] = [
-        problem(lines, (k,), "unknown top-level field") for k in sorted(set(doc) - {"queues", "trust"})
+        problem(lines, (k,), "unknown top-level field")
+        for k in sorted(set(doc) - {"queues", "trust"})
     ]
     parsed: dict[str, list[Any]] = {"queues": [], "trust": []}
     for section, model in (("queues", QueueSpec), ("trust", TrustRule)):
@@ -281,13 +285,14 @@ def load_yaml(path: Path) -> ReviewConfig:
     return validate(doc, lines)
 
 
-def from_stored(rows: list[Mapping[str, Any]]) -> ReviewConfig:
+def from_stored(rows: Sequence[Mapping[str, Any]]) -> ReviewConfig:
     """The config as stored (rows of review_config, removed ones left out)."""
     live = [r for r in rows if not r["removed"]]
     return ReviewConfig(
-        queues=[QueueSpec.model_validate_json(r["definition"]) for r in live if r["section"] == "queue"],
-        trust=[TrustRule.model_validate_json(r["definition"]) for r in live if r["section"] == "trust"],
+        queues=[
+            QueueSpec.model_validate_json(r["definition"]) for r in live if r["section"] == "queue"
+        ],
+        trust=[
+            TrustRule.model_validate_json(r["definition"]) for r in live if r["section"] == "trust"
+        ],
     )
-
-
-__all__ = ["FILTER_COLUMNS"]

@@ -130,7 +130,10 @@ def refresh(store: Store, project_id: str, spec: QueueSpec) -> int:
     else:
         rows = []
         for side, f in _feed_sides(store, project_id, spec):
-            rows += [(e, side) for e, _ in store.review_candidates(project_id, f, stratum="", limit=CANDIDATES)]
+            rows += [
+                (e, side)
+                for e, _ in store.review_candidates(project_id, f, stratum="", limit=CANDIDATES)
+            ]
         items = sample(
             rows,
             seed=spec.seed,
@@ -160,9 +163,7 @@ def refresh(store: Store, project_id: str, spec: QueueSpec) -> int:
     return len(new)
 
 
-def _feed_sides(
-    store: Store, project_id: str, spec: QueueSpec
-) -> list[tuple[str, ResponseFilter]]:
+def _feed_sides(store: Store, project_id: str, spec: QueueSpec) -> list[tuple[str, ResponseFilter]]:
     """(side, filter) of a feed: an incident's window before/after its shift, or a rollout's
     incumbent/candidate prompt versions."""
     assert spec.feed is not None
@@ -211,7 +212,11 @@ def items(store: Store, project_id: str, queue: str) -> list[ItemState]:
             by_item.setdefault(a["event_id"], []).append(a["reviewer"])
     return [
         ItemState(
-            r["event_id"], r["stratum"], r["rank"], int(r["needed"]), tuple(by_item.get(r["event_id"], ()))
+            r["event_id"],
+            r["stratum"],
+            r["rank"],
+            int(r["needed"]),
+            tuple(by_item.get(r["event_id"], ())),
         )
         for r in store.review_items(project_id, queue)
     ]
@@ -229,9 +234,7 @@ def next_item(
         for a in store.review_answers(project_id, queue):
             if a["reviewer"] == reviewer:
                 mine[a["event_id"]] = a["action"]
-            elif a["action"] == "label" or (
-                a["action"] == "lease" and now - _utc(a["ts"]) < LEASE
-            ):
+            elif a["action"] == "label" or (a["action"] == "lease" and now - _utc(a["ts"]) < LEASE):
                 taken[a["event_id"]] = taken.get(a["event_id"], 0) + 1
         rows = store.review_items(project_id, queue)
         chosen = next((r for r in rows if mine.get(r["event_id"]) == "lease"), None)

@@ -24,10 +24,10 @@ from promptblame.api.routes.reports import COOKIE, CSP, _html, _logout, _reader,
 from promptblame.api.routes.review import reviewer_name
 from promptblame.api.state import State
 from promptblame.errors import InvalidArgument
-from promptblame.review import queues
-from promptblame.review.config import NAME
 from promptblame.reports import review_view
 from promptblame.reports.render import render_page
+from promptblame.review import queues
+from promptblame.review.config import NAME
 
 router = json_router(prefix="/reports", tags=["reports"], include_in_schema=False)
 Queue = Annotated[str, Path(min_length=1, max_length=64, pattern=NAME)]
@@ -45,7 +45,9 @@ def review_queues(request: Request, state: State) -> Response:
     if p is None:
         return _to_login(request)
     view = review_view.queues_view(state.store, p.project_id)
-    return _html(render_page("review_queues.html", v=view, logout=_logout(state), nav_here="/reports/review"))
+    return _html(
+        render_page("review_queues.html", v=view, logout=_logout(state), nav_here="/reports/review")
+    )
 
 
 @router.get("/review/{queue}")
@@ -63,13 +65,23 @@ def review_item(
     can_label = bool(p.scopes & {"review", "admin"})
     reviewer = reviewer_name(state, p)
     view = review_view.item_view(
-        state.store, p.project_id, queue, reviewer=reviewer, key_id=p.key_id,
-        serve=can_label, last=last,
+        state.store,
+        p.project_id,
+        queue,
+        reviewer=reviewer,
+        key_id=p.key_id,
+        serve=can_label,
+        last=last,
     )
     token = csrf.token(state.settings, csrf.session_of(request, COOKIE), _purpose(queue))
     html = render_page(
-        "review.html", v=view, csrf=token, can_label=can_label, logout=_logout(state),
-        nav_here="/reports/review", reviewer=reviewer,
+        "review.html",
+        v=view,
+        csrf=token,
+        can_label=can_label,
+        logout=_logout(state),
+        nav_here="/reports/review",
+        reviewer=reviewer,
     )
     response = _html(html)
     response.headers["Content-Security-Policy"] = REVIEW_CSP
@@ -82,7 +94,9 @@ async def review_answer(request: Request, state: State, queue: Queue) -> Respons
     p = _reader(request, state)
     if p is None:
         return _to_login(request)
-    form = parse_qs((await request.body())[:65536].decode("utf-8", "replace"), keep_blank_values=True)
+    form = parse_qs(
+        (await request.body())[:65536].decode("utf-8", "replace"), keep_blank_values=True
+    )
     one = {k: v[0] for k, v in form.items()}
     csrf.check(state.settings, request, one.get("csrf", ""), cookie=COOKIE, purpose=_purpose(queue))
     if not p.scopes & {"review", "admin"}:
@@ -96,11 +110,17 @@ async def review_answer(request: Request, state: State, queue: Queue) -> Respons
             queues.undo, state.store, p.project_id, queue, reviewer=reviewer, key_id=p.key_id
         )
     elif action in ("label", "skip"):
-        labels = {k[len("f."):]: v for k, v in one.items() if k.startswith("f.")}
+        labels = {k[len("f.") :]: v for k, v in one.items() if k.startswith("f.")}
         await run_in_threadpool(
             lambda: queues.submit(
-                state.store, p.project_id, queue, event_id=event_id, reviewer=reviewer,
-                key_id=p.key_id, labels=labels, comment=one.get("comment", "").strip(),
+                state.store,
+                p.project_id,
+                queue,
+                event_id=event_id,
+                reviewer=reviewer,
+                key_id=p.key_id,
+                labels=labels,
+                comment=one.get("comment", "").strip(),
                 skip=action == "skip",
             )
         )
@@ -119,7 +139,9 @@ def agreement(
     if p is None:
         return _to_login(request)
     view = review_view.agreement_view(state.store, p.project_id, metric)
-    return _html(render_page("agreement.html", v=view, logout=_logout(state), nav_here="/reports/agreement"))
+    return _html(
+        render_page("agreement.html", v=view, logout=_logout(state), nav_here="/reports/agreement")
+    )
 
 
 @router.get("/static/review.js")

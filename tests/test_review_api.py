@@ -158,3 +158,20 @@ def test_the_review_page_hides_scores_until_answered_and_its_form_needs_token_an
     read_token = csrf.token(Settings(), keys["read"], "review:support")  # a valid token
     r = c.post("/reports/review/support", data={**form, "csrf": read_token}, follow_redirects=False)
     assert r.status_code == 403 and "review" in r.text
+
+
+def test_review_apply_on_the_command_line_names_bad_lines(tmp_path):
+    from tests.server_process import cli
+
+    data = tmp_path / "data"
+    assert cli(data, "migrate").returncode == 0
+    path = tmp_path / "review.yaml"
+    path.write_text(
+        "queues:\n  - name: support\n    overlap: 0.2\n    fields:\n"
+        "      - {name: correct, kind: pass_fail}\n      - {name: tone, kind: scale, max: 70}\n"
+    )
+    bad = cli(data, "review", "apply", str(path), "--project", "p1")
+    assert bad.returncode != 0 and "line 6: queues.0.fields.1" in bad.stderr
+    path.write_text(path.read_text().replace("max: 70", "max: 7"))
+    ok = cli(data, "review", "apply", str(path), "--project", "p1")
+    assert ok.returncode == 0 and "create       queue support" in ok.stdout

@@ -266,7 +266,7 @@ def validate(doc: Any, lines: Lines | None = None) -> ReviewConfig:
     for i, r in enumerate(parsed["trust"]):
         if r.metric in rules:
             found.append(problem(lines, ("trust", i, "metric"), f"{r.metric!r} has two rules"))
-        if r.metric not in metrics:
+        if r.metric not in metrics and len(parsed["queues"]) == len(doc.get("queues") or []):
             found.append(
                 problem(
                     lines,

@@ -129,6 +129,13 @@ def test_agreement_and_trust_follow_the_labels(api):
     assert e["trust"]["status"] == "untrusted" and "0.6" in e["trust"]["reason"]
     page = c.get("/reports/agreement", headers=auth(keys["read"])).text
     assert "evaluator:j@1" in page and "untrusted" in page
+    # every page showing the evaluator's scores flags it: a response's page, a comparison
+    shown = c.get(f"/reports/responses/{items[0]['event_id']}", headers=auth(keys["read"])).text
+    assert re.search(r"evaluator:j@1 <span class=\"pill bad\"[^>]*>untrusted<", shown)
+    params = {"metric": "correct", "source": "evaluator:j@1", "a.route": "billing",
+              "b.route": "refunds"}
+    compared = c.get("/reports/compare", params=params, headers=auth(keys["read"])).text
+    assert "evaluator:j@1 is untrusted for correct" in compared
 
 
 def test_the_review_page_hides_scores_until_answered_and_its_form_needs_token_and_scope(api):

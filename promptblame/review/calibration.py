@@ -10,6 +10,7 @@ each source trusted, untrusted (agreement below the minimum) or unproven (too fe
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
@@ -162,3 +163,25 @@ def trust_of(
 
 def rules(store: Store, project_id: str) -> dict[str, TrustRule]:
     return {r.metric: r for r in current(store, project_id).trust}
+
+
+def flagger(store: Store, project_id: str) -> Callable[[str, str], dict[str, str] | None]:
+    """(metric, source) → {"status", "reason"} when pages must flag those scores, else None.
+    Computed once per page; a project without trust rules costs one small read."""
+    if not rules(store, project_id):
+        return lambda metric, source: None
+    known = flags(store, project_id)
+
+    def flag(metric: str, source: str) -> dict[str, str] | None:
+        if not source.startswith("evaluator:"):
+            return None
+        t = trust_of(store, project_id, metric, source, known)
+        return {"status": t.status, "reason": t.reason} if t.flagged else None
+
+    return flag
+
+
+def flag_words(store: Store, project_id: str, metric: str, source: str) -> list[str]:
+    """A page's warning line for scores of a flagged evaluator ([] when not flagged)."""
+    f = flagger(store, project_id)(metric, source)
+    return [f"{source} is {f['status']} for {metric}: {f['reason']}"] if f else []

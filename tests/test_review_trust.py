@@ -13,8 +13,11 @@ from fastapi.testclient import TestClient
 
 from promptblame.api.app import create_app
 from promptblame.api.auth import new_key
+from promptblame.errors import UntrustedEvaluator
 from promptblame.ingest.contracts import ResponseEvent, ScoreEvent
 from promptblame.ingest.rows import responses_table, scores_table
+from promptblame.releases import labels, rollouts
+from promptblame.releases.rollouts import RolloutIn
 from promptblame.review import queues
 from promptblame.review.config import validate
 from tests.helpers import auth
@@ -138,3 +141,64 @@ def test_too_few_labels_leave_a_judge_unproven_and_refused(embedded_store, gate)
     review(embedded_store, enforce=True, human=truth, items=10)  # 10 labels, the rule asks 20
     r = gate()
     assert r.status_code == 409 and "unproven" in r.text
+
+
+def start_rollout(store: Any) -> dict[str, Any]:
+    store.materialize_scores()  # what the rollout's checks read
+    for v in ("v1", "v2"):
+        store.put_prompt_version(
+            P,
+            prompt_id="answer",
+            version=v,
+            template=f"template {v}",
+            content_hash=f"h{v}",
+            author="a",
+            labels=[],
+            created_at=START,
+        )
+    move = labels.Move(prompt_id="answer", label="production", version="v1", key_id="k")
+    labels.move(store, P, move, protected=frozenset())
+    spec = RolloutIn.model_validate(
+        {
+            "prompt_id": "answer",
+            "label": "production",
+            "candidate": "v2",
+            "guardrails": [{"metric": "correct", "source": JUDGE}],
+        }
+    )
+    return rollouts.start(store, P, spec, key_id="k", protected=frozenset())
+
+
+def test_a_rollout_guardrail_may_not_watch_an_untrusted_judge(embedded_store):
+    seed(embedded_store, lambda i, v: float(i % 2))
+    review(embedded_store, enforce=True, human=truth)
+    with pytest.raises(
+        UntrustedEvaluator, match="rollout guardrail.*correct from evaluator:judge@1"
+    ):
+        start_rollout(embedded_store)
+    assert embedded_store.rollout_states(P) == []
+
+
+def test_a_trusted_judge_watches_a_rollout_whose_arms_feed_a_queue(embedded_store):
+    seed(embedded_store, lambda i, v: truth(i))
+    review(embedded_store, enforce=True, human=truth)
+    st = start_rollout(embedded_store)
+    doc = {
+        "queues": [
+            {
+                "name": "evals",
+                "filter": {"environment": "eval"},
+                "fields": [{"name": "correct", "kind": "pass_fail"}],
+            },
+            {
+                "name": "arms",
+                "feed": {"rollout": st["rollout_id"], "per_side": 4},
+                "fields": [{"name": "correct", "kind": "pass_fail"}],
+            },
+        ],
+        "trust": [{"metric": "correct", "min_agreement": 0.6, "min_items": 20}],
+    }
+    queues.apply(embedded_store, P, validate(doc))
+    items = queues.items(embedded_store, P, "arms")
+    assert sorted(i.stratum for i in items) == ["candidate"] * 4 + ["incumbent"] * 4
+    assert all(i.event_id.startswith("v2-" if i.stratum == "candidate" else "v1-") for i in items)

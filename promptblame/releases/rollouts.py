@@ -34,6 +34,7 @@ from promptblame.analysis.moments import Moments
 from promptblame.errors import Conflict, InvalidArgument, NotFound
 from promptblame.releases import labels, policy
 from promptblame.releases.splits import arm
+from promptblame.review.trust import check_guardrails
 from promptblame.store import BUILTIN_METRICS, ResponseFilter, Store
 
 log = logging.getLogger(__name__)
@@ -142,6 +143,7 @@ def start(
                 f"{g.metric!r} is not a score of this project, an evaluator, nor a response.*"
                 " metric",
             )
+    check_guardrails(store, project_id, [(g.metric, g.source) for g in spec.guardrails])
     busy = [
         s
         for s in store.rollout_states(project_id)

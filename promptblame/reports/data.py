@@ -30,7 +30,6 @@ from promptblame.analysis.summary import mean_ci
 from promptblame.errors import NotFound
 from promptblame.releases.incident import release_info
 from promptblame.reports import charts
-from promptblame.review import calibration
 from promptblame.reports.words import (
     SEVERITIES,
     explanation,
@@ -42,6 +41,7 @@ from promptblame.reports.words import (
     severity,
     unit_of,
 )
+from promptblame.review import calibration
 from promptblame.store import ResponseFilter, Store
 
 SAMPLE_PAIRS = 6

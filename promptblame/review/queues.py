@@ -21,7 +21,6 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
 from promptblame.errors import InvalidArgument, NotFound
-from promptblame.releases import rollouts
 from promptblame.review.config import (
     LabelField,
     QueueSpec,
@@ -178,10 +177,10 @@ def _feed_sides(store: Store, project_id: str, spec: QueueSpec) -> list[tuple[st
             ("before", _with(base, **dims, since=start - w, until=start)),
             ("after", _with(base, **dims, since=start, until=start + w)),
         ]
-    try:
-        st = rollouts.get(store, project_id, feed.rollout)
-    except NotFound:
-        raise InvalidArgument("feed.rollout", f"no rollout {feed.rollout!r}") from None
+    states = store.rollout_states(project_id, feed.rollout)  # the newest state first
+    if not states:
+        raise InvalidArgument("feed.rollout", f"no rollout {feed.rollout!r}")
+    st = states[0]
     return [
         (side, _with(base, prompt_id=st["prompt_id"], prompt_version=st[side]))
         for side in ("incumbent", "candidate")

@@ -14,7 +14,13 @@ from promptblame.review import calibration
 from promptblame.store import Store
 
 
-def check_gate(store: Store, project_id: str, pairs: Iterable[tuple[str, str]]) -> list[str]:
+def check_gate(
+    store: Store,
+    project_id: str,
+    pairs: Iterable[tuple[str, str]],
+    *,
+    decider: str = "the gate refuses to decide",
+) -> list[str]:
     """Raise UntrustedEvaluator naming every refused (metric, source); return warnings for the
     flagged ones whose rule only flags."""
     pairs = sorted({p for p in pairs if p[1].startswith("evaluator:")})
@@ -33,10 +39,24 @@ def check_gate(store: Store, project_id: str, pairs: Iterable[tuple[str, str]]) 
             warnings.append(f"untrusted_evaluator: {metric} from {source}: {t.reason}")
     if refused:
         raise UntrustedEvaluator(
-            "the gate refuses to decide on scores of evaluators that have not earned the"
-            " project's trust rule: "
+            f"{decider} on scores of evaluators that have not earned the project's trust"
+            " rule: "
             + "; ".join(refused)
             + ". Label more responses in a review queue, name other metrics, or change the rule"
             " (see GET /v1/agreement)."
         )
     return warnings
+
+
+def check_guardrails(
+    store: Store, project_id: str, guardrails: Iterable[tuple[str, str]]
+) -> list[str]:
+    """The same rule for a rollout's guardrails (metric, source; '' = the metric's only
+    source), checked when the rollout starts."""
+    pairs = []
+    for metric, source in guardrails:
+        if not source:
+            sources = store.score_sources(project_id, metric)
+            source = sources[0] if len(sources) == 1 else ""
+        pairs.append((metric, source))
+    return check_gate(store, project_id, pairs, decider="a rollout guardrail may not watch")

@@ -132,8 +132,12 @@ def test_agreement_and_trust_follow_the_labels(api):
     # every page showing the evaluator's scores flags it: a response's page, a comparison
     shown = c.get(f"/reports/responses/{items[0]['event_id']}", headers=auth(keys["read"])).text
     assert re.search(r"evaluator:j@1 <span class=\"pill bad\"[^>]*>untrusted<", shown)
-    params = {"metric": "correct", "source": "evaluator:j@1", "a.route": "billing",
-              "b.route": "refunds"}
+    params = {
+        "metric": "correct",
+        "source": "evaluator:j@1",
+        "a.route": "billing",
+        "b.route": "refunds",
+    }
     compared = c.get("/reports/compare", params=params, headers=auth(keys["read"])).text
     assert "evaluator:j@1 is untrusted for correct" in compared
 

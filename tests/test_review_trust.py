@@ -173,7 +173,7 @@ def test_a_rollout_guardrail_may_not_watch_an_untrusted_judge(embedded_store):
     seed(embedded_store, lambda i, v: float(i % 2))
     review(embedded_store, enforce=True, human=truth)
     with pytest.raises(
-        UntrustedEvaluator, match="rollout guardrail.*correct from evaluator:judge@1"
+        UntrustedEvaluator, match=r"rollout guardrail.*correct from evaluator:judge@1"
     ):
         start_rollout(embedded_store)
     assert embedded_store.rollout_states(P) == []

@@ -6,8 +6,8 @@ computing the agreement page take on the embedded store.
 Seeds `--responses` responses with a judge score each (the judge copies the truth 80 % of the
 time, so its kappa against people who label the truth is about 0.8), applies a queue sampling
 `--items` of them (two reviewers on 10 %), has two reviewers label `--labels` items through the
-same functions the review page calls (next_item + submit), then times the agreement report. Prints one line per
-figure (median and p95 of the per-call times where there are many calls).
+same functions the review page calls (next_item + submit), then times the agreement report.
+Prints one line per figure (median and p95 of the per-call times where there are many calls).
 """
 
 from __future__ import annotations

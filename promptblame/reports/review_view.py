@@ -136,10 +136,13 @@ def _last(
     values = json.loads(answers[-1]["labels"])
     names = {f.name for f in spec.fields}
     known = calibration.flags(store, project_id)
+    by_metric = calibration.rules(store, project_id)
     scores = []
     for s in store.response_scores(project_id, event_id):
         if s["name"] in names and not s["source"].startswith("human:"):
-            trust = calibration.trust_of(store, project_id, s["name"], s["source"], known)
+            trust = calibration.trust_of(
+                store, project_id, s["name"], s["source"], known, by_metric
+            )
             scores.append({**s, "trust": trust})
     return {
         "event_id": event_id,

@@ -56,10 +56,16 @@ class Agreement:
 
 
 def measure(
-    a: Sequence[float], b: Sequence[float], *, level: Level, levels: Sequence[float] = ()
+    a: Sequence[float],
+    b: Sequence[float],
+    *,
+    level: Level,
+    levels: Sequence[float] = (),
+    with_alpha: bool = True,
 ) -> Agreement:
     """Agreement of paired values a[i], b[i] (a: the reference, usually the human label).
-    A discrete level with b off the label's `levels` is measured as continuous."""
+    A discrete level with b off the label's `levels` is measured as continuous. `with_alpha`
+    off skips Krippendorff's alpha and its bootstrap (trust checks need the primary only)."""
     x, y = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
     if x.shape != y.shape:
         raise ValueError("a and b must pair up")
@@ -70,7 +76,7 @@ def measure(
     if level == "continuous":
         return _continuous(x, y)
     cats = sorted(set(levels) | set(x.tolist()) | set(y.tolist()))
-    return _discrete(x, y, cats, level)
+    return _discrete(x, y, cats, level, with_alpha)
 
 
 def _table(x: np.ndarray, y: np.ndarray, cats: list[float]) -> np.ndarray:
@@ -81,7 +87,9 @@ def _table(x: np.ndarray, y: np.ndarray, cats: list[float]) -> np.ndarray:
     return table
 
 
-def _discrete(x: np.ndarray, y: np.ndarray, cats: list[float], level: Level) -> Agreement:
+def _discrete(
+    x: np.ndarray, y: np.ndarray, cats: list[float], level: Level, with_alpha: bool
+) -> Agreement:
     n = len(x)
     observed = float(np.mean(x == y))
     table = _table(x, y, cats)
@@ -97,7 +105,7 @@ def _discrete(x: np.ndarray, y: np.ndarray, cats: list[float], level: Level) -> 
             res = cohens_kappa(table, wt=None if level == "categorical" else "quadratic")
         low, high = _finite(res.kappa_low), _finite(res.kappa_upp)
         coefs.append(Coefficient(name, float(res.kappa), low, high))
-    if level == "ordinal":
+    if level == "ordinal" and with_alpha:
         coefs.append(_alpha(np.vstack([x, y]), "ordinal", cats))
     return Agreement(level, n, observed, tuple(coefs))
 

@@ -77,8 +77,10 @@ def _human_values(store: Store, project_id: str, metric: str) -> dict[str, list[
 
 
 def metric_agreement(
-    store: Store, project_id: str, field: LabelField, rule: TrustRule | None
+    store: Store, project_id: str, field: LabelField, rule: TrustRule | None, *, full: bool = True
 ) -> dict[str, Any]:
+    """`full` off: the evaluators' primary coefficients only (what trust needs), no alpha
+    bootstrap and no human–human figures."""
     level = LEVELS[field.kind]
     levels = [v for v, _ in field.choices()]
     humans = _human_values(store, project_id, field.name)
@@ -89,10 +91,16 @@ def metric_agreement(
     for source, values in sorted(by_source.items()):
         ids = sorted(set(values) & set(humans))
         ag = measure(
-            [humans[e][0] for e in ids], [values[e] for e in ids], level=level, levels=levels
+            [humans[e][0] for e in ids],
+            [values[e] for e in ids],
+            level=level,
+            levels=levels,
+            with_alpha=full,
         )
         t = judge(rule, ag, source)
         evaluators.append({"source": source, **_public(ag), "trust": asdict(t)})
+    if not full:
+        return {"metric": field.name, "evaluators": evaluators}
     overlap = [vs for vs in humans.values() if len(vs) >= 2]
     hh = measure([v[0] for v in overlap], [v[1] for v in overlap], level=level, levels=levels)
     hh_alpha = alpha(overlap, level=level, levels=levels)
@@ -143,21 +151,27 @@ def flags(store: Store, project_id: str) -> dict[tuple[str, str], Trust]:
     for rule in cfg.trust:
         if rule.metric not in fields:
             continue
-        row = metric_agreement(store, project_id, fields[rule.metric], rule)
+        row = metric_agreement(store, project_id, fields[rule.metric], rule, full=False)
         for e in row["evaluators"]:
             out[(rule.metric, e["source"])] = Trust(e["trust"]["status"], e["trust"]["reason"])
     return out
 
 
 def trust_of(
-    store: Store, project_id: str, metric: str, source: str, known: dict[tuple[str, str], Trust]
+    store: Store,
+    project_id: str,
+    metric: str,
+    source: str,
+    known: dict[tuple[str, str], Trust],
+    by_metric: dict[str, TrustRule] | None = None,
 ) -> Trust:
     """One source's trust; a source the humans never met under a rule is unproven."""
     if (metric, source) in known:
         return known[(metric, source)]
-    rules = {r.metric: r for r in current(store, project_id).trust}
-    if metric in rules and not source.startswith("human:"):
-        return judge(rules[metric], None, source)
+    if by_metric is None:
+        by_metric = rules(store, project_id)
+    if metric in by_metric and not source.startswith("human:"):
+        return judge(by_metric[metric], None, source)
     return Trust("no_rule", "")
 
 
@@ -168,14 +182,15 @@ def rules(store: Store, project_id: str) -> dict[str, TrustRule]:
 def flagger(store: Store, project_id: str) -> Callable[[str, str], dict[str, str] | None]:
     """(metric, source) → {"status", "reason"} when pages must flag those scores, else None.
     Computed once per page; a project without trust rules costs one small read."""
-    if not rules(store, project_id):
+    by_metric = rules(store, project_id)
+    if not by_metric:
         return lambda metric, source: None
     known = flags(store, project_id)
 
     def flag(metric: str, source: str) -> dict[str, str] | None:
         if not source.startswith("evaluator:"):
             return None
-        t = trust_of(store, project_id, metric, source, known)
+        t = trust_of(store, project_id, metric, source, known, by_metric)
         return {"status": t.status, "reason": t.reason} if t.flagged else None
 
     return flag

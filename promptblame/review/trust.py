@@ -30,7 +30,7 @@ def check_gate(
     known = calibration.flags(store, project_id)
     refused, warnings = [], []
     for metric, source in pairs:
-        t = calibration.trust_of(store, project_id, metric, source, known)
+        t = calibration.trust_of(store, project_id, metric, source, known, rules)
         if not t.flagged:
             continue
         if rules[metric].enforce:

@@ -186,3 +186,29 @@ def test_review_apply_on_the_command_line_names_bad_lines(tmp_path):
     path.write_text(path.read_text().replace("max: 70", "max: 7"))
     ok = cli(data, "review", "apply", str(path), "--project", "p1")
     assert ok.returncode == 0 and "create       queue support" in ok.stdout
+
+
+def test_an_incident_measured_by_an_untrusted_judge_says_so(api, embedded_store):
+    """A real incident (detection on seeded traffic), as if its metric came from the judge."""
+    from promptblame.analysis.detection import run_detection
+    from tests.test_incidents import NOW as AFTER
+    from tests.test_incidents import SETTINGS as DETECTION
+    from tests.test_incidents import traffic
+
+    c, keys = api
+    items = c.get("/v1/queues/support/items", headers=auth(keys["read"])).json()["items"]
+    for i, it in enumerate(items):  # the judge says pass on all; people disagree on half
+        body = {"event_id": it["event_id"], "labels": {"correct": "pass" if i % 2 else "fail"}}
+        c.post("/v1/queues/support/labels", json=body, headers=auth(keys["review"]))
+    traffic(embedded_store, P)
+    embedded_store.materialize_scores()
+    run_detection(embedded_store, DETECTION, project_id=P, now=AFTER)
+    first = embedded_store.incidents(P)[0]
+    row = embedded_store.incident(P, first["incident_id"])
+    assert row is not None
+    page = c.get(f"/reports/incidents/{row['incident_id']}", headers=auth(keys["read"])).text
+    assert 'id="trust-flag"' not in page  # the app's own scores: no rule applies
+    row.update(project_id=P, source="evaluator:j@1", updated_at=datetime.now(UTC))
+    embedded_store.insert_rows("incidents", [row])
+    page = c.get(f"/reports/incidents/{row['incident_id']}", headers=auth(keys["read"])).text
+    assert re.search(r'id="trust-flag"[^>]*>untrusted evaluator<', page)

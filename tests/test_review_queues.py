@@ -239,3 +239,29 @@ def test_scores_of_other_sources_are_untouched_by_labels(embedded_store):
         )
     sources = {s["source"] for s in embedded_store.response_scores(P, ids[0])}
     assert sources == {"evaluator:j@1", "human:q1"}
+
+
+def test_a_skipped_item_goes_to_someone_else_and_makes_no_score(embedded_store):
+    seed(embedded_store, {"v1": 3})
+    apply(embedded_store, config())
+    first = queues.next_item(embedded_store, P, "q1", "ann")
+    assert first is not None
+    queues.submit(
+        embedded_store, P, "q1", event_id=first.event_id, reviewer="ann", key_id="k", skip=True
+    )
+    served = []
+    while (item := queues.next_item(embedded_store, P, "q1", "ann")) is not None:
+        served.append(item.event_id)
+        queues.submit(
+            embedded_store,
+            P,
+            "q1",
+            event_id=item.event_id,
+            reviewer="ann",
+            key_id="k",
+            labels={"correct": "pass"},
+        )
+    assert first.event_id not in served and len(served) == 2
+    assert embedded_store.response_scores(P, first.event_id) == []
+    other = queues.next_item(embedded_store, P, "q1", "bob")
+    assert other is not None and other.event_id == first.event_id

@@ -288,7 +288,7 @@ def submit(
 ) -> dict[str, float]:
     """Record a reviewer's label (or skip) of an item; returns the stored values."""
     spec = queue_spec(store, project_id, queue)
-    if not any(r["event_id"] == event_id for r in store.review_items(project_id, queue)):
+    if not store.is_review_item(project_id, queue, event_id):
         raise NotFound(f"{event_id!r} is not an item of queue {queue!r}")
     values = {} if skip else parse_labels(spec, labels or {})
     if len(comment) > 4000:
@@ -369,6 +369,10 @@ def sync_scores(store: Store, project_id: str, spec: QueueSpec, event_id: str) -
     first = min(labels, key=lambda a: a["ts"]) if labels else None
     values = json.loads(first["labels"]) if first else {}
     now = datetime.now(UTC)
+    source = source_of(spec.name)
+    stored = {
+        s["name"] for s in store.response_scores(project_id, event_id) if s["source"] == source
+    }
     rows = []
     for f in spec.fields:
         if f.name in values:
@@ -378,15 +382,15 @@ def sync_scores(store: Store, project_id: str, spec: QueueSpec, event_id: str) -
                     "project_id": project_id,
                     "event_id": event_id,
                     "name": f.name,
-                    "source": source_of(spec.name),
+                    "source": source,
                     "value": float(values[f.name]),
                     "comment": note.strip().rstrip(":"),
                     "ts": now,
                     "received_at": now,
                 }
             )
-        else:
-            store.delete_score(project_id, event_id, f.name, source_of(spec.name))
+        elif f.name in stored:  # a DELETE is a mutation: only when there is a score to take
+            store.delete_score(project_id, event_id, f.name, source)
     store.insert_rows("scores", rows)
 
 

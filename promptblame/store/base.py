@@ -1065,6 +1065,16 @@ class Store(ABC):
             q=queue,
         )
 
+    def is_review_item(self, project_id: str, queue: str, event_id: str) -> bool:
+        rows = self._rows(
+            "SELECT count() AS n FROM review_items WHERE project_id = {p:String}"
+            " AND queue = {q:String} AND event_id = {e:String}",
+            p=project_id,
+            q=queue,
+            e=event_id,
+        )
+        return bool(rows[0]["n"])
+
     def review_answers(
         self, project_id: str, queue: str = "", *, event_id: str = ""
     ) -> list[dict[str, Any]]:

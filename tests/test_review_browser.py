@@ -113,7 +113,8 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
                     "description": texts[0],
                     "instructions": texts[1],
                 },
-            ]
+            ],
+            "trust": [{"metric": "correct", "min_agreement": 0.6, "min_items": 5}],
         }
         queues.apply(store, P, validate(doc))
         key, record = new_key(P, ["read", "review"], name="rita")

@@ -13,12 +13,17 @@ from fastapi import Body, Path, Query
 from pydantic import BaseModel, ConfigDict, Field
 
 from promptblame.api.auth import Principal
+from promptblame.api.errors import ErrorBody
 from promptblame.api.json_body import json_router
 from promptblame.api.state import AdminKey, AppState, ReadKey, ReviewKey, State
 from promptblame.review import calibration, queues
 from promptblame.review.config import NAME, validate
 
 router = json_router(prefix="/v1", tags=["review"])
+
+_NOT_FOUND: dict[int | str, dict[str, Any]] = {
+    404: {"description": "no such queue (or item of it) in this key's project", "model": ErrorBody}
+}
 
 Queue = Annotated[str, Path(min_length=1, max_length=64, pattern=NAME)]
 
@@ -66,7 +71,7 @@ def put_queues(
     return {"dry_run": dry_run, "changes": [asdict(c) for c in changes]}
 
 
-@router.get("/queues/{queue}/items")
+@router.get("/queues/{queue}/items", responses=_NOT_FOUND)
 def get_items(
     state: State,
     key: ReadKey,
@@ -79,7 +84,7 @@ def get_items(
     return {"queue": queue, "added": added, "items": [asdict(i) for i in items]}
 
 
-@router.get("/queues/{queue}/labels")
+@router.get("/queues/{queue}/labels", responses=_NOT_FOUND)
 def get_labels(state: State, key: ReadKey, queue: Queue) -> dict[str, Any]:
     queues.queue_spec(state.store, key.project_id, queue)
     return {"queue": queue, "labels": queues.labels(state.store, key.project_id, queue)}
@@ -95,7 +100,7 @@ class LabelIn(BaseModel):
     skip: bool = False
 
 
-@router.post("/queues/{queue}/labels")
+@router.post("/queues/{queue}/labels", responses=_NOT_FOUND)
 def post_label(state: State, key: ReviewKey, queue: Queue, body: LabelIn) -> dict[str, Any]:
     """Label (or skip) one item of the queue as this key's reviewer; a value outside the
     queue's schema is refused (422 naming `labels.<field>`)."""
@@ -113,7 +118,7 @@ def post_label(state: State, key: ReviewKey, queue: Queue, body: LabelIn) -> dic
     return {"queue": queue, "event_id": body.event_id, "skipped": body.skip, "labels": values}
 
 
-@router.post("/queues/{queue}/labels/undo")
+@router.post("/queues/{queue}/labels/undo", responses=_NOT_FOUND)
 def undo_label(state: State, key: ReviewKey, queue: Queue) -> dict[str, Any]:
     """Take back this reviewer's latest label or skip in the queue."""
     event_id = queues.undo(

@@ -97,3 +97,8 @@ class ConfigInvalid(PromptblameError):
     def __init__(self, problems: list[Problem]) -> None:
         self.problems = problems
         super().__init__("; ".join(str(p) for p in problems))
+
+
+class UntrustedEvaluator(Conflict):
+    """An evaluator version whose agreement with human labels is below the project's trust rule
+    was asked to decide a gate."""

@@ -114,6 +114,7 @@ def _required_scopes() -> dict[tuple[str, str], str]:
             ("ingest", api_state.IngestKey),
             ("read", api_state.ReadKey),
             ("admin", api_state.AdminKey),
+            ("review", api_state.ReviewKey),  # review or admin: labelling
             ("read", api_state.AppKey),  # ingest or read: a read-only key passes
         )
     }
@@ -234,7 +235,7 @@ def test_every_operation_refuses_a_missing_or_bad_key_and_a_key_without_the_scop
     case.validate_response(response, checks=CHECKS)
     names_the_problem(response)
     assert response.status_code != 401, response.text[:300]
-    if scope in ("ingest", "admin"):
+    if scope in ("ingest", "admin", "review"):
         assert response.status_code in (403, 400, 408, 413), response.text[:300]
         if response.status_code == 403:
             assert f"lacks the {scope!r} scope" in _detail(response)

@@ -127,6 +127,8 @@ def test_every_page_is_reachable_from_the_navigation_and_none_scrolls_sideways_a
         "/reports/responses",
         "/reports/experiments",
         "/reports/rollouts",
+        "/reports/review",
+        "/reports/agreement",
         "/reports/jobs",
     ]
     pages = list(nav)

@@ -835,6 +835,154 @@ for _path in ("/healthz", "/metrics", "/openapi.json", "/docs", "/docs/oauth2-re
     CASE_TABLE[("GET", _path)] = _no_project_data(_path)
 
 
+# -- human review (issue 19) ---------------------------------------------------------------------
+
+_REVIEWED: set[int] = set()
+
+
+def review_doc(p: str) -> dict[str, Any]:
+    """The same queue name in both projects (only the scope keeps them apart), one of p's own."""
+    window = {k: SECRET_ROW[k] for k in ("since", "until", "route")}
+    fields = [{"name": "helpful", "kind": "pass_fail"}]  # not "correct": one source each
+    return {
+        "queues": [
+            {"name": "shared-queue", "filter": window, "overlap": 1.0, "fields": fields},
+            {"name": f"{p}-queue", "filter": window, "fields": fields},
+        ],
+        "trust": [{"metric": "helpful", "min_agreement": 0.5, "min_items": 1}],
+    }
+
+
+def reviewed(w: World) -> None:
+    """Both projects' queues, and a label by B on each of its items, set up once."""
+    if id(w) in _REVIEWED:
+        return
+    from promptblame.review import queues as review_queues
+    from promptblame.review.config import validate as validate_review
+
+    for p in (A, B):
+        review_queues.apply(w.store, p, validate_review(review_doc(p)))
+    for q in ("shared-queue", f"{B}-queue"):
+        while (item := review_queues.next_item(w.store, B, q, f"{B}-reviewer")) is not None:
+            review_queues.submit(
+                w.store,
+                B,
+                q,
+                event_id=item.event_id,
+                reviewer=f"{B}-reviewer",
+                key_id="",
+                labels={"helpful": "fail"},
+                comment=f"{B}-label-comment",
+            )
+    _REVIEWED.add(id(w))
+
+
+def b_review_rows(w: World) -> list[dict[str, Any]]:
+    return w.store.review_answers(B)
+
+
+@case("GET", "/v1/queues")
+def _get_queues(w: World) -> None:
+    reviewed(w)
+    names = [q["name"] for q in w.call(A, "GET", "/v1/queues").json()["queues"]]
+    assert sorted(names) == [f"{A}-queue", "shared-queue"]
+
+
+@case("PUT", "/v1/queues")
+def _put_queues(w: World) -> None:
+    reviewed(w)
+    before = w.store.review_config(B)
+    r = w.call(A, "PUT", "/v1/queues", json=review_doc(A))
+    assert r.status_code == 200 and w.store.review_config(B) == before
+
+
+@case("GET", "/v1/queues/{queue}/items")
+def _queue_items(w: World) -> None:
+    reviewed(w)
+    assert w.call(A, "GET", f"/v1/queues/{B}-queue/items").status_code == 404
+    items = w.call(A, "GET", "/v1/queues/shared-queue/items", params={"refresh": "true"}).json()
+    ids = [i["event_id"] for i in items["items"]]
+    assert f"{A}-secret-1" in ids and all(i["labelled_by"] == [] for i in items["items"])
+
+
+@case("GET", "/v1/queues/{queue}/labels")
+def _queue_labels(w: World) -> None:
+    reviewed(w)
+    assert w.call(A, "GET", f"/v1/queues/{B}-queue/labels").status_code == 404
+    assert w.call(A, "GET", "/v1/queues/shared-queue/labels").json()["labels"] == []
+
+
+@case("POST", "/v1/queues/{queue}/labels")
+def _post_queue_label(w: World) -> None:
+    reviewed(w)
+    before = b_review_rows(w)
+    label = {"event_id": f"{B}-secret-1", "labels": {"helpful": "pass"}}
+    for q in ("shared-queue", f"{B}-queue"):
+        assert w.call(A, "POST", f"/v1/queues/{q}/labels", json=label).status_code == 404
+    mine = {"event_id": f"{A}-secret-1", "labels": {"helpful": "pass"}}
+    assert w.call(A, "POST", "/v1/queues/shared-queue/labels", json=mine).status_code == 200
+    assert b_review_rows(w) == before
+
+
+@case("POST", "/v1/queues/{queue}/labels/undo")
+def _undo_queue_label(w: World) -> None:
+    reviewed(w)
+    before = b_review_rows(w)
+    assert w.call(A, "POST", f"/v1/queues/{B}-queue/labels/undo").status_code == 404
+    assert w.call(A, "POST", "/v1/queues/shared-queue/labels/undo").status_code == 200
+    assert b_review_rows(w) == before
+
+
+@case("GET", "/v1/agreement")
+def _agreement(w: World) -> None:
+    reviewed(w)
+    (m,) = w.call(A, "GET", "/v1/agreement").json()["metrics"]
+    assert m["metric"] == "helpful" and m["human_human"]["n"] == 0  # B's labels are B's
+
+
+@case("GET", "/reports/review")
+def _report_review(w: World) -> None:
+    reviewed(w)
+    html = w.call(A, "GET", "/reports/review").text
+    assert f"{A}-queue" in html and "shared-queue" in html
+
+
+@case("GET", "/reports/review/{queue}")
+def _report_review_queue(w: World) -> None:
+    reviewed(w)
+    assert w.call(A, "GET", f"/reports/review/{B}-queue").status_code == 404
+    assert w.call(A, "GET", f"/reports/review/{A}-queue").status_code == 200
+    r = w.call(A, "GET", "/reports/review/shared-queue", params={"last": f"{B}-secret-1"})
+    assert r.status_code == 200
+
+
+@case("POST", "/reports/review/{queue}")
+def _report_review_post(w: World) -> None:
+    """A's key (admin, Bearer: exempt from the form token) cannot label B's items."""
+    reviewed(w)
+    before = b_review_rows(w)
+    for q in ("shared-queue", f"{B}-queue"):
+        r = w.call(
+            A,
+            "POST",
+            f"/reports/review/{q}",
+            content=f"action=label&event_id={B}-secret-1&f.helpful=pass",
+            headers={"Content-Type": "application/x-www-form-urlencoded"},
+            follow_redirects=False,
+        )
+        assert r.status_code == 404
+    assert b_review_rows(w) == before
+
+
+@case("GET", "/reports/agreement")
+def _report_agreement(w: World) -> None:
+    reviewed(w)
+    assert "helpful" in w.call(A, "GET", "/reports/agreement").text
+
+
+CASE_TABLE[("GET", "/reports/static/review.js")] = _no_project_data("/reports/static/review.js")
+
+
 def test_every_route_has_an_isolation_case():
     routes = app_routes()
     missing = sorted(routes - set(CASE_TABLE))

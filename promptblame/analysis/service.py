@@ -19,6 +19,7 @@ from promptblame.analysis import gate as gt
 from promptblame.analysis.moments import Moments
 from promptblame.analysis.sequential import always_valid
 from promptblame.errors import InvalidArgument, NotFound
+from promptblame.review.trust import check_gate
 from promptblame.store import BUILTIN_METRICS, ResponseFilter, Store
 from promptblame.store.filters import EVAL_VERSION_COLUMNS, EvalRun
 
@@ -342,6 +343,7 @@ def run_gate(store: Store, project_id: str, spec: GateSpec) -> dict[str, Any]:
         raise InvalidArgument(
             "metric", "neither run has scores: score the eval responses (app scores or evaluators)"
         )
+    trust_warnings = check_gate(store, project_id, wanted)  # raises when a rule refuses
     result = gt.gate(
         [
             gt.MetricCases(
@@ -357,7 +359,7 @@ def run_gate(store: Store, project_id: str, spec: GateSpec) -> dict[str, Any]:
         alpha=spec.alpha,
         case_threshold=spec.case_threshold,
     )
-    warnings = []
+    warnings = list(trust_warnings)
     for other in (c for c in EVAL_VERSION_COLUMNS if c != column):
         b, c = sides["baseline"][f"{other}s"], sides["candidate"][f"{other}s"]
         if b != c:

@@ -27,6 +27,8 @@ from promptblame.api.routes import (
     prompts,
     reads,
     reports,
+    review,
+    review_pages,
     rollouts,
     scoring,
 )
@@ -108,6 +110,8 @@ def create_app(settings: Settings | None = None, store: Store | None = None) -> 
         incidents,
         rollouts,
         reports,
+        review,
+        review_pages,
     ):
         app.include_router(module.router)
     app.add_middleware(Utf8Urls)

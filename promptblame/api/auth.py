@@ -24,7 +24,8 @@ from promptblame.api.ratelimit import TokenBuckets
 from promptblame.errors import Forbidden, Unauthorized
 from promptblame.store import ApiKeyRecord, Store
 
-SCOPES = ("ingest", "read", "admin")  # admin: change config (evaluators, alert rules)
+SCOPES = ("ingest", "read", "admin", "review")  # admin: change config (evaluators, alert rules)
+# review: label responses in annotation queues (admin may too); a read key may not
 _PREFIX = "pb_"
 
 

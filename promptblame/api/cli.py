@@ -26,6 +26,7 @@ from promptblame.api.cli_common import (
     url_option,
 )
 from promptblame.api.cli_releases import prompts, rollouts
+from promptblame.api.cli_review import review
 from promptblame.display import visible
 from promptblame.errors import ConfigInvalid
 from promptblame.store import Store
@@ -751,6 +752,7 @@ def gate(
 
 main.add_command(prompts)
 main.add_command(rollouts)
+main.add_command(review)
 
 if __name__ == "__main__":
     main()

@@ -59,6 +59,7 @@ def _scoped(*scopes: str):  # type: ignore[no-untyped-def]
 IngestKey = Annotated[Principal, Depends(_scoped("ingest"))]
 ReadKey = Annotated[Principal, Depends(_scoped("read"))]
 AdminKey = Annotated[Principal, Depends(_scoped("admin"))]
+ReviewKey = Annotated[Principal, Depends(_scoped("review", "admin"))]  # may label
 
 
 async def _app_key(

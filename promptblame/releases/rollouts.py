@@ -38,6 +38,7 @@ from promptblame.analysis.moments import Moments
 from promptblame.errors import Conflict, InvalidArgument, NotFound
 from promptblame.releases import labels, policy
 from promptblame.releases.splits import arm
+from promptblame.review.trust import check_guardrails
 from promptblame.store import BUILTIN_METRICS, ResponseFilter, Store
 
 log = logging.getLogger(__name__)
@@ -247,6 +248,7 @@ def _check_guardrails(store: Store, project_id: str, guardrails: list[GuardrailI
                 f"{g.metric!r} is not a score of this project, an evaluator, nor a response.*"
                 " metric",
             )
+    check_guardrails(store, project_id, [(g.metric, g.source) for g in guardrails])  # trust rules
 
 
 def is_experiment(st: dict[str, Any]) -> bool:

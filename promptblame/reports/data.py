@@ -43,6 +43,7 @@ from promptblame.reports.words import (
     severity,
     unit_of,
 )
+from promptblame.review import calibration
 from promptblame.settings import Settings
 from promptblame.store import ResponseFilter, Store
 
@@ -204,6 +205,7 @@ def incident_view(
         ),
         ("Responses after the shift", _api("/v1/responses", **base, since=start, until=after[1])),
     ]
+    row["trust"] = calibration.flagger(store, project)(row["metric"], row["source"])
     return IncidentView(
         row=row,
         ev=ev,
@@ -1059,7 +1061,11 @@ def comparison_view(store: Store, project: str, spec: CompareSpec) -> Comparison
         metric=spec.metric,
         source=answer.source,
         result=res,
-        warnings=[*answer.comparison.warnings, *answer.warnings],
+        warnings=[
+            *answer.comparison.warnings,
+            *answer.warnings,
+            *calibration.flag_words(store, project, spec.metric, answer.source),
+        ],
         sequential=answer.sequential,
         svg=charts.effect_chart(
             [(label, res["effect"], res["ci_low"], res["ci_high"])],
@@ -1310,9 +1316,13 @@ def response_view(store: Store, project: str, event_id: str) -> ResponseView:
         for x in same_case:
             x["scores"] = scores[x["event_id"]]
             x["failing"] = False
+    flag = calibration.flagger(store, project)  # evaluators below a trust rule, flagged
     return ResponseView(
         response=r,
-        scores=store.response_scores(project, event_id),
+        scores=[
+            {**s, "trust": flag(s["name"], s["source"])}
+            for s in store.response_scores(project, event_id)
+        ],
         errors=store.response_errors(project, event_id),
         same_case=same_case,
     )

@@ -161,3 +161,8 @@ def render_rollout(
 
 def render_prompt(view: PromptView, *, logout: bool = True) -> str:
     return _render("prompt.html", api_base="", logout=logout, v=view)
+
+
+def render_page(template: str, *, logout: bool = True, **context: Any) -> str:
+    """A served page (review, agreement) with the shared context."""
+    return _render(template, api_base="", logout=logout, **context)

@@ -1061,6 +1061,91 @@ class Store(ABC):
         )
         return {r["k"]: int(r["n"]) for r in rows}
 
+    # -- human review (queues, labels) -------------------------------------------------------
+    def review_config(self, project_id: str) -> list[dict[str, Any]]:
+        return self._rows(
+            "SELECT * EXCEPT (project_id) FROM review_config FINAL WHERE project_id = {p:String}"
+            " ORDER BY section, name",
+            p=project_id,
+        )
+
+    def review_candidates(
+        self, project_id: str, f: ResponseFilter, *, stratum: str, limit: int
+    ) -> list[tuple[str, str]]:
+        """(event_id, stratum value) of the newest `limit` responses passing the filter."""
+        if stratum and stratum not in FILTER_COLUMNS:
+            raise ValueError(f"cannot stratify by {stratum!r}")
+        column = stratum or "''"
+        rows = self._rows(
+            f"SELECT event_id, {column} AS s FROM responses FINAL"
+            f" WHERE project_id = {{p:String}} AND {filter_sql()}"
+            " ORDER BY ts DESC, event_id DESC LIMIT {lim:UInt32}",
+            p=project_id,
+            lim=limit,
+            **filter_params(f),
+        )
+        return [(r["event_id"], r["s"]) for r in rows]
+
+    def review_items(self, project_id: str, queue: str) -> list[dict[str, Any]]:
+        """A queue's items by rank."""
+        return self._rows(
+            "SELECT event_id, stratum, rank, needed, added_at FROM review_items FINAL"
+            " WHERE project_id = {p:String} AND queue = {q:String} ORDER BY rank, event_id",
+            p=project_id,
+            q=queue,
+        )
+
+    def is_review_item(self, project_id: str, queue: str, event_id: str) -> bool:
+        rows = self._rows(
+            "SELECT count() AS n FROM review_items WHERE project_id = {p:String}"
+            " AND queue = {q:String} AND event_id = {e:String}",
+            p=project_id,
+            q=queue,
+            e=event_id,
+        )
+        return bool(rows[0]["n"])
+
+    def review_answers(
+        self, project_id: str, queue: str = "", *, event_id: str = ""
+    ) -> list[dict[str, Any]]:
+        """The latest answer of each reviewer on each item (label, skip, lease or undone), in
+        the order they were given; '' = every queue / every item."""
+        return self._rows(
+            "SELECT queue, event_id, reviewer, action, labels, comment, key_id, ts"
+            " FROM review_labels FINAL WHERE project_id = {p:String}"
+            " AND ({q:String} = '' OR queue = {q:String})"
+            " AND ({e:String} = '' OR event_id = {e:String}) ORDER BY ts, event_id, reviewer",
+            p=project_id,
+            q=queue,
+            e=event_id,
+        )
+
+    def reviewed_scores(self, project_id: str, metric: str) -> list[dict[str, Any]]:
+        """(event_id, source, value) of every non-human score of `metric` on a labelled
+        response: what the human labels are compared with."""
+        return self._rows(
+            "SELECT event_id, source, value FROM scores FINAL WHERE project_id = {p:String}"
+            " AND name = {m:String} AND NOT startsWith(source, 'human:')"
+            " AND event_id IN (SELECT event_id FROM review_labels FINAL"
+            "  WHERE project_id = {p:String} AND action = 'label')"
+            " ORDER BY source, event_id",
+            p=project_id,
+            m=metric,
+        )
+
+    def delete_score(self, project_id: str, event_id: str, name: str, source: str) -> None:
+        """Remove one score (an undone human label with no other reviewer's to take its
+        place) from scores and from the analysis table built of them."""
+        for table in ("scores", "scored"):
+            self._exec(
+                f"DELETE FROM {table} WHERE project_id = {{p:String}} AND event_id = {{e:String}}"
+                " AND name = {n:String} AND source = {s:String}",
+                p=project_id,
+                e=event_id,
+                n=name,
+                s=source,
+            )
+
 
 _SCORED_COLUMNS = (
     "s.project_id, s.name, s.source, s.event_id, s.value, s.ts, r.ts, r.app, r.route,"

@@ -388,6 +388,56 @@ MIGRATIONS: tuple[Migration, ...] = (
             """,
         ),
     ),
+    Migration(
+        20,
+        "human review: config (queues, trust rules), queue items, reviewers' labels",
+        (
+            # Queues and trust rules as config (review.yaml), one row per (section, name), as
+            # alert_config: `removed` keeps a name's history when it leaves the file.
+            """
+            CREATE TABLE IF NOT EXISTS review_config (
+                project_id LowCardinality(String),
+                section LowCardinality(String),
+                name String,
+                definition String,
+                content_hash String,
+                removed UInt8,
+                updated_at DateTime64(3, 'UTC')
+            ) ENGINE = ReplacingMergeTree(updated_at)
+            ORDER BY (project_id, section, name)
+            """,
+            # The sampled responses of a queue. rank: the item's deterministic position in
+            # [0, 1) (serving order); needed: how many reviewers label it (2 on the overlap).
+            """
+            CREATE TABLE IF NOT EXISTS review_items (
+                project_id LowCardinality(String),
+                queue String,
+                event_id String,
+                stratum String,
+                rank Float64,
+                needed UInt8,
+                added_at DateTime64(3, 'UTC')
+            ) ENGINE = ReplacingMergeTree(added_at)
+            ORDER BY (project_id, queue, event_id)
+            """,
+            # Each reviewer's answer on an item, latest row wins: action label (values as JSON
+            # {field: number}), skip, lease (served, not answered yet) or undone.
+            """
+            CREATE TABLE IF NOT EXISTS review_labels (
+                project_id LowCardinality(String),
+                queue String,
+                event_id String,
+                reviewer String,
+                action LowCardinality(String),
+                labels String,
+                comment String,
+                key_id String,
+                ts DateTime64(6, 'UTC')
+            ) ENGINE = ReplacingMergeTree(ts)
+            ORDER BY (project_id, queue, event_id, reviewer)
+            """,
+        ),
+    ),
 )
 
 
@@ -614,3 +664,47 @@ INSERTABLE: dict[str, pa.Schema] = {
     "evaluator_versions": EVALUATOR_VERSIONS_ARROW,
     "prompt_versions": PROMPT_VERSIONS_ARROW,
 }
+
+# -- human review (issue 19) ------------------------------------------------------------------
+REVIEW_CONFIG_ARROW = pa.schema(
+    [
+        ("project_id", _STR),
+        ("section", _STR),
+        ("name", _STR),
+        ("definition", _STR),
+        ("content_hash", _STR),
+        ("removed", _U8),
+        ("updated_at", _TS),
+    ]
+)
+REVIEW_ITEMS_ARROW = pa.schema(
+    [
+        ("project_id", _STR),
+        ("queue", _STR),
+        ("event_id", _STR),
+        ("stratum", _STR),
+        ("rank", _F64),
+        ("needed", _U8),
+        ("added_at", _TS),
+    ]
+)
+REVIEW_LABELS_ARROW = pa.schema(
+    [
+        ("project_id", _STR),
+        ("queue", _STR),
+        ("event_id", _STR),
+        ("reviewer", _STR),
+        ("action", _STR),
+        ("labels", _STR),
+        ("comment", _STR),
+        ("key_id", _STR),
+        ("ts", pa.timestamp("us", tz="UTC")),
+    ]
+)
+INSERTABLE.update(
+    {
+        "review_config": REVIEW_CONFIG_ARROW,
+        "review_items": REVIEW_ITEMS_ARROW,
+        "review_labels": REVIEW_LABELS_ARROW,
+    }
+)

@@ -360,6 +360,7 @@ def run(
             f"{url}/v1/prompts/{prompt_id}/versions/{version}",
             json={"template": template, "author": "demo"},
             headers=auth,
+            timeout=60,
         )
         r.raise_for_status()
 
@@ -370,6 +371,7 @@ def run(
             f"{url}/v1/prompts/answer/labels/production",
             json={"version": version, "force": True, "reason": "shipped before the gate existed"},
             headers=auth,
+            timeout=60,
         )
         r.raise_for_status()
 
@@ -390,7 +392,7 @@ def run(
         n_scores = ship(url, key, "scores", scores, on_batch=b.update)
     echo(f"shipped {n_resp:,} responses and {n_scores:,} scores through {url}/v1/...")
 
-    r = httpx.put(f"{url}/v1/evaluators", json=EVALUATORS, headers=auth)
+    r = httpx.put(f"{url}/v1/evaluators", json=EVALUATORS, headers=auth, timeout=60)
     r.raise_for_status()
     with _bar(bar, "scoring (evaluators)", 1) as b:
 
@@ -436,9 +438,11 @@ def guarded_rollout(store: Any, server: Server, key: str, *, echo: Callable[[str
 
     url, auth = server.url, {"Authorization": f"Bearer {key}"}
     put = {"template": ANSWER_V5, "author": "demo"}
-    httpx.put(f"{url}/v1/prompts/answer/versions/v5", json=put, headers=auth).raise_for_status()
+    httpx.put(
+        f"{url}/v1/prompts/answer/versions/v5", json=put, headers=auth, timeout=60
+    ).raise_for_status()
     mini = {"version": "v3", "model": "gpt-4o-mini", "force": True, "reason": "mini users on v3"}
-    r = httpx.put(f"{url}/v1/prompts/answer/labels/production", json=mini, headers=auth)
+    r = httpx.put(f"{url}/v1/prompts/answer/labels/production", json=mini, headers=auth, timeout=60)
     r.raise_for_status()
     plan = {
         "prompt_id": "answer",
@@ -453,7 +457,7 @@ def guarded_rollout(store: Any, server: Server, key: str, *, echo: Callable[[str
         "reason": "shorter answers (no eval suite for mini yet)",
         "rollout_id": "answer-v5-mini",  # its name seeds the split: the same users every run
     }
-    r = httpx.post(f"{url}/v1/rollouts", json=plan, headers=auth)
+    r = httpx.post(f"{url}/v1/rollouts", json=plan, headers=auth, timeout=60)
     r.raise_for_status()
     rid = r.json()["rollout_id"]
     releases = server.app.state.pb.releases

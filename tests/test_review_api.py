@@ -140,6 +140,19 @@ def test_agreement_and_trust_follow_the_labels(api):
     }
     compared = c.get("/reports/compare", params=params, headers=auth(keys["read"])).text
     assert "evaluator:j@1 is untrusted for correct" in compared
+    # ... and an experiment's page
+    store = c.app.state.pb.store
+    arms = [
+        ResponseEvent.model_validate({**event(100 + i), "experiment": "x", "variant": "ab"[i % 2]})
+        for i in range(4)
+    ]
+    store.insert("responses", responses_table(P, arms, NOW))
+    judged = [ScoreEvent(event_id=e.event_id, name="correct", value=1.0, source="evaluator:j@1")
+              for e in arms]  # fmt: skip
+    store.insert("scores", scores_table(P, judged, NOW))
+    params = {"metric": "correct", "control": "a", "source": "evaluator:j@1"}
+    exp = c.get("/reports/experiments/x", params=params, headers=auth(keys["read"])).text
+    assert 'id="trust"' in exp and "evaluator:j@1 is untrusted for correct" in exp
 
 
 def test_the_review_page_hides_scores_until_answered_and_its_form_needs_token_and_scope(api):

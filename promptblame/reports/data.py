@@ -1010,7 +1010,14 @@ def rollout_charts(store: Store, project: str, st: dict[str, Any]) -> list[dict[
         svg = charts.guardrail_chart(
             paths, markers, metric=g.metric, threshold=threshold, rate=rate
         )
-        out.append({"metric": g.metric, "svg": svg, "looks": sum(map(len, paths.values()))})
+        out.append(
+            {
+                "metric": g.metric,
+                "svg": svg,
+                "looks": sum(map(len, paths.values())),
+                "warnings": calibration.flags_for(store, project, [(g.metric, g.source)]),
+            }
+        )
     return out
 
 
@@ -1097,6 +1104,7 @@ class ExperimentView:
     charts: dict[str, str]
     api: str
     sequential: bool = False  # watched while it runs: always-valid figures lead
+    warnings: list[str] = field(default_factory=list)  # evaluators below a trust rule
 
 
 def experiment_view(store: Store, project: str, spec: ExperimentSpec) -> ExperimentView:
@@ -1126,6 +1134,9 @@ def experiment_view(store: Store, project: str, spec: ExperimentSpec) -> Experim
         },
         api=f"/v1/experiments/{quote(spec.experiment, safe='')}?{urlencode(params)}",
         sequential=spec.sequential,
+        warnings=calibration.flags_for(
+            store, project, [(r["metric"], r["source"]) for r in report.get("results", [])]
+        ),
     )
 
 

@@ -200,3 +200,17 @@ def flag_words(store: Store, project_id: str, metric: str, source: str) -> list[
     """A page's warning line for scores of a flagged evaluator ([] when not flagged)."""
     f = flagger(store, project_id)(metric, source)
     return [f"{source} is {f['status']} for {metric}: {f['reason']}"] if f else []
+
+
+def flags_for(store: Store, project_id: str, pairs: list[tuple[str, str]]) -> list[str]:
+    """Warning lines for the (metric, source) pairs a page shows; an empty source stands for
+    every source that scored the metric."""
+    flag = flagger(store, project_id)
+    out: list[str] = []
+    for metric, source in dict.fromkeys(pairs):
+        for src in [source] if source else store.score_sources(project_id, metric):
+            f = flag(metric, src)
+            line = f"{src} is {f['status']} for {metric}: {f['reason']}" if f else ""
+            if line and line not in out:
+                out.append(line)
+    return out

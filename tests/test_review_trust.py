@@ -202,3 +202,13 @@ def test_a_trusted_judge_watches_a_rollout_whose_arms_feed_a_queue(embedded_stor
     items = queues.items(embedded_store, P, "arms")
     assert sorted(i.stratum for i in items) == ["candidate"] * 4 + ["incumbent"] * 4
     assert all(i.event_id.startswith("v2-" if i.stratum == "candidate" else "v1-") for i in items)
+
+
+def test_a_running_rollout_pauses_when_its_judge_loses_the_peoples_trust(embedded_store):
+    seed(embedded_store, lambda i, v: float(i % 2))
+    st = start_rollout(embedded_store)  # no trust rule yet: the judge may watch
+    review(embedded_store, enforce=True, human=truth)  # people disagree with it: untrusted
+    assert rollouts.watch(embedded_store, P, st, datetime.now(UTC)) == "pause"
+    (now,) = embedded_store.rollout_states(P)
+    assert now["state"] == "paused" and "no longer trusted" in now["reason"]
+    assert JUDGE in now["reason"]

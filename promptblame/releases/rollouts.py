@@ -35,7 +35,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from promptblame.analysis.attribution.verdict import Evidence, Verdict
 from promptblame.analysis.moments import Moments
-from promptblame.errors import Conflict, InvalidArgument, NotFound
+from promptblame.errors import Conflict, InvalidArgument, NotFound, UntrustedEvaluator
 from promptblame.releases import labels, policy
 from promptblame.releases.splits import arm
 from promptblame.review.trust import check_guardrails
@@ -407,8 +407,17 @@ def decision(
 
 
 def watch(store: Store, project_id: str, st: dict[str, Any], now: datetime) -> str | None:
-    """One look at a running rollout; the action taken, if any."""
+    """One look at a running rollout; the action taken, if any. A guardrail whose evaluator
+    has fallen below its trust rule since the start pauses it: its verdicts no longer count."""
     plan = plan_of(st)
+    try:
+        check_guardrails(store, project_id, [(g.metric, g.source) for g in plan.guardrails])
+    except UntrustedEvaluator as exc:
+        transition(
+            store, project_id, st, state="paused", action="pause", key_id="rollout-job",
+            reason=f"a guardrail's evaluator is no longer trusted: {exc}", now=now,
+        )  # fmt: skip
+        return "pause"
     d, counts, app = decision(store, project_id, st)
     if d.action == "wait":
         return None

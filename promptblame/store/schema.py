@@ -468,6 +468,8 @@ MIGRATIONS = (
         ),
     ),
 )
+# Applied (and reported by /healthz) in version order, whichever order they were written in.
+MIGRATIONS = tuple(sorted(MIGRATIONS, key=lambda m: m.version))
 
 _TS = pa.timestamp("ms", tz="UTC")
 _STR = pa.string()

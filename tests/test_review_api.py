@@ -140,6 +140,8 @@ def test_agreement_and_trust_follow_the_labels(api):
     }
     compared = c.get("/reports/compare", params=params, headers=auth(keys["read"])).text
     assert "evaluator:j@1 is untrusted for correct" in compared
+    overview = c.get("/reports/", headers=auth(keys["read"])).text
+    assert re.search(r"evaluator:j@1 <span class=\"pill bad\"[^>]*>untrusted<", overview)
     # ... and an experiment's page
     store = c.app.state.pb.store
     arms = [

@@ -853,6 +853,7 @@ class Trend:
     last: float | None
     n: int
     href: str = ""  # the responses behind it, in the explorer
+    trust: dict[str, str] | None = None  # its evaluator is below a trust rule
 
 
 @dataclass
@@ -914,6 +915,7 @@ def _trends(store: Store, project: str, now: datetime) -> list[Trend]:
         acc[0] += c["n"]
         acc[1] += c["total"]
     out = []
+    flag = calibration.flagger(store, project)
     for (app, metric, source), per in sorted(sums.items())[:MAX_TRENDS]:
         ts = sorted(t for t in per if per[t][0])
         if not ts:
@@ -932,6 +934,7 @@ def _trends(store: Store, project: str, now: datetime) -> list[Trend]:
                 metric=metric,
                 source=source,
                 svg=charts.sparkline(ts, means, marks=marks),
+                trust=flag(metric, source),
                 last=means[-1],
                 n=int(sum(per[t][0] for t in ts)),
                 href="/reports/responses?"

@@ -997,6 +997,7 @@ def rollout_charts(store: Store, project: str, st: dict[str, Any]) -> list[dict[
     plan = rollouts.plan_of(st)
     markers = _decision_markers(st, store.rollout_log(project, st["rollout_id"]))
     estimates = rollouts.guardrail_paths(store, project, st)
+    flag = calibration.flagger(store, project)  # once per page
     out = []
     for g in plan.guardrails:
         per_arm = estimates.get(g.metric, {})
@@ -1018,7 +1019,7 @@ def rollout_charts(store: Store, project: str, st: dict[str, Any]) -> list[dict[
                 "metric": g.metric,
                 "svg": svg,
                 "looks": sum(map(len, paths.values())),
-                "warnings": calibration.flags_for(store, project, [(g.metric, g.source)]),
+                "warnings": calibration.flags_for(store, project, [(g.metric, g.source)], flag),
             }
         )
     return out

@@ -198,14 +198,18 @@ def flagger(store: Store, project_id: str) -> Callable[[str, str], dict[str, str
 
 def flag_words(store: Store, project_id: str, metric: str, source: str) -> list[str]:
     """A page's warning line for scores of a flagged evaluator ([] when not flagged)."""
-    f = flagger(store, project_id)(metric, source)
-    return [f"{source} is {f['status']} for {metric}: {f['reason']}"] if f else []
+    return flags_for(store, project_id, [(metric, source)]) if source else []
 
 
-def flags_for(store: Store, project_id: str, pairs: list[tuple[str, str]]) -> list[str]:
+def flags_for(
+    store: Store,
+    project_id: str,
+    pairs: list[tuple[str, str]],
+    flag: Callable[[str, str], dict[str, str] | None] | None = None,
+) -> list[str]:
     """Warning lines for the (metric, source) pairs a page shows; an empty source stands for
-    every source that scored the metric."""
-    flag = flagger(store, project_id)
+    every source that scored the metric. `flag`: a `flagger` the page already made."""
+    flag = flag or flagger(store, project_id)
     out: list[str] = []
     for metric, source in dict.fromkeys(pairs):
         for src in [source] if source else store.score_sources(project_id, metric):

@@ -78,6 +78,9 @@ def seed(port: int, key: str, prompts: int) -> None:
         if i % 3 == 0:
             per_model = {"version": "v3", "model": "gpt-4o-mini", "force": True, "reason": "b"}
             call(conn, "PUT", f"/v1/prompts/{pid}/labels/production", key, per_model)
+    for i in range(prompts):  # a running server has resolved its prompts before: warm the cache
+        for model in MODELS:
+            call(conn, "GET", f"/v1/prompts/prompt-{i}/resolve?model={quote(model)}", key)
     conn.close()
 
 
@@ -119,7 +122,6 @@ def _worker(
 def load(
     port: int, key: str, prompts: int, rate: float, seconds: float, moves: bool
 ) -> tuple[list[float], int]:
-    start = time.time() + 1.0
     stop = threading.Event()
 
     def mover() -> None:
@@ -134,8 +136,12 @@ def load(
     t = threading.Thread(target=mover)
     if moves:
         t.start()
-    jobs = [(n, port, key, prompts, rate / CONNECTIONS, start, seconds) for n in range(CONNECTIONS)]
     with multiprocessing.get_context("spawn").Pool(CONNECTIONS) as pool:
+        pool.map(abs, range(CONNECTIONS))  # the processes are up (spawning one takes ~1 s)
+        start = time.time() + 0.2
+        jobs = [
+            (n, port, key, prompts, rate / CONNECTIONS, start, seconds) for n in range(CONNECTIONS)
+        ]
         results = pool.map(_worker, jobs)
     stop.set()
     if moves:

@@ -67,7 +67,7 @@ def create_app(settings: Settings | None = None, store: Store | None = None) -> 
             stats=stats,
         )
         scheduler = BackgroundScheduler(timezone="UTC")
-        releases = ResolveCache(settings.resolve_cache_seconds)
+        releases = ResolveCache(s, settings.resolve_cache_seconds)
         if s.kind == "embedded":  # with a server store, `promptblame worker` runs the jobs
             add_jobs(scheduler, s, settings, on_release=releases.invalidate)
             scheduler.start()

@@ -11,8 +11,6 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
-import threading
-import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -22,6 +20,7 @@ from starlette.requests import HTTPConnection
 
 from promptblame.api.ratelimit import TokenBuckets
 from promptblame.errors import Forbidden, Unauthorized
+from promptblame.refresh_ahead import RefreshAhead
 from promptblame.store import ApiKeyRecord, Store
 
 SCOPES = ("ingest", "read", "admin", "review")  # admin: change config (evaluators, alert rules)
@@ -87,20 +86,19 @@ class KeyChecker:
     def __init__(
         self, store: Store, *, cache_seconds: float, limiter: TokenBuckets | None = None
     ) -> None:
-        self._store = store
-        self._ttl = cache_seconds
+        # unknown ids are cached too (bounded): a flood of made-up keys costs one read each
+        self._records = RefreshAhead(cache_seconds, store.get_api_key)
         self._limiter = limiter
-        self._cache: dict[str, tuple[float, ApiKeyRecord | None]] = {}
-        self._lock = threading.Lock()
 
-    def check(self, authorization: str | None) -> Principal:
+    def check(self, authorization: str | None, *, block: bool = True) -> Principal:
+        """The key's principal; with block=False raises Miss rather than read the store."""
         if not authorization:
             raise Unauthorized("missing Authorization: Bearer <api key>")
         scheme, _, token = authorization.partition(" ")
         if scheme.lower() != "bearer" or not token.startswith(_PREFIX):
             raise Unauthorized("Authorization must be 'Bearer pb_...'")
         key_id, sep, secret = token[len(_PREFIX) :].strip().partition("_")
-        record = self._lookup(key_id) if sep else None
+        record = self._records.get(key_id, block=block) if sep else None
         if (
             record is None
             or record.revoked
@@ -110,16 +108,3 @@ class KeyChecker:
         if self._limiter is not None:
             self._limiter.check(record.key_id)
         return Principal(record.project_id, frozenset(record.scopes), record.key_id)
-
-    def _lookup(self, key_id: str) -> ApiKeyRecord | None:
-        now = time.monotonic()
-        with self._lock:
-            hit = self._cache.get(key_id)
-        if hit and now - hit[0] < self._ttl:
-            return hit[1]
-        record = self._store.get_api_key(key_id)
-        with self._lock:
-            if len(self._cache) > 10_000:  # unknown ids are cached too; keep it bounded
-                self._cache.clear()
-            self._cache[key_id] = (now, record)
-        return record

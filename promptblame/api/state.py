@@ -6,11 +6,13 @@ from dataclasses import dataclass
 from typing import Annotated
 
 from fastapi import Depends, Request
+from starlette.concurrency import run_in_threadpool
 
 from promptblame.api.auth import KeyChecker, Principal, bearer_key
 from promptblame.api.metrics import Metrics
 from promptblame.ingest.otlp_pool import OtlpPool
 from promptblame.ingest.writer import GroupCommitWriter
+from promptblame.refresh_ahead import Miss
 from promptblame.releases.resolve import ResolveCache
 from promptblame.settings import Settings
 from promptblame.store import Store
@@ -36,13 +38,17 @@ async def get_state(request: Request) -> AppState:
 State = Annotated[AppState, Depends(get_state)]
 
 
-def _principal(
-    state: State, authorization: Annotated[str | None, Depends(bearer_key)] = None
-) -> Principal:
+def _check(state: AppState, authorization: str | None, *, block: bool = True) -> Principal:
     if state.settings.auth_disabled:
         s = state.settings
         return Principal(s.default_project, frozenset({"ingest", "read", "admin"}), "local")
-    return state.keys.check(authorization)
+    return state.keys.check(authorization, block=block)
+
+
+def _principal(
+    state: State, authorization: Annotated[str | None, Depends(bearer_key)] = None
+) -> Principal:
+    return _check(state, authorization)
 
 
 def _scoped(*scopes: str):  # type: ignore[no-untyped-def]
@@ -65,10 +71,13 @@ ReviewKey = Annotated[Principal, Depends(_scoped("review", "admin"))]  # may lab
 async def _app_key(
     state: State, authorization: Annotated[str | None, Depends(bearer_key)] = None
 ) -> Principal:
-    """An ingest or read key, checked in the event loop: a checked key is a dict lookup (a
-    miss reads one row every KEY_CACHE_SECONDS), and resolve is called on every app request,
-    where thread-pool hops would cost more than the work."""
-    principal = _principal(state, authorization)
+    """An ingest or read key, checked in the event loop from the key cache (only a key not
+    seen for KEY_CACHE_SECONDS is read, in the thread pool): resolve is called on every app
+    request, where thread-pool hops would cost more than the work."""
+    try:
+        principal = _check(state, authorization, block=False)
+    except Miss:
+        principal = await run_in_threadpool(_check, state, authorization)
     if not principal.scopes & {"ingest", "read"}:
         principal.require("read")
     return principal

@@ -147,13 +147,12 @@ async def resolve_prompt(
     (an ingest or a read key). Answered in the event loop from the process's cache; only a miss
     reads the store, in the thread pool."""
     answer = partial(
-        resolve, cache=state.releases, project_id=key.project_id, prompt_id=prompt_id,
-        label=label, model=model, unit=unit,
-    )  # fmt: skip
+        resolve, state.releases, key.project_id, prompt_id, label=label, model=model, unit=unit
+    )
     try:
-        return answer(store=None)
+        return answer(block=False)
     except Miss:
-        return await run_in_threadpool(answer, store=state.store)
+        return await run_in_threadpool(answer)
 
 
 def _public(row: dict[str, Any]) -> dict[str, Any]:

@@ -247,6 +247,10 @@ def test_an_experiment_without_a_control_arm_asks_for_one(client, key):
         "/v1/experiments/tone", params={"metric": "quality", "split": "x:1,y"}, headers=auth(key)
     )
     assert r.json()["detail"][0]["field"] == "split"
+    for share in ("1e309", "inf", "nan", "0", "-1"):  # 1e309 overflows to inf
+        split = {"metric": "quality", "control": "x", "split": f"x:1,y:{share}"}
+        r = client.get("/v1/experiments/tone", params=split, headers=auth(key))
+        assert r.status_code == 422 and r.json()["detail"][0]["field"] == "split", share
 
 
 def test_the_series_shows_a_regression_at_the_hour_the_new_version_arrived(client, key):

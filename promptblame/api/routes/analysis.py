@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from datetime import datetime
 from typing import Annotated, Any
 
@@ -169,7 +170,7 @@ def _parse_split(text: str) -> dict[str, float]:
             value = float(share)
         except ValueError:
             value = -1.0
-        if not sep or not arm or not value > 0:
+        if not sep or not arm or not 0 < value < math.inf:
             raise InvalidArgument("split", f"expected arm:share pairs, got {part!r}")
         out[arm] = value
     return out

@@ -29,10 +29,13 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 import numpy as np
+
+if TYPE_CHECKING:
+    from promptblame.settings import Settings
 
 DAYS = 30
 PER_HOUR = 480  # responses an hour at the daily peak, all apps (~200k a month)
@@ -413,7 +416,7 @@ def run(
         echo(f"  [{inc['verdict']}] {where}: {inc['summary']}")
     echo("")
     echo(guarded_rollout(store, server, key, echo=echo))
-    reports = write_reports(store, data_dir / "reports", store.incidents(PROJECT))
+    reports = write_reports(store, settings, data_dir / "reports", store.incidents(PROJECT))
     return (
         DemoResult(url, key, n_resp, n_scores, scored.scored, incidents, reports),
         server,
@@ -490,16 +493,20 @@ def guarded_rollout(store: Any, server: Server, key: str, *, echo: Callable[[str
     return f"  [rollout] support-bot answer (gpt-4o-mini): answer@v5 rollout is {state}"
 
 
-def write_reports(store: Any, folder: Path, incidents: list[dict[str, Any]]) -> list[Path]:
-    """Self-contained HTML files (inline CSS and SVG, no scripts): the overview and every
-    incident, as `promptblame report` exports them."""
+def write_reports(
+    store: Any, settings: Settings, folder: Path, incidents: list[dict[str, Any]]
+) -> list[Path]:
+    """Self-contained HTML files (inline CSS and SVG, no scripts): the overview (with the series
+    detection could not analyse) and every incident, as `promptblame report` exports them."""
     from promptblame.reports.data import incident_view, overview_view
     from promptblame.reports.render import render_incident, render_overview
 
     folder.mkdir(parents=True, exist_ok=True)
     overview = folder / "index.html"
     page = render_overview(
-        overview_view(store, PROJECT), api_base=None, incident_link="incident-{id}.html"
+        overview_view(store, PROJECT, settings=settings),
+        api_base=None,
+        incident_link="incident-{id}.html",
     )
     overview.write_text(page, "utf-8")
     written = [overview]

@@ -3,12 +3,16 @@ pairs by eval case, time series and counts — all by response time and deduplic
 
 from __future__ import annotations
 
+import threading
+import time
 from datetime import timedelta
 
+import pyarrow as pa
 import pytest
 
 from promptblame.analysis.moments import Moments
 from promptblame.store import ResponseFilter, Store
+from promptblame.store.schema import SCORES_ARROW
 from tests.test_store_contract import T0, insert_responses, insert_scores, response, score
 
 F = ResponseFilter
@@ -32,6 +36,41 @@ def test_materializing_again_with_nothing_new_does_nothing_and_changes_nothing(a
     insert_scores(any_store, score("e1", 1.0))  # a retry
     got = any_store.group_moments("p1", {"all": F()}, metric="quality")["all"]
     assert (got["n"], got["total"]) == (1, 1.0)
+
+
+def test_readers_queued_behind_a_run_share_the_next_one_and_see_their_writes(
+    any_store: Store, monkeypatch: pytest.MonkeyPatch
+):
+    """Aggregate reads run the job first (read your writes). Under ingest, every run finds new
+    rows; readers that asked while a run held the lock need one more run, begun after they
+    asked, not one each."""
+    insert_responses(any_store, response("e1"), response("e2"))
+    any_store.insert("scores", pa.Table.from_pylist([score("e1", 0.5)], schema=SCORES_ARROW))
+    rows, landed = any_store._rows, threading.Event()
+
+    def rows_while_ingesting(sql: str, **params: object) -> list[dict[str, object]]:
+        got = rows(sql, **params)
+        if sql.startswith("SELECT greatest(") and not landed.is_set():
+            landed.set()  # a write lands while the first run is under way
+            any_store.insert("scores", pa.Table.from_pylist([score("e2", 1.0)], SCORES_ARROW))
+        return got
+
+    monkeypatch.setattr(any_store, "_rows", rows_while_ingesting)
+    ran: list[bool] = []
+    with any_store._materialize_lock:  # a run under way
+        readers = [
+            threading.Thread(target=lambda: ran.append(any_store.materialize_scores()))
+            for _ in range(3)
+        ]
+        for t in readers:
+            t.start()
+        time.sleep(0.2)  # all three have asked and wait for the lock
+    for t in readers:
+        t.join(30)
+    assert sorted(ran) == [False, False, True]  # one run for the three
+    got = any_store.group_moments("p1", {"all": F()}, metric="quality")["all"]
+    assert got["total"] in (0.5, 1.5)  # e1's score, acknowledged before they asked, is in
+    assert any_store.materialize_scores() is True  # the write that landed later: the next run
 
 
 def test_a_corrected_score_replaces_the_old_one_in_the_scored_table(any_store: Store):

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import threading
+import time
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -71,6 +72,7 @@ class Store(ABC):
 
     def __init__(self) -> None:
         self._materialize_lock = threading.Lock()  # one scored-table job run at a time
+        self._materialized_from = 0.0  # monotonic start of the last run that finished
 
     # -- transport -------------------------------------------------------------------------
     @abstractmethod
@@ -856,9 +858,14 @@ class Store(ABC):
         scores that arrived before them. Work is keyed by received_at (stamped by the writer
         just before its INSERT) with an overlap, so rows written while a run was under way are
         caught by the next; re-inserted rows collapse by key, so running twice is harmless.
-        Skips (returns False) when neither table changed.
+        Skips (returns False) when neither table changed, or when a run that began after this
+        call did (it saw every row acknowledged before the call: concurrent readers share runs).
         """
+        called = time.monotonic()
         with self._materialize_lock:
+            if self._materialized_from > called:
+                return False
+            started = time.monotonic()
             now = self._rows(
                 "SELECT greatest((SELECT max(received_at) FROM scores),"
                 " (SELECT max(received_at) FROM responses)) AS ts,"
@@ -867,18 +874,19 @@ class Store(ABC):
             last = self._rows(
                 "SELECT ts, n FROM job_state FINAL WHERE job = 'scored' AND key = 'received_at'"
             )
-            if last and (last[0]["ts"], last[0]["n"]) == (now["ts"], now["n"]):
-                return False
-            since = last[0]["ts"] - overlap if last else FAR_PAST
-            for sql in (_SCORED_FROM_NEW_SCORES, _SCORED_FROM_NEW_RESPONSES):
-                self._exec(sql, since=since)
-            self._exec(
-                "INSERT INTO job_state (job, key, ts, n)"
-                " VALUES ('scored', 'received_at', {ts:DateTime64(3)}, {n:UInt64})",
-                ts=now["ts"],
-                n=now["n"],
-            )
-            return True
+            changed = not last or (last[0]["ts"], last[0]["n"]) != (now["ts"], now["n"])
+            if changed:
+                since = last[0]["ts"] - overlap if last else FAR_PAST
+                for sql in (_SCORED_FROM_NEW_SCORES, _SCORED_FROM_NEW_RESPONSES):
+                    self._exec(sql, since=since)
+                self._exec(
+                    "INSERT INTO job_state (job, key, ts, n)"
+                    " VALUES ('scored', 'received_at', {ts:DateTime64(3)}, {n:UInt64})",
+                    ts=now["ts"],
+                    n=now["n"],
+                )
+            self._materialized_from = started
+            return changed
 
     def score_sources(self, project_id: str, metric: str) -> list[str]:
         """The sources that scored `metric` in this project."""

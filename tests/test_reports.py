@@ -636,3 +636,29 @@ def test_the_overview_lists_series_detection_cannot_analyse_with_the_reason(embe
     assert 'id="not-analysed"' not in render_overview(
         overview_view(embedded_store, "acme", now=NOW), api_base=None
     )
+
+
+def test_each_trend_shows_its_own_series_last_two_weeks_even_when_it_ended_long_ago(
+    embedded_store,
+):
+    """The overview reads only the windows it draws (the newest series' last 14 days would not
+    do: a series that stopped 40 days ago is drawn over its own last 14 days)."""
+    now = datetime(2026, 3, 1, tzinfo=UTC)
+    day = timedelta(days=1)
+    spans = {"live": (now - 20 * day, now), "gone": (now - 60 * day, now - 40 * day)}
+    events, scores = [], []
+    for app, (first, last) in spans.items():
+        t, i = first, 0
+        while t < last:  # one response an hour, its score the hour of the day / 23
+            events.append(ResponseEvent(event_id=f"{app}{i}", ts=t, app=app, model="m"))
+            scores.append(ScoreEvent(event_id=f"{app}{i}", name="q", value=t.hour / 23))
+            t, i = t + timedelta(hours=1), i + 1
+    embedded_store.insert("responses", responses_table("acme", events, datetime.now(UTC)))
+    embedded_store.insert("scores", scores_table("acme", scores, datetime.now(UTC)))
+    embedded_store.materialize_scores()
+    trends = {t.app: t for t in overview_view(embedded_store, "acme", now=now).trends}
+    for app in spans:
+        # 6-hour buckets from the last one back 14 days: 57 buckets, the first whole ones of 6
+        # hourly responses each and the last (18:00-24:00) whole too
+        assert trends[app].n == 57 * 6, app
+        assert trends[app].last == pytest.approx(sum(range(18, 24)) / 6 / 23), app

@@ -906,7 +906,11 @@ def overview_view(
 
 def _trends(store: Store, project: str, now: datetime) -> list[Trend]:
     """The last TREND_DAYS with data of each scored series (its own end, not today's)."""
-    since = now - timedelta(days=90)
+    ends = store.series_ends(project, since=now - timedelta(days=90), until=now)
+    if not ends:
+        return []
+    # every series' last TREND_DAYS (and the bucket its window starts in), not all 90 days
+    since = min(ends) - timedelta(days=TREND_DAYS, seconds=TREND_BUCKET)
     sums: dict[tuple[str, str, str], dict[datetime, list[float]]] = defaultdict(
         lambda: defaultdict(lambda: [0.0, 0.0])
     )

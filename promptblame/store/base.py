@@ -727,6 +727,20 @@ class Store(ABC):
             src=source,
         )
 
+    def series_ends(self, project_id: str, *, since: datetime, until: datetime) -> list[datetime]:
+        """The newest response time of each scored series (app, metric, source) with data in
+        [since, until), so a page can bound its scan to the windows it shows. Without FINAL: a
+        max needs no deduplication (a superseded row can only make a series look newer)."""
+        rows = self._rows(
+            "SELECT max(ts) AS last FROM scored WHERE project_id = {p:String}"
+            " AND ts >= {since:DateTime64(3)} AND ts < {until:DateTime64(3)}"
+            " GROUP BY app, name, source",
+            p=project_id,
+            since=since,
+            until=until,
+        )
+        return [r["last"] for r in rows]
+
     def builtin_cells(
         self, project_id: str, *, since: datetime, until: datetime, bucket_seconds: int
     ) -> list[dict[str, Any]]:

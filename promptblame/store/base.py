@@ -19,6 +19,7 @@ from typing import Any
 
 import pyarrow as pa
 
+from promptblame.store import cells
 from promptblame.store.filters import (
     BUILTIN_METRICS,
     EVAL_VERSION_COLUMNS,
@@ -69,6 +70,7 @@ class Store(ABC):
     """One door to ClickHouse. Thread-safe; `kind` names the transport."""
 
     kind: str = "abstract"
+    use_cells: bool = True  # aggregate reads take sealed hours from the cells (tests turn it off)
 
     def __init__(self) -> None:
         self._materialize_lock = threading.Lock()  # one scored-table job run at a time
@@ -700,7 +702,10 @@ class Store(ABC):
         given): per app, score name, source, time bucket (by response time, so late scores
         land in their response's bucket), route, environment, prompt and model — n, total,
         total_sq, non_binary. `prompt` is prompt_id@prompt_version, `model_label` the model
-        with its version when that differs."""
+        with its version when that differs. Whole sealed hours come from `score_cells`, the
+        rest from raw rows: the same numbers (tests compare with use_cells off)."""
+        sealed = self._sealed() if self.use_cells else FAR_PAST
+        lo, hi = cells.split(since, until, bucket_seconds, sealed)
         return self._rows(
             "SELECT app, name AS metric, source,"
             " toDateTime64(toStartOfInterval(ts, toIntervalSecond({bs:UInt32})), 3, 'UTC')"
@@ -709,23 +714,25 @@ class Store(ABC):
             "  concat(prompt_id, '@', prompt_version)) AS prompt,"
             " if(model_version IN ('', model), model, concat(model, '@', model_version))"
             "  AS model_label,"
-            " count() AS n, sum(value) AS total, sum(value * value) AS total_sq,"
-            " countIf(value NOT IN (0, 1)) AS non_binary"
-            " FROM scored FINAL WHERE project_id = {p:String}"
-            " AND ({m:String} = '' OR name = {m:String})"
-            " AND ({app:String} = '' OR app = {app:String})"
-            " AND ({src:String} = '' OR source = {src:String})"
-            " AND ts >= {since:DateTime64(3)} AND ts < {until:DateTime64(3)}"
+            " sum(n) AS n, sum(total) AS total, sum(total_sq) AS total_sq,"
+            f" sum(non_binary) AS non_binary FROM ({cells.SCORE_ROWS})"
             " GROUP BY app, metric, source, bucket, route, environment, prompt, model_label"
             " ORDER BY app, metric, source, bucket",
             p=project_id,
             since=since,
             until=until,
+            lo=lo,
+            hi=hi,
             bs=bucket_seconds,
             app=app,
             m=metric,
             src=source,
         )
+
+    def _sealed(self) -> datetime:
+        """Hours before this are summed in the cells (FAR_PAST: none yet)."""
+        rows = self._rows("SELECT ts FROM job_state FINAL WHERE job = 'cells' AND key = 'sealed'")
+        return rows[0]["ts"] if rows else FAR_PAST
 
     def series_ends(self, project_id: str, *, since: datetime, until: datetime) -> list[datetime]:
         """The newest response time of each scored series (app, metric, source) with data in
@@ -883,7 +890,8 @@ class Store(ABC):
             now = self._rows(
                 "SELECT greatest((SELECT max(received_at) FROM scores),"
                 " (SELECT max(received_at) FROM responses)) AS ts,"
-                " (SELECT count() FROM scores) + (SELECT count() FROM responses) AS n"
+                " (SELECT count() FROM scores) + (SELECT count() FROM responses) AS n,"
+                " now64(3) AS clock"
             )[0]
             last = self._rows(
                 "SELECT ts, n FROM job_state FINAL WHERE job = 'scored' AND key = 'received_at'"
@@ -899,8 +907,39 @@ class Store(ABC):
                     ts=now["ts"],
                     n=now["n"],
                 )
+            self._update_cells(now["clock"], wrote=changed)
             self._materialized_from = started
             return changed
+
+    def _update_cells(self, clock: datetime, *, wrote: bool) -> None:
+        """Sum the hours that passed since the last run and, when the job wrote rows, recompute
+        the sealed cells holding rows written since the last run began (an overlap covers
+        another process's writes under way then, as for the job's own cursor)."""
+        marks = {r["key"]: r["ts"] for r in self._rows(cells.WATERMARKS)}
+        sealed = marks.get("sealed", FAR_PAST)
+        target = cells.sealed_target(clock)
+        if target > sealed:
+            self._exec(cells.SEAL, lo=sealed, hi=target)
+            self._exec(cells.SET_WATERMARK, k="sealed", ts=target)
+        if not wrote:
+            return
+        if sealed > FAR_PAST:  # hours summed before this run (later ones were just summed)
+            since = marks.get("started", FAR_PAST + timedelta(seconds=60)) - timedelta(seconds=60)
+            touched = self._rows(cells.TOUCHED, since=since, sealed=sealed)
+            self._recompute_cells([(r["project_id"], r["name"], r["app"], r["h"]) for r in touched])
+        self._exec(cells.SET_WATERMARK, k="started", ts=clock)
+
+    def _recompute_cells(self, touched: Sequence[tuple[str, str, str, int]]) -> None:
+        """Recompute the named sealed cells (project, metric, app, hour as epoch seconds)."""
+        for lo in range(0, len(touched), 5000):
+            chunk = touched[lo : lo + 5000]
+            hours = [h for *_, h in chunk]
+            self._exec(
+                cells.RECOMPUTE,
+                cells=json.dumps(chunk),
+                lo=datetime.fromtimestamp(min(hours), UTC),
+                hi=datetime.fromtimestamp(max(hours) + cells.HOUR, UTC),
+            )
 
     def score_sources(self, project_id: str, metric: str) -> list[str]:
         """The sources that scored `metric` in this project."""
@@ -1157,22 +1196,30 @@ class Store(ABC):
 
     def delete_score(self, project_id: str, event_id: str, name: str, source: str) -> None:
         """Remove one score (an undone human label with no other reviewer's to take its
-        place) from scores and from the analysis table built of them."""
-        for table in ("scores", "scored"):
-            self._exec(
-                f"DELETE FROM {table} WHERE project_id = {{p:String}} AND event_id = {{e:String}}"
-                " AND name = {n:String} AND source = {s:String}",
-                p=project_id,
-                e=event_id,
-                n=name,
-                s=source,
+        place) from scores and from the analysis table built of them (and its cell)."""
+        where = (
+            " WHERE project_id = {p:String} AND event_id = {e:String} AND name = {n:String}"
+            " AND source = {s:String}"
+        )
+        key = {"p": project_id, "e": event_id, "n": name, "s": source}
+        with self._materialize_lock:
+            places = self._rows(
+                "SELECT DISTINCT app, toInt64(toUnixTimestamp(toStartOfHour(ts))) AS h FROM scored"
+                + where,
+                **key,
+            )
+            for table in ("scores", "scored"):
+                self._exec(f"DELETE FROM {table}{where}", **key)
+            sealed = self._sealed().timestamp()
+            self._recompute_cells(
+                [(project_id, name, r["app"], r["h"]) for r in places if r["h"] < sealed]
             )
 
 
 _SCORED_COLUMNS = (
     "s.project_id, s.name, s.source, s.event_id, s.value, s.ts, r.ts, r.app, r.route,"
     " r.environment, r.prompt_id, r.prompt_version, r.model, r.model_version, r.provider,"
-    " r.experiment, r.variant, r.case_id"
+    " r.experiment, r.variant, r.case_id, now64(3)"
 )
 _RESPONSE_DIMS = (
     "SELECT project_id, event_id, ts, app, route, environment, prompt_id, prompt_version, model,"

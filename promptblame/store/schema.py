@@ -468,6 +468,57 @@ MIGRATIONS = (
         ),
     ),
 )
+MIGRATIONS = (
+    *MIGRATIONS,
+    Migration(
+        21,
+        "statistics cells: hourly sums of the scored table for hours that have passed",
+        (
+            # When the scored-table job (re)wrote a row: a late or corrected score for an hour
+            # already summed marks its cell for recomputation. Rows written before this
+            # migration read as 1970 (never "new"); the job writes the time explicitly.
+            """
+            ALTER TABLE scored ADD COLUMN IF NOT EXISTS
+                materialized_at DateTime64(3, 'UTC') DEFAULT toDateTime64(0, 3, 'UTC')
+            """,
+            """
+            ALTER TABLE scored ADD INDEX IF NOT EXISTS materialized_minmax materialized_at
+                TYPE minmax GRANULARITY 1
+            """,
+            "ALTER TABLE scored MATERIALIZE INDEX materialized_minmax",
+            # n, sums and the count of values other than 0/1 of the scored rows of one hour (by
+            # response time) and one combination of the dimensions reads group by. A cell is
+            # always recomputed whole from `scored` (FINAL), never incremented, so it equals a
+            # recomputation however often the job repeats; the newest computation wins, and a
+            # combination that lost its rows gets a row with n = 0.
+            """
+            CREATE TABLE IF NOT EXISTS score_cells (
+                project_id LowCardinality(String),
+                name LowCardinality(String),
+                app LowCardinality(String),
+                hour DateTime64(3, 'UTC'),
+                source LowCardinality(String),
+                route LowCardinality(String),
+                environment LowCardinality(String),
+                prompt_id LowCardinality(String),
+                prompt_version LowCardinality(String),
+                model LowCardinality(String),
+                model_version LowCardinality(String),
+                provider LowCardinality(String),
+                experiment LowCardinality(String),
+                variant LowCardinality(String),
+                n UInt64,
+                total Float64,
+                total_sq Float64,
+                non_binary UInt64,
+                computed_at DateTime64(6, 'UTC')
+            ) ENGINE = ReplacingMergeTree(computed_at)
+            ORDER BY (project_id, name, app, hour, source, route, environment, prompt_id,
+                      prompt_version, model, model_version, provider, experiment, variant)
+            """,
+        ),
+    ),
+)
 # Applied (and reported by /healthz) in version order, whichever order they were written in.
 MIGRATIONS = tuple(sorted(MIGRATIONS, key=lambda m: m.version))
 

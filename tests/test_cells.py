@@ -1,0 +1,137 @@
+"""Statistics cells: aggregate reads from `score_cells` equal the same reads from raw rows after
+adversarial sequences (retried batches, duplicate and corrected responses, late, corrected and
+deleted scores), on every transport."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pyarrow as pa
+import pytest
+
+from promptblame.store import Store
+from promptblame.store.schema import RESPONSES_ARROW, SCORES_ARROW
+from tests.test_store_contract import response, score
+
+T = datetime(2026, 1, 5, 9, 0, tzinfo=UTC)  # long past: every hour of it is sealed
+HOUR = timedelta(hours=1)
+READS = [  # (since, until, bucket seconds): aligned, unaligned edges, widths, a raw-only width
+    (T - 2 * HOUR, T + 30 * HOUR, 3600),
+    (T - 2 * HOUR, T + 30 * HOUR, 6 * 3600),
+    (T + timedelta(minutes=20), T + timedelta(hours=20, minutes=5), 3600),
+    (T, T + 48 * HOUR, 86400),
+    (T, T + 30 * HOUR, 900),
+]
+
+
+def now() -> datetime:
+    return datetime.now(UTC)
+
+
+def put_responses(store: Store, *rows: dict[str, Any]) -> None:
+    rows = tuple(
+        {**r, "received_at": now()} for r in rows
+    )  # stamped on arrival, as the writer does
+    store.insert("responses", pa.Table.from_pylist(list(rows), schema=RESPONSES_ARROW))
+    store.materialize_scores()
+
+
+def put_scores(store: Store, *rows: dict[str, Any]) -> None:
+    rows = tuple({**r, "received_at": now()} for r in rows)
+    store.insert("scores", pa.Table.from_pylist(list(rows), schema=SCORES_ARROW))
+    store.materialize_scores()
+
+
+def read(store: Store, *, cells: bool, **kw: Any) -> list[tuple[Any, ...]]:
+    store.use_cells = cells
+    try:
+        rows = store.attribution_cells("p1", **kw)
+    finally:
+        store.use_cells = True
+    return sorted(
+        (r["app"], r["metric"], r["source"], r["bucket"], r["route"], r["environment"],
+         r["prompt"], r["model_label"], r["n"], round(r["total"], 9), round(r["total_sq"], 9),
+         r["non_binary"])
+        for r in rows
+    )  # fmt: skip
+
+
+def assert_cells_equal_raw(store: Store) -> None:
+    for since, until, bs in READS:
+        got = read(store, cells=True, since=since, until=until, bucket_seconds=bs)
+        assert got == read(store, cells=False, since=since, until=until, bucket_seconds=bs), bs
+    live = now() - timedelta(minutes=1)
+    kw = {"since": T - HOUR, "until": live + HOUR, "bucket_seconds": 3600}
+    assert read(store, cells=True, **kw) == read(store, cells=False, **kw)
+
+
+def cell_count(store: Store) -> int:
+    rows = store._rows("SELECT count() AS c FROM score_cells FINAL WHERE n > 0")
+    return int(rows[0]["c"])
+
+
+def test_cells_equal_raw_reads_through_retries_corrections_late_and_deleted_scores(
+    any_store: Store,
+):
+    s = any_store
+    events = [(f"e{i}", T + timedelta(minutes=37 * i)) for i in range(40)]
+    batch = [
+        response(e, ts=ts, prompt_version="v2" if i >= 20 else "v1", route=f"r{i % 3}")
+        for i, (e, ts) in enumerate(events)
+    ]
+    put_responses(s, *batch)
+    put_scores(s, *(score(e, (i % 5) / 4) for i, (e, _) in enumerate(events)))
+    put_scores(s, *(score(e, 0.3 * (i % 4), name="tone") for i, (e, _) in enumerate(events[:25])))
+    assert s._sealed() > events[-1][1] and cell_count(s) > 0  # the reads below use cells
+    assert_cells_equal_raw(s)
+
+    put_responses(s, *batch[:10])  # a retried batch
+    put_scores(s, *(score(e, (i % 5) / 4) for i, (e, _) in enumerate(events[:10])))
+    assert_cells_equal_raw(s)
+
+    put_scores(s, score("e3", 1.0, ts=T + 5 * HOUR))  # a corrected score (newer ts wins)
+    put_scores(s, score("e4", 0.5, source="human"))  # a late score from another source
+    assert_cells_equal_raw(s)
+
+    put_scores(s, score("late", 0.25))  # its response arrives later, into a sealed hour
+    put_responses(s, response("late", ts=T + 3 * HOUR))
+    assert_cells_equal_raw(s)
+
+    put_responses(s, {**batch[5], "prompt_version": "v9"})  # a response corrected in place
+    assert_cells_equal_raw(s)
+    raw = read(s, cells=False, since=T, until=T + 48 * HOUR, bucket_seconds=86400)
+    assert any(r[6] == "greet@v9" for r in raw)  # the correction reached the scored rows
+
+    s.delete_score("p1", "e7", "quality", "judge")  # an undone human label
+    assert_cells_equal_raw(s)
+
+    put_responses(s, response("fresh", ts=now() - timedelta(minutes=5)))  # the live hour: raw
+    put_scores(s, score("fresh", 1.0))
+    assert_cells_equal_raw(s)
+
+
+def test_an_hour_is_summed_once_it_has_passed_and_reads_before_that_use_raw_rows(
+    any_store: Store,
+):
+    s = any_store
+    recent = now() - timedelta(minutes=10)
+    put_responses(s, response("a", ts=recent), response("b", ts=T))
+    put_scores(s, score("a", 1.0), score("b", 0.0))
+    sealed = s._sealed()
+    assert T < sealed <= recent  # the old hour is summed, the current one not yet
+    hours = s._rows("SELECT DISTINCT hour FROM score_cells FINAL WHERE n > 0")
+    assert [r["hour"] for r in hours] == [T]
+    kw = {"since": T - HOUR, "until": recent + HOUR, "bucket_seconds": 3600}
+    assert [r["n"] for r in s.attribution_cells("p1", **kw)] == [1, 1]
+
+
+@pytest.mark.parametrize("bucket", [3600, 7200, 86400])
+def test_partial_hours_at_the_edges_come_from_raw_rows(any_store: Store, bucket: int):
+    s = any_store
+    put_responses(s, *(response(f"m{i}", ts=T + timedelta(minutes=10 * i)) for i in range(30)))
+    put_scores(s, *(score(f"m{i}", 1.0) for i in range(30)))
+    since, until = T + timedelta(minutes=25), T + timedelta(minutes=245)
+    got = s.attribution_cells("p1", since=since, until=until, bucket_seconds=bucket)
+    expected = sum(1 for i in range(30) if since <= T + timedelta(minutes=10 * i) < until)
+    assert sum(r["n"] for r in got) == expected == 22

@@ -62,7 +62,7 @@ def assert_cells_equal_raw(store: Store) -> None:
         got = read(store, cells=True, since=since, until=until, bucket_seconds=bs)
         assert got == read(store, cells=False, since=since, until=until, bucket_seconds=bs), bs
     live = now() - timedelta(minutes=1)
-    kw = {"since": T - HOUR, "until": live + HOUR, "bucket_seconds": 3600}
+    kw: dict[str, Any] = {"since": T - HOUR, "until": live + HOUR, "bucket_seconds": 3600}
     assert read(store, cells=True, **kw) == read(store, cells=False, **kw)
 
 
@@ -122,8 +122,8 @@ def test_an_hour_is_summed_once_it_has_passed_and_reads_before_that_use_raw_rows
     assert T < sealed <= recent  # the old hour is summed, the current one not yet
     hours = s._rows("SELECT DISTINCT hour FROM score_cells FINAL WHERE n > 0")
     assert [r["hour"] for r in hours] == [T]
-    kw = {"since": T - HOUR, "until": recent + HOUR, "bucket_seconds": 3600}
-    assert [r["n"] for r in s.attribution_cells("p1", **kw)] == [1, 1]
+    got = s.attribution_cells("p1", since=T - HOUR, until=recent + HOUR, bucket_seconds=3600)
+    assert [r["n"] for r in got] == [1, 1]
 
 
 @pytest.mark.parametrize("bucket", [3600, 7200, 86400])

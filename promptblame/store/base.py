@@ -705,7 +705,9 @@ class Store(ABC):
         with its version when that differs. Whole sealed hours come from `score_cells`, the
         rest from raw rows: the same numbers (tests compare with use_cells off)."""
         sealed = self._sealed() if self.use_cells else FAR_PAST
-        lo, hi = cells.split(since, until, bucket_seconds, sealed)
+        rows_sql, windows = cells.score_rows(
+            since, until, *cells.split(since, until, bucket_seconds, sealed)
+        )
         return self._rows(
             "SELECT app, name AS metric, source,"
             " toDateTime64(toStartOfInterval(ts, toIntervalSecond({bs:UInt32})), 3, 'UTC')"
@@ -715,18 +717,15 @@ class Store(ABC):
             " if(model_version IN ('', model), model, concat(model, '@', model_version))"
             "  AS model_label,"
             " sum(n) AS n, sum(total) AS total, sum(total_sq) AS total_sq,"
-            f" sum(non_binary) AS non_binary FROM ({cells.SCORE_ROWS})"
+            f" sum(non_binary) AS non_binary FROM ({rows_sql})"
             " GROUP BY app, metric, source, bucket, route, environment, prompt, model_label"
             " ORDER BY app, metric, source, bucket",
             p=project_id,
-            since=since,
-            until=until,
-            lo=lo,
-            hi=hi,
             bs=bucket_seconds,
             app=app,
             m=metric,
             src=source,
+            **windows,
         )
 
     def _sealed(self) -> datetime:

@@ -105,18 +105,42 @@ def _hour_ceil(t: datetime) -> datetime:
 
 # Rows of score series as attribution reads them: the cells of [lo, hi) and the raw rows of the
 # rest of [since, until). Columns: app, name, source, ts (an hour or a response time), the cell
-# dimensions, n, total, total_sq, non_binary. Binds {p}, {m}, {app}, {src} ('' = all), {since},
-# {until}, {lo}, {hi}.
+# dimensions, n, total, total_sq, non_binary. Binds {p}, {m}, {app}, {src} ('' = all).
 _SERIES = (
     "({m:String} = '' OR name = {m:String}) AND ({app:String} = '' OR app = {app:String})"
     " AND ({src:String} = '' OR source = {src:String})"
 )
-SCORE_ROWS = (
+_CELL_ROWS = (
     f"SELECT app, name, source, hour AS ts, {DIMS}, n, total, total_sq, non_binary"
     " FROM score_cells FINAL WHERE project_id = {p:String} AND n > 0"
     f" AND hour >= {{lo:DateTime64(3)}} AND hour < {{hi:DateTime64(3)}} AND {_SERIES}"
-    f" UNION ALL SELECT app, name, source, ts, {DIMS}, toUInt64(1), value, value * value,"
-    " toUInt64(value NOT IN (0, 1)) FROM scored FINAL WHERE project_id = {p:String}"
-    " AND ts >= {since:DateTime64(3)} AND ts < {until:DateTime64(3)}"
-    f" AND (ts < {{lo:DateTime64(3)}} OR ts >= {{hi:DateTime64(3)}}) AND {_SERIES}"
 )
+_RAW_WINDOW = "ts >= {r0:DateTime64(3)} AND ts < {r1:DateTime64(3)}"
+_RAW_ROWS = (
+    f"SELECT app, name, source, ts, {DIMS}, toUInt64(1) AS n, value AS total,"
+    " value * value AS total_sq, toUInt64(value NOT IN (0, 1)) AS non_binary"
+    f" FROM scored FINAL WHERE project_id = {{p:String}} AND {_RAW_WINDOW} AND {_SERIES}"
+)
+
+
+def score_rows(
+    since: datetime, until: datetime, lo: datetime, hi: datetime
+) -> tuple[str, dict[str, datetime]]:
+    """SQL and time parameters of the rows of [since, until): cells for [lo, hi), raw rows for
+    the (usually short) ranges outside it. A raw range that is empty is left out, not filtered
+    to nothing: FINAL would still read the whole table."""
+    parts: list[str] = []
+    params: dict[str, datetime] = {}
+    if lo < hi:
+        parts.append(_CELL_ROWS)
+        params.update(lo=lo, hi=hi)
+        ranges = [(since, lo), (hi, until)]
+    else:
+        ranges = [(since, until)]
+    for k, (a, b) in enumerate(r for r in ranges if r[0] < r[1]):
+        parts.append(_RAW_ROWS.replace("{r0:", f"{{r{k}a:").replace("{r1:", f"{{r{k}b:"))
+        params.update({f"r{k}a": a, f"r{k}b": b})
+    if not parts:  # an empty window: no rows, same columns
+        parts.append(_RAW_ROWS.replace("{r0:", "{r0a:").replace("{r1:", "{r0b:"))
+        params.update(r0a=since, r0b=since)
+    return " UNION ALL ".join(parts), params

@@ -15,6 +15,7 @@ short full-speed burst). The detection pass runs in-process after the server sto
 Run:
   .venv/bin/python benchmarks/read_speed.py build --keep /tmp/pb-read-10m [--rows 10000000]
   .venv/bin/python benchmarks/read_speed.py measure --keep /tmp/pb-read-10m [--repeats 30]
+  .venv/bin/python benchmarks/read_speed.py cells --keep /tmp/pb-read-10m [--repeats 5]
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ import sys
 import threading
 import time
 import urllib.parse
+from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
 
@@ -35,6 +37,7 @@ import numpy as np
 import pyarrow as pa
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(1, str(Path(__file__).resolve().parents[1]))  # this checkout's promptblame
 
 import analysis_speed
 import ingest
@@ -278,6 +281,47 @@ def detection_pass(data_dir: Path) -> tuple[float, list[float], int]:
         store.close()
 
 
+def cells_vs_raw(data_dir: Path, repeats: int) -> None:
+    """The reads the statistics cells serve, in-process, each timed with the cells and with raw
+    rows (Store.use_cells) alternately on the same store, so both see the same machine."""
+    from promptblame.analysis.detection import run_detection
+    from promptblame.reports.data import overview_view
+    from promptblame.settings import Settings
+    from promptblame.store import open_store
+
+    settings = Settings(data_dir=data_dir)
+    store = open_store(settings)
+    try:
+        store.migrate()
+        t = time.perf_counter()
+        store.materialize_scores()  # on a directory from before migration 21: sums every hour
+        print(f"scored-table job, first run: {time.perf_counter() - t:.1f} s")
+        since = END - timedelta(days=30)
+        cases: dict[str, Callable[[], object]] = {
+            "attribution cells, 30 days hourly, 50 series": lambda: store.attribution_cells(
+                PROJECT, since=since, until=END, bucket_seconds=3600
+            ),
+            "overview page data": lambda: overview_view(store, PROJECT, now=END, settings=settings),
+            "detection pass, 60 series": lambda: run_detection(
+                store, settings, project_id=PROJECT, now=END
+            ),
+        }
+        print(f"\n{'read (median of ' + str(repeats) + ')':<48}{'cells':>9}{'raw':>9}{'ratio':>8}")
+        for name, read in cases.items():
+            times: dict[bool, list[float]] = {True: [], False: []}
+            for _ in range(repeats):
+                for use in (True, False):
+                    store.use_cells = use
+                    t = time.perf_counter()
+                    read()
+                    times[use].append(time.perf_counter() - t)
+            c, r = (statistics.median(times[u]) for u in (True, False))
+            print(f"  {name:<46}{c:>8.2f}s{r:>8.2f}s{r / c:>7.1f}x")
+    finally:
+        store.use_cells = True
+        store.close()
+
+
 def measure(
     data_dir: Path, repeats: int, load_repeats: int, skip_load: bool, load_rate: float
 ) -> None:
@@ -333,7 +377,7 @@ def measure(
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    ap.add_argument("command", choices=["build", "measure"])
+    ap.add_argument("command", choices=["build", "measure", "cells"])
     ap.add_argument("--keep", type=Path, required=True, help="data directory to build / measure")
     ap.add_argument("--rows", type=int, default=10_000_000)
     ap.add_argument("--repeats", type=int, default=30)
@@ -347,6 +391,8 @@ def main() -> None:
         if args.keep.exists():
             raise SystemExit(f"{args.keep} exists: measure it, or remove it to build again")
         build(args.keep, args.rows)
+    elif args.command == "cells":
+        cells_vs_raw(args.keep, args.repeats)
     else:
         measure(args.keep, args.repeats, args.load_repeats, args.quiet_only, args.load_rate)
 

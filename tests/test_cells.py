@@ -10,7 +10,7 @@ from typing import Any
 import pyarrow as pa
 import pytest
 
-from promptblame.store import Store
+from promptblame.store import ResponseFilter, Store
 from promptblame.store.schema import RESPONSES_ARROW, SCORES_ARROW
 from tests.test_store_contract import response, score
 
@@ -57,13 +57,38 @@ def read(store: Store, *, cells: bool, **kw: Any) -> list[tuple[Any, ...]]:
     )  # fmt: skip
 
 
+def builtin(store: Store, *, cells: bool, **kw: Any) -> list[tuple[Any, ...]]:
+    store.use_cells = cells
+    try:
+        rows = store.builtin_cells("p1", **kw)
+    finally:
+        store.use_cells = True
+    return sorted(
+        tuple(round(v, 6) if isinstance(v, float) else v for v in r.values()) for r in rows
+    )
+
+
+def versions(store: Store, *, cells: bool, **kw: Any) -> list[dict[str, Any]]:
+    store.use_cells = cells
+    try:
+        return store.version_counts("p1", ResponseFilter(**kw))
+    finally:
+        store.use_cells = True
+
+
 def assert_cells_equal_raw(store: Store) -> None:
     for since, until, bs in READS:
         got = read(store, cells=True, since=since, until=until, bucket_seconds=bs)
         assert got == read(store, cells=False, since=since, until=until, bucket_seconds=bs), bs
+        got = builtin(store, cells=True, since=since, until=until, bucket_seconds=bs)
+        assert got == builtin(store, cells=False, since=since, until=until, bucket_seconds=bs)
+        for f in ({"since": since, "until": until}, {"since": since, "prompt_version": "v1"}):
+            assert versions(store, cells=True, **f) == versions(store, cells=False, **f), f
+    assert versions(store, cells=True) == versions(store, cells=False)
     live = now() - timedelta(minutes=1)
     kw: dict[str, Any] = {"since": T - HOUR, "until": live + HOUR, "bucket_seconds": 3600}
     assert read(store, cells=True, **kw) == read(store, cells=False, **kw)
+    assert builtin(store, cells=True, **kw) == builtin(store, cells=False, **kw)
 
 
 def cell_count(store: Store) -> int:
@@ -77,7 +102,15 @@ def test_cells_equal_raw_reads_through_retries_corrections_late_and_deleted_scor
     s = any_store
     events = [(f"e{i}", T + timedelta(minutes=37 * i)) for i in range(40)]
     batch = [
-        response(e, ts=ts, prompt_version="v2" if i >= 20 else "v1", route=f"r{i % 3}")
+        response(
+            e,
+            ts=ts,
+            prompt_version="v2" if i >= 20 else "v1",
+            route=f"r{i % 3}",
+            latency_ms=None if i % 4 == 0 else 100.0 + i,
+            cost_usd=0.001 * (i % 3) or None,
+            status="error" if i % 7 == 0 else "ok",
+        )
         for i, (e, ts) in enumerate(events)
     ]
     put_responses(s, *batch)
@@ -102,6 +135,10 @@ def test_cells_equal_raw_reads_through_retries_corrections_late_and_deleted_scor
     assert_cells_equal_raw(s)
     raw = read(s, cells=False, since=T, until=T + 48 * HOUR, bucket_seconds=86400)
     assert any(r[6] == "greet@v9" for r in raw)  # the correction reached the scored rows
+
+    put_responses(s, {**batch[8], "latency_ms": 250.0, "status": "error"})  # a repeat, other values
+    put_responses(s, response("late-r", ts=T + 7 * HOUR, latency_ms=90.0, cost_usd=0.002))
+    assert_cells_equal_raw(s)
 
     s.delete_score("p1", "e7", "quality", "judge")  # an undone human label
     assert_cells_equal_raw(s)

@@ -426,14 +426,21 @@ class Store(ABC):
 
     def version_counts(self, project_id: str, f: ResponseFilter) -> list[dict[str, Any]]:
         """Per app × prompt/model version: responses, first and last seen."""
+        rows_sql, windows = self._response_rows(f.since or FAR_PAST, f.until or FAR_FUTURE)
         return self._rows(
-            f"SELECT {_VERSION_KEY}, count() AS responses, min(ts) AS first_seen,"
-            " max(ts) AS last_seen FROM responses FINAL"
-            f" WHERE project_id = {{p:String}} AND {filter_sql()}"
+            f"SELECT {_VERSION_KEY}, sum(n) AS responses, min(first_seen) AS first_seen,"
+            f" max(last_seen) AS last_seen FROM ({rows_sql}) WHERE {filter_sql()}"
             f" GROUP BY {_VERSION_KEY} ORDER BY first_seen, {_VERSION_KEY}",
             p=project_id,
             **filter_params(f),
+            **windows,
         )
+
+    def _response_rows(
+        self, since: datetime, until: datetime, bucket_seconds: int = cells.HOUR
+    ) -> tuple[str, dict[str, datetime]]:
+        sealed = self._sealed() if self.use_cells else FAR_PAST
+        return cells.response_rows(since, until, *cells.split(since, until, bucket_seconds, sealed))
 
     def experiments(self, project_id: str, *, limit: int = 200) -> list[dict[str, Any]]:
         """Per experiment: its arms, apps, responses, first and last seen, and the metrics
@@ -754,6 +761,7 @@ class Store(ABC):
         `attribution_cells` (app, bucket, route, environment, prompt, model_label): responses
         `n` and errors `errors` (status 'error'), and count / sum / sum of squares of
         latency_ms and cost_usd where present."""
+        rows_sql, windows = self._response_rows(since, until, bucket_seconds)
         return self._rows(
             "SELECT app,"
             " toDateTime64(toStartOfInterval(ts, toIntervalSecond({bs:UInt32})), 3, 'UTC')"
@@ -762,19 +770,15 @@ class Store(ABC):
             "  concat(prompt_id, '@', prompt_version)) AS prompt,"
             " if(model_version IN ('', model), model, concat(model, '@', model_version))"
             "  AS model_label,"
-            " count() AS n, countIf(status = 'error') AS errors,"
-            " count(latency_ms) AS latency_n, sum(latency_ms) AS latency_total,"
-            " sum(latency_ms * latency_ms) AS latency_total_sq,"
-            " count(cost_usd) AS cost_n, sum(cost_usd) AS cost_total,"
-            " sum(cost_usd * cost_usd) AS cost_total_sq"
-            " FROM responses FINAL WHERE project_id = {p:String}"
-            " AND ts >= {since:DateTime64(3)} AND ts < {until:DateTime64(3)}"
+            " sum(n) AS n, sum(errors) AS errors, sum(latency_n) AS latency_n,"
+            " sum(latency_total) AS latency_total, sum(latency_total_sq) AS latency_total_sq,"
+            " sum(cost_n) AS cost_n, sum(cost_total) AS cost_total,"
+            f" sum(cost_total_sq) AS cost_total_sq FROM ({rows_sql})"
             " GROUP BY app, bucket, route, environment, prompt, model_label"
             " ORDER BY app, bucket",
             p=project_id,
-            since=since,
-            until=until,
             bs=bucket_seconds,
+            **windows,
         )
 
     def incidents(
@@ -896,8 +900,8 @@ class Store(ABC):
                 "SELECT ts, n FROM job_state FINAL WHERE job = 'scored' AND key = 'received_at'"
             )
             changed = not last or (last[0]["ts"], last[0]["n"]) != (now["ts"], now["n"])
+            since = last[0]["ts"] - overlap if last else FAR_PAST
             if changed:
-                since = last[0]["ts"] - overlap if last else FAR_PAST
                 for sql in (_SCORED_FROM_NEW_SCORES, _SCORED_FROM_NEW_RESPONSES):
                     self._exec(sql, since=since)
                 self._exec(
@@ -906,35 +910,40 @@ class Store(ABC):
                     ts=now["ts"],
                     n=now["n"],
                 )
-            self._update_cells(now["clock"], wrote=changed)
+            self._update_cells(now["clock"], received=since if changed else None)
             self._materialized_from = started
             return changed
 
-    def _update_cells(self, clock: datetime, *, wrote: bool) -> None:
-        """Sum the hours that passed since the last run and, when the job wrote rows, recompute
-        the sealed cells holding rows written since the last run began (an overlap covers
-        another process's writes under way then, as for the job's own cursor)."""
+    def _update_cells(self, clock: datetime, *, received: datetime | None) -> None:
+        """Sum the hours that passed since the last run and, when the job took new rows
+        (`received`: its window), recompute the summed cells those rows land in: scored rows
+        written since the last run began (an overlap covers another process's writes under way
+        then) and responses received in the window."""
         marks = {r["key"]: r["ts"] for r in self._rows(cells.WATERMARKS)}
         sealed = marks.get("sealed", FAR_PAST)
         target = cells.sealed_target(clock)
         if target > sealed:
             self._exec(cells.SEAL, lo=sealed, hi=target)
+            self._exec(cells.SEAL_RESPONSES, lo=sealed, hi=target)
             self._exec(cells.SET_WATERMARK, k="sealed", ts=target)
-        if not wrote:
+        if received is None:
             return
         if sealed > FAR_PAST:  # hours summed before this run (later ones were just summed)
             since = marks.get("started", FAR_PAST + timedelta(seconds=60)) - timedelta(seconds=60)
-            touched = self._rows(cells.TOUCHED, since=since, sealed=sealed)
-            self._recompute_cells([(r["project_id"], r["name"], r["app"], r["h"]) for r in touched])
+            scored = self._rows(cells.TOUCHED, since=since, sealed=sealed)
+            self._recompute_cells(cells.RECOMPUTE, scored)
+            late = self._rows(cells.TOUCHED_RESPONSES, since=received, sealed=sealed)
+            self._recompute_cells(cells.RECOMPUTE_RESPONSES, late)
         self._exec(cells.SET_WATERMARK, k="started", ts=clock)
 
-    def _recompute_cells(self, touched: Sequence[tuple[str, str, str, int]]) -> None:
-        """Recompute the named sealed cells (project, metric, app, hour as epoch seconds)."""
-        for lo in range(0, len(touched), 5000):
-            chunk = touched[lo : lo + 5000]
+    def _recompute_cells(self, sql: str, touched: Sequence[Mapping[str, Any]]) -> None:
+        """Recompute the named summed cells (rows of project_id, name, app, h: hour in epoch s)."""
+        keys = [(r["project_id"], r["name"], r["app"], r["h"]) for r in touched]
+        for lo in range(0, len(keys), 5000):
+            chunk = keys[lo : lo + 5000]
             hours = [h for *_, h in chunk]
             self._exec(
-                cells.RECOMPUTE,
+                sql,
                 cells=json.dumps(chunk),
                 lo=datetime.fromtimestamp(min(hours), UTC),
                 hi=datetime.fromtimestamp(max(hours) + cells.HOUR, UTC),
@@ -1210,9 +1219,12 @@ class Store(ABC):
             for table in ("scores", "scored"):
                 self._exec(f"DELETE FROM {table}{where}", **key)
             sealed = self._sealed().timestamp()
-            self._recompute_cells(
-                [(project_id, name, r["app"], r["h"]) for r in places if r["h"] < sealed]
-            )
+            touched = [
+                {"project_id": project_id, "name": name, "app": r["app"], "h": r["h"]}
+                for r in places
+                if r["h"] < sealed
+            ]
+            self._recompute_cells(cells.RECOMPUTE, touched)
 
 
 _SCORED_COLUMNS = (

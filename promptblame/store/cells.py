@@ -126,21 +126,101 @@ _RAW_ROWS = (
 def score_rows(
     since: datetime, until: datetime, lo: datetime, hi: datetime
 ) -> tuple[str, dict[str, datetime]]:
-    """SQL and time parameters of the rows of [since, until): cells for [lo, hi), raw rows for
-    the (usually short) ranges outside it. A raw range that is empty is left out, not filtered
-    to nothing: FINAL would still read the whole table."""
+    """SQL and time parameters of the score rows of [since, until)."""
+    return _union(_CELL_ROWS, _RAW_ROWS, since, until, lo, hi)
+
+
+def _union(
+    cells: str, raw: str, since: datetime, until: datetime, lo: datetime, hi: datetime
+) -> tuple[str, dict[str, datetime]]:
+    """Cells for [lo, hi), raw rows for the (usually short) ranges of [since, until) outside
+    it. A raw range that is empty is left out, not filtered to nothing: FINAL would still read
+    the whole table."""
     parts: list[str] = []
     params: dict[str, datetime] = {}
     if lo < hi:
-        parts.append(_CELL_ROWS)
+        parts.append(cells)
         params.update(lo=lo, hi=hi)
         ranges = [(since, lo), (hi, until)]
     else:
         ranges = [(since, until)]
     for k, (a, b) in enumerate(r for r in ranges if r[0] < r[1]):
-        parts.append(_RAW_ROWS.replace("{r0:", f"{{r{k}a:").replace("{r1:", f"{{r{k}b:"))
+        parts.append(raw.replace("{r0:", f"{{r{k}a:").replace("{r1:", f"{{r{k}b:"))
         params.update({f"r{k}a": a, f"r{k}b": b})
     if not parts:  # an empty window: no rows, same columns
-        parts.append(_RAW_ROWS.replace("{r0:", "{r0a:").replace("{r1:", "{r0b:"))
+        parts.append(raw.replace("{r0:", "{r0a:").replace("{r1:", "{r0b:"))
         params.update(r0a=since, r0b=since)
     return " UNION ALL ".join(parts), params
+
+
+# -- responses -----------------------------------------------------------------------------------
+RESPONSE_DIMS = (
+    "app, route, environment, prompt_id, prompt_version, model, model_version, provider,"
+    " experiment, variant"
+)
+RESPONSE_KEY = (
+    "project_id, app, hour, route, environment, prompt_id, prompt_version, model, model_version,"
+    " provider, experiment, variant"
+)
+_RESPONSE_VALUES = (
+    "n, errors, latency_n, latency_total, latency_total_sq, cost_n, cost_total, cost_total_sq,"
+    " first_seen, last_seen"
+)
+# Per raw row, the values a cell sums (and the min/max of its times).
+_RESPONSE_ROW = (
+    "toUInt64(1) AS n, toUInt64(status = 'error') AS errors,"
+    " toUInt64(isNotNull(latency_ms)) AS latency_n,"
+    " ifNull(latency_ms, 0) AS latency_total,"
+    " ifNull(latency_ms * latency_ms, 0) AS latency_total_sq,"
+    " toUInt64(isNotNull(cost_usd)) AS cost_n, ifNull(cost_usd, 0) AS cost_total,"
+    " ifNull(cost_usd * cost_usd, 0) AS cost_total_sq, ts AS first_seen, ts AS last_seen"
+)
+RESPONSE_SUMS = (
+    "sum(n) AS n, sum(errors) AS errors, sum(latency_n) AS latency_n,"
+    " sum(latency_total) AS latency_total, sum(latency_total_sq) AS latency_total_sq,"
+    " sum(cost_n) AS cost_n, sum(cost_total) AS cost_total, sum(cost_total_sq) AS cost_total_sq,"
+    " min(first_seen) AS first_seen, max(last_seen) AS last_seen"
+)
+_RAW_RESPONSES = f"SELECT {RESPONSE_DIMS}, ts, {_RESPONSE_ROW} FROM responses FINAL"
+_RESPONSE_CELL_OF_ROW = (  # RESPONSE_KEY's columns, of a raw row
+    f"SELECT {RESPONSE_KEY.replace('hour', _HOUR_OF_TS + ' AS hour')}, {_RESPONSE_ROW}"
+    " FROM responses FINAL WHERE ts >= {lo:DateTime64(3)} AND ts < {hi:DateTime64(3)}"
+)
+
+SEAL_RESPONSES = (
+    f"INSERT INTO response_cells SELECT {RESPONSE_KEY}, {RESPONSE_SUMS}, now64(6) FROM ("
+    f"{_RESPONSE_CELL_OF_ROW}) GROUP BY {RESPONSE_KEY}"
+)
+# Summed hours holding responses received in the scored-table job's window ({since}): late or
+# repeated responses (cell: project, '', app, hour epoch s — the score cells' shape).
+TOUCHED_RESPONSES = (
+    "SELECT DISTINCT project_id, '' AS name, app,"
+    " toInt64(toUnixTimestamp(toStartOfHour(ts))) AS h FROM responses"
+    " WHERE received_at >= {since:DateTime64(3)} AND ts < {sealed:DateTime64(3)}"
+)
+RECOMPUTE_RESPONSES = (
+    f"INSERT INTO response_cells SELECT {RESPONSE_KEY}, {RESPONSE_SUMS}, now64(6) FROM ("
+    f"{_RESPONSE_CELL_OF_ROW} AND "
+    + _CELLS_IN.replace(
+        "{cells_of}", "project_id, '', app, toInt64(toUnixTimestamp(toStartOfHour(ts)))"
+    )
+    + f"  UNION ALL SELECT {RESPONSE_KEY}, 0, 0, 0, 0, 0, 0, 0, 0,"
+    "  toDateTime64('2200-01-01 00:00:00', 3, 'UTC'), toDateTime64(0, 3, 'UTC')"
+    "  FROM response_cells FINAL WHERE n > 0"
+    "  AND hour >= {lo:DateTime64(3)} AND hour < {hi:DateTime64(3)} AND "
+    + _CELLS_IN.replace("{cells_of}", "project_id, '', app, toInt64(toUnixTimestamp(hour))")
+    + f") GROUP BY {RESPONSE_KEY}"
+)
+
+
+def response_rows(
+    since: datetime, until: datetime, lo: datetime, hi: datetime
+) -> tuple[str, dict[str, datetime]]:
+    """As score_rows, for responses: columns RESPONSE_DIMS, ts, then the cell values. Binds {p}."""
+    cells = (
+        f"SELECT {RESPONSE_DIMS}, hour AS ts, {_RESPONSE_VALUES} FROM response_cells FINAL"
+        " WHERE project_id = {p:String} AND n > 0"
+        " AND hour >= {lo:DateTime64(3)} AND hour < {hi:DateTime64(3)}"
+    )
+    raw = f"{_RAW_RESPONSES} WHERE project_id = {{p:String}} AND {_RAW_WINDOW}"
+    return _union(cells, raw, since, until, lo, hi)

@@ -519,6 +519,53 @@ MIGRATIONS = (
         ),
     ),
 )
+MIGRATIONS = (
+    *MIGRATIONS,
+    Migration(
+        22,
+        "statistics cells of responses: hourly counts, errors, latency and cost sums",
+        (
+            # As score_cells, for what reads take off `responses` itself: version counts (with
+            # first and last seen) and the built-in metrics. Latency and cost count only where
+            # present (sums skip NULL, as the raw reads do).
+            """
+            CREATE TABLE IF NOT EXISTS response_cells (
+                project_id LowCardinality(String),
+                app LowCardinality(String),
+                hour DateTime64(3, 'UTC'),
+                route LowCardinality(String),
+                environment LowCardinality(String),
+                prompt_id LowCardinality(String),
+                prompt_version LowCardinality(String),
+                model LowCardinality(String),
+                model_version LowCardinality(String),
+                provider LowCardinality(String),
+                experiment LowCardinality(String),
+                variant LowCardinality(String),
+                n UInt64,
+                errors UInt64,
+                latency_n UInt64,
+                latency_total Float64,
+                latency_total_sq Float64,
+                cost_n UInt64,
+                cost_total Float64,
+                cost_total_sq Float64,
+                first_seen DateTime64(3, 'UTC'),
+                last_seen DateTime64(3, 'UTC'),
+                computed_at DateTime64(6, 'UTC')
+            ) ENGINE = ReplacingMergeTree(computed_at)
+            ORDER BY (project_id, app, hour, route, environment, prompt_id, prompt_version, model,
+                      model_version, provider, experiment, variant)
+            """,
+            # The job finds responses that arrived for hours already summed by received_at.
+            """
+            ALTER TABLE responses ADD INDEX IF NOT EXISTS received_minmax received_at
+                TYPE minmax GRANULARITY 1
+            """,
+            "ALTER TABLE responses MATERIALIZE INDEX received_minmax",
+        ),
+    ),
+)
 # Applied (and reported by /healthz) in version order, whichever order they were written in.
 MIGRATIONS = tuple(sorted(MIGRATIONS, key=lambda m: m.version))
 

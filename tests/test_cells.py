@@ -76,19 +76,32 @@ def versions(store: Store, *, cells: bool, **kw: Any) -> list[dict[str, Any]]:
         store.use_cells = True
 
 
+def version_sums(store: Store, *, cells: bool, f: dict[str, Any], **kw: Any) -> list[Any]:
+    store.use_cells = cells
+    try:
+        rows = store.version_score_sums("p1", ResponseFilter(**f), **kw)
+    finally:
+        store.use_cells = True
+    return sorted((r["prompt_version"], r["n"], round(r["total"], 9)) for r in rows)
+
+
 def assert_cells_equal_raw(store: Store) -> None:
     for since, until, bs in READS:
         got = read(store, cells=True, since=since, until=until, bucket_seconds=bs)
         assert got == read(store, cells=False, since=since, until=until, bucket_seconds=bs), bs
         got = builtin(store, cells=True, since=since, until=until, bucket_seconds=bs)
         assert got == builtin(store, cells=False, since=since, until=until, bucket_seconds=bs)
-        for f in ({"since": since, "until": until}, {"since": since, "prompt_version": "v1"}):
-            assert versions(store, cells=True, **f) == versions(store, cells=False, **f), f
-    assert versions(store, cells=True) == versions(store, cells=False)
+    edges = {"since": T + timedelta(minutes=20), "until": T + timedelta(hours=20, minutes=5)}
+    for f in ({}, edges, {"since": T + 3 * HOUR, "prompt_version": "v1"}):
+        assert versions(store, cells=True, **f) == versions(store, cells=False, **f), f
+        for metric, source in (("quality", "judge"), ("tone", ""), ("quality", "")):
+            kw = {"metric": metric, "source": source}
+            got = version_sums(store, cells=True, f=f, **kw)
+            assert got == version_sums(store, cells=False, f=f, **kw), (f, kw)
     live = now() - timedelta(minutes=1)
-    kw: dict[str, Any] = {"since": T - HOUR, "until": live + HOUR, "bucket_seconds": 3600}
-    assert read(store, cells=True, **kw) == read(store, cells=False, **kw)
-    assert builtin(store, cells=True, **kw) == builtin(store, cells=False, **kw)
+    span: dict[str, Any] = {"since": T - HOUR, "until": live + HOUR, "bucket_seconds": 3600}
+    assert read(store, cells=True, **span) == read(store, cells=False, **span)
+    assert builtin(store, cells=True, **span) == builtin(store, cells=False, **span)
 
 
 def cell_count(store: Store) -> int:
@@ -172,3 +185,16 @@ def test_partial_hours_at_the_edges_come_from_raw_rows(any_store: Store, bucket:
     got = s.attribution_cells("p1", since=since, until=until, bucket_seconds=bucket)
     expected = sum(1 for i in range(30) if since <= T + timedelta(minutes=10 * i) < until)
     assert sum(r["n"] for r in got) == expected == 22
+
+
+def test_a_read_sees_responses_just_acknowledged_for_an_hour_already_summed(any_store: Store):
+    s = any_store
+    put_responses(s, response("r1", ts=T))
+    put_scores(s, score("r1", 1.0))
+    assert s._sealed() > T
+    row = {**response("r2", ts=T + timedelta(minutes=5)), "received_at": now()}
+    s.insert("responses", pa.Table.from_pylist([row], schema=RESPONSES_ARROW))  # no job run yet
+    (got,) = s.version_counts("p1", ResponseFilter())
+    assert got["responses"] == 2 and got["last_seen"] == T + timedelta(minutes=5)
+    (cell,) = s.builtin_cells("p1", since=T, until=T + HOUR, bucket_seconds=3600)
+    assert cell["n"] == 2

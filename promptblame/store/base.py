@@ -12,7 +12,7 @@ import logging
 import threading
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -426,7 +426,7 @@ class Store(ABC):
 
     def version_counts(self, project_id: str, f: ResponseFilter) -> list[dict[str, Any]]:
         """Per app × prompt/model version: responses, first and last seen."""
-        rows_sql, windows = self._response_rows(f.since or FAR_PAST, f.until or FAR_FUTURE)
+        rows_sql, windows = self._cell_rows(cells.response_rows, f.since, f.until)
         return self._rows(
             f"SELECT {_VERSION_KEY}, sum(n) AS responses, min(first_seen) AS first_seen,"
             f" max(last_seen) AS last_seen FROM ({rows_sql}) WHERE {filter_sql()}"
@@ -436,11 +436,21 @@ class Store(ABC):
             **windows,
         )
 
-    def _response_rows(
-        self, since: datetime, until: datetime, bucket_seconds: int = cells.HOUR
+    def _cell_rows(
+        self,
+        rows: Callable[..., tuple[str, dict[str, datetime]]],
+        since: datetime | None,
+        until: datetime | None,
+        bucket_seconds: int = cells.HOUR,
     ) -> tuple[str, dict[str, datetime]]:
-        sealed = self._sealed() if self.use_cells else FAR_PAST
-        return cells.response_rows(since, until, *cells.split(since, until, bucket_seconds, sealed))
+        """SQL of the rows of [since, until): summed hours from the cells, the rest raw. Runs
+        the scored-table job first (shared with concurrent readers): responses just
+        acknowledged for a summed hour reach its cell there."""
+        since, until = since or FAR_PAST, until or FAR_FUTURE
+        if not self.use_cells:
+            return rows(since, until, FAR_PAST, FAR_PAST)
+        self.materialize_scores()
+        return rows(since, until, *cells.split(since, until, bucket_seconds, self._sealed()))
 
     def experiments(self, project_id: str, *, limit: int = 200) -> list[dict[str, Any]]:
         """Per experiment: its arms, apps, responses, first and last seen, and the metrics
@@ -540,7 +550,23 @@ class Store(ABC):
     def version_score_sums(
         self, project_id: str, f: ResponseFilter, *, metric: str, source: str = ""
     ) -> list[dict[str, Any]]:
-        """Sufficient statistics (n, sum, sum of squares) of a metric per version."""
+        """Sufficient statistics (n, sum, sum of squares) of a metric per version. From the
+        cells when one source scored the metric (several: each response counts once with their
+        mean, which sums per source cannot give)."""
+        sources = [source] if source else self.score_sources(project_id, metric)
+        if metric not in BUILTIN_METRICS and len(sources) == 1:
+            rows_sql, windows = self._cell_rows(cells.score_rows, f.since, f.until)
+            return self._rows(
+                f"SELECT {_VERSION_KEY}, sum(n) AS n, sum(total) AS total,"
+                f" sum(total_sq) AS total_sq FROM ({rows_sql}) WHERE {filter_sql()}"
+                f" GROUP BY {_VERSION_KEY}",
+                p=project_id,
+                m=metric,
+                src=sources[0],
+                app="",
+                **filter_params(f),
+                **windows,
+            )
         values = metric_values_sql(metric, source=source, columns=_VERSION_KEY, where=filter_sql())
         return self._rows(
             f"SELECT {_VERSION_KEY}, count() AS n, sum(value) AS total,"
@@ -711,10 +737,7 @@ class Store(ABC):
         total_sq, non_binary. `prompt` is prompt_id@prompt_version, `model_label` the model
         with its version when that differs. Whole sealed hours come from `score_cells`, the
         rest from raw rows: the same numbers (tests compare with use_cells off)."""
-        sealed = self._sealed() if self.use_cells else FAR_PAST
-        rows_sql, windows = cells.score_rows(
-            since, until, *cells.split(since, until, bucket_seconds, sealed)
-        )
+        rows_sql, windows = self._cell_rows(cells.score_rows, since, until, bucket_seconds)
         return self._rows(
             "SELECT app, name AS metric, source,"
             " toDateTime64(toStartOfInterval(ts, toIntervalSecond({bs:UInt32})), 3, 'UTC')"
@@ -761,7 +784,7 @@ class Store(ABC):
         `attribution_cells` (app, bucket, route, environment, prompt, model_label): responses
         `n` and errors `errors` (status 'error'), and count / sum / sum of squares of
         latency_ms and cost_usd where present."""
-        rows_sql, windows = self._response_rows(since, until, bucket_seconds)
+        rows_sql, windows = self._cell_rows(cells.response_rows, since, until, bucket_seconds)
         return self._rows(
             "SELECT app,"
             " toDateTime64(toStartOfInterval(ts, toIntervalSecond({bs:UInt32})), 3, 'UTC')"

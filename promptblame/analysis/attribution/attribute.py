@@ -190,6 +190,7 @@ def attribute(
     detector_drift: bool = False,
     arrivals: Sequence[KnownArrival] = (),
     drift_end_index: int | None = None,
+    known_arrival: bool = False,
 ) -> Verdict:
     """Attribute the shift starting at bucket `change_index` (see the module docstring).
 
@@ -215,6 +216,9 @@ def attribute(
     arrivals: label moves (known deploy times); a prompt version's arrival is the move
     nearest the shift at which its share of its routes' traffic rose, instead of the bucket
     where its share stepped up most (a canary served it before the move made it real).
+    known_arrival: `change_index` is a version's known arrival that the detector did not
+    mark (see `find_and_attribute`); the version's own test is the gate, not the aggregate
+    change (diluted by the traffic the version did not serve).
     """
     live = [c for c in cells if c.n > 0]
     period_buckets = max(1, period_seconds // max(bucket_seconds, 1))
@@ -300,7 +304,7 @@ def attribute(
         known=tuple(arrivals),
         drift_end=drift_end_index,
     )
-    if detector_p_value is None:
+    if detector_p_value is None and not known_arrival:
         # a caller-chosen bucket: first check that the metric moved there at all
         moved = _aggregate_change(ctx)
         if moved is None or moved.p_value >= alpha:
@@ -512,7 +516,172 @@ def find_and_attribute(
         if c.kind == "drift":
             end = None if c.end_index is None else first + c.end_index
             verdicts[j] = replace(verdicts[j], drift_end_index=end, drift_slope=c.slope)
+    period_buckets = max(1, period_seconds // max(bucket_seconds, 1))
+    untested = untested_arrivals(
+        live, bounds=bounds, arrivals=arrivals, reach=max(period_buckets, 6)
+    )
+    for a in untested:
+        lo = max(b for b in bounds[:-1] if b <= a)
+        hi = min(b for b in bounds[1:] if b > a)
+        v = attribute(
+            live,
+            change_index=a,
+            bucket_seconds=bucket_seconds,
+            kind=kind,
+            alpha=alpha / len(untested),
+            higher_is_better=higher_is_better,
+            lo=lo,
+            hi=hi,
+            period_seconds=period_seconds,
+            min_share=min_share,
+            arrivals=arrivals,
+            known_arrival=True,
+        )
+        if v.kind == "culprit" and v.culprit is not None:
+            verdicts.append(_arrival_found(v, tests=len(untested)))
+            continue
+        open_ = _underpowered(v, live, alpha=alpha / len(untested))
+        if open_ is not None:
+            verdicts.append(open_)
+    verdicts.sort(key=lambda v: v.index if v.detected_index is None else v.detected_index)
     return one_per_version(verdicts)
+
+
+def untested_arrivals(
+    cells: Sequence[Cell],
+    *,
+    bounds: Sequence[int],
+    arrivals: Sequence[KnownArrival] = (),
+    reach: int,
+) -> list[int]:
+    """Buckets where a version arrived that no change point is near: the first bucket of a
+    prompt or model value that did not serve the series' start, and every label move
+    (`arrivals`), at least `reach` buckets from either end of the series and more than
+    `reach` from a detected change point (whose attribution already looks for versions two
+    windows either side). Arrivals within 3 buckets of each other are one (the first).
+
+    On a thin series the detector can miss a step that a test of the version that arrived
+    would find: a known arrival is a hypothesis fixed before looking at the metric, so it
+    can be tested directly, at alpha over the number of such arrivals (Bonferroni)."""
+    first, last = bounds[0], bounds[-1]
+    found: set[int] = set()
+    for dim in DIMENSIONS:
+        firsts: dict[str, int] = {}
+        for c in cells:
+            v = c.value(dim)
+            firsts[v] = min(firsts.get(v, c.bucket), c.bucket)
+        found.update(firsts.values())
+    found.update(m.bucket for m in arrivals)
+    detected = bounds[1:-1]
+    out: list[int] = []
+    for b in sorted(found):
+        if b - first < reach or last - b < reach:
+            continue
+        if any(abs(b - d) <= reach for d in detected):
+            continue
+        if out and b - out[-1] <= 3:
+            continue
+        out.append(b)
+    return out
+
+
+# An effect of this many per-response standard deviations is one a test of a version must be
+# able to see (80 % power) before its silence counts: Cohen's "small" effect, scale-free.
+SMALL_EFFECT_SD = 0.2
+
+
+def _underpowered(v: Verdict, cells: Sequence[Cell], *, alpha: float) -> Verdict | None:
+    """An untested arrival whose version was not blamed: `insufficient_evidence` when its test
+    could not have seen a small effect (SMALL_EFFECT_SD per-response SDs, 80 % power at
+    `alpha`), naming the version as not excluded with the responses a side that would decide
+    it; None when the test had that power (the version is cleared by its silence).
+
+    The detector found no shift there either, so this is no alarm of a change: it says that
+    a version went out on too little traffic to tell whether it changed the metric."""
+    m = total(cells)
+    if m.n < 2:
+        return None
+    sd = math.sqrt(max(m.total_sq / m.n - m.mean**2, 0.0))
+    small = SMALL_EFFECT_SD * sd
+    if small <= 0:
+        return None
+    z = float(stats.norm.isf(alpha / 2))
+    best: tuple[float, Evidence] | None = None
+    for e in v.candidates:
+        if e.status in ("blamed", "contributor", "not_separable", "wrong_direction"):
+            continue
+        if e.ci_low is None or e.ci_high is None:
+            continue
+        se = (e.ci_high - e.ci_low) / (2 * z)
+        mde = (z + _Z_POWER) * se
+        if mde > small and (best is None or mde > best[0]):
+            best = (mde, e)
+    if best is None:
+        return None
+    mde, e = best
+    n_side = max(e.n_new, e.n_old)
+    need = math.ceil(n_side * (mde / small) ** 2)
+    sign = 1 if (e.effect or 0.0) >= 0 else -1
+    direction: Direction = "improvement" if (sign > 0) == v.higher_is_better else "regression"
+    e = replace(
+        e,
+        status="not_excluded",
+        needed_effect=sign * small,
+        n_needed=need,
+        note=(
+            f"its test could not see an effect of {fmt_effect(small, kind=v.metric_kind)} "
+            f"({SMALL_EFFECT_SD} per-response SD) with 80 % power"
+        ),
+    )
+    index = e.arrival_index if e.arrival_index is not None else v.index
+    start = next((c.start for c in cells if c.bucket == index), v.start)
+    kind = v.metric_kind
+    return replace(
+        v,
+        kind="insufficient_evidence",
+        direction=direction,
+        index=index,
+        start=start,
+        cause=None,
+        culprit=None,
+        candidates=tuple(
+            e if (c.dimension, c.value) == (e.dimension, e.value) else c for c in v.candidates
+        ),
+        reason="arrival_underpowered",
+        detected_index=None,
+        detector_p_value=None,
+        summary=(
+            f"{e.dimension.capitalize()} {e.value} (from {e.predecessor}) arrived at "
+            f"{at_time(start, index)} on too little traffic to tell whether it changed the "
+            f"metric: {fmt_effect(e.effect, kind=kind)} [{fmt_effect(e.ci_low, kind=kind)}, "
+            f"{fmt_effect(e.ci_high, kind=kind)}] on {e.n_new:,} new vs {e.n_old:,} old "
+            f"responses; an effect of {fmt_effect(small, kind=kind)} either way would go "
+            f"unseen; about {need:,} responses a side would decide it. Not excluded; the "
+            "change-point detector found no shift here."
+        ),
+    )
+
+
+def _arrival_found(v: Verdict, *, tests: int) -> Verdict:
+    """A culprit found by testing a known arrival directly: its adjusted p-value carries the
+    Bonferroni factor over the arrivals tested, and the verdict says how it was found."""
+    e = v.culprit
+    assert e is not None
+    p = e.p_adjusted if e.p_adjusted is not None else e.p_value
+    e = replace(e, p_adjusted=None if p is None else min(1.0, p * tests))
+    v = replace(
+        v,
+        culprit=e,
+        candidates=tuple(
+            e if (c.dimension, c.value) == (e.dimension, e.value) else c for c in v.candidates
+        ),
+        reason="known_arrival",
+    )
+    note = (
+        f" Found by testing the arrival directly (the change-point detector did not mark it; "
+        f"p adjusted over {tests} untested arrival{'s' if tests > 1 else ''})."
+    )
+    return replace(v, summary=culprit_summary(v, e) + note)
 
 
 def one_per_version(verdicts: list[Verdict]) -> list[Verdict]:

@@ -543,7 +543,7 @@ def find_and_attribute(
         open_ = _underpowered(v, live, alpha=alpha / len(untested))
         if open_ is not None:
             verdicts.append(open_)
-    verdicts.sort(key=lambda v: v.index if v.detected_index is None else v.detected_index)
+    verdicts.sort(key=lambda v: v.detected_index if v.detected_index is not None else v.index or 0)
     return one_per_version(verdicts)
 
 

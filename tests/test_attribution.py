@@ -20,8 +20,15 @@ from promptblame.analysis.attribution import (
     find_and_attribute,
     stratified_difference,
 )
+from promptblame.analysis.attribution.attribute import (
+    ARRIVAL_ALPHA,
+    KnownArrival,
+    aggregate_buckets,
+    untested_arrivals,
+)
 from promptblame.analysis.attribution.cells import MetricKind
 from promptblame.analysis.attribution.effects import overdispersion
+from promptblame.analysis.changepoints import detect_change_points
 from promptblame.analysis.moments import Moments
 
 T0 = datetime(2024, 6, 3, 5, tzinfo=UTC)  # not midnight: windows must not rely on it
@@ -808,3 +815,81 @@ def test_a_step_not_told_from_a_noisy_trend_is_blamed_when_it_holds_over_the_sta
     assert w.kind == "insufficient_evidence" and w.culprit is None
     (o,) = [e for e in w.candidates if e.value == "summarize@v7"]
     assert o.status == "not_excluded" and (o.segment_p_value or 0.0) >= 0.05
+
+
+# --- issue 17, third pass: a version's known arrival, tested when the detector is silent ------
+
+
+def _thin(seed: int, effect: float) -> list[Cell]:
+    """A small app: ~1.6 responses an hour over 14 days, summarize@v7 from hour 170, on the
+    6-hour buckets the detection job chooses for it (`plan_series`)."""
+    hourly = drawn(
+        np.random.default_rng(seed),
+        hours=336,
+        alloc=prompt_at(170),
+        effect=v7_costs(effect),
+        scored=lambda h: 0.012,
+    )
+    merged: dict[tuple[int, str, str, str, str], Moments] = {}
+    for c in hourly:
+        key = (c.bucket // 6, c.route, c.environment, c.prompt, c.model)
+        merged[key] = merged.get(key, Moments(0, 0.0, 0.0)) + Moments(c.n, c.total, c.total_sq)
+    return [
+        Cell(b, T0 + timedelta(hours=6 * b), r, e, p, mo, m.n, m.total, m.total_sq)
+        for (b, r, e, p, mo), m in sorted(merged.items())
+    ]
+
+
+def _detector_is_silent(cells: list[Cell]) -> bool:
+    buckets = aggregate_buckets(cells, bucket_seconds=6 * 3600)
+    return not detect_change_points(buckets=buckets).change_points
+
+
+def test_a_thin_arrival_the_detector_missed_is_tested_directly_and_blamed() -> None:
+    # -30 pt on summarize@v7, ~270 responses a side: no change point on the aggregate, but the
+    # version's own test at its first bucket is significant even at the strict arrival level
+    cells = _thin(14, -0.30)
+    assert _detector_is_silent(cells)
+    (v,) = find_and_attribute(cells, kind="proportion", bucket_seconds=6 * 3600)
+    assert v.kind == "culprit" and v.reason == "known_arrival"
+    assert v.culprit is not None and v.culprit.value == "summarize@v7"
+    assert v.index in (170 // 6, 170 // 6 + 1) and v.direction == "regression"  # 28 is partial
+    assert v.culprit.p_adjusted is not None and v.culprit.p_adjusted < ARRIVAL_ALPHA
+    assert "testing the arrival directly" in v.summary
+
+
+def test_a_thin_arrival_too_thin_to_tell_is_insufficient_evidence_naming_it() -> None:
+    # nothing changed, but a version went out on a few hundred responses: its test cannot
+    # see a small effect (0.2 SD), so it is neither blamed nor silently cleared
+    cells = _thin(0, 0.0)
+    assert _detector_is_silent(cells)
+    (v,) = find_and_attribute(cells, kind="proportion", bucket_seconds=6 * 3600)
+    assert v.kind == "insufficient_evidence" and v.reason == "arrival_underpowered"
+    assert v.culprit is None and v.detector_p_value is None
+    (e,) = [c for c in v.candidates if c.value == "summarize@v7"]
+    assert e.status == "not_excluded" and e.ci_low is not None and e.ci_high is not None
+    assert e.ci_low < -abs(e.needed_effect or 0) or e.ci_high > abs(e.needed_effect or 0)
+    assert e.n_needed is not None and e.n_needed > max(e.n_new, e.n_old)
+    assert "too little traffic" in v.summary and "summarize@v7" in v.summary
+
+
+def test_a_harmless_deploy_on_busy_unchanged_traffic_is_neither_blamed_nor_left_open() -> None:
+    # the arrival test runs at ARRIVAL_ALPHA: at 0.05 it blamed 5 of 100 such deploys
+    for seed in range(20):
+        kind: MetricKind = "proportion" if seed % 2 else "mean"
+        cells = drawn(
+            np.random.default_rng(1000 + seed),
+            alloc=prompt_at(120, route="extract", new="extract@v4"),
+            kind=kind,
+        )
+        found = find_and_attribute(cells, kind=kind)
+        assert not [v for v in found if v.kind != "no_version_cause"], [v.summary for v in found]
+
+
+def test_untested_arrivals_skip_the_series_ends_and_detected_change_points() -> None:
+    cells = exact(hours=240, alloc=prompt_at(100))
+    assert untested_arrivals(cells, bounds=[0, 240], reach=24) == [100]
+    assert untested_arrivals(cells, bounds=[0, 90, 240], reach=24) == []  # near a change point
+    assert untested_arrivals(cells, bounds=[0, 110], reach=24) == []  # near the end
+    moves = [KnownArrival("summarize@v7", 102, "production"), KnownArrival("x@v2", 200, "p")]
+    assert untested_arrivals(cells, bounds=[0, 240], arrivals=moves, reach=24) == [100, 200]

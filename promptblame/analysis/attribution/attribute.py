@@ -993,6 +993,19 @@ def _evaluate(ctx: _Context, cand: _Candidate) -> Evidence:
 
     explained = _explained(ctx, cand.arrival, lambda c: is_new(c) and scoped_cell(c), ev.effect)
     ev = replace(ev, explained_share=explained)
+    if basis == "before_after" and (ev.scope_route or ev.scope_environment):
+        # a step confined to one route is the step held against the trend: over all of the
+        # version's routes it is diluted by the quiet ones (which is what made it scoped),
+        # while the trend over all of them is the better-measured guard against a drift that
+        # moves everything
+        scoped_est = _estimate(
+            ctx,
+            dim,
+            lambda c: is_new(c) and scoped_cell(c),
+            lambda c: is_old(c) and scoped_cell(c),
+            cand.arrival,
+        )[1]
+        est = scoped_est if scoped_est is not None else est
     if basis == "before_after":
         # without control traffic the trend is the only guard against drift: stricter then
         margin = 1.0 if control is not None else 1.5

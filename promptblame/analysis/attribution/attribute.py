@@ -75,7 +75,7 @@ from promptblame.analysis.attribution.cells import (
     sum_by,
     total,
 )
-from promptblame.analysis.attribution.decompose import decompose
+from promptblame.analysis.attribution.decompose import Decomposition, decompose
 from promptblame.analysis.attribution.effects import (
     Estimate,
     overdispersion,
@@ -379,6 +379,7 @@ def attribute(
         decomposition is not None
         and decomposition.mix * sign > 0
         and abs(decomposition.mix) >= abs(decomposition.within)
+        and _mix_shown(decomposition, sign=sign, alpha=drift_alpha)
     ):
         cause = "traffic_mix"
     evidence = [
@@ -453,6 +454,15 @@ def attribute(
             f"caused it: {what}{considered}."
         ),
     )
+
+
+def _mix_shown(d: Decomposition, *, sign: int, alpha: float) -> bool:
+    """The mix part moved the shift's way by more than its noise if no traffic had moved
+    (one-sided at `alpha`): a traffic-mix verdict needs that evidence, not only the larger
+    part of a decomposition that thin route shares can tilt by chance."""
+    if d.mix_se is None or d.mix_se <= 0:
+        return True  # noise-free shares: the decomposition is exact
+    return d.mix * sign / d.mix_se >= float(stats.norm.isf(alpha))
 
 
 def find_and_attribute(

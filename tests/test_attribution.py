@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Callable
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -23,11 +24,14 @@ from promptblame.analysis.attribution import (
 from promptblame.analysis.attribution.attribute import (
     ARRIVAL_ALPHA,
     KnownArrival,
+    _mix_shown,
+    _not_excluded_inside,
     aggregate_buckets,
     untested_arrivals,
 )
 from promptblame.analysis.attribution.cells import MetricKind
 from promptblame.analysis.attribution.effects import overdispersion
+from promptblame.analysis.attribution.verdict import Evidence
 from promptblame.analysis.changepoints import detect_change_points
 from promptblame.analysis.moments import Moments
 
@@ -893,3 +897,100 @@ def test_untested_arrivals_skip_the_series_ends_and_detected_change_points() -> 
     assert untested_arrivals(cells, bounds=[0, 110], reach=24) == []  # near the end
     moves = [KnownArrival("summarize@v7", 102, "production"), KnownArrival("x@v2", 200, "p")]
     assert untested_arrivals(cells, bounds=[0, 240], arrivals=moves, reach=24) == [100, 200]
+
+
+def test_a_route_only_step_is_held_against_the_trend_at_its_own_size() -> None:
+    # the new model costs 15 pt on extract only; the sharpness test used the step over all
+    # of the model's routes (diluted to ~5 pt by the two quiet ones) and called it "not
+    # clearly larger than the trend" on this seed; the scoped step is what is held against it
+    cells = drawn(
+        np.random.default_rng(332),
+        alloc=model_at(120),
+        effect=new_model_costs(-0.15, route="extract"),
+    )
+    (v,) = [v for v in find_and_attribute(cells, kind="proportion") if v.kind == "culprit"]
+    assert v.culprit is not None and v.culprit.value == NEW
+    assert v.culprit.scope_route == "extract" and v.culprit.sharp is True
+
+
+def test_the_mix_parts_standard_error_matches_its_spread_when_no_traffic_moves() -> None:
+    # fixed shares 50/30/20, route means 0.80/0.88/0.70: the mix part of before vs after is
+    # pure share noise; its spread over 2,000 draws is the delta-method standard error
+    rng = np.random.default_rng(17)
+    mixes, ses = [], []
+    for _ in range(2_000):
+        sides = []
+        for _side in range(2):
+            counts = rng.multinomial(300, [s for s, _ in ROUTES.values()])
+            sides.append(
+                [
+                    Cell(0, 0, route, "prod", "p", "m", int(n), float(k), float(k))
+                    for (route, (_, mu)), n in zip(ROUTES.items(), counts, strict=True)
+                    for k in [rng.binomial(n, mu)]
+                ]
+            )
+        d = decompose(sides[0], sides[1])
+        assert d is not None and d.mix_se is not None
+        mixes.append(d.mix)
+        ses.append(d.mix_se)
+    assert float(np.std(mixes)) == pytest.approx(float(np.mean(ses)), rel=0.1)
+
+
+def test_a_mix_part_within_its_noise_is_not_called_traffic_mix() -> None:
+    # chat's share wobbles by 1 point on 60 responses a side while every route drifts down:
+    # the mix part is a tenth of its noise, so the shift is not traffic mix
+    def side(chat: int, level: float) -> list[Cell]:
+        return [
+            Cell(0, 0, "summarize", "prod", "s", "m", 30, 30 * (0.8 + level), 30 * (0.8 + level)),
+            Cell(0, 0, "chat", "prod", "c", "m", chat, chat * (0.2 + level), chat * (0.2 + level)),
+        ]
+
+    d = decompose(side(30, 0.0), side(31, 0.0))
+    assert d is not None and d.mix < 0 and d.mix_se is not None
+    assert abs(d.mix) < d.mix_se
+    assert not _mix_shown(d, sign=-1, alpha=0.05)
+    big = decompose(side(30, 0.0), side(300, 0.0))
+    assert big is not None and _mix_shown(big, sign=-1, alpha=0.05)
+
+
+def test_no_version_cause_over_segments_holding_an_open_thin_arrival_is_insufficient() -> None:
+    base = Verdict(
+        kind="no_version_cause",
+        direction="improvement",
+        index=33,
+        start=None,
+        metric_kind="proportion",
+        higher_is_better=True,
+        aggregate_effect=0.08,
+        level_before=0.7,
+        level_after=0.78,
+        window=24,
+        cause="drift",
+    )
+
+    def arrival(low: float, high: float) -> Verdict:
+        e = Evidence(
+            dimension="prompt",
+            value="summarize@v7",
+            predecessor="summarize@v6",
+            status="not_excluded",
+            share_before=0.0,
+            share_after=1.0,
+            arrival_index=142,
+            rollback=False,
+            effect=(low + high) / 2,
+            ci_low=low,
+            ci_high=high,
+            n_new=280,
+            n_old=290,
+            needed_effect=0.077,
+            n_needed=900,
+        )
+        return replace(base, kind="insufficient_evidence", index=142, candidates=(e,))
+
+    held = _not_excluded_inside(base, arrival(-0.047, 0.152))
+    assert held is not None and held.kind == "insufficient_evidence" and held.cause is None
+    assert held.reason == "version_in_segments_not_excluded"
+    assert "summarize@v7" in held.summary and "not enough evidence" in held.summary
+    # a version whose CI excludes a small effect the shift's way cannot have made it
+    assert _not_excluded_inside(base, arrival(-0.15, 0.05)) is None

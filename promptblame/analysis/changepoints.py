@@ -198,12 +198,6 @@ class ChangePoint:
     end_index: int | None = None  # drift: the first bucket at the new level
     end: Start | None = None  # that bucket's start
     slope: float | None = None  # drift: change per bucket (metric units)
-    # step: the buckets where the shift may start, at `confidence` (profile likelihood between
-    # the neighbouring change points: every split whose gain is within the chi-square(1)
-    # quantile of the best one). On thin data it can be wide: the location is then uncertain
-    # even when the shift itself is not.
-    location_low: int | None = None
-    location_high: int | None = None
 
 
 @dataclass(frozen=True)
@@ -411,7 +405,6 @@ def detect_change_points(
         positions = _split_positions(n[a:b], min_segment, min_segment_n)
         p = min(1.0, positions * 2 * float(stats.norm.sf(abs(z))))
         idx = int(nonempty[cp])
-        loc_low, loc_high = _location_set(fit.cost, a, cp, b, min_segment, confidence)
         change_points.append(
             ChangePoint(
                 index=idx,
@@ -426,8 +419,6 @@ def detect_change_points(
                 gain=gain,
                 penalty=pen,
                 direction="up" if effect > 0 else "down",
-                location_low=int(nonempty[loc_low]),
-                location_high=int(nonempty[loc_high]),
             )
         )
     for r in ramps:
@@ -438,25 +429,6 @@ def detect_change_points(
     }
     segments = _segments_report(buckets, ns, sums, nonempty, m, edges, fit.profile, slopes)
     return ChangePointResult(tuple(change_points), tuple(segments), None, METHOD, params)
-
-
-def _location_set(
-    cost: _Cost, a: int, cp: int, b: int, min_segment: int, confidence: float
-) -> tuple[int, int]:
-    """First and last split t in [a + min_segment, b - min_segment] (non-empty positions)
-    whose gain cost(a, b) - cost(a, t) - cost(t, b) is within the chi-square(1) quantile at
-    `confidence` of the best: a profile-likelihood confidence set for the location (read as
-    approximate: the location is not a regular parameter). Always holds cp."""
-    ts = np.arange(a + min_segment, b - min_segment + 1, dtype=np.int64)
-    if ts.size == 0:
-        return cp, cp
-    whole = cost.span(a, b)
-    left = np.array([cost.span(a, int(t)) for t in ts])
-    right = cost(ts, b)
-    gains = whole - left - right
-    q = float(stats.chi2.ppf(confidence, 1))
-    inside = ts[gains >= gains.max() - q]
-    return min(int(inside.min()), cp), max(int(inside.max()), cp)
 
 
 def _end_pos(pos: FloatArray, end: int) -> float:

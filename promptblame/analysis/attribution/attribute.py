@@ -385,6 +385,10 @@ def attribute(
     evidence = [
         _excluded_or_not(ctx, cand, e, min_share) for cand, e in _paired(candidates, evidence)
     ]
+    if not detector_drift:
+        evidence = [
+            _thin_drift(ctx, cand, e, min_share) for cand, e in _paired(candidates, evidence)
+        ]
     open_ = [e for e in evidence if e.status == "not_excluded"]
     explained_by_trend = detector_drift or any(e.status == "drift" for e in evidence)
     if open_ and cause == "drift" and not explained_by_trend:
@@ -1147,6 +1151,49 @@ def _excluded_or_not(
     n_side = max(e.n_new, e.n_old)
     needed = math.ceil(k * n_side) if k > 1 else None
     return replace(e, status="not_excluded", needed_effect=need, n_needed=needed)
+
+
+def _thin_drift(ctx: _Context, cand: _Candidate | None, e: Evidence, min_share: float) -> Evidence:
+    """A version held back as `drift`, or left `not_significant` without being held against
+    the effect the shift needs, whose own test cannot see a small effect (SMALL_EFFECT_SD
+    per-response SDs at 80 % power) is `not_excluded` instead: on thin traffic a trend or a
+    control change that is significant at the guard's one-sided level is evidence that the
+    metric moved, not that this version did not move it by as much as the shift (on busy
+    traffic the version's step is measured well enough for the guard to decide)."""
+    if e.ci_low is None or e.ci_high is None:
+        return e
+    # not significant and never held against the effect the shift needs (its arrival did
+    # not move the aggregate the shift's way): nothing cleared it either
+    unexamined = e.status == "not_significant" and e.needed_effect is None
+    if e.status != "drift" and not unexamined:
+        return e
+    m = total(ctx.cells)
+    sd = math.sqrt(max(m.total_sq / m.n - m.mean**2, 0.0)) if m.n else 0.0
+    small = SMALL_EFFECT_SD * sd
+    z = float(stats.norm.isf(ctx.alpha / 2))
+    mde = (z + _Z_POWER) * (e.ci_high - e.ci_low) / (2 * z)
+    if sd <= 0 or mde <= small:
+        return e
+    if unexamined:
+        # the effect that would explain min_share of the shift, from its share's rise around
+        # the shift itself (around its own arrival the aggregate did not move the shift's way)
+        unit = None if cand is None else _explained(ctx, ctx.cp, _is_new_of(cand), 1.0)
+        if unit is None or unit * ctx.sign <= 0:
+            return e
+        need = min_share / abs(unit)
+        if max(e.ci_low * ctx.sign, e.ci_high * ctx.sign) < need:
+            return e  # its CI excludes what would explain the shift
+        e = replace(e, needed_effect=ctx.sign * need)
+    why = "held back by it" if e.status == "drift" else "not significant"
+    return replace(
+        e,
+        status="not_excluded",
+        needed_effect=e.needed_effect if e.needed_effect is not None else ctx.sign * small,
+        note=(
+            f"{e.note + '; ' if e.note else ''}{why}, but on this traffic its own test could "
+            f"not see an effect of {fmt_effect(small, kind=ctx.kind)}, so it is not cleared"
+        ),
+    )
 
 
 def _trend_not_shown(e: Evidence, ctx: _Context) -> bool:

@@ -49,6 +49,20 @@ Method, for a shift at bucket `cp` (found on the aggregate series by the change-
    `no_version_cause`, as traffic mix when the between-segment part dominates the
    decomposition, as drift when it does not.
 
+7. Thin traffic (a version's own test cannot see a small effect: 0.2 per-response SD at 80 %
+   power): a version held back as drift, or never held against the effect the shift needs,
+   is `not_excluded` rather than cleared — a guard that fired is evidence that the metric
+   moved, not that this version did not move it — and a traffic-mix cause needs its mix part
+   larger than its share noise (`decompose`).
+
+Known arrivals the detector did not mark (`find_and_attribute`): a version's first bucket, or
+a label move, more than a period from every change point is tested directly, as if a shift
+had been found there, at ARRIVAL_ALPHA over the number of such arrivals (Bonferroni): blamed
+when the version's own test passes every gate above; `insufficient_evidence` (reason
+`arrival_underpowered`) when that test could not see a small effect; nothing otherwise. A
+"no version cause" whose compared segments hold such an open arrival becomes
+`insufficient_evidence` naming it (reason `version_in_segments_not_excluded`).
+
 A wrong culprit sends people to roll back an innocent version, so every gate errs towards
 "can't tell, here is why".
 """

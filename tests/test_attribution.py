@@ -1022,3 +1022,26 @@ def test_on_thin_traffic_a_guard_that_fired_does_not_clear_a_version_it_cannot_m
     (e,) = [c for c in v.candidates if c.value == "summarize@v7"]
     assert e.status == "not_excluded" and "held back by it" in e.note
     assert "summarize@v7" in v.summary and "not excluded" in v.summary
+
+
+def test_the_detection_job_reports_an_underpowered_arrival_only_on_a_thin_series() -> None:
+    from promptblame.analysis.detection import shifts
+
+    rows = [
+        {
+            "bucket": c.start,
+            "route": c.route,
+            "environment": c.environment,
+            "prompt": c.prompt,
+            "model_label": c.model,
+            "n": c.n,
+            "total": c.total,
+            "total_sq": c.total_sq,
+            "non_binary": 0,
+        }
+        for c in _thin(0, 0.0)
+    ]
+    thin = shifts(rows, since=T0, bucket_seconds=6 * 3600, thin=True)
+    assert [v.reason for _, v in thin] == ["arrival_underpowered"]
+    # the same verdict on a series with enough traffic for hourly buckets is not an incident
+    assert shifts(rows, since=T0, bucket_seconds=6 * 3600, thin=False) == []

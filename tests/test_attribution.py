@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Callable
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -20,8 +21,18 @@ from promptblame.analysis.attribution import (
     find_and_attribute,
     stratified_difference,
 )
+from promptblame.analysis.attribution.attribute import (
+    ARRIVAL_ALPHA,
+    KnownArrival,
+    _mix_shown,
+    _not_excluded_inside,
+    aggregate_buckets,
+    untested_arrivals,
+)
 from promptblame.analysis.attribution.cells import MetricKind
 from promptblame.analysis.attribution.effects import overdispersion
+from promptblame.analysis.attribution.verdict import Evidence
+from promptblame.analysis.changepoints import detect_change_points
 from promptblame.analysis.moments import Moments
 
 T0 = datetime(2024, 6, 3, 5, tzinfo=UTC)  # not midnight: windows must not rely on it
@@ -590,7 +601,9 @@ def test_a_step_that_cannot_be_told_from_a_trend_too_noisy_to_show_is_not_exclud
     assert v.kind == "insufficient_evidence" and e.status == "not_excluded"
     assert e.p_value is not None and e.p_value < 0.01 and e.sharp is False
     assert e.trend is not None and e.trend_se is not None and abs(e.trend) < 1.645 * e.trend_se
-    # with a steeper slide that the unchanged routes show as well, it is drift, with evidence
+    # with a steeper slide that the unchanged routes show as well, the slide is significant,
+    # but on 2 responses an hour v7's own test cannot see a small effect, and v7 does cost
+    # 10 pt: not cleared (this said "no version caused it" before issue 17's third pass)
     steep = exact(
         alloc=prompt_at(60),
         effect=v7_costs(-0.10),
@@ -599,7 +612,13 @@ def test_a_step_that_cannot_be_told_from_a_trend_too_noisy_to_show_is_not_exclud
         drift=lambda h: -0.003 * h,
     )
     w = attribute(steep, change_index=60, kind="mean", detector_p_value=1e-4)
-    assert w.kind == "no_version_cause" and w.cause == "drift"
+    assert w.kind == "insufficient_evidence" and w.culprit is None
+    (e,) = [c for c in w.candidates if c.value == "summarize@v7"]
+    assert e.status == "not_excluded" and "held back by it" in e.note
+    # a harmless v7 under the same slide on busy traffic: drift, with evidence
+    busy = exact(alloc=prompt_at(60), per_hour=400, kind="mean", drift=lambda h: -0.003 * h)
+    b = attribute(busy, change_index=60, kind="mean", detector_p_value=1e-4)
+    assert b.kind == "no_version_cause" and b.cause == "drift"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -808,3 +827,221 @@ def test_a_step_not_told_from_a_noisy_trend_is_blamed_when_it_holds_over_the_sta
     assert w.kind == "insufficient_evidence" and w.culprit is None
     (o,) = [e for e in w.candidates if e.value == "summarize@v7"]
     assert o.status == "not_excluded" and (o.segment_p_value or 0.0) >= 0.05
+
+
+# --- issue 17, third pass: a version's known arrival, tested when the detector is silent ------
+
+
+def _thin(seed: int, effect: float) -> list[Cell]:
+    """A small app: ~1.6 responses an hour over 14 days, summarize@v7 from hour 170, on the
+    6-hour buckets the detection job chooses for it (`plan_series`)."""
+    hourly = drawn(
+        np.random.default_rng(seed),
+        hours=336,
+        alloc=prompt_at(170),
+        effect=v7_costs(effect),
+        scored=lambda h: 0.012,
+    )
+    merged: dict[tuple[int, str, str, str, str], Moments] = {}
+    for c in hourly:
+        key = (c.bucket // 6, c.route, c.environment, c.prompt, c.model)
+        merged[key] = merged.get(key, Moments(0, 0.0, 0.0)) + Moments(c.n, c.total, c.total_sq)
+    return [
+        Cell(b, T0 + timedelta(hours=6 * b), r, e, p, mo, m.n, m.total, m.total_sq)
+        for (b, r, e, p, mo), m in sorted(merged.items())
+    ]
+
+
+def _detector_is_silent(cells: list[Cell]) -> bool:
+    buckets = aggregate_buckets(cells, bucket_seconds=6 * 3600)
+    return not detect_change_points(buckets=buckets).change_points
+
+
+def test_a_thin_arrival_the_detector_missed_is_tested_directly_and_blamed() -> None:
+    # -30 pt on summarize@v7, ~270 responses a side: no change point on the aggregate, but the
+    # version's own test at its first bucket is significant even at the strict arrival level
+    cells = _thin(14, -0.30)
+    assert _detector_is_silent(cells)
+    (v,) = find_and_attribute(cells, kind="proportion", bucket_seconds=6 * 3600)
+    assert v.kind == "culprit" and v.reason == "known_arrival"
+    assert v.culprit is not None and v.culprit.value == "summarize@v7"
+    assert v.index in (170 // 6, 170 // 6 + 1) and v.direction == "regression"  # 28 is partial
+    assert v.culprit.p_adjusted is not None and v.culprit.p_adjusted < ARRIVAL_ALPHA
+    assert "testing the arrival directly" in v.summary
+
+
+def test_a_thin_arrival_too_thin_to_tell_is_insufficient_evidence_naming_it() -> None:
+    # nothing changed, but a version went out on a few hundred responses: its test cannot
+    # see a small effect (0.2 SD), so it is neither blamed nor silently cleared
+    cells = _thin(0, 0.0)
+    assert _detector_is_silent(cells)
+    (v,) = find_and_attribute(cells, kind="proportion", bucket_seconds=6 * 3600)
+    assert v.kind == "insufficient_evidence" and v.reason == "arrival_underpowered"
+    assert v.culprit is None and v.detector_p_value is None
+    (e,) = [c for c in v.candidates if c.value == "summarize@v7"]
+    assert e.status == "not_excluded" and e.ci_low is not None and e.ci_high is not None
+    assert e.ci_low < -abs(e.needed_effect or 0) or e.ci_high > abs(e.needed_effect or 0)
+    assert e.n_needed is not None and e.n_needed > max(e.n_new, e.n_old)
+    assert "too little traffic" in v.summary and "summarize@v7" in v.summary
+
+
+def test_a_harmless_deploy_on_busy_unchanged_traffic_is_neither_blamed_nor_left_open() -> None:
+    # the arrival test runs at ARRIVAL_ALPHA: at 0.05 it blamed 5 of 100 such deploys
+    for seed in range(20):
+        kind: MetricKind = "proportion" if seed % 2 else "mean"
+        cells = drawn(
+            np.random.default_rng(1000 + seed),
+            alloc=prompt_at(120, route="extract", new="extract@v4"),
+            kind=kind,
+        )
+        found = find_and_attribute(cells, kind=kind)
+        assert not [v for v in found if v.kind != "no_version_cause"], [v.summary for v in found]
+
+
+def test_untested_arrivals_skip_the_series_ends_and_detected_change_points() -> None:
+    cells = exact(hours=240, alloc=prompt_at(100))
+    assert untested_arrivals(cells, bounds=[0, 240], reach=24) == [100]
+    assert untested_arrivals(cells, bounds=[0, 90, 240], reach=24) == []  # near a change point
+    assert untested_arrivals(cells, bounds=[0, 110], reach=24) == []  # near the end
+    moves = [KnownArrival("summarize@v7", 102, "production"), KnownArrival("x@v2", 200, "p")]
+    assert untested_arrivals(cells, bounds=[0, 240], arrivals=moves, reach=24) == [100, 200]
+
+
+def test_a_route_only_step_is_held_against_the_trend_at_its_own_size() -> None:
+    # the new model costs 15 pt on extract only; the sharpness test used the step over all
+    # of the model's routes (diluted to ~5 pt by the two quiet ones) and called it "not
+    # clearly larger than the trend" on this seed; the scoped step is what is held against it
+    cells = drawn(
+        np.random.default_rng(332),
+        alloc=model_at(120),
+        effect=new_model_costs(-0.15, route="extract"),
+    )
+    (v,) = [v for v in find_and_attribute(cells, kind="proportion") if v.kind == "culprit"]
+    assert v.culprit is not None and v.culprit.value == NEW
+    assert v.culprit.scope_route == "extract" and v.culprit.sharp is True
+
+
+def test_the_mix_parts_standard_error_matches_its_spread_when_no_traffic_moves() -> None:
+    # fixed shares 50/30/20, route means 0.80/0.88/0.70: the mix part of before vs after is
+    # pure share noise; its spread over 2,000 draws is the delta-method standard error
+    rng = np.random.default_rng(17)
+    mixes, ses = [], []
+    for _ in range(2_000):
+        sides = []
+        for _side in range(2):
+            counts = rng.multinomial(300, [s for s, _ in ROUTES.values()])
+            sides.append(
+                [
+                    Cell(0, 0, route, "prod", "p", "m", int(n), float(k), float(k))
+                    for (route, (_, mu)), n in zip(ROUTES.items(), counts, strict=True)
+                    for k in [rng.binomial(n, mu)]
+                ]
+            )
+        d = decompose(sides[0], sides[1])
+        assert d is not None and d.mix_se is not None
+        mixes.append(d.mix)
+        ses.append(d.mix_se)
+    assert float(np.std(mixes)) == pytest.approx(float(np.mean(ses)), rel=0.1)
+
+
+def test_a_mix_part_within_its_noise_is_not_called_traffic_mix() -> None:
+    # chat's share wobbles by 1 point on 60 responses a side while every route drifts down:
+    # the mix part is a tenth of its noise, so the shift is not traffic mix
+    def side(chat: int, level: float) -> list[Cell]:
+        return [
+            Cell(0, 0, "summarize", "prod", "s", "m", 30, 30 * (0.8 + level), 30 * (0.8 + level)),
+            Cell(0, 0, "chat", "prod", "c", "m", chat, chat * (0.2 + level), chat * (0.2 + level)),
+        ]
+
+    d = decompose(side(30, 0.0), side(31, 0.0))
+    assert d is not None and d.mix < 0 and d.mix_se is not None
+    assert abs(d.mix) < d.mix_se
+    assert not _mix_shown(d, sign=-1, alpha=0.05)
+    big = decompose(side(30, 0.0), side(300, 0.0))
+    assert big is not None and _mix_shown(big, sign=-1, alpha=0.05)
+
+
+def test_no_version_cause_over_segments_holding_an_open_thin_arrival_is_insufficient() -> None:
+    base = Verdict(
+        kind="no_version_cause",
+        direction="improvement",
+        index=33,
+        start=None,
+        metric_kind="proportion",
+        higher_is_better=True,
+        aggregate_effect=0.08,
+        level_before=0.7,
+        level_after=0.78,
+        window=24,
+        cause="drift",
+    )
+
+    def arrival(low: float, high: float) -> Verdict:
+        e = Evidence(
+            dimension="prompt",
+            value="summarize@v7",
+            predecessor="summarize@v6",
+            status="not_excluded",
+            share_before=0.0,
+            share_after=1.0,
+            arrival_index=142,
+            rollback=False,
+            effect=(low + high) / 2,
+            ci_low=low,
+            ci_high=high,
+            n_new=280,
+            n_old=290,
+            needed_effect=0.077,
+            n_needed=900,
+        )
+        return replace(base, kind="insufficient_evidence", index=142, candidates=(e,))
+
+    held = _not_excluded_inside(base, arrival(-0.047, 0.152))
+    assert held is not None and held.kind == "insufficient_evidence" and held.cause is None
+    assert held.reason == "version_in_segments_not_excluded"
+    assert "summarize@v7" in held.summary and "not enough evidence" in held.summary
+    # a version whose CI excludes a small effect the shift's way cannot have made it
+    assert _not_excluded_inside(base, arrival(-0.15, 0.05)) is None
+
+
+def test_on_thin_traffic_a_guard_that_fired_does_not_clear_a_version_it_cannot_measure() -> None:
+    # +5 pt on summarize@v7 at ~20 responses an hour; control traffic moved too, enough to be
+    # significant on its own, which used to make this "no version caused it (drift)"; the
+    # version's own test cannot see a small effect (0.2 SD), so it is not excluded
+    cells = drawn(
+        np.random.default_rng(23),
+        hours=336,
+        alloc=prompt_at(170),
+        effect=v7_costs(0.05),
+        scored=lambda h: 0.15,
+        kind="mean",
+    )
+    found = find_and_attribute(cells, kind="mean")
+    assert not [v for v in found if v.kind == "no_version_cause"], [v.summary for v in found]
+    (v,) = [v for v in found if v.kind == "insufficient_evidence"]
+    (e,) = [c for c in v.candidates if c.value == "summarize@v7"]
+    assert e.status == "not_excluded" and "held back by it" in e.note
+    assert "summarize@v7" in v.summary and "not excluded" in v.summary
+
+
+def test_the_detection_job_reports_an_underpowered_arrival_only_on_a_thin_series() -> None:
+    from promptblame.analysis.detection import shifts
+
+    rows = [
+        {
+            "bucket": c.start,
+            "route": c.route,
+            "environment": c.environment,
+            "prompt": c.prompt,
+            "model_label": c.model,
+            "n": c.n,
+            "total": c.total,
+            "total_sq": c.total_sq,
+            "non_binary": 0,
+        }
+        for c in _thin(0, 0.0)
+    ]
+    thin = shifts(rows, since=T0, bucket_seconds=6 * 3600, thin=True)
+    assert [v.reason for _, v in thin] == ["arrival_underpowered"]
+    # the same verdict on a series with enough traffic for hourly buckets is not an incident
+    assert shifts(rows, since=T0, bucket_seconds=6 * 3600, thin=False) == []

@@ -49,6 +49,20 @@ Method, for a shift at bucket `cp` (found on the aggregate series by the change-
    `no_version_cause`, as traffic mix when the between-segment part dominates the
    decomposition, as drift when it does not.
 
+7. Thin traffic (a version's own test cannot see a small effect: 0.2 per-response SD at 80 %
+   power): a version held back as drift, or never held against the effect the shift needs,
+   is `not_excluded` rather than cleared — a guard that fired is evidence that the metric
+   moved, not that this version did not move it — and a traffic-mix cause needs its mix part
+   larger than its share noise (`decompose`).
+
+Known arrivals the detector did not mark (`find_and_attribute`): a version's first bucket, or
+a label move, more than a period from every change point is tested directly, as if a shift
+had been found there, at ARRIVAL_ALPHA over the number of such arrivals (Bonferroni): blamed
+when the version's own test passes every gate above; `insufficient_evidence` (reason
+`arrival_underpowered`) when that test could not see a small effect; nothing otherwise. A
+"no version cause" whose compared segments hold such an open arrival becomes
+`insufficient_evidence` naming it (reason `version_in_segments_not_excluded`).
+
 A wrong culprit sends people to roll back an innocent version, so every gate errs towards
 "can't tell, here is why".
 """
@@ -75,7 +89,7 @@ from promptblame.analysis.attribution.cells import (
     sum_by,
     total,
 )
-from promptblame.analysis.attribution.decompose import decompose
+from promptblame.analysis.attribution.decompose import Decomposition, decompose
 from promptblame.analysis.attribution.effects import (
     Estimate,
     overdispersion,
@@ -190,6 +204,7 @@ def attribute(
     detector_drift: bool = False,
     arrivals: Sequence[KnownArrival] = (),
     drift_end_index: int | None = None,
+    known_arrival: bool = False,
 ) -> Verdict:
     """Attribute the shift starting at bucket `change_index` (see the module docstring).
 
@@ -215,6 +230,9 @@ def attribute(
     arrivals: label moves (known deploy times); a prompt version's arrival is the move
     nearest the shift at which its share of its routes' traffic rose, instead of the bucket
     where its share stepped up most (a canary served it before the move made it real).
+    known_arrival: `change_index` is a version's known arrival that the detector did not
+    mark (see `find_and_attribute`); the version's own test is the gate, not the aggregate
+    change (diluted by the traffic the version did not serve).
     """
     live = [c for c in cells if c.n > 0]
     period_buckets = max(1, period_seconds // max(bucket_seconds, 1))
@@ -300,7 +318,7 @@ def attribute(
         known=tuple(arrivals),
         drift_end=drift_end_index,
     )
-    if detector_p_value is None:
+    if detector_p_value is None and not known_arrival:
         # a caller-chosen bucket: first check that the metric moved there at all
         moved = _aggregate_change(ctx)
         if moved is None or moved.p_value >= alpha:
@@ -375,11 +393,16 @@ def attribute(
         decomposition is not None
         and decomposition.mix * sign > 0
         and abs(decomposition.mix) >= abs(decomposition.within)
+        and _mix_shown(decomposition, sign=sign, alpha=drift_alpha)
     ):
         cause = "traffic_mix"
     evidence = [
         _excluded_or_not(ctx, cand, e, min_share) for cand, e in _paired(candidates, evidence)
     ]
+    if not detector_drift:
+        evidence = [
+            _thin_drift(ctx, cand, e, min_share) for cand, e in _paired(candidates, evidence)
+        ]
     open_ = [e for e in evidence if e.status == "not_excluded"]
     explained_by_trend = detector_drift or any(e.status == "drift" for e in evidence)
     if open_ and cause == "drift" and not explained_by_trend:
@@ -451,6 +474,15 @@ def attribute(
     )
 
 
+def _mix_shown(d: Decomposition, *, sign: int, alpha: float) -> bool:
+    """The mix part moved the shift's way by more than its noise if no traffic had moved
+    (one-sided at `alpha`): a traffic-mix verdict needs that evidence, not only the larger
+    part of a decomposition that thin route shares can tilt by chance."""
+    if d.mix_se is None or d.mix_se <= 0:
+        return True  # noise-free shares: the decomposition is exact
+    return d.mix * sign / d.mix_se >= float(stats.norm.isf(alpha))
+
+
 def find_and_attribute(
     cells: Sequence[Cell],
     *,
@@ -512,7 +544,227 @@ def find_and_attribute(
         if c.kind == "drift":
             end = None if c.end_index is None else first + c.end_index
             verdicts[j] = replace(verdicts[j], drift_end_index=end, drift_slope=c.slope)
+    period_buckets = max(1, period_seconds // max(bucket_seconds, 1))
+    untested = untested_arrivals(
+        live, bounds=bounds, arrivals=arrivals, reach=max(period_buckets, 6)
+    )
+    arrival_alpha = min(alpha, ARRIVAL_ALPHA) / max(len(untested), 1)
+    for a in untested:
+        lo = max(b for b in bounds[:-1] if b <= a)
+        hi = min(b for b in bounds[1:] if b > a)
+        v = attribute(
+            live,
+            change_index=a,
+            bucket_seconds=bucket_seconds,
+            kind=kind,
+            alpha=arrival_alpha,
+            higher_is_better=higher_is_better,
+            lo=lo,
+            hi=hi,
+            period_seconds=period_seconds,
+            min_share=min_share,
+            arrivals=arrivals,
+            known_arrival=True,
+        )
+        if v.kind == "culprit" and v.culprit is not None:
+            verdicts.append(_arrival_found(v, tests=len(untested)))
+            continue
+        open_ = _underpowered(v, live, alpha=arrival_alpha)
+        if open_ is None:
+            continue
+        # a shift said to have no version cause, measured over segments that hold this
+        # arrival: the version is part of what it compares, and it is not excluded
+        shift = next(
+            (
+                i
+                for i in range(len(cps))
+                if verdicts[i].kind == "no_version_cause" and bounds[i] <= a < bounds[i + 2]
+            ),
+            None,
+        )
+        held = None if shift is None else _not_excluded_inside(verdicts[shift], open_)
+        if shift is not None and held is not None:
+            verdicts[shift] = held
+        else:
+            verdicts.append(open_)
+    verdicts.sort(key=lambda v: v.detected_index if v.detected_index is not None else v.index or 0)
     return one_per_version(verdicts)
+
+
+# Level of the direct test of an untested arrival (before Bonferroni over such arrivals): as
+# rare as a false change point of the detector (~0.3 % of unchanged series), because on busy
+# traffic the version's test is then the only gate (at 0.05 a harmless deploy on unchanged
+# busy traffic was blamed in 5 of 100 series, at 0.01 in 1, at 0.002 in none).
+ARRIVAL_ALPHA = 0.002
+
+
+def untested_arrivals(
+    cells: Sequence[Cell],
+    *,
+    bounds: Sequence[int],
+    arrivals: Sequence[KnownArrival] = (),
+    reach: int,
+) -> list[int]:
+    """Buckets where a version arrived that no change point is near: the first bucket of a
+    prompt or model value that did not serve the series' start, and every label move
+    (`arrivals`), at least `reach` buckets from either end of the series and more than
+    `reach` from a detected change point (whose attribution already looks for versions two
+    windows either side). Arrivals within 3 buckets of each other are one (the first).
+
+    On a thin series the detector can miss a step that a test of the version that arrived
+    would find: a known arrival is a hypothesis fixed before looking at the metric, so it
+    can be tested directly, at alpha over the number of such arrivals (Bonferroni)."""
+    first, last = bounds[0], bounds[-1]
+    found: set[int] = set()
+    for dim in DIMENSIONS:
+        firsts: dict[str, int] = {}
+        for c in cells:
+            v = c.value(dim)
+            firsts[v] = min(firsts.get(v, c.bucket), c.bucket)
+        found.update(firsts.values())
+    found.update(m.bucket for m in arrivals)
+    detected = bounds[1:-1]
+    out: list[int] = []
+    for b in sorted(found):
+        if b - first < reach or last - b < reach:
+            continue
+        if any(abs(b - d) <= reach for d in detected):
+            continue
+        if out and b - out[-1] <= 3:
+            continue
+        out.append(b)
+    return out
+
+
+# An effect of this many per-response standard deviations is one a test of a version must be
+# able to see (80 % power) before its silence counts: Cohen's "small" effect, scale-free.
+SMALL_EFFECT_SD = 0.2
+
+
+def _underpowered(v: Verdict, cells: Sequence[Cell], *, alpha: float) -> Verdict | None:
+    """An untested arrival whose version was not blamed: `insufficient_evidence` when its test
+    could not have seen a small effect (SMALL_EFFECT_SD per-response SDs, 80 % power at
+    `alpha`), naming the version as not excluded with the responses a side that would decide
+    it; None when the test had that power (the version is cleared by its silence).
+
+    The detector found no shift there either, so this is no alarm of a change: it says that
+    a version went out on too little traffic to tell whether it changed the metric."""
+    m = total(cells)
+    if m.n < 2:
+        return None
+    sd = math.sqrt(max(m.total_sq / m.n - m.mean**2, 0.0))
+    small = SMALL_EFFECT_SD * sd
+    if small <= 0:
+        return None
+    z = float(stats.norm.isf(alpha / 2))
+    best: tuple[float, Evidence] | None = None
+    for e in v.candidates:
+        if e.status in ("blamed", "contributor", "not_separable", "wrong_direction"):
+            continue
+        if e.ci_low is None or e.ci_high is None:
+            continue
+        se = (e.ci_high - e.ci_low) / (2 * z)
+        mde = (z + _Z_POWER) * se
+        if mde > small and (best is None or mde > best[0]):
+            best = (mde, e)
+    if best is None:
+        return None
+    mde, e = best
+    n_side = max(e.n_new, e.n_old)
+    need = math.ceil(n_side * (mde / small) ** 2)
+    sign = 1 if (e.effect or 0.0) >= 0 else -1
+    direction: Direction = "improvement" if (sign > 0) == v.higher_is_better else "regression"
+    e = replace(
+        e,
+        status="not_excluded",
+        needed_effect=sign * small,
+        n_needed=need,
+        note=(
+            f"its test could not see an effect of {fmt_effect(small, kind=v.metric_kind)} "
+            f"({SMALL_EFFECT_SD} per-response SD) with 80 % power"
+        ),
+    )
+    index = e.arrival_index if e.arrival_index is not None else v.index
+    start = next((c.start for c in cells if c.bucket == index), v.start)
+    kind = v.metric_kind
+    return replace(
+        v,
+        kind="insufficient_evidence",
+        direction=direction,
+        index=index,
+        start=start,
+        cause=None,
+        culprit=None,
+        candidates=tuple(
+            e if (c.dimension, c.value) == (e.dimension, e.value) else c for c in v.candidates
+        ),
+        reason="arrival_underpowered",
+        detected_index=None,
+        detector_p_value=None,
+        summary=(
+            f"{e.dimension.capitalize()} {e.value} (from {e.predecessor}) arrived at "
+            f"{at_time(start, index)} on too little traffic to tell whether it changed the "
+            f"metric: {fmt_effect(e.effect, kind=kind)} [{fmt_effect(e.ci_low, kind=kind)}, "
+            f"{fmt_effect(e.ci_high, kind=kind)}] on {e.n_new:,} new vs {e.n_old:,} old "
+            f"responses; an effect of {fmt_effect(small, kind=kind)} either way would go "
+            f"unseen; about {need:,} responses a side would decide it. Not excluded; the "
+            "change-point detector found no shift here."
+        ),
+    )
+
+
+def _not_excluded_inside(v: Verdict, open_: Verdict) -> Verdict | None:
+    """`v` (no version cause) as `insufficient_evidence` when a version arrived inside the
+    segments its shift is measured over and that version's test (`open_`, underpowered) can
+    not exclude an effect of the shift's sign and of the size it could not see; None when
+    its CI excludes that (then it cannot have moved the levels compared the shift's way)."""
+    e = next((c for c in open_.candidates if c.status == "not_excluded"), None)
+    if e is None or e.ci_low is None or e.ci_high is None or v.aggregate_effect is None:
+        return None
+    sign = 1 if v.aggregate_effect > 0 else -1
+    small = abs(e.needed_effect or 0.0)
+    if max(e.ci_low * sign, e.ci_high * sign) < small:
+        return None
+    kind = v.metric_kind
+    return replace(
+        v,
+        kind="insufficient_evidence",
+        cause=None,
+        reason="version_in_segments_not_excluded",
+        candidates=(*v.candidates, replace(e, needed_effect=sign * small)),
+        summary=(
+            f"{(v.direction or 'shift').capitalize()} at {at_time(v.start, v.index)} "
+            f"({fmt_effect(v.aggregate_effect, kind=kind)}): not enough evidence to say that no "
+            f"version caused it — {e.dimension} {e.value} (from {e.predecessor}) arrived at "
+            f"{at_time(open_.start, open_.index)}, inside the stretch this shift is measured "
+            f"over, and its test on this traffic cannot exclude it: "
+            f"{fmt_effect(e.effect, kind=kind)} [{fmt_effect(e.ci_low, kind=kind)}, "
+            f"{fmt_effect(e.ci_high, kind=kind)}] on {e.n_new:,} new vs {e.n_old:,} old "
+            f"responses; about {e.n_needed or 0:,} responses a side would decide it."
+        ),
+    )
+
+
+def _arrival_found(v: Verdict, *, tests: int) -> Verdict:
+    """A culprit found by testing a known arrival directly: its adjusted p-value carries the
+    Bonferroni factor over the arrivals tested, and the verdict says how it was found."""
+    e = v.culprit
+    assert e is not None
+    p = e.p_adjusted if e.p_adjusted is not None else e.p_value
+    e = replace(e, p_adjusted=None if p is None else min(1.0, p * tests))
+    v = replace(
+        v,
+        culprit=e,
+        candidates=tuple(
+            e if (c.dimension, c.value) == (e.dimension, e.value) else c for c in v.candidates
+        ),
+        reason="known_arrival",
+    )
+    note = (
+        f" Found by testing the arrival directly (the change-point detector did not mark it; "
+        f"p adjusted over {tests} untested arrival{'s' if tests > 1 else ''})."
+    )
+    return replace(v, summary=culprit_summary(v, e) + note)
 
 
 def one_per_version(verdicts: list[Verdict]) -> list[Verdict]:
@@ -769,6 +1021,19 @@ def _evaluate(ctx: _Context, cand: _Candidate) -> Evidence:
 
     explained = _explained(ctx, cand.arrival, lambda c: is_new(c) and scoped_cell(c), ev.effect)
     ev = replace(ev, explained_share=explained)
+    if basis == "before_after" and (ev.scope_route or ev.scope_environment):
+        # a step confined to one route is the step held against the trend: over all of the
+        # version's routes it is diluted by the quiet ones (which is what made it scoped),
+        # while the trend over all of them is the better-measured guard against a drift that
+        # moves everything
+        scoped_est = _estimate(
+            ctx,
+            dim,
+            lambda c: is_new(c) and scoped_cell(c),
+            lambda c: is_old(c) and scoped_cell(c),
+            cand.arrival,
+        )[1]
+        est = scoped_est if scoped_est is not None else est
     if basis == "before_after":
         # without control traffic the trend is the only guard against drift: stricter then
         margin = 1.0 if control is not None else 1.5
@@ -900,6 +1165,49 @@ def _excluded_or_not(
     n_side = max(e.n_new, e.n_old)
     needed = math.ceil(k * n_side) if k > 1 else None
     return replace(e, status="not_excluded", needed_effect=need, n_needed=needed)
+
+
+def _thin_drift(ctx: _Context, cand: _Candidate | None, e: Evidence, min_share: float) -> Evidence:
+    """A version held back as `drift`, or left `not_significant` without being held against
+    the effect the shift needs, whose own test cannot see a small effect (SMALL_EFFECT_SD
+    per-response SDs at 80 % power) is `not_excluded` instead: on thin traffic a trend or a
+    control change that is significant at the guard's one-sided level is evidence that the
+    metric moved, not that this version did not move it by as much as the shift (on busy
+    traffic the version's step is measured well enough for the guard to decide)."""
+    if e.ci_low is None or e.ci_high is None:
+        return e
+    # not significant and never held against the effect the shift needs (its arrival did
+    # not move the aggregate the shift's way): nothing cleared it either
+    unexamined = e.status == "not_significant" and e.needed_effect is None
+    if e.status != "drift" and not unexamined:
+        return e
+    m = total(ctx.cells)
+    sd = math.sqrt(max(m.total_sq / m.n - m.mean**2, 0.0)) if m.n else 0.0
+    small = SMALL_EFFECT_SD * sd
+    z = float(stats.norm.isf(ctx.alpha / 2))
+    mde = (z + _Z_POWER) * (e.ci_high - e.ci_low) / (2 * z)
+    if sd <= 0 or mde <= small:
+        return e
+    if unexamined:
+        # the effect that would explain min_share of the shift, from its share's rise around
+        # the shift itself (around its own arrival the aggregate did not move the shift's way)
+        unit = None if cand is None else _explained(ctx, ctx.cp, _is_new_of(cand), 1.0)
+        if unit is None or unit * ctx.sign <= 0:
+            return e
+        need = min_share / abs(unit)
+        if max(e.ci_low * ctx.sign, e.ci_high * ctx.sign) < need:
+            return e  # its CI excludes what would explain the shift
+        e = replace(e, needed_effect=ctx.sign * need)
+    why = "held back by it" if e.status == "drift" else "not significant"
+    return replace(
+        e,
+        status="not_excluded",
+        needed_effect=e.needed_effect if e.needed_effect is not None else ctx.sign * small,
+        note=(
+            f"{e.note + '; ' if e.note else ''}{why}, but on this traffic its own test could "
+            f"not see an effect of {fmt_effect(small, kind=ctx.kind)}, so it is not cleared"
+        ),
+    )
 
 
 def _trend_not_shown(e: Evidence, ctx: _Context) -> bool:

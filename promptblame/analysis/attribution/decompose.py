@@ -9,14 +9,23 @@ Between a before window (A) and an after window (B):
 exactly, with symmetric weights so that neither window is privileged. A segment present on one
 side only has no within part: all of its contribution is mix, at its observed mean. When the
 aggregate falls while every segment holds steady, the shift is traffic mix, not a version.
+
+`mix_se` is the standard error of the mix part under "no traffic moved" (delta method): the
+shares of each window are multinomial, so sum_g (s_B - s_A) x_g with x_g the segment's mean
+has variance Var_s(x) / n_A + Var_s(x) / n_B (Var_s: the share-weighted variance of the
+segment means), plus what the segment means' own noise adds, sum_g (s_B - s_A)^2 Var(x_g).
+A mix part that is not larger than its noise is no evidence of a traffic-mix cause.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from promptblame.analysis.attribution.cells import Cell, sum_by, total
+from promptblame.analysis.moments import Moments
 
 
 @dataclass(frozen=True)
@@ -41,6 +50,7 @@ class Decomposition:
     mix: float
     within: float
     segments: tuple[SegmentShift, ...]
+    mix_se: float | None = None  # standard error of `mix` if no traffic moved (see above)
 
 
 def decompose(before: Sequence[Cell], after: Sequence[Cell]) -> Decomposition | None:
@@ -66,4 +76,27 @@ def decompose(before: Sequence[Cell], after: Sequence[Cell]) -> Decomposition | 
         rows.append(SegmentShift(key[0], key[1], s_a, s_b, m_a, m_b, mix, within))
     mix_sum = sum(r.mix for r in rows)
     within_sum = sum(r.within for r in rows)
-    return Decomposition(mix_sum + within_sum, mix_sum, within_sum, tuple(rows))
+    return Decomposition(
+        mix_sum + within_sum, mix_sum, within_sum, tuple(rows), _mix_se(seg_a, seg_b, n_a, n_b)
+    )
+
+
+def _mix_se(seg_a: dict[Any, Moments], seg_b: dict[Any, Moments], n_a: int, n_b: int) -> float:
+    """Standard error of the mix part if the shares did not move (module docstring)."""
+    keys = sorted(set(seg_a) | set(seg_b))
+    pooled = {
+        k: seg_a.get(k, Moments(0, 0.0, 0.0)) + seg_b.get(k, Moments(0, 0.0, 0.0)) for k in keys
+    }
+    n = n_a + n_b
+    share = {k: pooled[k].n / n for k in keys}
+    x = {k: pooled[k].mean for k in keys}
+    centre = sum(share[k] * x[k] for k in keys)
+    spread = sum(share[k] * (x[k] - centre) ** 2 for k in keys)
+    var = spread * (1 / n_a + 1 / n_b)
+    for k in keys:
+        a, b = seg_a.get(k), seg_b.get(k)
+        d = (b.n / n_b if b else 0.0) - (a.n / n_a if a else 0.0)
+        m = pooled[k]
+        v = m.var if m.n >= 2 else 0.0
+        var += d * d * (v / m.n if m.n else 0.0)
+    return math.sqrt(max(var, 0.0))

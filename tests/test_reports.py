@@ -602,8 +602,11 @@ def test_a_rollout_page_charts_each_guardrails_estimates_ending_at_the_watchs_nu
         chart["svg"], ("allowed-drop",), series_id="effect-candidate",
         axes=("matplotlib.axis_2", "matplotlib.axis_1"),
     )  # fmt: skip
-    assert [y for _, y in drawn.series] == pytest.approx(
-        [100 * (c.effect or 0) for _, c in path], abs=0.05
+    # The y-limits follow the later three quarters of the looks; an early look far outside them
+    # is clipped at the figure's edge (which moves or adds a vertex), so those are compared.
+    later = len(path) - len(path) // 4
+    assert [y for _, y in drawn.series][-later:] == pytest.approx(
+        [100 * (c.effect or 0) for _, c in path][-later:], abs=0.05
     )
     assert drawn.lines["allowed-drop"][0][1] == pytest.approx(-2.0, abs=0.05)
     html = unescape(page(client, f"/reports/rollouts/{rid}", key))

@@ -140,13 +140,15 @@ def test_pages_through_the_windows_equal_the_brute_force_answer(any_store: Store
 
 
 def test_the_text_index_serves_the_search_predicate(embedded_store: Store) -> None:
-    """Migration 12's indexes exist and the engine uses text_ngrams to skip granules for the
-    search (a predicate the index cannot answer would show no skip index here)."""
+    """Migration 12's indexes exist (and 22's, for the cells' job) and the engine uses
+    text_ngrams to skip granules for the search (a predicate the index cannot answer would show
+    no skip index here)."""
     indexes = embedded_store._rows(
         "SELECT name, type FROM system.data_skipping_indices"
         " WHERE database = currentDatabase() AND table = 'responses' ORDER BY name"
     )
     assert [(r["name"], r["type"]) for r in indexes] == [
+        ("received_minmax", "minmax"),
         ("text_ngrams", "ngrambf_v1"),
         ("ts_minmax", "minmax"),
     ]

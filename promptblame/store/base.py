@@ -443,14 +443,15 @@ class Store(ABC):
         until: datetime | None,
         bucket_seconds: int = cells.HOUR,
     ) -> tuple[str, dict[str, datetime]]:
-        """SQL of the rows of [since, until): summed hours from the cells, the rest raw. Runs
-        the scored-table job first (shared with concurrent readers): responses just
-        acknowledged for a summed hour reach its cell there."""
+        """SQL of the rows of [since, until): summed hours from the cells, the rest raw. When
+        cells are read, the scored-table job runs first (shared with concurrent readers):
+        responses just acknowledged for a summed hour reach its cell there."""
         since, until = since or FAR_PAST, until or FAR_FUTURE
-        if not self.use_cells:
-            return rows(since, until, FAR_PAST, FAR_PAST)
-        self.materialize_scores()
-        return rows(since, until, *cells.split(since, until, bucket_seconds, self._sealed()))
+        sealed = self._sealed() if self.use_cells else FAR_PAST
+        lo, hi = cells.split(since, until, bucket_seconds, sealed)
+        if lo < hi:
+            self.materialize_scores()
+        return rows(since, until, lo, hi)
 
     def experiments(self, project_id: str, *, limit: int = 200) -> list[dict[str, Any]]:
         """Per experiment: its arms, apps, responses, first and last seen, and the metrics

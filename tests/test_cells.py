@@ -4,6 +4,8 @@ deleted scores), on every transport."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -43,12 +45,19 @@ def put_scores(store: Store, *rows: dict[str, Any]) -> None:
     store.materialize_scores()
 
 
-def read(store: Store, *, cells: bool, **kw: Any) -> list[tuple[Any, ...]]:
+@contextmanager
+def cells_used(store: Store, cells: bool) -> Iterator[Store]:
+    """The store reading summed hours from the cells (True) or raw rows only (False)."""
     store.use_cells = cells
     try:
-        rows = store.attribution_cells("p1", **kw)
+        yield store
     finally:
         store.use_cells = True
+
+
+def read(store: Store, *, cells: bool, **kw: Any) -> list[tuple[Any, ...]]:
+    with cells_used(store, cells):
+        rows = store.attribution_cells("p1", **kw)
     return sorted(
         (r["app"], r["metric"], r["source"], r["bucket"], r["route"], r["environment"],
          r["prompt"], r["model_label"], r["n"], round(r["total"], 9), round(r["total_sq"], 9),
@@ -58,30 +67,21 @@ def read(store: Store, *, cells: bool, **kw: Any) -> list[tuple[Any, ...]]:
 
 
 def builtin(store: Store, *, cells: bool, **kw: Any) -> list[tuple[Any, ...]]:
-    store.use_cells = cells
-    try:
+    with cells_used(store, cells):
         rows = store.builtin_cells("p1", **kw)
-    finally:
-        store.use_cells = True
     return sorted(
         tuple(round(v, 6) if isinstance(v, float) else v for v in r.values()) for r in rows
     )
 
 
 def versions(store: Store, *, cells: bool, **kw: Any) -> list[dict[str, Any]]:
-    store.use_cells = cells
-    try:
+    with cells_used(store, cells):
         return store.version_counts("p1", ResponseFilter(**kw))
-    finally:
-        store.use_cells = True
 
 
 def version_sums(store: Store, *, cells: bool, f: dict[str, Any], **kw: Any) -> list[Any]:
-    store.use_cells = cells
-    try:
+    with cells_used(store, cells):
         rows = store.version_score_sums("p1", ResponseFilter(**f), **kw)
-    finally:
-        store.use_cells = True
     return sorted((r["prompt_version"], r["n"], round(r["total"], 9)) for r in rows)
 
 

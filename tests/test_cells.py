@@ -13,6 +13,7 @@ import pyarrow as pa
 import pytest
 
 from promptblame.store import ResponseFilter, Store
+from promptblame.store.filters import FAR_FUTURE, FAR_PAST
 from promptblame.store.schema import RESPONSES_ARROW, SCORES_ARROW
 from tests.test_store_contract import response, score
 
@@ -85,7 +86,30 @@ def version_sums(store: Store, *, cells: bool, f: dict[str, Any], **kw: Any) -> 
     return sorted((r["prompt_version"], r["n"], round(r["total"], 9)) for r in rows)
 
 
+def group_counts(store: Store, *, cells: bool, f: dict[str, Any], by: str) -> dict[str, int]:
+    with cells_used(store, cells):
+        return store.group_counts("p1", ResponseFilter(**f), by=by)
+
+
+def assert_raw_rows_are_final(store: Store) -> None:
+    """The raw score rows (deduplicated by a GROUP BY, not FINAL) equal `scored FINAL`."""
+    final = store._rows(
+        "SELECT app, name, source, toDateTime64(toStartOfHour(ts), 3, 'UTC') AS h,"
+        " count() AS n, sum(value) AS t"
+        " FROM scored FINAL WHERE project_id = 'p1' GROUP BY app, name, source, h"
+    )
+    with cells_used(store, False):
+        rows = store.attribution_cells(
+            "p1", since=FAR_PAST, until=FAR_FUTURE, bucket_seconds=3600, detail=False
+        )
+    assert sorted((r["app"], r["metric"], r["source"], r["bucket"], r["n"], round(r["total"], 9))
+                  for r in rows) == sorted(
+        (r["app"], r["name"], r["source"], r["h"], r["n"], round(r["t"], 9)) for r in final
+    )  # fmt: skip
+
+
 def assert_cells_equal_raw(store: Store) -> None:
+    assert_raw_rows_are_final(store)
     for since, until, bs in READS:
         got = read(store, cells=True, since=since, until=until, bucket_seconds=bs)
         assert got == read(store, cells=False, since=since, until=until, bucket_seconds=bs), bs
@@ -94,6 +118,9 @@ def assert_cells_equal_raw(store: Store) -> None:
     edges = {"since": T + timedelta(minutes=20), "until": T + timedelta(hours=20, minutes=5)}
     for f in ({}, edges, {"since": T + 3 * HOUR, "prompt_version": "v1"}):
         assert versions(store, cells=True, **f) == versions(store, cells=False, **f), f
+        for by in ("prompt_version", "route"):
+            got = group_counts(store, cells=True, f=f, by=by)
+            assert got == group_counts(store, cells=False, f=f, by=by), (f, by)
         for metric, source in (("quality", "judge"), ("tone", ""), ("quality", "")):
             kw = {"metric": metric, "source": source}
             got = version_sums(store, cells=True, f=f, **kw)
@@ -113,6 +140,7 @@ def test_cells_equal_raw_reads_through_retries_corrections_late_and_deleted_scor
     any_store: Store,
 ):
     s = any_store
+    s._exec("SYSTEM STOP MERGES scored")  # superseded rows stay beside their replacements
     events = [(f"e{i}", T + timedelta(minutes=37 * i)) for i in range(40)]
     batch = [
         response(
@@ -153,6 +181,7 @@ def test_cells_equal_raw_reads_through_retries_corrections_late_and_deleted_scor
     put_responses(s, response("late-r", ts=T + 7 * HOUR, latency_ms=90.0, cost_usd=0.002))
     assert_cells_equal_raw(s)
 
+    s._exec("SYSTEM START MERGES scored")  # a delete is a mutation, which merges apply
     s.delete_score("p1", "e7", "quality", "judge")  # an undone human label
     assert_cells_equal_raw(s)
 

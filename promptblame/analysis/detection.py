@@ -203,7 +203,7 @@ def coverage(
     bs = settings.detection_bucket_seconds
     until = datetime.fromtimestamp(now.timestamp() // bs * bs, UTC)
     since = until - timedelta(days=settings.detection_window_days)
-    by_series = _series_rows(store, settings, project_id, since=since, until=until)
+    by_series = _series_rows(store, settings, project_id, since=since, until=until, detail=False)
     analysed, not_analysed = [], []
     for (app, metric, source), cells in sorted(by_series.items()):
         plan = plan_series(
@@ -236,13 +236,21 @@ _BUILTIN_COLUMNS = {  # metric: (n, total, total_sq) columns of `Store.builtin_c
 
 
 def _series_rows(
-    store: Store, settings: Settings, project: str, *, since: datetime, until: datetime
+    store: Store,
+    settings: Settings,
+    project: str,
+    *,
+    since: datetime,
+    until: datetime,
+    detail: bool = True,
 ) -> dict[tuple[str, str, str], list[dict[str, Any]]]:
     """Cells per series (app, metric, source): every score series, and the built-in
     metrics the project watches (error rate, latency, cost: source `builtin`) where its
-    responses carry them."""
+    responses carry them. Score series without `detail`: one row a bucket, no dimensions."""
     bs = settings.detection_bucket_seconds
-    rows = store.attribution_cells(project, since=since, until=until, bucket_seconds=bs)
+    rows = store.attribution_cells(
+        project, since=since, until=until, bucket_seconds=bs, detail=detail
+    )
     by_series: dict[tuple[str, str, str], list[dict[str, Any]]] = {}
     for r in rows:
         by_series.setdefault((r["app"], r["metric"], r["source"]), []).append(r)

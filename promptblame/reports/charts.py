@@ -10,6 +10,7 @@ container.
 
 from __future__ import annotations
 
+import functools
 import io
 import itertools
 import re
@@ -291,6 +292,15 @@ def sparkline(
     times: Sequence[datetime], means: Sequence[float], *, marks: Sequence[datetime]
 ) -> str:
     """A small trend line for the overview, incidents marked."""
+    return _sparkline(tuple(times), tuple(means), tuple(marks))
+
+
+@functools.lru_cache(maxsize=256)
+def _sparkline(
+    times: tuple[datetime, ...], means: tuple[float, ...], marks: tuple[datetime, ...]
+) -> str:
+    """Cached: each visit to the overview draws every trend (~25 ms each), and most of them
+    have not changed since the last visit."""
     with _style("k", **{"axes.grid": False}):
         fig = Figure(figsize=(4, 1.4), dpi=72)
         fig.subplots_adjust(left=0.12, right=0.97, bottom=0.2, top=0.95)

@@ -914,7 +914,9 @@ def _trends(store: Store, project: str, now: datetime) -> list[Trend]:
     sums: dict[tuple[str, str, str], dict[datetime, list[float]]] = defaultdict(
         lambda: defaultdict(lambda: [0.0, 0.0])
     )
-    for c in _cells(store, project, since=since, until=now, bucket_seconds=TREND_BUCKET):
+    for c in store.attribution_cells(
+        project, since=since, until=now, bucket_seconds=TREND_BUCKET, detail=False
+    ):
         acc = sums[(c["app"], c["metric"], c["source"])][c["bucket"]]
         acc[0] += c["n"]
         acc[1] += c["total"]

@@ -731,25 +731,25 @@ class Store(ABC):
         app: str = "",
         metric: str = "",
         source: str = "",
+        detail: bool = True,
     ) -> list[dict[str, Any]]:
         """Scored series in one scan (all of the project's, or the one app / metric / source
         given): per app, score name, source, time bucket (by response time, so late scores
         land in their response's bucket), route, environment, prompt and model — n, total,
         total_sq, non_binary. `prompt` is prompt_id@prompt_version, `model_label` the model
         with its version when that differs. Whole sealed hours come from `score_cells`, the
-        rest from raw rows: the same numbers (tests compare with use_cells off)."""
+        rest from raw rows: the same numbers (tests compare with use_cells off).
+        `detail=False`: per series and bucket only, for charts of a whole series (a fraction
+        of the rows)."""
         rows_sql, windows = self._cell_rows(cells.score_rows, since, until, bucket_seconds)
+        dims, by = (
+            (f"{_CELL_DIMS},", ", route, environment, prompt, model_label") if detail else ("", "")
+        )
         return self._rows(
-            "SELECT app, name AS metric, source,"
-            " toDateTime64(toStartOfInterval(ts, toIntervalSecond({bs:UInt32})), 3, 'UTC')"
-            " AS bucket, route, environment,"
-            " if(prompt_id = '' AND prompt_version = '', '',"
-            "  concat(prompt_id, '@', prompt_version)) AS prompt,"
-            " if(model_version IN ('', model), model, concat(model, '@', model_version))"
-            "  AS model_label,"
+            f"SELECT app, name AS metric, source, {_BUCKET} AS bucket, {dims}"
             " sum(n) AS n, sum(total) AS total, sum(total_sq) AS total_sq,"
             f" sum(non_binary) AS non_binary FROM ({rows_sql})"
-            " GROUP BY app, metric, source, bucket, route, environment, prompt, model_label"
+            f" GROUP BY app, metric, source, bucket{by}"
             " ORDER BY app, metric, source, bucket",
             p=project_id,
             bs=bucket_seconds,
@@ -766,15 +766,13 @@ class Store(ABC):
 
     def series_ends(self, project_id: str, *, since: datetime, until: datetime) -> list[datetime]:
         """The newest response time of each scored series (app, metric, source) with data in
-        [since, until), so a page can bound its scan to the windows it shows. Without FINAL: a
-        max needs no deduplication (a superseded row can only make a series look newer)."""
+        [since, until), or the start of its hour when that hour is summed, so a page can bound
+        its scan to the windows it shows."""
+        rows_sql, windows = self._cell_rows(cells.end_rows, since, until)
         rows = self._rows(
-            "SELECT max(ts) AS last FROM scored WHERE project_id = {p:String}"
-            " AND ts >= {since:DateTime64(3)} AND ts < {until:DateTime64(3)}"
-            " GROUP BY app, name, source",
+            f"SELECT max(ts) AS last FROM ({rows_sql}) GROUP BY app, name, source",
             p=project_id,
-            since=since,
-            until=until,
+            **windows,
         )
         return [r["last"] for r in rows]
 
@@ -787,13 +785,7 @@ class Store(ABC):
         latency_ms and cost_usd where present."""
         rows_sql, windows = self._cell_rows(cells.response_rows, since, until, bucket_seconds)
         return self._rows(
-            "SELECT app,"
-            " toDateTime64(toStartOfInterval(ts, toIntervalSecond({bs:UInt32})), 3, 'UTC')"
-            " AS bucket, route, environment,"
-            " if(prompt_id = '' AND prompt_version = '', '',"
-            "  concat(prompt_id, '@', prompt_version)) AS prompt,"
-            " if(model_version IN ('', model), model, concat(model, '@', model_version))"
-            "  AS model_label,"
+            f"SELECT app, {_BUCKET} AS bucket, {_CELL_DIMS},"
             " sum(n) AS n, sum(errors) AS errors, sum(latency_n) AS latency_n,"
             " sum(latency_total) AS latency_total, sum(latency_total_sq) AS latency_total_sq,"
             " sum(cost_n) AS cost_n, sum(cost_total) AS cost_total,"
@@ -914,15 +906,18 @@ class Store(ABC):
             if self._materialized_from > called:
                 return False
             started = time.monotonic()
-            now = self._rows(
-                "SELECT greatest((SELECT max(received_at) FROM scores),"
-                " (SELECT max(received_at) FROM responses)) AS ts,"
-                " (SELECT count() FROM scores) + (SELECT count() FROM responses) AS n,"
-                " now64(3) AS clock"
-            )[0]
             last = self._rows(
                 "SELECT ts, n FROM job_state FINAL WHERE job = 'scored' AND key = 'received_at'"
             )
+            # the newest receipt, looked for only after the last run's (skips most parts)
+            now = self._rows(
+                "SELECT greatest({t:DateTime64(3)},"
+                " (SELECT max(received_at) FROM scores WHERE received_at >= {t:DateTime64(3)}),"
+                " (SELECT max(received_at) FROM responses WHERE received_at >= {t:DateTime64(3)}))"
+                " AS ts, (SELECT count() FROM scores) + (SELECT count() FROM responses) AS n,"
+                " now64(3) AS clock",
+                t=last[0]["ts"] if last else FAR_PAST,
+            )[0]
             changed = not last or (last[0]["ts"], last[0]["n"]) != (now["ts"], now["n"])
             since = last[0]["ts"] - overlap if last else FAR_PAST
             if changed:
@@ -1130,10 +1125,8 @@ class Store(ABC):
         """Per time bucket (by response time, not score arrival): n, total, total_sq."""
         values = metric_values_sql(metric, source=source, columns="ts", where=filter_sql())
         return self._rows(
-            "SELECT toDateTime64(toStartOfInterval(ts, toIntervalSecond({bs:UInt32})), 3, 'UTC')"
-            " AS bucket,"
-            " count() AS n, sum(value) AS total, sum(value * value) AS total_sq,"
-            " countIf(value NOT IN (0, 1)) AS non_binary"
+            f"SELECT {_BUCKET} AS bucket, count() AS n, sum(value) AS total,"
+            " sum(value * value) AS total_sq, countIf(value NOT IN (0, 1)) AS non_binary"
             f" FROM ({values}) GROUP BY bucket ORDER BY bucket",
             p=project_id,
             m=metric,
@@ -1146,11 +1139,12 @@ class Store(ABC):
         """Responses per value of one filter column (e.g. per variant, for SRM checks)."""
         if by not in FILTER_COLUMNS:
             raise ValueError(f"cannot group by {by!r}")
+        rows_sql, windows = self._cell_rows(cells.response_rows, f.since, f.until)
         rows = self._rows(
-            f"SELECT {by} AS k, count() AS n FROM responses FINAL"
-            f" WHERE project_id = {{p:String}} AND {filter_sql()} GROUP BY k",
+            f"SELECT {by} AS k, sum(n) AS n FROM ({rows_sql}) WHERE {filter_sql()} GROUP BY k",
             p=project_id,
             **filter_params(f),
+            **windows,
         )
         return {r["k"]: int(r["n"]) for r in rows}
 
@@ -1286,6 +1280,15 @@ _SCORING_COLUMNS = (
 
 
 _VERSION_KEY = "app, prompt_id, prompt_version, model, model_version"
+_BUCKET = "toDateTime64(toStartOfInterval(ts, toIntervalSecond({bs:UInt32})), 3, 'UTC')"
+# The dimensions of a cell as attribution reads them: prompt is prompt_id@version, model_label
+# the model with its version when that differs.
+_CELL_DIMS = (
+    "route, environment,"
+    " if(prompt_id = '' AND prompt_version = '', '', concat(prompt_id, '@', prompt_version))"
+    "  AS prompt,"
+    " if(model_version IN ('', model), model, concat(model, '@', model_version)) AS model_label"
+)
 
 _ALL_DIMS = ", ".join([*FILTER_COLUMNS, "ts"])
 

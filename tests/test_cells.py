@@ -119,8 +119,8 @@ def assert_cells_equal_raw(store: Store) -> None:
     for f in ({}, edges, {"since": T + 3 * HOUR, "prompt_version": "v1"}):
         assert versions(store, cells=True, **f) == versions(store, cells=False, **f), f
         for by in ("prompt_version", "route"):
-            got = group_counts(store, cells=True, f=f, by=by)
-            assert got == group_counts(store, cells=False, f=f, by=by), (f, by)
+            counts = group_counts(store, cells=True, f=f, by=by)
+            assert counts == group_counts(store, cells=False, f=f, by=by), (f, by)
         for metric, source in (("quality", "judge"), ("tone", ""), ("quality", "")):
             kw = {"metric": metric, "source": source}
             got = version_sums(store, cells=True, f=f, **kw)
@@ -203,6 +203,34 @@ def test_an_hour_is_summed_once_it_has_passed_and_reads_before_that_use_raw_rows
     assert [r["hour"] for r in hours] == [T]
     got = s.attribution_cells("p1", since=T - HOUR, until=recent + HOUR, bucket_seconds=3600)
     assert [r["n"] for r in got] == [1, 1]
+
+
+def test_the_first_summing_of_existing_data_is_not_taken_for_touched_cells(any_store: Store):
+    """A store upgraded to the cells: its first run sums every hour (no new rows). The next run
+    with a late score recomputes that score's cell, not every cell again."""
+    s = any_store
+    old = {"received_at": now() - 2 * HOUR}  # received and scored two hours ago
+    rows = [{**response(f"e{k}", ts=T + k * HOUR), **old} for k in range(6)]
+    rows.append({**response("live", ts=now()), "received_at": now() - HOUR})  # the newest
+    s.insert("responses", pa.Table.from_pylist(rows, schema=RESPONSES_ARROW))
+    rows = [{**score(f"e{k}", 0.5), **old} for k in range(6)]
+    s.insert("scores", pa.Table.from_pylist(rows, schema=SCORES_ARROW))
+    s.materialize_scores()
+    s._exec(
+        "ALTER TABLE scored UPDATE materialized_at = materialized_at - INTERVAL 1 HOUR"
+        " WHERE 1 SETTINGS mutations_sync = 2"
+    )
+    s._exec("TRUNCATE TABLE score_cells")  # as before the cells' migration
+    s._exec("DELETE FROM job_state WHERE job = 'cells'")
+    s.materialize_scores()  # nothing new: only the first summing
+    written = cell_rows_written(s)
+    put_scores(s, score("e2", 1.0))  # a corrected score in one summed hour
+    assert cell_rows_written(s) == written + 1
+    assert_cells_equal_raw(s)
+
+
+def cell_rows_written(store: Store) -> int:
+    return int(store._rows("SELECT count() AS c FROM score_cells")[0]["c"])
 
 
 @pytest.mark.parametrize("bucket", [3600, 7200, 86400])

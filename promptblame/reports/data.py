@@ -922,6 +922,9 @@ def _trends(store: Store, project: str, now: datetime) -> list[Trend]:
         acc[1] += c["total"]
     out = []
     flag = calibration.flagger(store, project)
+    shifts: dict[tuple[str, str, str], list[datetime]] = defaultdict(list)  # in one read
+    for i in store.incidents_since(project, since):
+        shifts[(i["app"], i["metric"], i["source"])].append(i["shift_start"])
     for (app, metric, source), per in sorted(sums.items())[:MAX_TRENDS]:
         ts = sorted(t for t in per if per[t][0])
         if not ts:
@@ -929,11 +932,7 @@ def _trends(store: Store, project: str, now: datetime) -> list[Trend]:
         cut = ts[-1] - timedelta(days=TREND_DAYS)
         ts = [t for t in ts if t >= cut]
         means = [per[t][1] / per[t][0] for t in ts]
-        marks = [
-            i["shift_start"]
-            for i in store.series_incidents(project, app=app, metric=metric, source=source)
-            if i["shift_start"] >= cut
-        ]
+        marks = [t for t in shifts[(app, metric, source)] if t >= cut]
         out.append(
             Trend(
                 app=app,

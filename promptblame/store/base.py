@@ -827,20 +827,6 @@ class Store(ABC):
             i=incident_id,
         )
 
-    def series_incidents(
-        self, project_id: str, *, app: str, metric: str, source: str
-    ) -> list[dict[str, Any]]:
-        """Every incident of one app's metric (all routes), oldest shift first."""
-        return self._rows(
-            "SELECT * EXCEPT (project_id) FROM incidents FINAL WHERE project_id = {p:String}"
-            " AND app = {app:String} AND metric = {m:String} AND source = {src:String}"
-            " ORDER BY shift_start",
-            p=project_id,
-            app=app,
-            m=metric,
-            src=source,
-        )
-
     def incidents_since(self, project_id: str, since: datetime) -> list[dict[str, Any]]:
         """Every incident whose shift is at or after `since`, oldest shift first."""
         return self._rows(

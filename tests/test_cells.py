@@ -13,6 +13,7 @@ import pyarrow as pa
 import pytest
 
 from promptblame.store import ResponseFilter, Store
+from promptblame.store.base import reads_share_one_job_run
 from promptblame.store.filters import FAR_FUTURE, FAR_PAST
 from promptblame.store.schema import RESPONSES_ARROW, SCORES_ARROW
 from tests.test_store_contract import response, score
@@ -231,6 +232,25 @@ def test_the_first_summing_of_existing_data_is_not_taken_for_touched_cells(any_s
 
 def cell_rows_written(store: Store) -> int:
     return int(store._rows("SELECT count() AS c FROM score_cells")[0]["c"])
+
+
+def test_reads_in_one_request_share_one_job_run(embedded_store: Store):
+    s = embedded_store
+    put_responses(s, response("a", ts=T), response("b", ts=T))
+
+    def acknowledge(event_id: str) -> None:
+        row = {**score(event_id, 1.0), "received_at": now()}
+        s.insert("scores", pa.Table.from_pylist([row], schema=SCORES_ARROW))
+
+    def scored() -> int:
+        return int(s._rows("SELECT count() AS c FROM scored FINAL")[0]["c"])
+
+    acknowledge("a")
+    with reads_share_one_job_run():
+        assert s.materialize_scores() and scored() == 1  # acknowledged before the request
+        acknowledge("b")
+        assert not s.materialize_scores() and scored() == 1  # the request had its run
+    assert s.materialize_scores() and scored() == 2  # the next request sees it
 
 
 @pytest.mark.parametrize("bucket", [3600, 7200, 86400])

@@ -7,6 +7,7 @@ import hashlib
 import json
 import re
 import subprocess
+import threading
 from datetime import UTC, datetime, timedelta
 from html import unescape
 from pathlib import Path
@@ -234,6 +235,21 @@ def test_overview_lists_open_incidents_trends_rollouts(client, key, embedded_sto
     assert "bot · correct" in text and html.count("<svg") == 1
     rows = table_rows(html, "rollouts")
     assert [r[1] for r in rows] == ["answer@v2", "answer@v1"]
+
+
+def test_a_page_runs_the_scored_table_job_once_for_all_its_reads(client, key, embedded_store):
+    report_traffic(embedded_store)
+    runs: list[str] = []
+    select = embedded_store._select
+
+    def spy(sql, params=None):  # the real store, its job's first query counted per thread
+        if "job = 'scored' AND key = 'received_at'" in sql:
+            runs.append(threading.current_thread().name)
+        return select(sql, params)
+
+    embedded_store._select = spy
+    page(client, "/reports/", key)
+    assert len([t for t in runs if t.startswith("AnyIO")]) == 1  # five cell reads, one run
 
 
 def test_the_browser_login_sets_a_strict_httponly_cookie_and_api_auth_is_unchanged(

@@ -148,10 +148,11 @@ def test_agreement_and_trust_follow_the_labels(api):
         ResponseEvent.model_validate({**event(100 + i), "experiment": "x", "variant": "ab"[i % 2]})
         for i in range(4)
     ]
-    store.insert("responses", responses_table(P, arms, NOW))
+    received = datetime.now(UTC)  # stamped on arrival, as the writer does
+    store.insert("responses", responses_table(P, arms, received))
     judged = [ScoreEvent(event_id=e.event_id, name="correct", value=1.0, source="evaluator:j@1")
               for e in arms]  # fmt: skip
-    store.insert("scores", scores_table(P, judged, NOW))
+    store.insert("scores", scores_table(P, judged, received))
     params = {"metric": "correct", "control": "a", "source": "evaluator:j@1"}
     exp = c.get("/reports/experiments/x", params=params, headers=auth(keys["read"])).text
     assert 'id="trust"' in exp and "evaluator:j@1 is untrusted for correct" in exp

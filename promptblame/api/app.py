@@ -13,6 +13,7 @@ from promptblame import __version__
 from promptblame.analysis.jobs import add_jobs
 from promptblame.api import errors
 from promptblame.api.auth import KeyChecker
+from promptblame.api.freshness import SharedJobRun
 from promptblame.api.limits import BodyLimits
 from promptblame.api.metrics import Metrics, ResolveTiming
 from promptblame.api.openapi import install_openapi
@@ -114,6 +115,7 @@ def create_app(settings: Settings | None = None, store: Store | None = None) -> 
         review_pages,
     ):
         app.include_router(module.router)
+    app.add_middleware(SharedJobRun)
     app.add_middleware(Utf8Urls)
     app.add_middleware(ResolveTiming)  # added last: runs first
     install_openapi(app, settings)

@@ -636,16 +636,22 @@ def untested_arrivals(
     return out
 
 
-# An effect of this many per-response standard deviations is one a test of a version must be
-# able to see (80 % power) before its silence counts: Cohen's "small" effect, scale-free.
+# An effect of this many per-response standard deviations is one a test of a version must
+# exclude (either way) before its silence counts: Cohen's "small" effect, scale-free.
 SMALL_EFFECT_SD = 0.2
 
 
 def _underpowered(v: Verdict, cells: Sequence[Cell], *, alpha: float) -> Verdict | None:
-    """An untested arrival whose version was not blamed: `insufficient_evidence` when its test
-    could not have seen a small effect (SMALL_EFFECT_SD per-response SDs, 80 % power at
-    `alpha`), naming the version as not excluded with the responses a side that would decide
-    it; None when the test had that power (the version is cleared by its silence).
+    """An untested arrival whose version was not blamed: `insufficient_evidence` unless its
+    best-measured test excludes a small effect (SMALL_EFFECT_SD per-response SDs) either way,
+    naming the version as not excluded with the responses a side and the responses a side
+    that would decide it; None when a test excludes that (the version is cleared).
+
+    Two tests of the step are at hand: the one-period before/after comparison and the fit
+    over the stable segments either side of the arrival (bounded by neighbouring change
+    points and arrivals, up to SEGMENT_PERIODS periods a side, net of a trend and time of
+    day). The one with the smaller standard error decides: a day a side can hold too few
+    responses to exclude anything where the quiet weeks around the deploy do.
 
     The detector found no shift there either, so this is no alarm of a change: it says that
     a version went out on too little traffic to tell whether it changed the metric."""
@@ -657,31 +663,42 @@ def _underpowered(v: Verdict, cells: Sequence[Cell], *, alpha: float) -> Verdict
     if small <= 0:
         return None
     z = float(stats.norm.isf(alpha / 2))
-    best: tuple[float, Evidence] | None = None
+    best: tuple[float, Evidence, str] | None = None
     for e in v.candidates:
         if e.status in ("blamed", "contributor", "not_separable", "wrong_direction"):
             continue
-        if e.ci_low is None or e.ci_high is None:
+        if e.ci_low is None or e.ci_high is None or e.effect is None:
             continue
-        se = (e.ci_high - e.ci_low) / (2 * z)
-        mde = (z + _Z_POWER) * se
-        if mde > small and (best is None or mde > best[0]):
-            best = (mde, e)
+        test = _best_test(e, z=z)
+        if test is None:
+            continue
+        effect, se, n_new, n_old = test
+        if abs(effect) + z * se < small:
+            continue  # its CI excludes a small effect either way: cleared
+        # undecided: more data decides it once the CI excludes a small effect (when the
+        # estimate held) or excludes zero, whichever comes first
+        margin = max(small - abs(effect), abs(effect))
+        n_side = max(n_new, n_old)
+        need = max(math.ceil(n_side * (z * se / margin) ** 2), n_side + 1)
+        e = replace(e, effect=effect, ci_low=effect - z * se, ci_high=effect + z * se)
+        e = replace(e, n_new=n_new, n_old=n_old, n_needed=need)
+        where = "over the stable segments either side" if se == e.level_se else "a period a side"
+        if best is None or se / small > best[0]:
+            best = (se / small, e, where)
     if best is None:
         return None
-    mde, e = best
-    n_side = max(e.n_new, e.n_old)
-    need = math.ceil(n_side * (mde / small) ** 2)
+    _, e, where = best
+    need = e.n_needed or 0
     sign = 1 if (e.effect or 0.0) >= 0 else -1
     direction: Direction = "improvement" if (sign > 0) == v.higher_is_better else "regression"
     e = replace(
         e,
         status="not_excluded",
         needed_effect=sign * small,
-        n_needed=need,
         note=(
-            f"its test could not see an effect of {fmt_effect(small, kind=v.metric_kind)} "
-            f"({SMALL_EFFECT_SD} per-response SD) with 80 % power"
+            f"its test ({where}) cannot exclude an effect of "
+            f"{fmt_effect(small, kind=v.metric_kind)} ({SMALL_EFFECT_SD} per-response SD) "
+            "either way"
         ),
     )
     index = e.arrival_index if e.arrival_index is not None else v.index
@@ -706,11 +723,28 @@ def _underpowered(v: Verdict, cells: Sequence[Cell], *, alpha: float) -> Verdict
             f"{at_time(start, index)} on too little traffic to tell whether it changed the "
             f"metric: {fmt_effect(e.effect, kind=kind)} [{fmt_effect(e.ci_low, kind=kind)}, "
             f"{fmt_effect(e.ci_high, kind=kind)}] on {e.n_new:,} new vs {e.n_old:,} old "
-            f"responses; an effect of {fmt_effect(small, kind=kind)} either way would go "
-            f"unseen; about {need:,} responses a side would decide it. Not excluded; the "
+            f"responses, which does not exclude an effect of {fmt_effect(small, kind=kind)} "
+            f"either way; about {need:,} responses a side would decide it. Not excluded; the "
             "change-point detector found no shift here."
         ),
     )
+
+
+def _best_test(e: Evidence, *, z: float) -> tuple[float, float, int, int] | None:
+    """(effect, standard error, n new, n old) of the better-measured test of `e`'s step:
+    the one-period comparison (its CI at the level `z` stands for) or the stable-segment
+    fit, whichever has the smaller standard error."""
+    if e.effect is None or e.ci_low is None or e.ci_high is None:
+        return None
+    out = (e.effect, (e.ci_high - e.ci_low) / (2 * z), e.n_new, e.n_old)
+    if (
+        e.level_effect is not None
+        and e.level_se is not None
+        and 0 < e.level_se < out[1]
+        and math.isfinite(e.level_effect)
+    ):
+        out = (e.level_effect, e.level_se, e.level_n_new, e.level_n_old)
+    return out
 
 
 def _not_excluded_inside(v: Verdict, open_: Verdict) -> Verdict | None:
@@ -1040,6 +1074,15 @@ def _evaluate(ctx: _Context, cand: _Candidate) -> Evidence:
         sharp = _sharp(est, trend, sign=ctx.sign, alpha=ctx.drift_alpha, margin=margin)
         beats = _beats(est, control, sign=ctx.sign, alpha=ctx.alpha)
         seg = _segment(ctx, dim, is_new, is_old, cand.arrival)
+        level = _segment(ctx, dim, is_new, is_old, cand.arrival, trend=False)
+        if level is not None:
+            ev = replace(
+                ev,
+                level_effect=level.effect,
+                level_se=level.se,
+                level_n_new=level.n_new,
+                level_n_old=level.n_old,
+            )
         if seg is not None:
             ev = replace(
                 ev,
@@ -1066,6 +1109,8 @@ def _segment(
     is_new: Callable[[Cell], bool],
     is_old: Callable[[Cell], bool],
     arrival: int,
+    *,
+    trend: bool = True,
 ) -> SegmentStep | None:
     """The step over the stable segments around the arrival (`segments.segment_step`)."""
     breaks = [ctx.lo, ctx.hi, *ctx.breaks]
@@ -1092,6 +1137,7 @@ def _segment(
         alpha=ctx.alpha,
         bucket_seconds=ctx.bucket_seconds,
         period_seconds=ctx.period_seconds,
+        trend=trend,
     )
 
 

@@ -34,7 +34,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from attribution import (  # noqa: E402  (the sibling benchmark: its worlds and seeds)
+from attribution import (
     HOURS,
     SCENARIOS,
     T0,
@@ -46,16 +46,16 @@ from attribution import (  # noqa: E402  (the sibling benchmark: its worlds and 
     simulate,
 )
 
-from promptblame.analysis.alerting.rules import Rule  # noqa: E402
-from promptblame.analysis.attribution.cells import MetricKind  # noqa: E402
-from promptblame.analysis.detection import run_detection  # noqa: E402
-from promptblame.ingest.contracts import ResponseEvent, ScoreEvent  # noqa: E402
-from promptblame.ingest.rows import responses_table, scores_table  # noqa: E402
-from promptblame.settings import Settings  # noqa: E402
-from promptblame.store import open_store  # noqa: E402
+from promptblame.analysis.alerting.rules import Rule
+from promptblame.analysis.attribution.cells import MetricKind
+from promptblame.analysis.detection import run_detection
+from promptblame.ingest.contracts import ResponseEvent, ScoreEvent
+from promptblame.ingest.rows import responses_table, scores_table
+from promptblame.settings import Settings
+from promptblame.store import open_store
 
 NOW = T0 + timedelta(hours=HOURS, minutes=5)
-DEFAULT_RULE = Rule(name="default", channels=["oncall"])
+DEFAULT_RULE = Rule.model_validate({"name": "default", "channels": ["oncall"]})
 
 
 def s_unchanged_thin(rng: np.random.Generator) -> tuple[World, Truth]:
@@ -70,6 +70,7 @@ def write(store: Any, project: str, sink: Sink) -> int:
         prompt_id, prompt_version = cell.prompt.split("@")
         for j, x in enumerate(values):
             eid = f"{cell.bucket}-{cell.route}-{cell.prompt}-{cell.model}-{j}"
+            assert isinstance(cell.start, datetime)
             ts = cell.start + timedelta(seconds=3600 * (j + 0.5) / len(values))
             events.append(
                 ResponseEvent(
@@ -177,12 +178,12 @@ def main() -> None:
     )
     quiet = [r for name in (unchanged.name, thin_unchanged.name) for r in results.get(name, [])]
     alarms = sum(r[2] for r in quiet)
-    innocent = sum(r[1] for r in thin_rows) + sum(r[1] for r in quiet)
+    wrong = sum(r[1] for r in thin_rows) + sum(r[1] for r in quiet)
     print(
         f"unchanged runs raising an alarm (default alert rule): {alarms}/{len(quiet)} "
         f"(target 0: {'PASS' if alarms == 0 else 'MISS'}); notices (incidents not sent): "
-        f"{sum(r[3] - r[2] for r in quiet)}; runs blaming a wrong version: {innocent} "
-        f"(target 0: {'PASS' if innocent == 0 else 'MISS'})"
+        f"{sum(r[3] - r[2] for r in quiet)}; runs blaming a wrong version: {wrong} "
+        f"(target 0: {'PASS' if wrong == 0 else 'MISS'})"
     )
     print(
         f"{written:,} responses written in {t_written:.0f} s; detection job "

@@ -545,3 +545,28 @@ def test_an_insufficient_evidence_incident_never_reads_as_no_version_caused_it()
     texts = [headline(row, ev), *explanation(row, ev), alert_line(row, "opened")]
     assert all("no version caused" not in t for t in texts)
     assert "not excluded" in texts[0] and any("900 responses" in t for t in texts)
+
+
+def test_default_rules_send_an_open_arrival_without_a_shift_only_when_asked() -> None:
+    from promptblame.analysis.alerting.rules import Rule
+
+    def incident(reason: str) -> dict[str, Any]:
+        return {
+            "app": "bot",
+            "route": "",
+            "environment": "",
+            "metric": "correct",
+            "direction": "regression",
+            "verdict": "insufficient_evidence",
+            "effect": -0.01,
+            "p_value": 1.0,
+            "evidence": json.dumps({"reason": reason}),
+        }
+
+    default = Rule.model_validate({"name": "r", "channels": ["c"]})
+    # a version went out on too little traffic to tell, no shift detected: a notice
+    assert not default.matches(incident("arrival_underpowered"))
+    asked = Rule.model_validate({"name": "r", "channels": ["c"], "unverified_arrivals": True})
+    assert asked.matches(incident("arrival_underpowered"))
+    # the metric moved and a version in it is not excluded: an alarm, as before
+    assert default.matches(incident("version_in_segments_not_excluded"))

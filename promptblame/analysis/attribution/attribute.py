@@ -1189,7 +1189,7 @@ def _excluded_or_not(
         return replace(e, status="not_excluded", needed_effect=need)
     far = max(e.ci_low * ctx.sign, e.ci_high * ctx.sign)  # CI end on the shift's side
     if e.status == "not_excluded":  # significant, but not told from a possible trend
-        return replace(e, needed_effect=need)
+        return replace(e, needed_effect=need, n_needed=_n_to_tell_from_trend(e, ctx))
     if far < abs(need):
         return replace(e, needed_effect=need)  # tested and excluded
     z_drift = float(stats.norm.isf(ctx.drift_alpha))
@@ -1209,8 +1209,37 @@ def _excluded_or_not(
     se = (e.ci_high - e.ci_low) / (2 * z)
     k = ((z + _Z_POWER) * se / abs(need)) ** 2
     n_side = max(e.n_new, e.n_old)
-    needed = math.ceil(k * n_side) if k > 1 else None
+    needed = math.ceil(k * n_side) if k > 1 else n_to_decide(e, bound=abs(need), z=z)
     return replace(e, status="not_excluded", needed_effect=need, n_needed=needed)
+
+
+def _n_to_tell_from_trend(e: Evidence, ctx: _Context) -> int | None:
+    """Responses a side at which the step over the stable segments net of a trend (the test
+    that tells a step from a drift, `_segment_holds`), if its estimate held, would be
+    significant the shift's way; None when that fit points the other way or was not made."""
+    lo, hi, effect = e.segment_ci_low, e.segment_ci_high, e.segment_effect
+    if lo is None or hi is None or effect is None or effect * ctx.sign <= 0:
+        return None
+    z = float(stats.norm.isf(ctx.alpha / 2))
+    se = (hi - lo) / (2 * z)
+    n_side = max(e.level_n_new, e.level_n_old)  # the same segments as the level fit
+    if se <= 0 or n_side <= 0:
+        return None
+    return max(math.ceil(n_side * (z * se / abs(effect)) ** 2), n_side + 1)
+
+
+def n_to_decide(e: Evidence, *, bound: float, z: float) -> int | None:
+    """Responses a side at which `e`'s CI (at the level `z` stands for), if its estimate
+    held, would exclude an effect of `bound` either way or exclude zero, whichever comes
+    first; at least one more than it has (it is undecided now). None without a CI."""
+    if e.effect is None or e.ci_low is None or e.ci_high is None or bound <= 0:
+        return None
+    se = (e.ci_high - e.ci_low) / (2 * z)
+    n_side = max(e.n_new, e.n_old)
+    margin = max(bound - abs(e.effect), abs(e.effect))
+    if se <= 0 or margin <= 0 or n_side <= 0:
+        return None
+    return max(math.ceil(n_side * (z * se / margin) ** 2), n_side + 1)
 
 
 def _thin_drift(ctx: _Context, cand: _Candidate | None, e: Evidence, min_share: float) -> Evidence:
@@ -1245,10 +1274,12 @@ def _thin_drift(ctx: _Context, cand: _Candidate | None, e: Evidence, min_share: 
             return e  # its CI excludes what would explain the shift
         e = replace(e, needed_effect=ctx.sign * need)
     why = "held back by it" if e.status == "drift" else "not significant"
+    needed_effect = e.needed_effect if e.needed_effect is not None else ctx.sign * small
     return replace(
         e,
         status="not_excluded",
-        needed_effect=e.needed_effect if e.needed_effect is not None else ctx.sign * small,
+        needed_effect=needed_effect,
+        n_needed=e.n_needed or n_to_decide(e, bound=abs(needed_effect), z=z),
         note=(
             f"{e.note + '; ' if e.note else ''}{why}, but on this traffic its own test could "
             f"not see an effect of {fmt_effect(small, kind=ctx.kind)}, so it is not cleared"

@@ -9,6 +9,7 @@ are escaped so no text becomes a mention (`<!channel>`) or a disguised link (`<u
 
 from __future__ import annotations
 
+import json
 from typing import Any, Literal
 
 from promptblame.display import visible
@@ -33,10 +34,25 @@ def headline(incident: dict[str, Any], event: Event) -> str:
         )
     if incident["verdict"] == "confounded":
         return f"{prefix}{metric} {move} on {where}; cannot separate: {incident['culprit']}"
+    if incident["verdict"] == "insufficient_evidence" and _no_shift(incident):
+        who = incident["culprit"] or "a version"
+        return (
+            f"{prefix}{who} not verified on {metric} on {where}: too little traffic to tell"
+            " whether it changed it; no shift detected"
+        )
     if incident["verdict"] == "insufficient_evidence":
         who = incident["culprit"] or "a version that arrived then"
         return f"{prefix}{metric} {move} on {where}; not enough evidence, not excluded: {who}"
     return f"{prefix}{metric} {move} on {where}; no version caused it ({incident['summary']})"
+
+
+def _no_shift(incident: dict[str, Any]) -> bool:
+    """An arrival tested where the detector found no shift (reason `arrival_underpowered`)."""
+    try:
+        evidence = json.loads(incident.get("evidence") or "{}")
+    except ValueError:
+        return False
+    return isinstance(evidence, dict) and evidence.get("reason") == "arrival_underpowered"
 
 
 def release_line(release: dict[str, Any] | None) -> str:

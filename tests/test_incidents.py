@@ -570,3 +570,25 @@ def test_default_rules_send_an_open_arrival_without_a_shift_only_when_asked() ->
     assert asked.matches(incident("arrival_underpowered"))
     # the metric moved and a version in it is not excluded: an alarm, as before
     assert default.matches(incident("version_in_segments_not_excluded"))
+
+
+def test_an_alert_on_an_open_version_names_it_with_n_a_side_and_the_n_that_decides_it() -> None:
+    from promptblame.analysis.alerting.payloads import headline
+
+    candidate = {"status": "not_excluded", "n_new": 766, "n_old": 774, "n_needed": 1291}
+    incident = {
+        "app": "bot",
+        "route": "refunds",
+        "metric": "no_refusal",
+        "direction": "regression",
+        "verdict": "insufficient_evidence",
+        "culprit": "prompt answer@v4",
+        "summary": "",
+        "evidence": json.dumps({"reason": "arrival_underpowered", "candidates": [candidate]}),
+    }
+    line = headline(incident, "opened")
+    assert line.startswith("prompt answer@v4 not verified on no_refusal on bot/refunds")
+    assert "766 new vs 774 old responses; about 1,291 a side would decide it" in line
+    shifted = {**incident, "evidence": json.dumps({"reason": "", "candidates": [candidate]})}
+    line = headline(shifted, "opened")
+    assert "not enough evidence, not excluded: prompt answer@v4" in line and "1,291" in line

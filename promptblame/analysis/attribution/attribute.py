@@ -58,8 +58,10 @@ Method, for a shift at bucket `cp` (found on the aggregate series by the change-
 Known arrivals the detector did not mark (`find_and_attribute`): a version's first bucket, or
 a label move, more than a period from every change point is tested directly, as if a shift
 had been found there, at ARRIVAL_ALPHA over the number of such arrivals (Bonferroni): blamed
-when the version's own test passes every gate above; `insufficient_evidence` (reason
-`arrival_underpowered`) when that test could not see a small effect; nothing otherwise. A
+when the version's own test passes every gate above; cleared when the CI of its better-measured
+test (a period a side, or a level fit over the stable segments either side) excludes a small
+effect either way; `insufficient_evidence` (reason `arrival_underpowered`) otherwise, naming it
+with that test's responses a side and the responses a side that would decide it. A
 "no version cause" whose compared segments hold such an open arrival becomes
 `insufficient_evidence` naming it (reason `version_in_segments_not_excluded`).
 
@@ -569,11 +571,9 @@ def find_and_attribute(
         if v.kind == "culprit" and v.culprit is not None:
             verdicts.append(_arrival_found(v, tests=len(untested)))
             continue
-        open_ = _underpowered(v, live, alpha=arrival_alpha)
-        if open_ is None:
-            continue
         # a shift said to have no version cause, measured over segments that hold this
-        # arrival: the version is part of what it compares, and it is not excluded
+        # arrival: the version is part of what it compares, so clearing it must exclude an
+        # effect as large as that shift too (a smaller shift than a "small" effect)
         shift = next(
             (
                 i
@@ -582,6 +582,10 @@ def find_and_attribute(
             ),
             None,
         )
+        moved = None if shift is None else verdicts[shift].aggregate_effect
+        open_ = _underpowered(v, live, alpha=arrival_alpha, at_most=abs(moved) if moved else None)
+        if open_ is None:
+            continue
         held = None if shift is None else _not_excluded_inside(verdicts[shift], open_)
         if shift is not None and held is not None:
             verdicts[shift] = held
@@ -641,7 +645,9 @@ def untested_arrivals(
 SMALL_EFFECT_SD = 0.2
 
 
-def _underpowered(v: Verdict, cells: Sequence[Cell], *, alpha: float) -> Verdict | None:
+def _underpowered(
+    v: Verdict, cells: Sequence[Cell], *, alpha: float, at_most: float | None = None
+) -> Verdict | None:
     """An untested arrival whose version was not blamed: `insufficient_evidence` unless its
     best-measured test excludes a small effect (SMALL_EFFECT_SD per-response SDs) either way,
     naming the version as not excluded with the responses a side and the responses a side
@@ -653,6 +659,9 @@ def _underpowered(v: Verdict, cells: Sequence[Cell], *, alpha: float) -> Verdict
     day). The one with the smaller standard error decides: a day a side can hold too few
     responses to exclude anything where the quiet weeks around the deploy do.
 
+    at_most: the size of a shift whose compared segments hold the arrival; the effect to
+    exclude is then no larger than that shift (the version could have made it).
+
     The detector found no shift there either, so this is no alarm of a change: it says that
     a version went out on too little traffic to tell whether it changed the metric."""
     m = total(cells)
@@ -660,6 +669,8 @@ def _underpowered(v: Verdict, cells: Sequence[Cell], *, alpha: float) -> Verdict
         return None
     sd = math.sqrt(max(m.total_sq / m.n - m.mean**2, 0.0))
     small = SMALL_EFFECT_SD * sd
+    if at_most is not None:
+        small = min(small, at_most)
     if small <= 0:
         return None
     z = float(stats.norm.isf(alpha / 2))

@@ -27,6 +27,7 @@ from promptblame.analysis.attribution.attribute import (
     _best_test,
     _mix_shown,
     _not_excluded_inside,
+    _underpowered,
     aggregate_buckets,
     n_to_decide,
     untested_arrivals,
@@ -1092,3 +1093,30 @@ def test_the_responses_that_would_decide_an_open_arrival_exclude_the_bound_or_ze
     leaning = _step(0.018, 0.04)
     assert n_to_decide(leaning, bound=0.02, z=2.0) == math.ceil(310 * (0.04 / 0.018) ** 2)
     assert n_to_decide(replace(e, ci_low=None), bound=0.02, z=2.0) is None
+
+
+def test_an_arrival_is_cleared_when_its_ci_excludes_a_small_effect_or_the_shift_around_it() -> None:
+    # a pass/fail series at 0.5: per-response SD 0.5, a small effect 0.1 either way
+    cells = [Cell(0, 0, "r", "prod", "p@v1", "m", 1000, 500.0, 500.0)]
+    v = Verdict(
+        kind="no_version_cause",
+        direction="improvement",
+        index=100,
+        start=None,
+        metric_kind="proportion",
+        higher_is_better=True,
+        aggregate_effect=None,
+        level_before=None,
+        level_after=None,
+        window=24,
+        candidates=(replace(_step(0.01, 0.04, level=(0.01, 0.015)), status="not_significant"),),
+    )
+    # level fit (better measured than a period a side): 0.01 +- 2 x 0.015 = [-0.02, +0.04],
+    # inside +-0.1: cleared
+    assert _underpowered(v, cells, alpha=float(2 * stats.norm.sf(2.0))) is None
+    # inside a shift of 0.03 it must exclude 0.03 too, which it does not: not excluded
+    open_ = _underpowered(v, cells, alpha=float(2 * stats.norm.sf(2.0)), at_most=0.03)
+    assert open_ is not None and open_.reason == "arrival_underpowered"
+    (e,) = open_.candidates
+    assert e.status == "not_excluded" and (e.n_new, e.n_old) == (900, 930)  # the level fit's
+    assert e.n_needed is not None and e.n_needed > 930 and "stable segments" in e.note

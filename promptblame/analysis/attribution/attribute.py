@@ -856,14 +856,15 @@ def aggregate_buckets(cells: Iterable[Cell], *, bucket_seconds: int) -> list[Buc
     first, last = min(by_bucket), max(by_bucket)
     s0 = starts[first]
     out = []
+    empty = Moments(0, 0.0, 0.0)
     for b in range(first, last + 1):
-        m = by_bucket.get(b, Moments(0, 0.0, 0.0))
-        if b in starts:
-            st = starts[b]
-        elif isinstance(s0, int):
-            st = s0 + (b - first) * bucket_seconds
-        else:
-            st = s0 + timedelta(seconds=(b - first) * bucket_seconds)
+        m = by_bucket.get(b, empty)
+        st = starts.get(b)
+        if st is None:
+            if isinstance(s0, int):
+                st = s0 + (b - first) * bucket_seconds
+            else:
+                st = s0 + timedelta(seconds=(b - first) * bucket_seconds)
         out.append(Bucket(st, m.n, m.total, m.total_sq))
     return out
 

@@ -298,9 +298,13 @@ def shifts(
     if not rows:
         return []
     arrivals = known_arrivals(label_moves, since=since, bucket_seconds=bucket_seconds)
+    index: dict[datetime, int] = {}  # bucket start -> bucket number (few starts, many rows)
+    for r in rows:
+        if r["bucket"] not in index:
+            index[r["bucket"]] = int((r["bucket"] - since).total_seconds()) // bucket_seconds
     cells = [
         Cell(
-            bucket=int((r["bucket"] - since).total_seconds()) // bucket_seconds,
+            bucket=index[r["bucket"]],
             start=r["bucket"],
             route=r["route"],
             environment=r["environment"],

@@ -592,3 +592,43 @@ def test_an_alert_on_an_open_version_names_it_with_n_a_side_and_the_n_that_decid
     shifted = {**incident, "evidence": json.dumps({"reason": "", "candidates": [candidate]})}
     line = headline(shifted, "opened")
     assert "not enough evidence, not excluded: prompt answer@v4" in line and "1,291" in line
+
+
+def test_a_version_not_verified_where_nothing_shifted_reads_as_a_notice_on_the_pages() -> None:
+    from promptblame.reports.words import explanation, headline, severity
+
+    candidate = {
+        "status": "not_excluded",
+        "dimension": "prompt",
+        "value": "answer@v4",
+        "predecessor": "answer@v3",
+        "effect": -0.011,
+        "ci_low": -0.043,
+        "ci_high": 0.02,
+        "n_new": 766,
+        "n_old": 774,
+        "n_needed": 1291,
+        "needed_effect": -0.036,
+    }
+    ev = {"reason": "arrival_underpowered", "metric_kind": "proportion", "candidates": [candidate]}
+    row = {
+        "app": "bot",
+        "route": "refunds",
+        "metric": "no_refusal",
+        "direction": "regression",
+        "verdict": "insufficient_evidence",
+        "culprit": "prompt answer@v4",
+        "effect": -0.012,
+    }
+    assert severity(row, ev) == "info"  # not a regression that was seen
+    line = headline(row, ev)
+    assert line.startswith("Prompt answer@v4 not verified on no_refusal on bot/refunds")
+    assert "766 new vs 774 old responses; about 1,291 a side would decide it" in line
+    said = " ".join(explanation(row, ev))
+    assert "does not exclude an effect of -3.6 pt or +3.6 pt" in said and "no shift" in said
+    assert "About 1,291 responses on each side would decide it." in said
+    # on a detected shift the same verdict is an alarm and says what would explain the shift
+    shifted = {**ev, "reason": "version_in_segments_not_excluded"}
+    assert severity(row, shifted) == "minor" and "would explain the shift" in " ".join(
+        explanation(row, shifted)
+    )

@@ -255,11 +255,20 @@ def explanation(row: dict[str, Any], ev: dict[str, Any]) -> list[str]:
                 if x.get("ci_low") is not None
                 else "could not be measured on comparable traffic"
             )
-            out.append(
-                f"Not excluded: {x['dimension']} {x['value']} (replacing {x['predecessor']})"
-                f" {measured}; {f(x.get('needed_effect'))} would explain the shift, so the data"
-                " can neither blame it nor clear it."
-            )
+            if ev.get("reason") == "arrival_underpowered":  # no shift: the bound is a small effect
+                bound = abs(x.get("needed_effect") or 0.0)
+                out.append(
+                    f"Not excluded: {x['dimension']} {x['value']} (replacing {x['predecessor']})"
+                    f" {measured}, which does not exclude an effect of {f(-bound)} or {f(bound)}"
+                    " (0.2 per-response SD), so the data can neither blame it nor clear it. The"
+                    " change-point detector found no shift here."
+                )
+            else:
+                out.append(
+                    f"Not excluded: {x['dimension']} {x['value']} (replacing {x['predecessor']})"
+                    f" {measured}; {f(x.get('needed_effect'))} would explain the shift, so the"
+                    " data can neither blame it nor clear it."
+                )
             if x.get("n_needed"):
                 out.append(f"About {x['n_needed']:,} responses on each side would decide it.")
     else:

@@ -87,7 +87,14 @@ class Scenario:
     results: list[tuple[bool, bool, bool | None]] = field(default_factory=list)
 
 
-def simulate(rng: np.random.Generator, world: World, kind: MetricKind) -> list[Cell]:
+Sink = list[tuple[Cell, np.ndarray]]  # each cell with its responses' values
+
+
+def simulate(
+    rng: np.random.Generator, world: World, kind: MetricKind, sink: Sink | None = None
+) -> list[Cell]:
+    """Hourly cells; `sink` (when given) also receives each cell's per-response values, for
+    runs through the detection job (`attribution_job.py`); the draws are the same either way."""
     h = np.arange(HOURS)
     shape = ((1 + np.cos(2 * np.pi * (h % 24 - 14) / 24)) / 2) ** 1.5
     lam = (40 + 260 * shape) * world.traffic
@@ -113,10 +120,13 @@ def simulate(rng: np.random.Generator, world: World, kind: MetricKind) -> list[C
                 if kind == "proportion":
                     s = float(rng.binomial(n, mu))
                     q = s
+                    x = np.r_[np.ones(int(s)), np.zeros(int(n - s))]
                 else:
                     x = rng.beta(mu * 4, (1 - mu) * 4, n)
                     s, q = float(x.sum()), float(x @ x)
                 cells.append(Cell(t, start, route, "prod", prompt, model, int(n), s, q))
+                if sink is not None:
+                    sink.append((cells[-1], x))
     return cells
 
 

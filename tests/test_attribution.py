@@ -24,9 +24,12 @@ from promptblame.analysis.attribution import (
 from promptblame.analysis.attribution.attribute import (
     ARRIVAL_ALPHA,
     KnownArrival,
+    _best_test,
     _mix_shown,
     _not_excluded_inside,
+    _underpowered,
     aggregate_buckets,
+    n_to_decide,
     untested_arrivals,
 )
 from promptblame.analysis.attribution.cells import MetricKind
@@ -1024,7 +1027,7 @@ def test_on_thin_traffic_a_guard_that_fired_does_not_clear_a_version_it_cannot_m
     assert "summarize@v7" in v.summary and "not excluded" in v.summary
 
 
-def test_the_detection_job_reports_an_underpowered_arrival_only_on_a_thin_series() -> None:
+def test_the_detection_job_reports_an_underpowered_arrival_whatever_the_bucket_width() -> None:
     from promptblame.analysis.detection import shifts
 
     rows = [
@@ -1041,7 +1044,79 @@ def test_the_detection_job_reports_an_underpowered_arrival_only_on_a_thin_series
         }
         for c in _thin(0, 0.0)
     ]
-    thin = shifts(rows, since=T0, bucket_seconds=6 * 3600, thin=True)
-    assert [v.reason for _, v in thin] == ["arrival_underpowered"]
-    # the same verdict on a series with enough traffic for hourly buckets is not an incident
-    assert shifts(rows, since=T0, bucket_seconds=6 * 3600, thin=False) == []
+    # no filter on the bucket width (it hid thin-traffic verdicts on hourly series): the
+    # version's best-measured test decides, and here it cannot exclude a small effect
+    ((_, v),) = shifts(rows, since=T0, bucket_seconds=6 * 3600)
+    assert v.reason == "arrival_underpowered"
+    (e,) = [c for c in v.candidates if c.status == "not_excluded"]
+    assert e.n_needed is not None and e.n_needed > max(e.n_new, e.n_old) > 0
+
+
+def _step(effect: float, half: float, *, level: tuple[float, float] | None = None) -> Evidence:
+    """A version's before/after evidence: CI effect +- half at z = 2; `level`: the level fit
+    over the stable segments (effect, se) with 3x the responses."""
+    e = Evidence(
+        dimension="prompt",
+        value="summarize@v7",
+        predecessor="summarize@v6",
+        status="not_significant",
+        share_before=0.0,
+        share_after=1.0,
+        arrival_index=100,
+        rollback=False,
+        effect=effect,
+        ci_low=effect - half,
+        ci_high=effect + half,
+        n_new=300,
+        n_old=310,
+    )
+    if level is not None:
+        e = replace(e, level_effect=level[0], level_se=level[1], level_n_new=900, level_n_old=930)
+    return e
+
+
+def test_an_arrival_is_judged_on_its_better_measured_test_with_that_tests_responses() -> None:
+    # a day a side: se 0.02; the stable segments either side: se 0.012 on 3x the responses
+    assert _best_test(_step(0.01, 0.04, level=(0.004, 0.012)), z=2.0) == (0.004, 0.012, 900, 930)
+    # a segment fit that is worse measured (a short segment) does not replace the period test
+    assert _best_test(_step(0.01, 0.04, level=(0.004, 0.03)), z=2.0) == (0.01, 0.02, 300, 310)
+    assert _best_test(_step(0.01, 0.04), z=2.0) == (0.01, 0.02, 300, 310)
+
+
+def test_the_responses_that_would_decide_an_open_arrival_exclude_the_bound_or_zero() -> None:
+    # effect 0, se 0.02: the CI (+-0.04) already excludes 0.05, so one more than it has
+    # (the caller asks only when undecided); against 0.02 it needs (0.04 / 0.02)^2 x 310
+    e = _step(0.0, 0.04)
+    assert n_to_decide(e, bound=0.05, z=2.0) == 311
+    assert n_to_decide(e, bound=0.02, z=2.0) == math.ceil(310 * (0.04 / 0.02) ** 2)
+    # an estimate near the bound: decided when its CI excludes zero (margin = |effect|)
+    leaning = _step(0.018, 0.04)
+    assert n_to_decide(leaning, bound=0.02, z=2.0) == math.ceil(310 * (0.04 / 0.018) ** 2)
+    assert n_to_decide(replace(e, ci_low=None), bound=0.02, z=2.0) is None
+
+
+def test_an_arrival_is_cleared_when_its_ci_excludes_a_small_effect_or_the_shift_around_it() -> None:
+    # a pass/fail series at 0.5: per-response SD 0.5, a small effect 0.1 either way
+    cells = [Cell(0, 0, "r", "prod", "p@v1", "m", 1000, 500.0, 500.0)]
+    v = Verdict(
+        kind="no_version_cause",
+        direction="improvement",
+        index=100,
+        start=None,
+        metric_kind="proportion",
+        higher_is_better=True,
+        aggregate_effect=None,
+        level_before=None,
+        level_after=None,
+        window=24,
+        candidates=(replace(_step(0.01, 0.04, level=(0.01, 0.015)), status="not_significant"),),
+    )
+    # level fit (better measured than a period a side): 0.01 +- 2 x 0.015 = [-0.02, +0.04],
+    # inside +-0.1: cleared
+    assert _underpowered(v, cells, alpha=float(2 * stats.norm.sf(2.0))) is None
+    # inside a shift of 0.03 it must exclude 0.03 too, which it does not: not excluded
+    open_ = _underpowered(v, cells, alpha=float(2 * stats.norm.sf(2.0)), at_most=0.03)
+    assert open_ is not None and open_.reason == "arrival_underpowered"
+    (e,) = open_.candidates
+    assert e.status == "not_excluded" and (e.n_new, e.n_old) == (900, 930)  # the level fit's
+    assert e.n_needed is not None and e.n_needed > 930 and "stable segments" in e.note

@@ -40,10 +40,13 @@ def test_the_demo_names_the_injected_culprits_and_blames_no_version_for_the_mix_
     assert "traffic mix" in mix
     # the harmless deploys are never blamed: the only culprits are the two injected ones, and
     # nothing is "confounded" (the detector may add a small no-version drift alarm, which
-    # blames nobody)
-    blamed = [x for x in lines if not x.startswith("[no_version_cause]")]
+    # blames nobody). A version may be reported as not verified where nothing shifted (its
+    # test on a thin series cannot exclude a small effect either way): a notice, not a blame
+    notices = [x for x in lines if x.startswith("[insufficient_evidence]")]
+    assert all("Not excluded; the change-point detector found no shift here." in x for x in notices)
+    blamed = [x for x in lines if not x.startswith("[no_version_cause]") and x not in notices]
     assert sorted(blamed) == sorted([extractor, refunds])
-    assert not any("digest@v2 (from" in x or "gpt-4o@2024-11-20 (from" in x for x in lines)
+    assert not any("digest@v2 (from" in x or "gpt-4o@2024-11-20 (from" in x for x in blamed)
     assert (data / "demo-key.txt").read_text().startswith("pb_")
 
     # the commands the demo prints for its stopped store work as printed

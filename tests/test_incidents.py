@@ -545,3 +545,90 @@ def test_an_insufficient_evidence_incident_never_reads_as_no_version_caused_it()
     texts = [headline(row, ev), *explanation(row, ev), alert_line(row, "opened")]
     assert all("no version caused" not in t for t in texts)
     assert "not excluded" in texts[0] and any("900 responses" in t for t in texts)
+
+
+def test_default_rules_send_an_open_arrival_without_a_shift_only_when_asked() -> None:
+    from promptblame.analysis.alerting.rules import Rule
+
+    def incident(reason: str) -> dict[str, Any]:
+        return {
+            "app": "bot",
+            "route": "",
+            "environment": "",
+            "metric": "correct",
+            "direction": "regression",
+            "verdict": "insufficient_evidence",
+            "effect": -0.01,
+            "p_value": 1.0,
+            "evidence": json.dumps({"reason": reason}),
+        }
+
+    default = Rule.model_validate({"name": "r", "channels": ["c"]})
+    # a version went out on too little traffic to tell, no shift detected: a notice
+    assert not default.matches(incident("arrival_underpowered"))
+    asked = Rule.model_validate({"name": "r", "channels": ["c"], "unverified_arrivals": True})
+    assert asked.matches(incident("arrival_underpowered"))
+    # the metric moved and a version in it is not excluded: an alarm, as before
+    assert default.matches(incident("version_in_segments_not_excluded"))
+
+
+def test_an_alert_on_an_open_version_names_it_with_n_a_side_and_the_n_that_decides_it() -> None:
+    from promptblame.analysis.alerting.payloads import headline
+
+    candidate = {"status": "not_excluded", "n_new": 766, "n_old": 774, "n_needed": 1291}
+    incident = {
+        "app": "bot",
+        "route": "refunds",
+        "metric": "no_refusal",
+        "direction": "regression",
+        "verdict": "insufficient_evidence",
+        "culprit": "prompt answer@v4",
+        "summary": "",
+        "evidence": json.dumps({"reason": "arrival_underpowered", "candidates": [candidate]}),
+    }
+    line = headline(incident, "opened")
+    assert line.startswith("prompt answer@v4 not verified on no_refusal on bot/refunds")
+    assert "766 new vs 774 old responses; about 1,291 a side would decide it" in line
+    shifted = {**incident, "evidence": json.dumps({"reason": "", "candidates": [candidate]})}
+    line = headline(shifted, "opened")
+    assert "not enough evidence, not excluded: prompt answer@v4" in line and "1,291" in line
+
+
+def test_a_version_not_verified_where_nothing_shifted_reads_as_a_notice_on_the_pages() -> None:
+    from promptblame.reports.words import explanation, headline, severity
+
+    candidate = {
+        "status": "not_excluded",
+        "dimension": "prompt",
+        "value": "answer@v4",
+        "predecessor": "answer@v3",
+        "effect": -0.011,
+        "ci_low": -0.043,
+        "ci_high": 0.02,
+        "n_new": 766,
+        "n_old": 774,
+        "n_needed": 1291,
+        "needed_effect": -0.036,
+    }
+    ev = {"reason": "arrival_underpowered", "metric_kind": "proportion", "candidates": [candidate]}
+    row = {
+        "app": "bot",
+        "route": "refunds",
+        "metric": "no_refusal",
+        "direction": "regression",
+        "verdict": "insufficient_evidence",
+        "culprit": "prompt answer@v4",
+        "effect": -0.012,
+    }
+    assert severity(row, ev) == "info"  # not a regression that was seen
+    line = headline(row, ev)
+    assert line.startswith("Prompt answer@v4 not verified on no_refusal on bot/refunds")
+    assert "766 new vs 774 old responses; about 1,291 a side would decide it" in line
+    said = " ".join(explanation(row, ev))
+    assert "does not exclude an effect of -3.6 pt or +3.6 pt" in said and "no shift" in said
+    assert "About 1,291 responses on each side would decide it." in said
+    # on a detected shift the same verdict is an alarm and says what would explain the shift
+    shifted = {**ev, "reason": "version_in_segments_not_excluded"}
+    assert severity(row, shifted) == "minor" and "would explain the shift" in " ".join(
+        explanation(row, shifted)
+    )

@@ -105,6 +105,7 @@ re-test of each step; drifts are linear between their knots.
 
 from __future__ import annotations
 
+import functools
 import itertools
 import math
 from collections import deque
@@ -711,20 +712,37 @@ class _Cost:
         return (self.c2[t] - self.c2[s]) - d1 * d1 / dw
 
     def matrix(self) -> FloatArray:
-        """m[s, t] = cost of the segment [s, t) for every pair (meaningful where s < t)."""
+        """m[s, t] = cost of the segment [s, t) for every pair (meaningful where s < t).
+
+        Binomial: only the pairs s < t are computed (the logarithms cost most; the rest is
+        NaN), the same values element by element."""
         with np.errstate(divide="ignore", invalid="ignore"):
-            dw = self.cw[None, :] - self.cw[:, None]
-            d1 = self.c1[None, :] - self.c1[:, None]
             if self.binomial:
+                size = self.cw.size
+                s, t = _upper_pairs(size)
+                dw = self.cw[t] - self.cw[s]
+                d1 = self.c1[t] - self.c1[s]
                 mu = np.minimum(np.maximum(d1 / dw, 1e-12), 1 - 1e-12)
                 nu = 1 - mu
-                out: FloatArray = -2 * dw * (mu * np.log(mu) + nu * np.log(nu))
+                out: FloatArray = np.full((size, size), np.nan)
+                out[s, t] = -2 * dw * (mu * np.log(mu) + nu * np.log(nu))
                 return out
+            dw = self.cw[None, :] - self.cw[:, None]
+            d1 = self.c1[None, :] - self.c1[:, None]
             out = (self.c2[None, :] - self.c2[:, None]) - d1 * d1 / dw
             return out
 
     def span(self, a: int, b: int) -> float:
         return float(self(np.array([a], dtype=np.int64), b)[0])
+
+
+@functools.lru_cache(maxsize=8)
+def _upper_pairs(size: int) -> tuple[IntArray, IntArray]:
+    """(s, t) index arrays of every pair s < t of a size x size matrix (read-only, cached)."""
+    s, t = np.triu_indices(size, 1)
+    s.flags.writeable = False
+    t.flags.writeable = False
+    return s, t
 
 
 @dataclass(frozen=True)
@@ -903,18 +921,19 @@ def _optimal_partitioning(cost: _Cost, s_max: list[int], *, penalty: float) -> l
     the full matrix of segment costs: for a few hundred buckets, one vectorized evaluation of
     all (s, t) costs is far cheaper than one small numpy call per t."""
     t_len = len(s_max) - 1
-    c = cost.matrix()
+    c = np.ascontiguousarray(cost.matrix().T)  # row t: the costs of [s, t) for every s
     f = np.full(t_len + 1, np.inf)
     f[0] = -penalty
     last = np.zeros(t_len + 1, dtype=np.int64)
+    base = np.empty(t_len + 1)
     for t in range(1, t_len + 1):
         top = s_max[t]
         if top < 0:
             continue
-        base = f[: top + 1] + c[: top + 1, t]
-        j = int(base.argmin())
-        if math.isfinite(base[j]):
-            f[t] = base[j] + penalty
+        b = np.add(f[: top + 1], c[t, : top + 1], out=base[: top + 1])
+        j = int(b.argmin())
+        if math.isfinite(b[j]):
+            f[t] = b[j] + penalty
             last[t] = j
     return _backtrack(f, last)
 

@@ -179,7 +179,6 @@ def run_detection(
                     bucket_seconds=width,
                     higher_is_better=source != BUILTIN,
                     label_moves=moves,
-                    thin=width > bs,
                 ),
                 now=now,
             )
@@ -294,23 +293,26 @@ def shifts(
     bucket_seconds: int,
     higher_is_better: bool = True,
     label_moves: Sequence[Mapping[str, Any]] = (),
-    thin: bool = False,
 ) -> list[tuple[str, Verdict]]:
     """(route or "" for the whole app, verdict) of every reportable shift in the cells.
 
     label_moves: rows of the label history (`Store.label_history`); each move to a version
     is a known arrival of that prompt version for attribution.
-    thin: the series is analysed on buckets wider than the configured one (`plan_series`:
-    under ~8 responses a bucket). Only then is a version arrival that the detector did not
-    mark, and whose test cannot see a small effect, reported (`insufficient_evidence`,
-    reason `arrival_underpowered`): on busier series the detector would have seen an effect
-    that matters, and a notice for every harmless deploy there would be noise."""
+    A version arrival that the detector did not mark and whose best-measured test cannot
+    exclude a small effect either way is reported on every series (`insufficient_evidence`,
+    reason `arrival_underpowered`): the test uses the stable segments either side of the
+    arrival, so a harmless deploy on busy traffic is cleared by it, not by a filter on the
+    bucket width. The default alert rules do not send these (`Rule.unverified_arrivals`)."""
     if not rows:
         return []
     arrivals = known_arrivals(label_moves, since=since, bucket_seconds=bucket_seconds)
+    index: dict[datetime, int] = {}  # bucket start -> bucket number (few starts, many rows)
+    for r in rows:
+        if r["bucket"] not in index:
+            index[r["bucket"]] = int((r["bucket"] - since).total_seconds()) // bucket_seconds
     cells = [
         Cell(
-            bucket=int((r["bucket"] - since).total_seconds()) // bucket_seconds,
+            bucket=index[r["bucket"]],
             start=r["bucket"],
             route=r["route"],
             environment=r["environment"],
@@ -333,7 +335,7 @@ def shifts(
             arrivals=arrivals,
         )
     ]
-    found = [(route, v) for route, v in found if _reportable(v, thin=thin)]
+    found = [(route, v) for route, v in found if v.kind in REPORTABLE]
     routes = sorted({c.route for c in cells})
     within = max(2, _ROUTE_DEDUP_SECONDS // bucket_seconds)
     if len(routes) > 1:
@@ -346,13 +348,9 @@ def shifts(
                 higher_is_better=higher_is_better,
                 arrivals=arrivals,
             ):
-                if _reportable(v, thin=thin) and not _seen(found, v, within=within):
+                if v.kind in REPORTABLE and not _seen(found, v, within=within):
                     found.append((route, v))
     return found
-
-
-def _reportable(v: Verdict, *, thin: bool) -> bool:
-    return v.kind in REPORTABLE and (thin or v.reason != "arrival_underpowered")
 
 
 def known_arrivals(

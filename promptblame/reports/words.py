@@ -150,8 +150,8 @@ def severity(row: dict[str, Any], evidence: dict[str, Any]) -> str:
 
     Points on 0..1 metrics (pass rates, judge scores); relative to the level before otherwise.
     """
-    if row.get("direction") == "improvement":
-        return "info"
+    if row.get("direction") == "improvement" or evidence.get("reason") == "arrival_underpowered":
+        return "info"  # an improvement, or a version not verified where nothing shifted
     effect = abs(float(row.get("effect") or 0.0))
     level = evidence.get("level_before")
     if evidence.get("metric_kind") != "proportion" and level and abs(level) > 1:
@@ -172,6 +172,21 @@ def headline(row: dict[str, Any], ev: dict[str, Any]) -> str:
         return f"{who} {moved} {row['metric']} on {where} by {eff}"
     if row["verdict"] == "confounded":
         return f"{row['metric']} {moved} on {where} by {eff}: confounded ({row['culprit']})"
+    if row["verdict"] == "insufficient_evidence" and ev.get("reason") == "arrival_underpowered":
+        x: dict[str, Any] = next(
+            (c for c in ev.get("candidates", []) if c.get("status") == "not_excluded"), {}
+        )
+        n = (
+            f" ({x.get('n_new', 0):,} new vs {x.get('n_old', 0):,} old responses;"
+            f" about {x['n_needed']:,} a side would decide it)"
+            if x.get("n_needed")
+            else ""
+        )
+        who = (row["culprit"] or "a version").capitalize()
+        return (
+            f"{who} not verified on {row['metric']} on {where}: too little traffic to tell"
+            f" whether it changed it{n}; no shift detected"
+        )
     if row["verdict"] == "insufficient_evidence":
         who = row["culprit"] or "a version that arrived then"
         return (
@@ -240,11 +255,20 @@ def explanation(row: dict[str, Any], ev: dict[str, Any]) -> list[str]:
                 if x.get("ci_low") is not None
                 else "could not be measured on comparable traffic"
             )
-            out.append(
-                f"Not excluded: {x['dimension']} {x['value']} (replacing {x['predecessor']})"
-                f" {measured}; {f(x.get('needed_effect'))} would explain the shift, so the data"
-                " can neither blame it nor clear it."
-            )
+            if ev.get("reason") == "arrival_underpowered":  # no shift: the bound is a small effect
+                bound = abs(x.get("needed_effect") or 0.0)
+                out.append(
+                    f"Not excluded: {x['dimension']} {x['value']} (replacing {x['predecessor']})"
+                    f" {measured}, which does not exclude an effect of {f(-bound)} or {f(bound)}"
+                    " (0.2 per-response SD), so the data can neither blame it nor clear it. The"
+                    " change-point detector found no shift here."
+                )
+            else:
+                out.append(
+                    f"Not excluded: {x['dimension']} {x['value']} (replacing {x['predecessor']})"
+                    f" {measured}; {f(x.get('needed_effect'))} would explain the shift, so the"
+                    " data can neither blame it nor clear it."
+                )
             if x.get("n_needed"):
                 out.append(f"About {x['n_needed']:,} responses on each side would decide it.")
     else:

@@ -9,6 +9,7 @@ are escaped so no text becomes a mention (`<!channel>`) or a disguised link (`<u
 
 from __future__ import annotations
 
+import json
 from typing import Any, Literal
 
 from promptblame.display import visible
@@ -33,10 +34,44 @@ def headline(incident: dict[str, Any], event: Event) -> str:
         )
     if incident["verdict"] == "confounded":
         return f"{prefix}{metric} {move} on {where}; cannot separate: {incident['culprit']}"
+    if incident["verdict"] == "insufficient_evidence" and _no_shift(incident):
+        who = incident["culprit"] or "a version"
+        return (
+            f"{prefix}{who} not verified on {metric} on {where}: too little traffic to tell"
+            f" whether it changed it{_sides(incident)}; no shift detected"
+        )
     if incident["verdict"] == "insufficient_evidence":
         who = incident["culprit"] or "a version that arrived then"
-        return f"{prefix}{metric} {move} on {where}; not enough evidence, not excluded: {who}"
+        return (
+            f"{prefix}{metric} {move} on {where}; not enough evidence, not excluded: {who}"
+            f"{_sides(incident)}"
+        )
     return f"{prefix}{metric} {move} on {where}; no version caused it ({incident['summary']})"
+
+
+def _evidence(incident: dict[str, Any]) -> dict[str, Any]:
+    try:
+        evidence = json.loads(incident.get("evidence") or "{}")
+    except ValueError:
+        return {}
+    return evidence if isinstance(evidence, dict) else {}
+
+
+def _no_shift(incident: dict[str, Any]) -> bool:
+    """An arrival tested where the detector found no shift (reason `arrival_underpowered`)."""
+    return _evidence(incident).get("reason") == "arrival_underpowered"
+
+
+def _sides(incident: dict[str, Any]) -> str:
+    """' (n new vs n old responses; about n a side would decide it)' of the version not
+    excluded, '' when the evidence does not say."""
+    for c in _evidence(incident).get("candidates") or []:
+        if isinstance(c, dict) and c.get("status") == "not_excluded" and c.get("n_needed"):
+            return (
+                f" ({c.get('n_new', 0):,} new vs {c.get('n_old', 0):,} old responses;"
+                f" about {c['n_needed']:,} a side would decide it)"
+            )
+    return ""
 
 
 def release_line(release: dict[str, Any] | None) -> str:

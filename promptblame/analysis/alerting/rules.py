@@ -2,7 +2,12 @@
 which incidents go where.
 
 A rule matches an incident by metric, scope (app/route/environment), direction, verdict and
-size: |effect| >= min_effect and, for a culprit, p-value <= 1 - confidence. A rule with
+size: |effect| >= min_effect and, for a culprit, p-value <= 1 - confidence. An
+`insufficient_evidence` incident without a detected shift (reason `arrival_underpowered`: a
+version went out on too little traffic for its test to exclude a small effect) is a notice, not
+an alarm: a rule sends it only with `unverified_arrivals: true`. An `insufficient_evidence`
+verdict on a detected shift (the metric moved; a version in it is not excluded) is sent by
+default, like the other verdicts. A rule with
 `rollback: true` (off by default; regressions blamed on a culprit only) also rolls back what it
 matches: the labels serving the culprit prompt version go back to its predecessor.
 """
@@ -48,6 +53,11 @@ class Rule(BaseModel):
     channels: Annotated[list[Name], Field(min_length=1)]
     cooldown_minutes: Annotated[float, Field(ge=0)] = 60.0
     notify_resolved: bool = True
+    unverified_arrivals: bool = Field(
+        False,
+        description="also send insufficient_evidence incidents where no shift was detected"
+        " (a version arrived on too little traffic to tell whether it changed the metric)",
+    )
     rollback: bool = Field(
         False,
         description="also roll back: move the labels serving a matching regression's culprit"
@@ -67,7 +77,20 @@ class Rule(BaseModel):
             and incident["verdict"] in self.verdicts
             and abs(incident["effect"]) >= self.min_effect
             and (incident["verdict"] != "culprit" or incident["p_value"] <= 1 - self.confidence)
+            and (self.unverified_arrivals or not unverified_arrival(incident))
         )
+
+
+def unverified_arrival(incident: dict[str, Any]) -> bool:
+    """An `insufficient_evidence` incident with no detected shift behind it (its evidence's
+    reason is `arrival_underpowered`)."""
+    if incident["verdict"] != "insufficient_evidence":
+        return False
+    try:
+        evidence = json.loads(incident.get("evidence") or "{}")
+    except ValueError:
+        return False
+    return isinstance(evidence, dict) and evidence.get("reason") == "arrival_underpowered"
 
 
 class AlertConfig(BaseModel):

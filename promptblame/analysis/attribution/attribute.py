@@ -58,8 +58,10 @@ Method, for a shift at bucket `cp` (found on the aggregate series by the change-
 Known arrivals the detector did not mark (`find_and_attribute`): a version's first bucket, or
 a label move, more than a period from every change point is tested directly, as if a shift
 had been found there, at ARRIVAL_ALPHA over the number of such arrivals (Bonferroni): blamed
-when the version's own test passes every gate above; `insufficient_evidence` (reason
-`arrival_underpowered`) when that test could not see a small effect; nothing otherwise. A
+when the version's own test passes every gate above; cleared when the CI of its better-measured
+test (a period a side, or a level fit over the stable segments either side) excludes a small
+effect either way; `insufficient_evidence` (reason `arrival_underpowered`) otherwise, naming it
+with that test's responses a side and the responses a side that would decide it. A
 "no version cause" whose compared segments hold such an open arrival becomes
 `insufficient_evidence` naming it (reason `version_in_segments_not_excluded`).
 
@@ -569,11 +571,9 @@ def find_and_attribute(
         if v.kind == "culprit" and v.culprit is not None:
             verdicts.append(_arrival_found(v, tests=len(untested)))
             continue
-        open_ = _underpowered(v, live, alpha=arrival_alpha)
-        if open_ is None:
-            continue
         # a shift said to have no version cause, measured over segments that hold this
-        # arrival: the version is part of what it compares, and it is not excluded
+        # arrival: the version is part of what it compares, so clearing it must exclude an
+        # effect as large as that shift too (a smaller shift than a "small" effect)
         shift = next(
             (
                 i
@@ -582,6 +582,10 @@ def find_and_attribute(
             ),
             None,
         )
+        moved = None if shift is None else verdicts[shift].aggregate_effect
+        open_ = _underpowered(v, live, alpha=arrival_alpha, at_most=abs(moved) if moved else None)
+        if open_ is None:
+            continue
         held = None if shift is None else _not_excluded_inside(verdicts[shift], open_)
         if shift is not None and held is not None:
             verdicts[shift] = held
@@ -636,16 +640,27 @@ def untested_arrivals(
     return out
 
 
-# An effect of this many per-response standard deviations is one a test of a version must be
-# able to see (80 % power) before its silence counts: Cohen's "small" effect, scale-free.
+# An effect of this many per-response standard deviations is one a test of a version must
+# exclude (either way) before its silence counts: Cohen's "small" effect, scale-free.
 SMALL_EFFECT_SD = 0.2
 
 
-def _underpowered(v: Verdict, cells: Sequence[Cell], *, alpha: float) -> Verdict | None:
-    """An untested arrival whose version was not blamed: `insufficient_evidence` when its test
-    could not have seen a small effect (SMALL_EFFECT_SD per-response SDs, 80 % power at
-    `alpha`), naming the version as not excluded with the responses a side that would decide
-    it; None when the test had that power (the version is cleared by its silence).
+def _underpowered(
+    v: Verdict, cells: Sequence[Cell], *, alpha: float, at_most: float | None = None
+) -> Verdict | None:
+    """An untested arrival whose version was not blamed: `insufficient_evidence` unless its
+    best-measured test excludes a small effect (SMALL_EFFECT_SD per-response SDs) either way,
+    naming the version as not excluded with the responses a side and the responses a side
+    that would decide it; None when a test excludes that (the version is cleared).
+
+    Two tests of the step are at hand: the one-period before/after comparison and the fit
+    over the stable segments either side of the arrival (bounded by neighbouring change
+    points and arrivals, up to SEGMENT_PERIODS periods a side, net of a trend and time of
+    day). The one with the smaller standard error decides: a day a side can hold too few
+    responses to exclude anything where the quiet weeks around the deploy do.
+
+    at_most: the size of a shift whose compared segments hold the arrival; the effect to
+    exclude is then no larger than that shift (the version could have made it).
 
     The detector found no shift there either, so this is no alarm of a change: it says that
     a version went out on too little traffic to tell whether it changed the metric."""
@@ -654,34 +669,47 @@ def _underpowered(v: Verdict, cells: Sequence[Cell], *, alpha: float) -> Verdict
         return None
     sd = math.sqrt(max(m.total_sq / m.n - m.mean**2, 0.0))
     small = SMALL_EFFECT_SD * sd
+    if at_most is not None:
+        small = min(small, at_most)
     if small <= 0:
         return None
     z = float(stats.norm.isf(alpha / 2))
-    best: tuple[float, Evidence] | None = None
+    best: tuple[float, Evidence, str] | None = None
     for e in v.candidates:
         if e.status in ("blamed", "contributor", "not_separable", "wrong_direction"):
             continue
-        if e.ci_low is None or e.ci_high is None:
+        if e.ci_low is None or e.ci_high is None or e.effect is None:
             continue
-        se = (e.ci_high - e.ci_low) / (2 * z)
-        mde = (z + _Z_POWER) * se
-        if mde > small and (best is None or mde > best[0]):
-            best = (mde, e)
+        test = _best_test(e, z=z)
+        if test is None:
+            continue
+        effect, se, n_new, n_old = test
+        if abs(effect) + z * se < small:
+            continue  # its CI excludes a small effect either way: cleared
+        # undecided: more data decides it once the CI excludes a small effect (when the
+        # estimate held) or excludes zero, whichever comes first
+        margin = max(small - abs(effect), abs(effect))
+        n_side = max(n_new, n_old)
+        need = max(math.ceil(n_side * (z * se / margin) ** 2), n_side + 1)
+        e = replace(e, effect=effect, ci_low=effect - z * se, ci_high=effect + z * se)
+        e = replace(e, n_new=n_new, n_old=n_old, n_needed=need)
+        where = "over the stable segments either side" if se == e.level_se else "a period a side"
+        if best is None or se / small > best[0]:
+            best = (se / small, e, where)
     if best is None:
         return None
-    mde, e = best
-    n_side = max(e.n_new, e.n_old)
-    need = math.ceil(n_side * (mde / small) ** 2)
+    _, e, where = best
+    need = e.n_needed or 0
     sign = 1 if (e.effect or 0.0) >= 0 else -1
     direction: Direction = "improvement" if (sign > 0) == v.higher_is_better else "regression"
     e = replace(
         e,
         status="not_excluded",
         needed_effect=sign * small,
-        n_needed=need,
         note=(
-            f"its test could not see an effect of {fmt_effect(small, kind=v.metric_kind)} "
-            f"({SMALL_EFFECT_SD} per-response SD) with 80 % power"
+            f"its test ({where}) cannot exclude an effect of "
+            f"{fmt_effect(small, kind=v.metric_kind)} ({SMALL_EFFECT_SD} per-response SD) "
+            "either way"
         ),
     )
     index = e.arrival_index if e.arrival_index is not None else v.index
@@ -706,11 +734,28 @@ def _underpowered(v: Verdict, cells: Sequence[Cell], *, alpha: float) -> Verdict
             f"{at_time(start, index)} on too little traffic to tell whether it changed the "
             f"metric: {fmt_effect(e.effect, kind=kind)} [{fmt_effect(e.ci_low, kind=kind)}, "
             f"{fmt_effect(e.ci_high, kind=kind)}] on {e.n_new:,} new vs {e.n_old:,} old "
-            f"responses; an effect of {fmt_effect(small, kind=kind)} either way would go "
-            f"unseen; about {need:,} responses a side would decide it. Not excluded; the "
+            f"responses, which does not exclude an effect of {fmt_effect(small, kind=kind)} "
+            f"either way; about {need:,} responses a side would decide it. Not excluded; the "
             "change-point detector found no shift here."
         ),
     )
+
+
+def _best_test(e: Evidence, *, z: float) -> tuple[float, float, int, int] | None:
+    """(effect, standard error, n new, n old) of the better-measured test of `e`'s step:
+    the one-period comparison (its CI at the level `z` stands for) or the stable-segment
+    fit, whichever has the smaller standard error."""
+    if e.effect is None or e.ci_low is None or e.ci_high is None:
+        return None
+    out = (e.effect, (e.ci_high - e.ci_low) / (2 * z), e.n_new, e.n_old)
+    if (
+        e.level_effect is not None
+        and e.level_se is not None
+        and 0 < e.level_se < out[1]
+        and math.isfinite(e.level_effect)
+    ):
+        out = (e.level_effect, e.level_se, e.level_n_new, e.level_n_old)
+    return out
 
 
 def _not_excluded_inside(v: Verdict, open_: Verdict) -> Verdict | None:
@@ -811,14 +856,15 @@ def aggregate_buckets(cells: Iterable[Cell], *, bucket_seconds: int) -> list[Buc
     first, last = min(by_bucket), max(by_bucket)
     s0 = starts[first]
     out = []
+    empty = Moments(0, 0.0, 0.0)
     for b in range(first, last + 1):
-        m = by_bucket.get(b, Moments(0, 0.0, 0.0))
-        if b in starts:
-            st = starts[b]
-        elif isinstance(s0, int):
-            st = s0 + (b - first) * bucket_seconds
-        else:
-            st = s0 + timedelta(seconds=(b - first) * bucket_seconds)
+        m = by_bucket.get(b, empty)
+        st = starts.get(b)
+        if st is None:
+            if isinstance(s0, int):
+                st = s0 + (b - first) * bucket_seconds
+            else:
+                st = s0 + timedelta(seconds=(b - first) * bucket_seconds)
         out.append(Bucket(st, m.n, m.total, m.total_sq))
     return out
 
@@ -1040,6 +1086,15 @@ def _evaluate(ctx: _Context, cand: _Candidate) -> Evidence:
         sharp = _sharp(est, trend, sign=ctx.sign, alpha=ctx.drift_alpha, margin=margin)
         beats = _beats(est, control, sign=ctx.sign, alpha=ctx.alpha)
         seg = _segment(ctx, dim, is_new, is_old, cand.arrival)
+        level = _segment(ctx, dim, is_new, is_old, cand.arrival, trend=False)
+        if level is not None:
+            ev = replace(
+                ev,
+                level_effect=level.effect,
+                level_se=level.se,
+                level_n_new=level.n_new,
+                level_n_old=level.n_old,
+            )
         if seg is not None:
             ev = replace(
                 ev,
@@ -1066,6 +1121,8 @@ def _segment(
     is_new: Callable[[Cell], bool],
     is_old: Callable[[Cell], bool],
     arrival: int,
+    *,
+    trend: bool = True,
 ) -> SegmentStep | None:
     """The step over the stable segments around the arrival (`segments.segment_step`)."""
     breaks = [ctx.lo, ctx.hi, *ctx.breaks]
@@ -1092,6 +1149,7 @@ def _segment(
         alpha=ctx.alpha,
         bucket_seconds=ctx.bucket_seconds,
         period_seconds=ctx.period_seconds,
+        trend=trend,
     )
 
 
@@ -1143,7 +1201,7 @@ def _excluded_or_not(
         return replace(e, status="not_excluded", needed_effect=need)
     far = max(e.ci_low * ctx.sign, e.ci_high * ctx.sign)  # CI end on the shift's side
     if e.status == "not_excluded":  # significant, but not told from a possible trend
-        return replace(e, needed_effect=need)
+        return replace(e, needed_effect=need, n_needed=_n_to_tell_from_trend(e, ctx))
     if far < abs(need):
         return replace(e, needed_effect=need)  # tested and excluded
     z_drift = float(stats.norm.isf(ctx.drift_alpha))
@@ -1163,8 +1221,37 @@ def _excluded_or_not(
     se = (e.ci_high - e.ci_low) / (2 * z)
     k = ((z + _Z_POWER) * se / abs(need)) ** 2
     n_side = max(e.n_new, e.n_old)
-    needed = math.ceil(k * n_side) if k > 1 else None
+    needed = math.ceil(k * n_side) if k > 1 else n_to_decide(e, bound=abs(need), z=z)
     return replace(e, status="not_excluded", needed_effect=need, n_needed=needed)
+
+
+def _n_to_tell_from_trend(e: Evidence, ctx: _Context) -> int | None:
+    """Responses a side at which the step over the stable segments net of a trend (the test
+    that tells a step from a drift, `_segment_holds`), if its estimate held, would be
+    significant the shift's way; None when that fit points the other way or was not made."""
+    lo, hi, effect = e.segment_ci_low, e.segment_ci_high, e.segment_effect
+    if lo is None or hi is None or effect is None or effect * ctx.sign <= 0:
+        return None
+    z = float(stats.norm.isf(ctx.alpha / 2))
+    se = (hi - lo) / (2 * z)
+    n_side = max(e.level_n_new, e.level_n_old)  # the same segments as the level fit
+    if se <= 0 or n_side <= 0:
+        return None
+    return max(math.ceil(n_side * (z * se / abs(effect)) ** 2), n_side + 1)
+
+
+def n_to_decide(e: Evidence, *, bound: float, z: float) -> int | None:
+    """Responses a side at which `e`'s CI (at the level `z` stands for), if its estimate
+    held, would exclude an effect of `bound` either way or exclude zero, whichever comes
+    first; at least one more than it has (it is undecided now). None without a CI."""
+    if e.effect is None or e.ci_low is None or e.ci_high is None or bound <= 0:
+        return None
+    se = (e.ci_high - e.ci_low) / (2 * z)
+    n_side = max(e.n_new, e.n_old)
+    margin = max(bound - abs(e.effect), abs(e.effect))
+    if se <= 0 or margin <= 0 or n_side <= 0:
+        return None
+    return max(math.ceil(n_side * (z * se / margin) ** 2), n_side + 1)
 
 
 def _thin_drift(ctx: _Context, cand: _Candidate | None, e: Evidence, min_share: float) -> Evidence:
@@ -1199,10 +1286,12 @@ def _thin_drift(ctx: _Context, cand: _Candidate | None, e: Evidence, min_share: 
             return e  # its CI excludes what would explain the shift
         e = replace(e, needed_effect=ctx.sign * need)
     why = "held back by it" if e.status == "drift" else "not significant"
+    needed_effect = e.needed_effect if e.needed_effect is not None else ctx.sign * small
     return replace(
         e,
         status="not_excluded",
-        needed_effect=e.needed_effect if e.needed_effect is not None else ctx.sign * small,
+        needed_effect=needed_effect,
+        n_needed=e.n_needed or n_to_decide(e, bound=abs(needed_effect), z=z),
         note=(
             f"{e.note + '; ' if e.note else ''}{why}, but on this traffic its own test could "
             f"not see an effect of {fmt_effect(small, kind=ctx.kind)}, so it is not cleared"

@@ -74,10 +74,12 @@ def segment_step(
     alpha: float,
     bucket_seconds: int,
     period_seconds: int,
+    trend: bool = True,
 ) -> SegmentStep | None:
     """The step (new after - old before) of the model in the module docstring; None when a
     side is empty or too short to fit (each side needs 3 buckets, and a whole period when
-    the series has a daily rhythm to match)."""
+    the series has a daily rhythm to match). trend=False: no slope (level + step), the model of
+    segments in which the change-point detector found nothing."""
     period = max(1, period_seconds // max(bucket_seconds, 1))
     rows = sum_by(
         (
@@ -125,15 +127,20 @@ def segment_step(
         col += max(len(strata) - 1, 0)
         if use_phase and p_index[k[2]] > 0:
             x[r, col + p_index[k[2]] - 1] = 1.0
-    fit = sm.WLS(y, x, weights=w).fit()
+    # without a trend the slope column is left out of the fit (its parameter reads as 0)
+    cols = [c for c in range(x.shape[1]) if trend or c != 1]
+    fit = sm.WLS(y, x[:, cols], weights=w).fit()
+    params = np.zeros(x.shape[1])
+    params[cols] = np.asarray(fit.params)
+    cov = np.zeros((x.shape[1], x.shape[1]))
+    cov[np.ix_(cols, cols)] = fit.cov_params(scale=max(1.0, float(fit.scale)))
     df = float(fit.df_resid)
-    if df < 1 or not np.all(np.isfinite(fit.params)):
+    if df < 1 or not np.all(np.isfinite(params)):
         return None
-    cov = fit.cov_params(scale=max(1.0, float(fit.scale)))
     se = math.sqrt(max(float(cov[2, 2]), 0.0))
     if se <= 0:
         return None
-    effect = float(fit.params[2])
+    effect = float(params[2])
     q = float(stats.t.ppf(1 - alpha / 2, df))
     p = float(2 * stats.t.sf(abs(effect) / se, df))
     n_new = sum(m.n for k, m in rows.items() if k[0] >= arrival)
@@ -144,7 +151,7 @@ def segment_step(
         ci_low=effect - q * se,
         ci_high=effect + q * se,
         p_value=p,
-        slope=float(fit.params[1]) / scale_t,
+        slope=float(params[1]) / scale_t,
         start=start,
         end=end,
         n_new=n_new,

@@ -84,6 +84,12 @@ class Evidence:
     segment_p_value: float | None = None
     segment_start: int | None = None
     segment_end: int | None = None
+    # before/after: the step over the same segments without a trend (level + step + time of
+    # day): the test of an arrival the detector found no change around (`_underpowered`)
+    level_effect: float | None = None
+    level_se: float | None = None
+    level_n_new: int = 0  # responses of the new version / its predecessor in the segments
+    level_n_old: int = 0
 
 
 @dataclass(frozen=True)

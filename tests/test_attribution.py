@@ -885,6 +885,7 @@ def test_a_thin_arrival_too_thin_to_tell_is_insufficient_evidence_naming_it() ->
     assert e.status == "not_excluded" and e.ci_low is not None and e.ci_high is not None
     assert e.ci_low < -abs(e.needed_effect or 0) or e.ci_high > abs(e.needed_effect or 0)
     assert e.n_needed is not None and e.n_needed > max(e.n_new, e.n_old)
+    assert e.ci_level == pytest.approx(1 - ARRIVAL_ALPHA)  # its interval, at its test's level
     assert "too little traffic" in v.summary and "summarize@v7" in v.summary
 
 

@@ -627,6 +627,9 @@ def test_a_version_not_verified_where_nothing_shifted_reads_as_a_notice_on_the_p
     said = " ".join(explanation(row, ev))
     assert "does not exclude an effect of -3.6 pt or +3.6 pt" in said and "no shift" in said
     assert "About 1,291 responses on each side would decide it." in said
+    assert "(95% CI " in said  # stored before the level was recorded: the old default
+    strict = {**ev, "candidates": [{**candidate, "ci_level": 0.998}]}
+    assert "(99.8% CI -4.3 pt to +2.0 pt)" in " ".join(explanation(row, strict))
     # on a detected shift the same verdict is an alarm and says what would explain the shift
     shifted = {**ev, "reason": "version_in_segments_not_excluded"}
     assert severity(row, shifted) == "minor" and "would explain the shift" in " ".join(

@@ -16,6 +16,7 @@ from markupsafe import Markup
 
 from promptblame.display import visible
 from promptblame.reports.words import (
+    ci_label,
     fmt_age,
     fmt_delta,
     fmt_num,
@@ -50,6 +51,7 @@ def environment() -> Environment:
         value=_value,
         test=test_name,
         words=words,
+        ci_label=ci_label,
     )
     return env
 

@@ -4,6 +4,7 @@ sentences with its evidence. Pure functions of an incident row and its evidence 
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -24,6 +25,13 @@ TEST_NAMES = {
     "bootstrap": "bootstrap",
     "none": "no test",
 }
+
+
+def ci_label(e: Mapping[str, Any], *, long: bool = False) -> str:
+    """ "95% CI", or the level an evidence's interval was computed at (an untested arrival's
+    test is stricter, ~99.8%); incidents stored before the level was recorded are at 95%."""
+    level = f"{100 * (e.get('ci_level') or 0.95):.3g}%"
+    return f"{level} confidence interval" if long else f"{level} CI"
 
 
 def test_name(name: str | None) -> str:
@@ -212,7 +220,8 @@ def explanation(row: dict[str, Any], ev: dict[str, Any]) -> list[str]:
         verb = "The rollback to" if c.get("rollback") else "The arrival of"
         out.append(
             f"{verb} {c['dimension']} {c['value']} (replacing {c['predecessor']}) changed "
-            f"{row['metric']} by {f(c['effect'])} (95% CI {f(c['ci_low'])} to {f(c['ci_high'])}),"
+            f"{row['metric']} by {f(c['effect'])} ({ci_label(c)} {f(c['ci_low'])} to"
+            f" {f(c['ci_high'])}),"
             f" {p_eq(c.get('p_adjusted') or c.get('p_value'))}."
         )
         if c.get("explained_share") is not None:
@@ -240,7 +249,7 @@ def explanation(row: dict[str, Any], ev: dict[str, Any]) -> list[str]:
         j = ev.get("joint")
         if j and j.get("effect") is not None:
             out.append(
-                f"Together they changed it by {f(j['effect'])} (95% CI {f(j['ci_low'])} to"
+                f"Together they changed it by {f(j['effect'])} ({ci_label(j)} {f(j['ci_low'])} to"
                 f" {f(j['ci_high'])}), {p_eq(j.get('p_value'))}."
             )
         if ev.get("to_separate"):
@@ -250,7 +259,8 @@ def explanation(row: dict[str, Any], ev: dict[str, Any]) -> list[str]:
             if x.get("status") != "not_excluded":
                 continue
             measured = (
-                f"changed it by {f(x['effect'])} (95% CI {f(x['ci_low'])} to {f(x['ci_high'])})"
+                f"changed it by {f(x['effect'])} ({ci_label(x)} {f(x['ci_low'])} to"
+                f" {f(x['ci_high'])})"
                 f" on {x.get('n_new', 0):,} new vs {x.get('n_old', 0):,} old responses"
                 if x.get("ci_low") is not None
                 else "could not be measured on comparable traffic"

@@ -105,6 +105,7 @@ from promptblame.analysis.attribution.verdict import (
     Evidence,
     Status,
     Verdict,
+    at_level,
     at_time,
     culprit_summary,
     fmt_effect,
@@ -522,24 +523,29 @@ def find_and_attribute(
     verdicts = []
     for j, c in enumerate(cps):
         verdicts.append(
-            attribute(
-                live,
-                change_index=first + c.index,
-                bucket_seconds=bucket_seconds,
-                kind=kind,
-                alpha=alpha,
-                higher_is_better=higher_is_better,
-                lo=bounds[j],
-                hi=bounds[j + 2],
-                period_seconds=period_seconds,
-                min_share=min_share,
-                detector_effect=c.effect,
-                detector_p_value=c.p_value,
-                detector_drift=c.kind == "drift",
-                arrivals=arrivals,
-                drift_end_index=(
-                    first + c.end_index if c.kind == "drift" and c.end_index is not None else None
+            at_level(
+                attribute(
+                    live,
+                    change_index=first + c.index,
+                    bucket_seconds=bucket_seconds,
+                    kind=kind,
+                    alpha=alpha,
+                    higher_is_better=higher_is_better,
+                    lo=bounds[j],
+                    hi=bounds[j + 2],
+                    period_seconds=period_seconds,
+                    min_share=min_share,
+                    detector_effect=c.effect,
+                    detector_p_value=c.p_value,
+                    detector_drift=c.kind == "drift",
+                    arrivals=arrivals,
+                    drift_end_index=(
+                        first + c.end_index
+                        if c.kind == "drift" and c.end_index is not None
+                        else None
+                    ),
                 ),
+                1 - alpha,
             )
         )
     for j, c in enumerate(cps):
@@ -568,6 +574,7 @@ def find_and_attribute(
             arrivals=arrivals,
             known_arrival=True,
         )
+        v = at_level(v, 1 - arrival_alpha)
         if v.kind == "culprit" and v.culprit is not None:
             verdicts.append(_arrival_found(v, tests=len(untested)))
             continue

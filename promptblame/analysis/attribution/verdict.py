@@ -8,7 +8,7 @@ mix/within decomposition.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from datetime import datetime
 from typing import Any, Literal
 
@@ -53,6 +53,7 @@ class Evidence:
     effect: float | None = None  # new - predecessor on comparable traffic
     ci_low: float | None = None
     ci_high: float | None = None
+    ci_level: float = 0.95  # of ci_low..ci_high: an untested arrival's test is stricter
     p_value: float | None = None
     p_adjusted: float | None = None  # Holm over the candidates (and routes, when scoped)
     n_new: int = 0
@@ -143,6 +144,20 @@ class Verdict:
         """Plain JSON types: datetimes as ISO 8601, NaN/inf as None."""
         clean: dict[str, Any] = _clean(asdict(self))
         return clean
+
+
+def at_level(v: Verdict, level: float) -> Verdict:
+    """The verdict with its evidence's intervals labelled as computed: at `level`."""
+
+    def lv(e: Evidence | None) -> Evidence | None:
+        return None if e is None else replace(e, ci_level=level)
+
+    return replace(
+        v,
+        culprit=lv(v.culprit),
+        joint=lv(v.joint),
+        candidates=tuple(replace(e, ci_level=level) for e in v.candidates),
+    )
 
 
 def _clean(value: Any) -> Any:

@@ -527,6 +527,18 @@ def test_the_incident_chart_draws_the_plotted_series_own_levels_and_says_them(em
     assert all(0 <= lo <= m <= hi <= 1 for lo, m, hi in bands if m is not None and hi is not None)
 
 
+def test_a_version_tested_where_the_detector_saw_no_shift_draws_no_change_point(embedded_store):
+    incident_id = report_traffic(embedded_store)
+    assert ">change point" in incident_view(embedded_store, "acme", incident_id, now=NOW).chart.svg
+    row = embedded_store.incident("acme", incident_id)
+    assert row is not None
+    ev = {**json.loads(row["evidence"]), "reason": "arrival_underpowered"}
+    notice = {**row, "project_id": "acme", "incident_id": "notice", "evidence": json.dumps(ev)}
+    embedded_store.insert_rows("incidents", [notice])
+    svg = incident_view(embedded_store, "acme", "notice", now=NOW).chart.svg
+    assert ">change point" not in svg and ">prompt answer@v2" in svg  # the arrival still is
+
+
 @pytest.mark.parametrize(
     ("first", "days"),
     [(datetime(2026, 11, 3, tzinfo=UTC), 14), (datetime(2026, 11, 20, tzinfo=UTC), 14)],

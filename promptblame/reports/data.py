@@ -526,6 +526,10 @@ def _label_moves(
     return sorted(moves, key=lambda m: m.t)[-6:]
 
 
+# verdicts on a version's arrival that the change-point detector did not mark: no change point
+_NOT_DETECTED = ("known_arrival", "arrival_underpowered")
+
+
 def _draw_incident(
     chart: IncidentChart,
     row: dict[str, Any],
@@ -541,7 +545,8 @@ def _draw_incident(
         detected = start + timedelta(
             seconds=int(row["bucket_seconds"]) * (ev["detected_index"] - ev["index"])
         )
-    markers.append(charts.Marker(detected, "change point", "change"))
+    if ev.get("reason") not in _NOT_DETECTED:
+        markers.append(charts.Marker(detected, "change point", "change"))
     calm = [c for c in charts.PALETTE if c != charts.RED]
     colors = {v: calm[i % len(calm)] for i, v in enumerate(chart.shares)}
     culprit = ev.get("culprit") or {}

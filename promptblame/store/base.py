@@ -2,7 +2,8 @@
 
 Subclasses supply only the transport (`_select`, `_command`, `_insert`); the SQL is written once
 here, in ClickHouse dialect, with user values passed as server-side `{name:Type}` parameters.
-Reads of `responses` and `scores` say FINAL so a retried event never counts twice.
+Reads of `responses` and `scores` deduplicate so a retried event never counts twice: FINAL, or
+where FINAL cannot skip parts by time, a GROUP BY that keeps the row FINAL would keep.
 """
 
 from __future__ import annotations

@@ -572,10 +572,26 @@ def test_default_rules_send_an_open_arrival_without_a_shift_only_when_asked() ->
     assert default.matches(incident("version_in_segments_not_excluded"))
 
 
+# a version its test could neither blame nor clear: the demo's answer@v4 on no_refusal
+OPEN_VERSION = {
+    "status": "not_excluded",
+    "dimension": "prompt",
+    "value": "answer@v4",
+    "predecessor": "answer@v3",
+    "effect": -0.011,
+    "ci_low": -0.043,
+    "ci_high": 0.02,
+    "n_new": 766,
+    "n_old": 774,
+    "n_needed": 1291,
+    "needed_effect": -0.036,
+}
+
+
 def test_an_alert_on_an_open_version_names_it_with_n_a_side_and_the_n_that_decides_it() -> None:
     from promptblame.analysis.alerting.payloads import headline
 
-    candidate = {"status": "not_excluded", "n_new": 766, "n_old": 774, "n_needed": 1291}
+    candidate = OPEN_VERSION
     incident = {
         "app": "bot",
         "route": "refunds",
@@ -597,19 +613,7 @@ def test_an_alert_on_an_open_version_names_it_with_n_a_side_and_the_n_that_decid
 def test_a_version_not_verified_where_nothing_shifted_reads_as_a_notice_on_the_pages() -> None:
     from promptblame.reports.words import explanation, headline, severity
 
-    candidate = {
-        "status": "not_excluded",
-        "dimension": "prompt",
-        "value": "answer@v4",
-        "predecessor": "answer@v3",
-        "effect": -0.011,
-        "ci_low": -0.043,
-        "ci_high": 0.02,
-        "n_new": 766,
-        "n_old": 774,
-        "n_needed": 1291,
-        "needed_effect": -0.036,
-    }
+    candidate = OPEN_VERSION
     ev = {"reason": "arrival_underpowered", "metric_kind": "proportion", "candidates": [candidate]}
     row = {
         "app": "bot",

@@ -75,7 +75,7 @@ def test_every_migration_has_a_cluster_form_the_clickhouse_parser_accepts(
     assert versions == {0} | {m.version for m in MIGRATIONS}
     for _, sql in statements:
         text = formatted(embedded_store, sql)
-        if text.startswith(("CREATE", "ALTER", "DROP", "OPTIMIZE", "TRUNCATE")):
+        if text.startswith(("CREATE", "ALTER", "DROP", "OPTIMIZE", "TRUNCATE", "EXCHANGE")):
             assert f"ON CLUSTER {CLUSTER}" in text, text
 
 

@@ -23,7 +23,7 @@ from typing import Any
 
 import pyarrow as pa
 
-from promptblame.store import cells
+from promptblame.store import cells, rebuild
 from promptblame.store.filters import (
     BUILTIN_METRICS,
     EVAL_VERSION_COLUMNS,
@@ -118,16 +118,19 @@ class Store(ABC):
         self._command(sql, {k: _param(v) for k, v in params.items()})
 
     # -- schema ----------------------------------------------------------------------------
-    def migrate(self) -> list[int]:
-        """Apply every migration not yet recorded; return the versions applied now."""
+    def migrate(self, *, through: int | None = None) -> list[int]:
+        """Apply every migration not yet recorded (up to version `through`, to rehearse an
+        upgrade); return the versions applied now."""
         self._exec(MIGRATIONS_TABLE)
         done = {r["version"] for r in self._rows("SELECT version FROM schema_migrations FINAL")}
         applied = []
         for m in MIGRATIONS:
-            if m.version in done:
+            if m.version in done or (through is not None and m.version > through):
                 continue
             for statement in m.statements:
                 self._exec(statement)
+            if m.rebuild:
+                rebuild.run(self, m.rebuild)
             self._exec(
                 "INSERT INTO schema_migrations (version, name) VALUES ({v:UInt32}, {n:String})",
                 v=m.version,

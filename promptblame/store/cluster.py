@@ -70,6 +70,7 @@ _DROP = re.compile(
 )
 _DELETE = re.compile(r"^\s*DELETE\s+FROM\s+(?P<name>\w+)\s+(?P<where>WHERE\s.*)$", _F)
 _OPTIMIZE = re.compile(r"^\s*OPTIMIZE\s+TABLE\s+(?P<name>\w+)(?P<rest>.*)$", _F)
+_EXCHANGE = re.compile(r"^\s*EXCHANGE\s+TABLES\s+(?P<a>\w+)\s+AND\s+(?P<b>\w+)\s*$", _F)
 _TRUNCATE = re.compile(r"^\s*TRUNCATE\s+TABLE\s+(?P<ie>IF\s+EXISTS\s+)?(?P<name>\w+)\s*$", _F)
 _PASS_THROUGH = re.compile(r"^\s*(INSERT|SELECT|WITH)\b", re.IGNORECASE)
 _TABLE_REF = re.compile(r"\b(FROM|JOIN)\s+(\w+)\b", re.IGNORECASE)
@@ -143,7 +144,7 @@ class ClusterSchema:
         for sql in self.statements(MIGRATIONS_TABLE):
             yield 0, sql
         for m in MIGRATIONS:
-            for statement in m.statements:
+            for statement in (*m.statements, *(m.rebuild.ddl() if m.rebuild else ())):
                 for sql in self.statements(statement):
                     yield m.version, sql
 
@@ -196,6 +197,13 @@ class ClusterSchema:
             return [f"OPTIMIZE TABLE {self._local(m['name'])} {on}{m['rest']}"]
         if m := _TRUNCATE.match(sql):
             return [f"TRUNCATE TABLE {m['ie'] or ''}{self._local(m['name'])} {on}"]
+        if m := _EXCHANGE.match(sql):
+            # A rebuild's swap (store/rebuild.py): swap the shards' local tables, and the
+            # Distributed fronts, which name their local table, read the swapped ones.
+            a, b = m["a"], m["b"]
+            if (a in self.sharded) != (b in self.sharded):
+                raise UnsupportedStatement(f"{a} and {b} are not laid out alike: {sql[:200]}")
+            return [f"EXCHANGE TABLES {self._local(a)} AND {self._local(b)} {on}"]
         if _PASS_THROUGH.match(sql):
             return [sql]  # inserts and reads go through the Distributed fronts unchanged
         raise UnsupportedStatement(f"no cluster form for: {sql[:200]}")

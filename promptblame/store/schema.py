@@ -13,10 +13,34 @@ import pyarrow as pa
 
 
 @dataclass(frozen=True)
+class Rebuild:
+    """A table copied into a new layout and swapped in (ClickHouse cannot change a sorting key
+    in place): `create` makes the `<table>_next` table with the layout `key` names, as
+    system.tables prints it. store/rebuild.py does the copy, resumably."""
+
+    table: str
+    create: str
+    key: str
+
+    @property
+    def next(self) -> str:
+        return f"{self.table}_next"
+
+    def ddl(self) -> tuple[str, str, str]:
+        """The schema statements of the rebuild, in order (the rows move in between)."""
+        return (
+            self.create,
+            f"EXCHANGE TABLES {self.table} AND {self.next}",
+            f"DROP TABLE IF EXISTS {self.next}",
+        )
+
+
+@dataclass(frozen=True)
 class Migration:
     version: int
     name: str
     statements: tuple[str, ...]
+    rebuild: Rebuild | None = None
 
 
 MIGRATIONS_TABLE = """
@@ -27,13 +51,9 @@ CREATE TABLE IF NOT EXISTS schema_migrations (
 ) ENGINE = ReplacingMergeTree ORDER BY version
 """
 
-MIGRATIONS: tuple[Migration, ...] = (
-    Migration(
-        1,
-        "responses, scores, prompt registry, api keys",
-        (
-            """
-            CREATE TABLE IF NOT EXISTS responses (
+
+# The columns of `responses` (migration 1; migration 23 rebuilt the table under a new key).
+_RESPONSE_COLUMNS = """\
                 project_id LowCardinality(String),
                 event_id String,
                 ts DateTime64(3, 'UTC'),
@@ -63,7 +83,16 @@ MIGRATIONS: tuple[Migration, ...] = (
                 error_type LowCardinality(String),
                 tags Map(LowCardinality(String), String),
                 received_at DateTime64(3, 'UTC')
-            ) ENGINE = ReplacingMergeTree
+"""
+
+MIGRATIONS: tuple[Migration, ...] = (
+    Migration(
+        1,
+        "responses, scores, prompt registry, api keys",
+        (
+            f"""
+            CREATE TABLE IF NOT EXISTS responses (
+{_RESPONSE_COLUMNS}            ) ENGINE = ReplacingMergeTree
             ORDER BY (project_id, event_id)
             """,
             """
@@ -563,6 +592,49 @@ MIGRATIONS = (
                 TYPE minmax GRANULARITY 1
             """,
             "ALTER TABLE responses MATERIALIZE INDEX received_minmax",
+        ),
+    ),
+)
+MIGRATIONS = (
+    *MIGRATIONS,
+    Migration(
+        23,
+        "responses: a time-first key, so reads of a time window merge only that window",
+        (
+            # Where a rebuild has got to: the old key's position it copied through, and when it
+            # began (rows received since then are copied again before and after the swap).
+            """
+            CREATE TABLE IF NOT EXISTS table_rebuilds (
+                name String,
+                phase LowCardinality(String),
+                project_id String,
+                after String,
+                started_at DateTime64(3, 'UTC'),
+                caught_up_at DateTime64(3, 'UTC'),
+                updated_at DateTime64(6, 'UTC') DEFAULT now64(6)
+            ) ENGINE = ReplacingMergeTree(updated_at)
+            ORDER BY name
+            """,
+        ),
+        Rebuild(
+            "responses",
+            # Keyed (project, hour, event): a retry carries the same ts, so its rows still
+            # collapse into one, while a time window reads (and FINAL merges) only its own
+            # hours; months are partitions, so old months can be dropped whole. Look-ups by
+            # event id use the bloom filter (a few granules per id) instead of the key.
+            f"""
+            CREATE TABLE IF NOT EXISTS responses_next (
+{_RESPONSE_COLUMNS},
+                INDEX text_ngrams (lowerUTF8(input), lowerUTF8(output))
+                    TYPE ngrambf_v1(3, 32768, 3, 0) GRANULARITY 1,
+                INDEX ts_minmax ts TYPE minmax GRANULARITY 1,
+                INDEX received_minmax received_at TYPE minmax GRANULARITY 1,
+                INDEX event_bloom event_id TYPE bloom_filter(0.001) GRANULARITY 1
+            ) ENGINE = ReplacingMergeTree
+            PARTITION BY toYYYYMM(ts)
+            ORDER BY (project_id, toStartOfHour(ts), event_id)
+            """,
+            "project_id, toStartOfHour(ts), event_id",
         ),
     ),
 )

@@ -21,8 +21,7 @@ from tests.conftest import fresh_database
 from tests.test_store_contract import T0, response
 
 (REBUILD,) = [m for m in MIGRATIONS if m.rebuild]
-SPEC = REBUILD.rebuild
-assert SPEC is not None
+(SPEC,) = [m.rebuild for m in MIGRATIONS if m.rebuild]
 OLD_KEY = "project_id, event_id"
 
 

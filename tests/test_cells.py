@@ -179,6 +179,7 @@ def test_cells_equal_raw_reads_through_retries_corrections_late_and_deleted_scor
     assert any(r[6] == "greet@v9" for r in raw)  # the correction reached the scored rows
 
     put_responses(s, {**batch[8], "latency_ms": 250.0, "status": "error"})  # a repeat, other values
+    put_responses(s, {**batch[12], "ts": batch[12]["ts"] + 5 * HOUR})  # sent again, hours later
     put_responses(s, response("late-r", ts=T + 7 * HOUR, latency_ms=90.0, cost_usd=0.002))
     assert_cells_equal_raw(s)
 

@@ -176,6 +176,8 @@ def test_local_tables_come_out_exactly_like_the_single_node_tables(embedded_stor
             altered = re.match(r"ALTER TABLE (\w+) ", local or "")
             if local is None or (altered and altered[1] in fronts):
                 continue  # the Distributed fronts do not exist on one node
+            if local.startswith("INSERT"):
+                continue  # moves rows through the fronts: no shape to compare
             embedded_store._exec(local)
     finally:
         embedded_store._exec(f"USE {own}")

@@ -182,6 +182,26 @@ def test_a_retried_insert_of_the_same_rows_counts_once(any_store: Store) -> None
     assert ids(any_store.list_responses("p1", every_filter(), limit=10)) == ["e2", "e1"]
 
 
+def test_an_event_sent_again_with_its_time_in_another_hour_is_one_response(
+    any_store: Store,
+) -> None:
+    """The key is (project, hour, event): the job keeps the row received last, as FINAL keeps
+    the last write of one key, and the event's score moves with it."""
+    insert_responses(any_store, response("e1", ts=at(0)), response("e2", ts=at(0)))
+    insert_scores(any_store, score("e1", 0.5))
+    moved = response("e1", ts=at(0) + timedelta(hours=3), received_at=at(0) + timedelta(hours=3))
+    insert_responses(any_store, moved)
+
+    assert any_store.count("responses", "p1") == 2
+    listed = any_store.list_responses("p1", every_filter(), limit=10)
+    assert [(r["event_id"], r["ts"]) for r in listed] == [("e1", moved["ts"]), ("e2", at(0))]
+    assert [r["ts"] for r in any_store.responses_by_id("p1", ["e1"])] == [moved["ts"]]
+    by_version = any_store.version_score_sums("p1", every_filter(), metric="quality")
+    assert [r["n"] for r in by_version] == [1]
+    scored = any_store._rows("SELECT event_id, ts FROM scored FINAL WHERE project_id = 'p1'")
+    assert scored == [{"event_id": "e1", "ts": moved["ts"]}]
+
+
 def test_rows_that_do_not_match_the_arrow_layout_are_refused(any_store: Store) -> None:
     wrong = pa.table({"project_id": ["p1"], "event_id": ["e1"]})
 

@@ -439,9 +439,10 @@ class Store(ABC):
         if not event_ids:
             return []
         ids = {f"e{i}": e for i, e in enumerate(event_ids)}  # chDB takes no list parameters
+        pairs = f"SELECT {{p:String}}, arrayJoin([{', '.join(f'{{{k}:String}}' for k in ids)}])"
         return self._rows(
             "SELECT * EXCEPT (project_id) FROM responses FINAL WHERE project_id = {p:String}"
-            f" AND event_id IN ({', '.join(f'{{{k}:String}}' for k in ids)})",
+            f" AND {_by_event(pairs)}",
             p=project_id,
             **ids,
         )
@@ -661,12 +662,11 @@ class Store(ABC):
         )
 
     def scoring_rows(self, project_id: str, event_ids: Sequence[str]) -> pa.Table:
-        """What evaluators read of these responses, by event_id (the primary key serves the
-        lookup)."""
+        """What evaluators read of these responses, by event_id."""
+        pairs = "SELECT {p:String}, arrayJoin(JSONExtract({ids:String}, 'Array(String)'))"
         return self._select(
             f"SELECT {_SCORING_COLUMNS} FROM responses FINAL WHERE project_id = {{p:String}}"
-            " AND event_id IN (SELECT arrayJoin(JSONExtract({ids:String}, 'Array(String)')))"
-            " ORDER BY event_id",
+            f" AND {_by_event(pairs)} ORDER BY event_id",
             {"p": project_id, "ids": json.dumps(list(event_ids))},
         )
 
@@ -930,6 +930,7 @@ class Store(ABC):
             changed = not last or (last[0]["ts"], last[0]["n"]) != (now["ts"], now["n"])
             since = last[0]["ts"] - overlap if last else FAR_PAST
             if changed:
+                self._drop_moved_responses(since)
                 for sql in (_SCORED_FROM_NEW_SCORES, _SCORED_FROM_NEW_RESPONSES):
                     self._exec(sql, since=since)
                 self._exec(
@@ -941,6 +942,39 @@ class Store(ABC):
             self._update_cells(now["clock"], received=since if changed else None)
             self._materialized_from = started
             return changed
+
+    def _drop_moved_responses(self, since: datetime) -> None:
+        """An event sent again with its ts in another hour is a second row under the
+        time-first key (a retry, with the same ts, collapses by key). Keep the one received
+        last, as FINAL keeps a key's last write, and drop the others with their scored rows,
+        recomputing the summed cells they were in."""
+        moved = self._rows(_MOVED_EVENTS, since=since)
+        if not moved:
+            return
+        pairs = json.dumps([[r["project_id"], r["event_id"]] for r in moved])
+        rows = self._rows(_HOURS_OF_EVENTS, pairs=pairs)
+        kept = {}
+        for r in rows:  # ordered by receipt: the last one of each event stays
+            kept[r["project_id"], r["event_id"]] = r["h"]
+        stale = [r for r in rows if kept[r["project_id"], r["event_id"]] != r["h"]]
+        if not stale:
+            return
+        where = {"stale": json.dumps([[r["project_id"], r["h"], r["event_id"]] for r in stale])}
+        sealed = self._sealed().timestamp()
+        scored = self._rows(
+            "SELECT DISTINCT project_id, name, app, toInt64(toUnixTimestamp(toStartOfHour(ts)))"
+            f" AS h FROM scored WHERE {_stale('toStartOfHour(ts)')}",
+            **where,
+        )
+        self._exec(f"DELETE FROM responses WHERE {_stale('toStartOfHour(ts)')}", **where)
+        self._exec(f"DELETE FROM scored WHERE {_stale('toStartOfHour(ts)')}", **where)
+        self._exec(f"DELETE FROM response_keys WHERE {_stale('hour')}", **where)
+        self._recompute_cells(cells.RECOMPUTE, [r for r in scored if r["h"] < sealed])
+        responses = {(r["project_id"], "", r["app"], r["h"]) for r in stale if r["h"] < sealed}
+        self._recompute_cells(
+            cells.RECOMPUTE_RESPONSES,
+            [dict(zip(("project_id", "name", "app", "h"), k, strict=True)) for k in responses],
+        )
 
     def _update_cells(self, clock: datetime, *, received: datetime | None) -> None:
         """Sum the hours that passed since the last run and, when the job took new rows
@@ -1256,6 +1290,43 @@ class Store(ABC):
             self._recompute_cells(cells.RECOMPUTE, touched)
 
 
+def _by_event(pairs: str) -> str:
+    """The condition on `responses` selecting the events of the (project_id, event_id) pairs
+    that `pairs` selects: each one's hour from `response_keys` (keyed by id), then the
+    time-first key finds the row (the key alone cannot find an id without its hour)."""
+    return (
+        "(project_id, toStartOfHour(ts), event_id) IN (SELECT project_id, hour, event_id"
+        f" FROM response_keys WHERE (project_id, event_id) IN ({pairs}))"
+    )
+
+
+def _stale(hour: str) -> str:
+    """The condition selecting the (project_id, hour in epoch seconds, event_id) triples of the
+    {stale:String} parameter (JSON), `hour` being the table's expression of the hour."""
+    return (
+        f"(project_id, {hour}, event_id) IN (SELECT t.1, toDateTime(t.2, 'UTC'), t.3 FROM"
+        " (SELECT arrayJoin(JSONExtract({stale:String}, 'Array(Tuple(String, Int64, String))'))"
+        " AS t))"
+    )
+
+
+_MOVED_EVENTS = (  # new responses whose event id has rows in more than one hour
+    "SELECT project_id, event_id FROM response_keys"
+    " WHERE (project_id, event_id) IN"
+    " (SELECT project_id, event_id FROM responses WHERE received_at >= {since:DateTime64(3)})"
+    " GROUP BY project_id, event_id HAVING uniqExact(hour) > 1"
+)
+# Each hour of those events, with its app, in order of receipt (the hour received last last).
+_HOURS_OF_EVENTS = (
+    "SELECT project_id, event_id, toInt64(toUnixTimestamp(toStartOfHour(ts))) AS h,"
+    " argMax(app, received_at) AS app, max(received_at) AS got FROM responses WHERE "
+    + _by_event(
+        "SELECT t.1, t.2 FROM"
+        " (SELECT arrayJoin(JSONExtract({pairs:String}, 'Array(Tuple(String, String))')) AS t)"
+    )
+    + " GROUP BY project_id, event_id, h ORDER BY got, h"
+)
+
 _SCORED_COLUMNS = (
     "s.project_id, s.name, s.source, s.event_id, s.value, s.ts, r.ts, r.app, r.route,"
     " r.environment, r.prompt_id, r.prompt_version, r.model, r.model_version, r.provider,"
@@ -1284,7 +1355,7 @@ _NEW_SCORE_ROWS = (
 _SCORED_FROM_NEW_SCORES = (
     f"INSERT INTO scored SELECT {_SCORED_COLUMNS}"
     f" FROM ({_NEW_SCORE_ROWS}) AS s"
-    f" INNER JOIN ({_RESPONSE_DIMS} WHERE (project_id, event_id) IN ({_NEW_SCORES}))"
+    f" INNER JOIN ({_RESPONSE_DIMS} WHERE {_by_event(_NEW_SCORES)})"
     " AS r ON s.project_id = r.project_id AND s.event_id = r.event_id"
 )
 _SCORED_FROM_NEW_RESPONSES = (

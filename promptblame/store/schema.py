@@ -621,20 +621,50 @@ MIGRATIONS = (
             # Keyed (project, hour, event): a retry carries the same ts, so its rows still
             # collapse into one, while a time window reads (and FINAL merges) only its own
             # hours; months are partitions, so old months can be dropped whole. Look-ups by
-            # event id use the bloom filter (a few granules per id) instead of the key.
+            # event id go through `response_keys` (migration 24).
             f"""
             CREATE TABLE IF NOT EXISTS responses_next (
 {_RESPONSE_COLUMNS},
                 INDEX text_ngrams (lowerUTF8(input), lowerUTF8(output))
                     TYPE ngrambf_v1(3, 32768, 3, 0) GRANULARITY 1,
                 INDEX ts_minmax ts TYPE minmax GRANULARITY 1,
-                INDEX received_minmax received_at TYPE minmax GRANULARITY 1,
-                INDEX event_bloom event_id TYPE bloom_filter(0.001) GRANULARITY 1
+                INDEX received_minmax received_at TYPE minmax GRANULARITY 1
             ) ENGINE = ReplacingMergeTree
             PARTITION BY toYYYYMM(ts)
             ORDER BY (project_id, toStartOfHour(ts), event_id)
             """,
             "project_id, toStartOfHour(ts), event_id",
+        ),
+    ),
+)
+MIGRATIONS = (
+    *MIGRATIONS,
+    Migration(
+        24,
+        "response_keys: where each event's response lies in the time-first key",
+        (
+            # The scored-table job looks up thousands of responses by event id each run (new
+            # scores' responses); the time-first key cannot find them and a bloom filter
+            # passes every granule for thousands of ids. This narrow table, kept by a
+            # materialized view on every insert, finds each id's hour by the id key; the
+            # response is then one key look-up away. A retried insert adds identical rows.
+            """
+            CREATE TABLE IF NOT EXISTS response_keys (
+                project_id LowCardinality(String),
+                event_id String,
+                hour DateTime('UTC')
+            ) ENGINE = ReplacingMergeTree
+            ORDER BY (project_id, event_id)
+            """,
+            """
+            CREATE MATERIALIZED VIEW IF NOT EXISTS response_keys_mv TO response_keys
+            AS SELECT project_id, event_id, toStartOfHour(ts) AS hour FROM responses
+            """,
+            # Rows stored before the view existed (run again after a crash: duplicates collapse).
+            """
+            INSERT INTO response_keys
+            SELECT project_id, event_id, toStartOfHour(ts) AS hour FROM responses
+            """,
         ),
     ),
 )

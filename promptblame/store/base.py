@@ -970,10 +970,10 @@ class Store(ABC):
         self._exec(f"DELETE FROM scored WHERE {_stale('toStartOfHour(ts)')}", **where)
         self._exec(f"DELETE FROM response_keys WHERE {_stale('hour')}", **where)
         self._recompute_cells(cells.RECOMPUTE, [r for r in scored if r["h"] < sealed])
-        responses = {(r["project_id"], "", r["app"], r["h"]) for r in stale if r["h"] < sealed}
+        responses = {(r["project_id"], r["app"], r["h"]) for r in stale if r["h"] < sealed}
         self._recompute_cells(
             cells.RECOMPUTE_RESPONSES,
-            [dict(zip(("project_id", "name", "app", "h"), k, strict=True)) for k in responses],
+            [{"project_id": p, "name": "", "app": a, "h": h} for p, a, h in responses],
         )
 
     def _update_cells(self, clock: datetime, *, received: datetime | None) -> None:
@@ -1310,23 +1310,6 @@ def _stale(hour: str) -> str:
     )
 
 
-_MOVED_EVENTS = (  # new responses whose event id has rows in more than one hour
-    "SELECT project_id, event_id FROM response_keys"
-    " WHERE (project_id, event_id) IN"
-    " (SELECT project_id, event_id FROM responses WHERE received_at >= {since:DateTime64(3)})"
-    " GROUP BY project_id, event_id HAVING uniqExact(hour) > 1"
-)
-# Each hour of those events, with its app, in order of receipt (the hour received last last).
-_HOURS_OF_EVENTS = (
-    "SELECT project_id, event_id, toInt64(toUnixTimestamp(toStartOfHour(ts))) AS h,"
-    " argMax(app, received_at) AS app, max(received_at) AS got FROM responses WHERE "
-    + _by_event(
-        "SELECT t.1, t.2 FROM"
-        " (SELECT arrayJoin(JSONExtract({pairs:String}, 'Array(Tuple(String, String))')) AS t)"
-    )
-    + " GROUP BY project_id, event_id, h ORDER BY got, h"
-)
-
 _SCORED_COLUMNS = (
     "s.project_id, s.name, s.source, s.event_id, s.value, s.ts, r.ts, r.app, r.route,"
     " r.environment, r.prompt_id, r.prompt_version, r.model, r.model_version, r.provider,"
@@ -1341,6 +1324,22 @@ _NEW_SCORES = "SELECT project_id, event_id FROM scores WHERE received_at >= {sin
 _NEW_RESPONSES = (
     "SELECT project_id, event_id FROM responses WHERE received_at >= {since:DateTime64(3)}"
 )
+_MOVED_EVENTS = (  # new responses whose event id has rows in more than one hour
+    "SELECT project_id, event_id FROM response_keys"
+    f" WHERE (project_id, event_id) IN ({_NEW_RESPONSES})"
+    " GROUP BY project_id, event_id HAVING uniqExact(hour) > 1"
+)
+# Each hour of those events, with its app, in order of receipt (the hour received last last).
+_HOURS_OF_EVENTS = (
+    "SELECT project_id, event_id, toInt64(toUnixTimestamp(toStartOfHour(ts))) AS h,"
+    " argMax(app, received_at) AS app, max(received_at) AS got FROM responses WHERE "
+    + _by_event(
+        "SELECT t.1, t.2 FROM"
+        " (SELECT arrayJoin(JSONExtract({pairs:String}, 'Array(Tuple(String, String))')) AS t)"
+    )
+    + " GROUP BY project_id, event_id, h ORDER BY got, h"
+)
+
 # New scores without FINAL (which cannot skip parts by received_at: it merged the whole table,
 # ~0.6 s at 10M rows, on every run): the newest of each key's new rows. A retried older score
 # (a lower ts) is written too and loses to the kept one in `scored`, as it does in `scores`:

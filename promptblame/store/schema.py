@@ -1,8 +1,9 @@
 """Tables and their versioned migrations: the single source of truth of the data model.
 
 Each migration is a list of idempotent statements (IF NOT EXISTS), so a run that died half way
-can simply run again. `responses` and `scores` are ReplacingMergeTree keyed on their identity so
-retried events collapse to one row; every read of them says FINAL.
+can simply run again; a table rebuild (`Rebuild`, store/rebuild.py) records its progress and
+resumes. `responses` and `scores` are ReplacingMergeTree keyed on their identity so retried events
+collapse to one row; every read of them deduplicates (FINAL, or a GROUP BY keeping FINAL's row).
 """
 
 from __future__ import annotations

@@ -30,14 +30,15 @@ CHUNK_ROWS = 1_000_000
 
 
 class Interrupted(Exception):
-    """Raised by `run(..., stop_after=n)`: stands for a process that died after n chunks."""
+    """Raised by `run(..., stop_after=n)`: stands for a process that died after n steps."""
 
 
 def run(
     store: Store, spec: Rebuild, *, chunk_rows: int = CHUNK_ROWS, stop_after: int | None = None
 ) -> None:
-    """Bring `spec.table` to the layout of `spec.create`, resuming a rebuild that died.
-    `stop_after` (tests) stops it as a crash would, after that many steps (a chunk, the swap)."""
+    """Bring `spec.table` (keyed by project_id, event_id, the order the copy walks) to the
+    layout of `spec.create`, resuming a rebuild that died. `stop_after` (tests) stops it as a
+    crash would, after that many steps (a chunk, the swap)."""
     create, exchange, drop = spec.ddl()
     steps = 0
 

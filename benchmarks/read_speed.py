@@ -16,6 +16,8 @@ Run:
   .venv/bin/python benchmarks/read_speed.py build --keep /tmp/pb-read-10m [--rows 10000000]
   .venv/bin/python benchmarks/read_speed.py measure --keep /tmp/pb-read-10m [--repeats 30]
   .venv/bin/python benchmarks/read_speed.py cells --keep /tmp/pb-read-10m [--repeats 5]
+  .venv/bin/python benchmarks/read_speed.py detection --keep /tmp/pb-read-10m [--repeats 3]
+      [--dump FILE] [--profile N]   (the detection pass alone, no server)
 """
 
 from __future__ import annotations
@@ -322,6 +324,70 @@ def cells_vs_raw(data_dir: Path, repeats: int) -> None:
         store.close()
 
 
+def detection_only(data_dir: Path, repeats: int, dump: Path | None, profile: int) -> None:
+    """The detection pass alone, in-process, `repeats` times after one untimed scored-table job
+    (the first run on a copied directory sums cells). `dump`: every series' verdicts (the
+    `(route, verdict)` list each pass hands to `incidents.merge`, as repr: every number) and
+    the run's counts, written to FILE so two code versions can be compared byte for byte.
+    `profile`: print the N heaviest functions (cumulative) of one more pass under cProfile."""
+    import os
+
+    from promptblame.analysis import detection
+    from promptblame.settings import Settings
+    from promptblame.store import open_store
+
+    settings = Settings(data_dir=data_dir)
+    store = open_store(settings)
+    try:
+        store.migrate()
+        t = time.perf_counter()
+        store.materialize_scores()
+        print(f"scored-table job before the passes (untimed): {time.perf_counter() - t:.1f} s")
+        times = []
+        for _ in range(repeats):
+            t = time.perf_counter()
+            run = detection.run_detection(store, settings, project_id=PROJECT, now=END)
+            times.append(time.perf_counter() - t)
+        load = os.getloadavg()
+        print(
+            f"detection pass, {run.series} series: "
+            f"{', '.join(f'{x:.2f}' for x in times)} s (median {statistics.median(times):.2f} s)"
+            f"  load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}"
+            f"  {'PASS' if statistics.median(times) <= TARGET_DETECTION else 'MISS'}"
+            f" (target <= {TARGET_DETECTION} s)"
+        )
+        if dump is not None:
+            seen: list[str] = []
+            merge = detection.merge
+
+            def recording(series, existing, found, **kw):  # type: ignore[no-untyped-def]
+                seen.append(f"{series!r}\n" + "".join(f"  {r!r}: {v!r}\n" for r, v in found))
+                return merge(series, existing, found, **kw)
+
+            detection.merge = recording  # type: ignore[assignment]
+            try:
+                run = detection.run_detection(store, settings, project_id=PROJECT, now=END)
+            finally:
+                detection.merge = merge
+            dump.write_text(
+                "".join(sorted(seen))
+                + f"series {run.series} opened {run.opened} revised {run.revised}"
+                f" resolved {run.resolved}\nnot analysed {run.not_analysed!r}\n"
+            )
+            print(f"verdicts of {len(seen)} series written to {dump}")
+        if profile:
+            import cProfile
+            import pstats
+
+            prof = cProfile.Profile()
+            prof.enable()
+            detection.run_detection(store, settings, project_id=PROJECT, now=END)
+            prof.disable()
+            pstats.Stats(prof).sort_stats("cumulative").print_stats(profile)
+    finally:
+        store.close()
+
+
 def measure(
     data_dir: Path, repeats: int, load_repeats: int, skip_load: bool, load_rate: float
 ) -> None:
@@ -382,12 +448,14 @@ def measure(
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    ap.add_argument("command", choices=["build", "measure", "cells"])
+    ap.add_argument("command", choices=["build", "measure", "cells", "detection"])
     ap.add_argument("--keep", type=Path, required=True, help="data directory to build / measure")
     ap.add_argument("--rows", type=int, default=10_000_000)
     ap.add_argument("--repeats", type=int, default=30)
     ap.add_argument("--load-repeats", type=int, default=10, help="requests each, under load")
     ap.add_argument("--quiet-only", action="store_true")
+    ap.add_argument("--dump", type=Path, help="detection: write every series' verdicts here")
+    ap.add_argument("--profile", type=int, default=0, help="detection: top N of a cProfile")
     ap.add_argument(
         "--load-rate", type=float, default=0, help="events/s under load (default: half capacity)"
     )
@@ -396,6 +464,8 @@ def main() -> None:
         if args.keep.exists():
             raise SystemExit(f"{args.keep} exists: measure it, or remove it to build again")
         build(args.keep, args.rows)
+    elif args.command == "detection":
+        detection_only(args.keep, args.repeats, args.dump, args.profile)
     elif args.command == "cells":
         cells_vs_raw(args.keep, args.repeats)
     else:

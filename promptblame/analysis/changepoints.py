@@ -736,7 +736,7 @@ class _Cost:
             out = (self.c2[None, :] - self.c2[:, None]) - d1 * d1 / dw
             return out
 
-    def rows(self) -> tuple[FloatArray, IntArray]:
+    def rows(self) -> tuple[FloatArray, list[int]]:
         """The costs of `matrix` for the pairs s < t only, packed by end: row t (the costs of
         [s, t) for s = 0..t-1) is `packed[offsets[t] : offsets[t] + t]`. The same values
         element by element (the same operations, done in place), without the square

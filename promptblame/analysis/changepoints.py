@@ -927,11 +927,13 @@ def _tau2(
         parts = seasons
     shr = (shrinks,) if isinstance(shrinks, float | int) else tuple(shrinks)
 
+    ratio = s2 / n  # the same in every call of `score`: divided once
+
     def score(tau2: float) -> float:
-        v = s2 / n + tau2
+        v = ratio + tau2
         keep = np.ones_like(v)
         if parts:
-            w = _weights(n, s2, tau2)
+            w = 1.0 / np.maximum(v, _VAR_FLOOR)  # _weights(n, s2, tau2)
             for part, shrink in zip(parts, shr, strict=True):
                 keep = keep - shrink * w / part.per_phase(w)[part.phase]
             keep = np.maximum(keep, 0.05)

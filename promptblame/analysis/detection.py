@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import operator
 import pickle
 import threading
 from collections import OrderedDict
@@ -220,6 +221,8 @@ _SHIFT_FIELDS = (  # the row fields `shifts` reads
     "non_binary",
 )
 
+_shift_fields = operator.itemgetter(*_SHIFT_FIELDS)
+
 
 def _shifts_digest(
     rows: list[dict[str, Any]],
@@ -229,7 +232,7 @@ def _shifts_digest(
     higher_is_better: bool,
     label_moves: Sequence[Mapping[str, Any]],
 ) -> bytes:
-    fields = [tuple(r[f] for f in _SHIFT_FIELDS) for r in rows]
+    fields = list(map(_shift_fields, rows))
     moves = [sorted(m.items()) for m in label_moves]
     payload = (since, bucket_seconds, higher_is_better, moves, fields)
     return hashlib.blake2b(pickle.dumps(payload, protocol=5), digest_size=32).digest()

@@ -17,7 +17,7 @@ Run:
   .venv/bin/python benchmarks/read_speed.py measure --keep /tmp/pb-read-10m [--repeats 30]
   .venv/bin/python benchmarks/read_speed.py cells --keep /tmp/pb-read-10m [--repeats 5]
   .venv/bin/python benchmarks/read_speed.py detection --keep /tmp/pb-read-10m [--repeats 3]
-      [--cold] [--dump FILE] [--profile N]   (the detection pass alone, no server)
+      [--cold] [--split] [--dump FILE] [--profile N]   (the detection pass alone, no server)
 """
 
 from __future__ import annotations
@@ -32,8 +32,9 @@ import threading
 import time
 import urllib.parse
 from collections.abc import Callable
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -324,8 +325,70 @@ def cells_vs_raw(data_dir: Path, repeats: int) -> None:
         store.close()
 
 
+def split_cpu(store: Any, settings: Any, detection: Any, repeats: int = 3) -> None:
+    """CPU seconds of a pass's two halves (median of `repeats`): the reads (`_series_rows`: the
+    cell reads and their rows per series) and `shifts` over every series (change points and
+    attribution, called directly: nothing remembered); and the attribution cells' rows by
+    `to_pylist` against the rows this checkout's store builds."""
+
+    bs = settings.detection_bucket_seconds
+    until = datetime.fromtimestamp(END.timestamp() // bs * bs, UTC)
+    since = until - timedelta(days=settings.detection_window_days)
+    reads, analysis = [], []
+    for _ in range(repeats):
+        c = time.process_time()
+        by = detection._series_rows(store, settings, PROJECT, since=since, until=until)
+        moves = store.label_history(PROJECT)
+        c1 = time.process_time()
+        for key, cells in by.items():
+            detection.shifts(
+                cells,
+                since=since,
+                bucket_seconds=bs,
+                higher_is_better=key[2] != detection.BUILTIN,
+                label_moves=moves,
+            )
+        reads.append(c1 - c)
+        analysis.append(time.process_time() - c1)
+    kept: list[pa.Table] = []
+    select = store._select
+
+    def keeping(sql: str, params: Any = None) -> pa.Table:
+        kept.append(select(sql, params))
+        return kept[-1]
+
+    store._select = keeping
+    try:
+        rows = store.attribution_cells(PROJECT, since=since, until=until, bucket_seconds=bs)
+    finally:
+        store._select = select
+    c = time.process_time()
+    plain = kept[-1].to_pylist()
+    c1 = time.process_time()
+    assert plain == rows
+    by_column = ""
+    try:
+        from promptblame.store.rows import to_dicts  # this branch's conversion, if present
+
+        c2 = time.process_time()
+        assert to_dicts(kept[-1]) == plain
+        by_column = f", store/rows.py {time.process_time() - c2:.3f} s"
+    except ImportError:
+        pass
+    print(
+        f"cpu: reads {statistics.median(reads):.3f} s, shifts over {len(by)} series"
+        f" {statistics.median(analysis):.3f} s (medians of {repeats}); attribution cells"
+        f" {len(rows):,} rows: to_pylist {c1 - c:.3f} s{by_column}"
+    )
+
+
 def detection_only(
-    data_dir: Path, repeats: int, dump: Path | None, profile: int, cold: bool = False
+    data_dir: Path,
+    repeats: int,
+    dump: Path | None,
+    profile: int,
+    cold: bool = False,
+    split: bool = False,
 ) -> None:
     """The detection pass alone, in-process, `repeats` times after one untimed scored-table job
     (the first run on a copied directory sums cells). The first pass finds every series' verdicts;
@@ -386,6 +449,8 @@ def detection_only(
                 f" resolved {run.resolved}\nnot analysed {run.not_analysed!r}\n"
             )
             print(f"verdicts of {len(seen)} series written to {dump}")
+        if split:
+            split_cpu(store, settings, detection)
         if profile:
             import cProfile
             import pstats
@@ -470,6 +535,9 @@ def main() -> None:
     ap.add_argument("--dump", type=Path, help="detection: write every series' verdicts here")
     ap.add_argument("--profile", type=int, default=0, help="detection: top N of a cProfile")
     ap.add_argument(
+        "--split", action="store_true", help="detection: cpu of reads and of shifts apart"
+    )
+    ap.add_argument(
         "--cold", action="store_true", help="detection: forget the last run's verdicts each pass"
     )
     ap.add_argument(
@@ -481,7 +549,7 @@ def main() -> None:
             raise SystemExit(f"{args.keep} exists: measure it, or remove it to build again")
         build(args.keep, args.rows)
     elif args.command == "detection":
-        detection_only(args.keep, args.repeats, args.dump, args.profile, args.cold)
+        detection_only(args.keep, args.repeats, args.dump, args.profile, args.cold, args.split)
     elif args.command == "cells":
         cells_vs_raw(args.keep, args.repeats)
     else:

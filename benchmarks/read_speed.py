@@ -16,6 +16,8 @@ Run:
   .venv/bin/python benchmarks/read_speed.py build --keep /tmp/pb-read-10m [--rows 10000000]
   .venv/bin/python benchmarks/read_speed.py measure --keep /tmp/pb-read-10m [--repeats 30]
   .venv/bin/python benchmarks/read_speed.py cells --keep /tmp/pb-read-10m [--repeats 5]
+  .venv/bin/python benchmarks/read_speed.py detection --keep /tmp/pb-read-10m [--repeats 3]
+      [--cold] [--split] [--dump FILE] [--profile N]   (the detection pass alone, no server)
 """
 
 from __future__ import annotations
@@ -30,8 +32,9 @@ import threading
 import time
 import urllib.parse
 from collections.abc import Callable
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -322,6 +325,147 @@ def cells_vs_raw(data_dir: Path, repeats: int) -> None:
         store.close()
 
 
+def split_cpu(store: Any, settings: Any, detection: Any, repeats: int = 3) -> None:
+    """CPU seconds of a pass's two halves (median of `repeats`): the reads (`_series_rows`: the
+    cell reads and their rows per series) and `shifts` over every series (change points and
+    attribution, called directly: nothing remembered); and the attribution cells' rows by
+    `to_pylist` against the rows this checkout's store builds."""
+
+    bs = settings.detection_bucket_seconds
+    until = datetime.fromtimestamp(END.timestamp() // bs * bs, UTC)
+    since = until - timedelta(days=settings.detection_window_days)
+    reads, analysis = [], []
+    for _ in range(repeats):
+        c = time.process_time()
+        by = detection._series_rows(store, settings, PROJECT, since=since, until=until)
+        moves = store.label_history(PROJECT)
+        c1 = time.process_time()
+        for key, cells in by.items():
+            detection.shifts(
+                cells,
+                since=since,
+                bucket_seconds=bs,
+                higher_is_better=key[2] != detection.BUILTIN,
+                label_moves=moves,
+            )
+        reads.append(c1 - c)
+        analysis.append(time.process_time() - c1)
+    kept: list[pa.Table] = []
+    select = store._select
+
+    def keeping(sql: str, params: Any = None) -> pa.Table:
+        kept.append(select(sql, params))
+        return kept[-1]
+
+    store._select = keeping
+    try:
+        rows = store.attribution_cells(PROJECT, since=since, until=until, bucket_seconds=bs)
+    finally:
+        store._select = select
+    c = time.process_time()
+    plain = kept[-1].to_pylist()
+    c1 = time.process_time()
+    assert plain == rows
+    by_column = ""
+    try:
+        from promptblame.store.rows import to_dicts  # this branch's conversion, if present
+
+        c2 = time.process_time()
+        assert to_dicts(kept[-1]) == plain
+        by_column = f", store/rows.py {time.process_time() - c2:.3f} s"
+    except ImportError:
+        pass
+    print(
+        f"cpu: reads {statistics.median(reads):.3f} s, shifts over {len(by)} series"
+        f" {statistics.median(analysis):.3f} s (medians of {repeats}); attribution cells"
+        f" {len(rows):,} rows: to_pylist {c1 - c:.3f} s{by_column}"
+    )
+
+
+def detection_only(
+    data_dir: Path,
+    repeats: int,
+    dump: Path | None,
+    profile: int,
+    cold: bool = False,
+    split: bool = False,
+) -> None:
+    """The detection pass alone, in-process, `repeats` times after one untimed scored-table job
+    (the first run on a copied directory sums cells). The first pass finds every series' verdicts;
+    later ones reuse those of series whose inputs did not change (`detection._last_shifts`),
+    unless `cold`: then that memory is emptied before each pass. `dump`: every series' verdicts (the
+    `(route, verdict)` list each pass hands to `incidents.merge`, as repr: every number) and
+    the run's counts, written to FILE so two code versions can be compared byte for byte.
+    `profile`: print the N heaviest functions (cumulative) of one more pass under cProfile."""
+    import os
+
+    from promptblame.analysis import detection
+    from promptblame.settings import Settings
+    from promptblame.store import open_store
+
+    settings = Settings(data_dir=data_dir)
+    store = open_store(settings)
+    try:
+        store.migrate()
+        t = time.perf_counter()
+        store.materialize_scores()
+        print(f"scored-table job before the passes (untimed): {time.perf_counter() - t:.1f} s")
+        times, cpu = [], []
+        reused = getattr(detection, "_last_shifts", {})  # absent before this memory existed
+        for _ in range(repeats):
+            if cold:
+                reused.clear()
+            t, c = time.perf_counter(), time.process_time()
+            run = detection.run_detection(store, settings, project_id=PROJECT, now=END)
+            times.append(time.perf_counter() - t)
+            cpu.append(time.process_time() - c)
+        load = os.getloadavg()
+        print(
+            f"detection pass{' (cold)' if cold else ''}, {run.series} series: "
+            f"{', '.join(f'{x:.2f}' for x in times)} s (median {statistics.median(times):.2f} s;"
+            f" cpu {', '.join(f'{x:.2f}' for x in cpu)} s)"
+            f"  load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}"
+            f"  {'PASS' if statistics.median(times) <= TARGET_DETECTION else 'MISS'}"
+            f" (target <= {TARGET_DETECTION} s)"
+        )
+        if dump is not None:
+            from promptblame.analysis.incidents import merge
+
+            seen: list[str] = []
+
+            def recording(series, existing, found, **kw):  # type: ignore[no-untyped-def]
+                seen.append(f"{series!r}\n" + "".join(f"  {r!r}: {v!r}\n" for r, v in found))
+                return merge(series, existing, found, **kw)
+
+            detection.__dict__["merge"] = recording  # what run_detection calls
+            reused.clear()  # found afresh, not remembered
+            try:
+                run = detection.run_detection(store, settings, project_id=PROJECT, now=END)
+            finally:
+                detection.__dict__["merge"] = merge
+            dump.write_text(
+                "".join(sorted(seen))
+                + f"series {run.series} opened {run.opened} revised {run.revised}"
+                f" resolved {run.resolved}\nnot analysed {run.not_analysed!r}\n"
+            )
+            print(f"verdicts of {len(seen)} series written to {dump}")
+        if split:
+            split_cpu(store, settings, detection)
+        if profile:
+            import cProfile
+            import pstats
+
+            if cold:
+                reused.clear()
+            prof = cProfile.Profile()
+            prof.enable()
+            detection.run_detection(store, settings, project_id=PROJECT, now=END)
+            prof.disable()
+            pstats.Stats(prof).sort_stats("cumulative").print_stats(profile)
+    finally:
+        store.close()
+
+
 def measure(
     data_dir: Path, repeats: int, load_repeats: int, skip_load: bool, load_rate: float
 ) -> None:
@@ -382,12 +526,20 @@ def measure(
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    ap.add_argument("command", choices=["build", "measure", "cells"])
+    ap.add_argument("command", choices=["build", "measure", "cells", "detection"])
     ap.add_argument("--keep", type=Path, required=True, help="data directory to build / measure")
     ap.add_argument("--rows", type=int, default=10_000_000)
     ap.add_argument("--repeats", type=int, default=30)
     ap.add_argument("--load-repeats", type=int, default=10, help="requests each, under load")
     ap.add_argument("--quiet-only", action="store_true")
+    ap.add_argument("--dump", type=Path, help="detection: write every series' verdicts here")
+    ap.add_argument("--profile", type=int, default=0, help="detection: top N of a cProfile")
+    ap.add_argument(
+        "--split", action="store_true", help="detection: cpu of reads and of shifts apart"
+    )
+    ap.add_argument(
+        "--cold", action="store_true", help="detection: forget the last run's verdicts each pass"
+    )
     ap.add_argument(
         "--load-rate", type=float, default=0, help="events/s under load (default: half capacity)"
     )
@@ -396,6 +548,8 @@ def main() -> None:
         if args.keep.exists():
             raise SystemExit(f"{args.keep} exists: measure it, or remove it to build again")
         build(args.keep, args.rows)
+    elif args.command == "detection":
+        detection_only(args.keep, args.repeats, args.dump, args.profile, args.cold, args.split)
     elif args.command == "cells":
         cells_vs_raw(args.keep, args.repeats)
     else:

@@ -325,7 +325,7 @@ def detect_change_points(
         return _degenerate("invalid_input", [], params)
     starts = [b.start for b in buckets]
     numbers = _start_numbers(starts)
-    keys = _phase_keys(starts, season_period)
+    keys = _phase_keys(starts, season_period, numbers=numbers)
     if numbers is None or keys is None:
         return _degenerate("invalid_starts", [], params)
     if any(a >= b for a, b in itertools.pairwise(numbers)):
@@ -555,12 +555,16 @@ def _start_numbers(starts: Sequence[Start]) -> list[int] | None:
     return out if len(kinds) <= 1 else None
 
 
-def _phase_keys(starts: Sequence[Start], period: timedelta | int | None) -> list[int] | None:
+def _phase_keys(
+    starts: Sequence[Start], period: timedelta | int | None, *, numbers: list[int] | None = None
+) -> list[int] | None:
     """Phase of each start within the season period (0 for all when there is no period).
 
     None when the starts are of mixed or unsupported types, or the period is not positive.
+    numbers: `_start_numbers(starts)` when the caller has them already (not converted twice).
     """
-    numbers = _start_numbers(starts)
+    if numbers is None:
+        numbers = _start_numbers(starts)
     if numbers is None:
         return None
     if period is None:
@@ -732,6 +736,38 @@ class _Cost:
             out = (self.c2[None, :] - self.c2[:, None]) - d1 * d1 / dw
             return out
 
+    def rows(self) -> tuple[FloatArray, list[int]]:
+        """The costs of `matrix` for the pairs s < t only, packed by end: row t (the costs of
+        [s, t) for s = 0..t-1) is `packed[offsets[t] : offsets[t] + t]`. The same values
+        element by element (the same operations, done in place), without the square
+        matrix, its NaN fill and its transpose: the optimal partitioning reads rows."""
+        size = self.cw.size
+        t, s = _lower_pairs(size)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            dw = self.cw[t]
+            dw -= self.cw[s]
+            d1 = self.c1[t]
+            d1 -= self.c1[s]
+            if self.binomial:
+                mu = np.divide(d1, dw, out=d1)
+                np.maximum(mu, 1e-12, out=mu)
+                np.minimum(mu, 1 - 1e-12, out=mu)
+                nu = 1 - mu
+                g = np.log(mu)
+                g *= mu
+                lg = np.log(nu)
+                lg *= nu
+                g += lg
+                dw *= -2
+                g *= dw
+                return g, _row_offsets(size)
+            c2 = self.c2[t]
+            c2 -= self.c2[s]
+            d1 *= d1
+            d1 /= dw
+            c2 -= d1
+            return c2, _row_offsets(size)
+
     def span(self, a: int, b: int) -> float:
         return float(self(np.array([a], dtype=np.int64), b)[0])
 
@@ -743,6 +779,21 @@ def _upper_pairs(size: int) -> tuple[IntArray, IntArray]:
     s.flags.writeable = False
     t.flags.writeable = False
     return s, t
+
+
+@functools.lru_cache(maxsize=8)
+def _lower_pairs(size: int) -> tuple[IntArray, IntArray]:
+    """(t, s) index arrays of every pair s < t, ordered by t then s (read-only, cached)."""
+    t, s = np.tril_indices(size, -1)
+    t.flags.writeable = False
+    s.flags.writeable = False
+    return t, s
+
+
+@functools.lru_cache(maxsize=8)
+def _row_offsets(size: int) -> list[int]:
+    """Where row t of `_Cost.rows`' packed costs begins: t (t - 1) / 2."""
+    return [t * (t - 1) // 2 for t in range(size)]
 
 
 @dataclass(frozen=True)
@@ -876,11 +927,13 @@ def _tau2(
         parts = seasons
     shr = (shrinks,) if isinstance(shrinks, float | int) else tuple(shrinks)
 
+    ratio = s2 / n  # the same in every call of `score`: divided once
+
     def score(tau2: float) -> float:
-        v = s2 / n + tau2
+        v = ratio + tau2
         keep = np.ones_like(v)
         if parts:
-            w = _weights(n, s2, tau2)
+            w = 1.0 / np.maximum(v, _VAR_FLOOR)  # _weights(n, s2, tau2)
             for part, shrink in zip(parts, shr, strict=True):
                 keep = keep - shrink * w / part.per_phase(w)[part.phase]
             keep = np.maximum(keep, 0.05)
@@ -921,7 +974,7 @@ def _optimal_partitioning(cost: _Cost, s_max: list[int], *, penalty: float) -> l
     the full matrix of segment costs: for a few hundred buckets, one vectorized evaluation of
     all (s, t) costs is far cheaper than one small numpy call per t."""
     t_len = len(s_max) - 1
-    c = np.ascontiguousarray(cost.matrix().T)  # row t: the costs of [s, t) for every s
+    c, offsets = cost.rows()  # row t: the costs of [s, t) for every s < t
     f = np.full(t_len + 1, np.inf)
     f[0] = -penalty
     last = np.zeros(t_len + 1, dtype=np.int64)
@@ -930,7 +983,8 @@ def _optimal_partitioning(cost: _Cost, s_max: list[int], *, penalty: float) -> l
         top = s_max[t]
         if top < 0:
             continue
-        b = np.add(f[: top + 1], c[t, : top + 1], out=base[: top + 1])
+        o = offsets[t]
+        b = np.add(f[: top + 1], c[o : o + top + 1], out=base[: top + 1])
         j = int(b.argmin())
         if math.isfinite(b[j]):
             f[t] = b[j] + penalty

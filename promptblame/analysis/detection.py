@@ -14,7 +14,12 @@ the reason (`DetectionRun.not_analysed`, and `coverage` for the API), never sile
 
 from __future__ import annotations
 
+import hashlib
 import logging
+import operator
+import pickle
+import threading
+from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -173,7 +178,8 @@ def run_detection(
             writes = merge(
                 series,
                 known.get((app, metric, source), []),
-                shifts(
+                _shifts_unless_unchanged(
+                    (project, app, metric, source),
                     cells,
                     since=since,
                     bucket_seconds=width,
@@ -191,6 +197,82 @@ def run_detection(
             run.revised += writes.revised
             run.resolved += writes.resolved
     return run
+
+
+# The verdicts of the last run per series, with a digest of everything `shifts` read to find
+# them: `shifts` is pure, so a series whose cells, window, bucket width and label moves are
+# byte for byte those of the last run gets the same verdicts without the change points and
+# attribution (most of a pass's time). The job runs every few minutes on hourly buckets, so
+# most runs within an hour see unchanged series; any changed value (a late score, a new
+# hour, a label move) changes the digest and the series is analysed again.
+_SHIFTS_KEPT = 4096  # series remembered (least recently used dropped)
+_shifts_lock = threading.Lock()
+_last_shifts: OrderedDict[tuple[str, ...], tuple[bytes, list[tuple[str, Verdict]]]] = OrderedDict()
+
+_SHIFT_FIELDS = (  # the row fields `shifts` reads
+    "bucket",
+    "route",
+    "environment",
+    "prompt",
+    "model_label",
+    "n",
+    "total",
+    "total_sq",
+    "non_binary",
+)
+
+_shift_fields = operator.itemgetter(*_SHIFT_FIELDS)
+
+
+def _shifts_digest(
+    rows: list[dict[str, Any]],
+    *,
+    since: datetime,
+    bucket_seconds: int,
+    higher_is_better: bool,
+    label_moves: Sequence[Mapping[str, Any]],
+) -> bytes:
+    fields = list(map(_shift_fields, rows))
+    moves = [sorted(m.items()) for m in label_moves]
+    payload = (since, bucket_seconds, higher_is_better, moves, fields)
+    return hashlib.blake2b(pickle.dumps(payload, protocol=5), digest_size=32).digest()
+
+
+def _shifts_unless_unchanged(
+    series: tuple[str, ...],
+    rows: list[dict[str, Any]],
+    *,
+    since: datetime,
+    bucket_seconds: int,
+    higher_is_better: bool,
+    label_moves: Sequence[Mapping[str, Any]],
+) -> list[tuple[str, Verdict]]:
+    """`shifts`, or the last run's verdicts of the series when its inputs are unchanged."""
+    digest = _shifts_digest(
+        rows,
+        since=since,
+        bucket_seconds=bucket_seconds,
+        higher_is_better=higher_is_better,
+        label_moves=label_moves,
+    )
+    with _shifts_lock:
+        kept = _last_shifts.get(series)
+        if kept is not None and kept[0] == digest:
+            _last_shifts.move_to_end(series)
+            return list(kept[1])
+    found = shifts(
+        rows,
+        since=since,
+        bucket_seconds=bucket_seconds,
+        higher_is_better=higher_is_better,
+        label_moves=label_moves,
+    )
+    with _shifts_lock:
+        _last_shifts[series] = (digest, list(found))
+        _last_shifts.move_to_end(series)
+        while len(_last_shifts) > _SHIFTS_KEPT:
+            _last_shifts.popitem(last=False)
+    return found
 
 
 def coverage(

@@ -39,6 +39,7 @@ from promptblame.store.filters import (
     target_params,
     target_sql,
 )
+from promptblame.store.rows import to_dicts
 from promptblame.store.schema import (
     EVALUATOR_VERSIONS_ARROW,
     INSERTABLE,
@@ -113,6 +114,11 @@ class Store(ABC):
             sql, {k: _param(v) for k, v in params.items()}
         ).to_pylist()
         return rows
+
+    def _cell_dicts(self, sql: str, **params: Any) -> list[dict[str, Any]]:
+        """`_rows` for results of many rows with few distinct values (statistics cells):
+        the same rows, each distinct string or time converted once (`store/rows.py`)."""
+        return to_dicts(self._select(sql, {k: _param(v) for k, v in params.items()}))
 
     def _exec(self, sql: str, **params: Any) -> None:
         self._command(sql, {k: _param(v) for k, v in params.items()})
@@ -767,7 +773,7 @@ class Store(ABC):
         dims, by = (
             (f"{_CELL_DIMS},", ", route, environment, prompt, model_label") if detail else ("", "")
         )
-        return self._rows(
+        return self._cell_dicts(
             f"SELECT app, name AS metric, source, {_BUCKET} AS bucket, {dims}"
             " sum(n) AS n, sum(total) AS total, sum(total_sq) AS total_sq,"
             f" sum(non_binary) AS non_binary FROM ({rows_sql})"
@@ -806,7 +812,7 @@ class Store(ABC):
         `n` and errors `errors` (status 'error'), and count / sum / sum of squares of
         latency_ms and cost_usd where present."""
         rows_sql, windows = self._cell_rows(cells.response_rows, since, until, bucket_seconds)
-        return self._rows(
+        return self._cell_dicts(
             f"SELECT app, {_BUCKET} AS bucket, {_CELL_DIMS},"
             " sum(n) AS n, sum(errors) AS errors, sum(latency_n) AS latency_n,"
             " sum(latency_total) AS latency_total, sum(latency_total_sq) AS latency_total_sq,"

@@ -631,7 +631,9 @@ def untested_arrivals(
         firsts: dict[str, int] = {}
         for c in cells:
             v = c.value(dim)
-            firsts[v] = min(firsts.get(v, c.bucket), c.bucket)
+            seen = firsts.get(v)
+            if seen is None or c.bucket < seen:
+                firsts[v] = c.bucket
         found.update(firsts.values())
     found.update(m.bucket for m in arrivals)
     detected = bounds[1:-1]

@@ -248,25 +248,19 @@ def _shifts_unless_unchanged(
     label_moves: Sequence[Mapping[str, Any]],
 ) -> list[tuple[str, Verdict]]:
     """`shifts`, or the last run's verdicts of the series when its inputs are unchanged."""
-    digest = _shifts_digest(
-        rows,
-        since=since,
-        bucket_seconds=bucket_seconds,
-        higher_is_better=higher_is_better,
-        label_moves=label_moves,
-    )
+    inputs: dict[str, Any] = {
+        "since": since,
+        "bucket_seconds": bucket_seconds,
+        "higher_is_better": higher_is_better,
+        "label_moves": label_moves,
+    }
+    digest = _shifts_digest(rows, **inputs)
     with _shifts_lock:
         kept = _last_shifts.get(series)
         if kept is not None and kept[0] == digest:
             _last_shifts.move_to_end(series)
             return list(kept[1])
-    found = shifts(
-        rows,
-        since=since,
-        bucket_seconds=bucket_seconds,
-        higher_is_better=higher_is_better,
-        label_moves=label_moves,
-    )
+    found = shifts(rows, **inputs)
     with _shifts_lock:
         _last_shifts[series] = (digest, list(found))
         _last_shifts.move_to_end(series)

@@ -143,7 +143,8 @@ class Engine:
         )
         self.http_compression_default = compression
         # What earlier requests left on the connection: the current database and the settings
-        # set away from their defaults (name -> value, None if a SET failed). Each request changes only what differs.
+        # set away from their defaults (name -> value, None if its SET failed). Each request
+        # changes only what differs.
         self._database: str | None = None
         self._applied: dict[str, str | None] = {}
 

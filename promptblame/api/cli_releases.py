@@ -27,10 +27,6 @@ from promptblame.configfile import problems, read_yaml
 from promptblame.display import visible
 from promptblame.errors import ConfigInvalid, Conflict, InvalidArgument, NotFound
 from promptblame.releases import files, labels
-from promptblame.releases.rollouts import ExperimentIn, RolloutIn, act
-from promptblame.releases.rollouts import get as get_rollout
-from promptblame.releases.rollouts import public as rollout_public
-from promptblame.releases.rollouts import start as start_rollout
 from promptblame.store import Store
 
 
@@ -317,6 +313,10 @@ def rollouts_start(file: Path, project: str | None, url: str | None, key: str | 
     ...; the fields of POST /v1/rollouts), or the live experiment (a file with `variants:`
     instead of `candidate:`, the fields of POST /v1/experiments: a fixed split, never
     promoted)."""
+    from promptblame.releases.rollouts import ExperimentIn, RolloutIn
+    from promptblame.releases.rollouts import public as rollout_public
+    from promptblame.releases.rollouts import start as start_rollout
+
     doc, lines = read_yaml_or_fail(file)
     model: type[RolloutIn | ExperimentIn] = (
         ExperimentIn if isinstance(doc, dict) and "variants" in doc else RolloutIn
@@ -347,6 +347,8 @@ def rollouts_start(file: Path, project: str | None, url: str | None, key: str | 
 @key_option
 def rollouts_list(project: str | None, url: str | None, key: str | None) -> None:
     """Every rollout, newest first: id, state, step, label, incumbent → candidate."""
+    from promptblame.releases.rollouts import public as rollout_public
+
     if url:
         rows = _call(url, key, "GET", "/v1/rollouts")["rollouts"]
     else:
@@ -365,6 +367,9 @@ def rollouts_list(project: str | None, url: str | None, key: str | None) -> None
 @key_option
 def rollouts_show(rollout_id: str, project: str | None, url: str | None, key: str | None) -> None:
     """One rollout with its guardrails' current estimates and the decision log, as JSON."""
+    from promptblame.releases.rollouts import get as get_rollout
+    from promptblame.releases.rollouts import public as rollout_public
+
     if url:
         out = _call(url, key, "GET", f"/v1/rollouts/{quote(rollout_id, safe='')}")
     else:
@@ -384,6 +389,9 @@ def _rollout_action(action: str) -> click.Command:
     def command(
         rollout_id: str, note: str, project: str | None, url: str | None, key: str | None
     ) -> None:
+        from promptblame.releases.rollouts import act
+        from promptblame.releases.rollouts import public as rollout_public
+
         if url:
             path = f"/v1/rollouts/{quote(rollout_id, safe='')}/{action}"
             out = _call(url, key, "POST", path, json={"note": note})

@@ -11,12 +11,11 @@ from collections.abc import Callable
 from dataclasses import asdict, replace
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from promptblame import __version__
-from promptblame.api.auth import SCOPES, new_key
 from promptblame.api.cli_common import (
     _THROUGH_API,
     _call,
@@ -27,9 +26,12 @@ from promptblame.api.cli_common import (
 )
 from promptblame.api.cli_releases import prompts, rollouts
 from promptblame.api.cli_review import review
+from promptblame.api.scopes import SCOPES
 from promptblame.display import visible
 from promptblame.errors import ConfigInvalid
-from promptblame.store import Store
+
+if TYPE_CHECKING:  # the store (pyarrow) and the web stack load only in commands that use them
+    from promptblame.store import Store
 
 
 class _Group(click.Group):
@@ -131,6 +133,8 @@ def keys() -> None:
 @click.option("--name", default="", help="A label to recognise the key by.")
 def keys_create(project: str, scopes: str, name: str) -> None:
     """Print a new key once; only its hash is stored."""
+    from promptblame.api.auth import new_key
+
     try:
         plaintext, record = new_key(project, [s.strip() for s in scopes.split(",")], name)
     except ValueError as exc:

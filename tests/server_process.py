@@ -28,13 +28,9 @@ def env_for(data_dir: Path, **extra: str) -> dict[str, str]:
 
 
 def cli(data_dir: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    t = time.monotonic()
-    r = subprocess.run(
+    return subprocess.run(
         [*CLI, *args], env=env_for(data_dir), capture_output=True, text=True, timeout=120
     )
-    with open("/tmp/m18t/clilog.txt", "a") as f:
-        f.write(f"{time.monotonic()-t:.2f} {args[:3]}\n")
-    return r
 
 
 def start_server(data_dir: Path, port: int, **env: str) -> subprocess.Popen[bytes]:
@@ -46,14 +42,11 @@ def start_server(data_dir: Path, port: int, **env: str) -> subprocess.Popen[byte
         stderr=subprocess.DEVNULL,
     )
     deadline = time.monotonic() + 60
-    t0 = time.monotonic()
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             raise RuntimeError(f"server exited with {proc.returncode}")
         try:
             if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
-                with open("/tmp/m18t/clilog.txt", "a") as f:
-                    f.write(f"{time.monotonic()-t0:.2f} serve\n")
                 return proc
         except httpx.HTTPError:
             pass

@@ -380,12 +380,12 @@ def alerts_apply(
 def detect(project: str | None) -> None:
     """Run the detection job once (find shifts, attribute them, update incidents), then send
     the alerts it calls for."""
-    from promptblame.analysis.alerting.job import run_alerts
-    from promptblame.analysis.detection import run_detection
-
     settings = _settings()
     store = _store(settings, "; stop `promptblame serve` first (it runs this job itself)")
-    try:
+    try:  # the statistics stack loads once there is a store to run on
+        from promptblame.analysis.alerting.job import run_alerts
+        from promptblame.analysis.detection import run_detection
+
         store.materialize_scores()
         run = run_detection(store, settings, project_id=project)
         sent = run_alerts(store, settings, project_id=project)
@@ -531,9 +531,10 @@ def _incident_rows(
 @key_option
 def incidents_list(project: str | None, status: str, url: str | None, key: str | None) -> None:
     """One line per incident: id, severity, status, age, shift time, headline."""
+    rows = _incident_rows(project, "" if status == "all" else status, url, key)
+    # (loaded once the rows are read: without a store, the command fails before this import)
     from promptblame.reports.words import fmt_age, fmt_ts, headline, severity
 
-    rows = _incident_rows(project, "" if status == "all" else status, url, key)
     for r in rows:
         ev = r.get("evidence") or {}
         start = _when(r["shift_start"])
@@ -615,12 +616,12 @@ def report_incident(incident_id: str, project: str, out: Path) -> None:
 @click.option("--out", required=True, type=click.Path(dir_okay=False, path_type=Path))
 def report_overview(project: str, out: Path) -> None:
     """Open incidents, trends per app and metric, recent alerts and version rollouts."""
-    from promptblame.reports.data import overview_view
-    from promptblame.reports.render import render_overview
-
     settings = _settings()
     store = _store(settings, _SERVE_HOLDS)
-    try:
+    try:  # the reports load once there is a store to report on
+        from promptblame.reports.data import overview_view
+        from promptblame.reports.render import render_overview
+
         view = overview_view(store, project, settings=settings)
     finally:
         store.close()

@@ -23,7 +23,9 @@ summaries, the `X-ClickHouse-Format` header, and the client-protocol-version Nat
 proxies). Every error is answered with HTTP 500, where a server maps some codes to 4xx.
 
 Requests are served one at a time, under one lock, so each can set the current database and its
-settings on the single chDB connection and reset them afterwards.
+settings on the single chDB connection (only those that differ from the previous request's, and
+putting back to default any it does not name). Responses go out with TCP_NODELAY: a response
+written as headers then body otherwise waits ~40 ms on delayed ACKs, every request.
 
 Run it by hand with `python -m tests.clickhouse_double --port 8123 --data-dir DIR --verbose`.
 """
@@ -96,6 +98,7 @@ _INSERT_WITH_DATA = re.compile(
     rb"\s*(INSERT\s+INTO\s+[^\n]+?)\s+FORMAT\s+([A-Za-z0-9_]+)[ \t]*(?:\r?\n|$)", re.IGNORECASE
 )
 _CODE = re.compile(r"^Code: (\d+)\.")
+_USE = re.compile(r"\s*USE\b", re.IGNORECASE)
 
 
 class ClickHouseError(Exception):
@@ -139,6 +142,11 @@ class Engine:
             .split()
         )
         self.http_compression_default = compression
+        # What earlier requests left on the connection: the current database and the settings
+        # set away from their defaults (name -> value, None if its SET failed). Each request
+        # changes only what differs.
+        self._database: str | None = None
+        self._applied: dict[str, str | None] = {}
 
     def run(
         self,
@@ -150,28 +158,43 @@ class Engine:
         default_format: str,
     ) -> bytes:
         with self._lock:
-            applied: list[str] = []
-            try:
-                self._query("USE {db:Identifier}", params={"db": _escape(database)})
-                for name, value in settings.items():
-                    if not _NAME.fullmatch(name):
-                        text = f"Code: 115. DB::Exception: Unknown setting {name!r}."
-                        raise ClickHouseError(115, f"{text} (UNKNOWN_SETTING)")
-                    self._query(f"SET {name} = {{v:String}}", params={"v": _escape(value)})
-                    applied.append(name)
-                insert = _INSERT_WITH_DATA.match(sql)
-                if insert:
-                    if params:
-                        raise _not_supported("query parameters in an INSERT with data")
-                    self._insert(insert[1].decode(), insert[2].decode(), sql[insert.end() :])
-                    return b""
-                text = sql.decode()
-                self._refuse_multi_statements(text)
-                return self._query(text, default_format, params)
-            finally:
-                for name in applied:
-                    with contextlib.suppress(Exception):
-                        self._conn.query(f"SET {name} = DEFAULT")
+            self._use(database)
+            self._apply(settings)
+            insert = _INSERT_WITH_DATA.match(sql)
+            if insert:
+                if params:
+                    raise _not_supported("query parameters in an INSERT with data")
+                self._insert(insert[1].decode(), insert[2].decode(), sql[insert.end() :])
+                return b""
+            text = sql.decode()
+            self._refuse_multi_statements(text)
+            if _USE.match(text):
+                self._database = None  # it lasts for this request only
+            return self._query(text, default_format, params)
+
+    def _use(self, database: str) -> None:
+        if database != self._database:
+            self._database = None  # unknown until USE succeeds
+            self._query("USE {db:Identifier}", params={"db": _escape(database)})
+            self._database = database
+
+    def _apply(self, settings: dict[str, str]) -> None:
+        """Make the connection's settings this request's: set the ones it names, and put back
+        to default the ones an earlier request set and this one does not name. (A setting
+        already at the wanted value is left as is: every request still sees only its own.)"""
+        for name in [n for n in self._applied if n not in settings]:
+            with contextlib.suppress(Exception):
+                self._conn.query(f"SET {name} = DEFAULT")
+            del self._applied[name]
+        for name, value in settings.items():
+            if self._applied.get(name) == value:
+                continue
+            if not _NAME.fullmatch(name):
+                text = f"Code: 115. DB::Exception: Unknown setting {name!r}."
+                raise ClickHouseError(115, f"{text} (UNKNOWN_SETTING)")
+            self._applied[name] = None  # unknown until SET succeeds
+            self._query(f"SET {name} = {{v:String}}", params={"v": _escape(value)})
+            self._applied[name] = value
 
     def _query(self, sql: str, fmt: str = "TSV", params: dict[str, str] | None = None) -> bytes:
         try:
@@ -189,7 +212,10 @@ class Engine:
             raise ClickHouseError.from_engine(exc) from exc
 
     def _refuse_multi_statements(self, sql: str) -> None:
-        # A server's HTTP interface refuses `a; b`; chDB runs both. Ask the engine's own parser.
+        # A server's HTTP interface refuses `a; b`; chDB runs both. Ask the engine's own parser
+        # (only when there is a `;`: without one, there is one statement).
+        if ";" not in sql:
+            return
         try:
             self._conn.query("SELECT formatQuery({q:String})", "Null", params={"q": _escape(sql)})
         except Exception as exc:
@@ -199,6 +225,7 @@ class Engine:
 
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True  # no ~40 ms delayed-ACK stall between headers and body
     engine: Engine
     verbose = False
 

@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import itertools
 import os
+import subprocess
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -85,3 +87,30 @@ def key(embedded_store: Store) -> str:
     plaintext, record = new_key("acme", ["ingest", "read"])
     embedded_store.put_api_key(record)
     return plaintext
+
+
+@dataclass(frozen=True)
+class DemoRun:
+    done: subprocess.CompletedProcess[str]  # exit code, stdout and stderr
+    data: Path  # its --data-dir: demo-key.txt, store/
+
+
+@pytest.fixture(scope="session")
+def demo_run(tmp_path_factory: pytest.TempPathFactory) -> DemoRun:
+    """`promptblame demo --no-serve`, run once per session (it takes most of a minute):
+    test_demo.py checks its output and runs its printed commands, test_reports_demo_browser.py
+    serves its store. Neither changes what the other checks: the printed commands only read,
+    and the browser tests add a read key and acknowledge one incident, which the printed
+    commands' checks do not look at."""
+    from tests.server_process import CLI, env_for, free_port
+
+    root = tmp_path_factory.mktemp("demo")
+    done = subprocess.run(
+        [*CLI, "demo", "--data-dir", str(root / "d"), "--port", str(free_port()), "--no-serve"],
+        env=env_for(root / "unused"),
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    return DemoRun(done, root / "d")

@@ -5,26 +5,14 @@ from __future__ import annotations
 import subprocess
 from pathlib import Path
 
-from tests.server_process import CLI, env_for, free_port
+from tests.conftest import DemoRun
+from tests.server_process import CLI, env_for
 
 
-def test_the_demo_names_the_injected_culprits_and_blames_no_version_for_the_mix_shift(tmp_path):
-    data = tmp_path / "demo"
-    r = subprocess.run(
-        [
-            *CLI,
-            "demo",
-            "--data-dir",
-            str(data),
-            "--port",
-            str(free_port()),
-            "--no-serve",
-        ],
-        env=env_for(tmp_path / "unused"),
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+def test_the_demo_names_the_injected_culprits_and_blames_no_version_for_the_mix_shift(
+    demo_run: DemoRun, tmp_path
+):
+    r, data = demo_run.done, demo_run.data
     assert r.returncode == 0, r.stderr[-3000:]
     lines = [x.strip() for x in r.stdout.splitlines() if x.strip().startswith("[")]
     # the live rollout after the month: the worse wording is rolled back by its guardrail

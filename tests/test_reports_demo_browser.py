@@ -24,6 +24,7 @@ from promptblame.reports.data import incident_view
 from promptblame.settings import Settings
 from promptblame.store import open_store
 from tests.cdp import CHROMIUM, Browser
+from tests.conftest import DemoRun
 from tests.server_process import CLI, env_for, free_port
 from tests.svgdata import read_chart, x_to_time
 from tests.test_reports import check_chart_levels
@@ -41,18 +42,10 @@ class Demo:
 
 
 @pytest.fixture(scope="module")
-def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Demo]:
-    root = tmp_path_factory.mktemp("demo")
-    done = subprocess.run(
-        [*CLI, "demo", "--data-dir", str(root / "d"), "--port", str(free_port()), "--no-serve"],
-        env=env_for(root / "unused"),
-        capture_output=True,
-        text=True,
-        timeout=600,
-        check=False,
-    )
+def demo(demo_run: DemoRun) -> Iterator[Demo]:
+    done, root = demo_run.done, demo_run.data
     assert done.returncode == 0, done.stderr[-3000:]
-    data = root / "d" / "store"
+    data = root / "store"
     store = open_store(Settings(data_dir=data))
     try:
         views = {
@@ -82,7 +75,7 @@ def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Demo]:
                 pass
             assert time.monotonic() < deadline
             time.sleep(0.1)
-        admin = (root / "d" / "demo-key.txt").read_text().strip()
+        admin = (root / "demo-key.txt").read_text().strip()
         yield Demo(base, admin, reader, views, data)
     finally:
         proc.terminate()

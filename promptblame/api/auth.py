@@ -19,12 +19,11 @@ from fastapi.security.base import SecurityBase
 from starlette.requests import HTTPConnection
 
 from promptblame.api.ratelimit import TokenBuckets
+from promptblame.api.scopes import SCOPES
 from promptblame.errors import Forbidden, Unauthorized
 from promptblame.refresh_ahead import RefreshAhead
 from promptblame.store import ApiKeyRecord, Store
 
-SCOPES = ("ingest", "read", "admin", "review")  # admin: change config (evaluators, alert rules)
-# review: label responses in annotation queues (admin may too); a read key may not
 _PREFIX = "pb_"
 
 

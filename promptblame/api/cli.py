@@ -11,12 +11,11 @@ from collections.abc import Callable
 from dataclasses import asdict, replace
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from promptblame import __version__
-from promptblame.api.auth import SCOPES, new_key
 from promptblame.api.cli_common import (
     _THROUGH_API,
     _call,
@@ -27,9 +26,12 @@ from promptblame.api.cli_common import (
 )
 from promptblame.api.cli_releases import prompts, rollouts
 from promptblame.api.cli_review import review
+from promptblame.api.scopes import SCOPES
 from promptblame.display import visible
 from promptblame.errors import ConfigInvalid
-from promptblame.store import Store
+
+if TYPE_CHECKING:  # the store (pyarrow) and the web stack load only in commands that use them
+    from promptblame.store import Store
 
 
 class _Group(click.Group):
@@ -131,6 +133,8 @@ def keys() -> None:
 @click.option("--name", default="", help="A label to recognise the key by.")
 def keys_create(project: str, scopes: str, name: str) -> None:
     """Print a new key once; only its hash is stored."""
+    from promptblame.api.auth import new_key
+
     try:
         plaintext, record = new_key(project, [s.strip() for s in scopes.split(",")], name)
     except ValueError as exc:
@@ -376,12 +380,12 @@ def alerts_apply(
 def detect(project: str | None) -> None:
     """Run the detection job once (find shifts, attribute them, update incidents), then send
     the alerts it calls for."""
-    from promptblame.analysis.alerting.job import run_alerts
-    from promptblame.analysis.detection import run_detection
-
     settings = _settings()
     store = _store(settings, "; stop `promptblame serve` first (it runs this job itself)")
-    try:
+    try:  # the statistics stack loads once there is a store to run on
+        from promptblame.analysis.alerting.job import run_alerts
+        from promptblame.analysis.detection import run_detection
+
         store.materialize_scores()
         run = run_detection(store, settings, project_id=project)
         sent = run_alerts(store, settings, project_id=project)
@@ -527,9 +531,10 @@ def _incident_rows(
 @key_option
 def incidents_list(project: str | None, status: str, url: str | None, key: str | None) -> None:
     """One line per incident: id, severity, status, age, shift time, headline."""
+    rows = _incident_rows(project, "" if status == "all" else status, url, key)
+    # (loaded once the rows are read: without a store, the command fails before this import)
     from promptblame.reports.words import fmt_age, fmt_ts, headline, severity
 
-    rows = _incident_rows(project, "" if status == "all" else status, url, key)
     for r in rows:
         ev = r.get("evidence") or {}
         start = _when(r["shift_start"])
@@ -611,12 +616,12 @@ def report_incident(incident_id: str, project: str, out: Path) -> None:
 @click.option("--out", required=True, type=click.Path(dir_okay=False, path_type=Path))
 def report_overview(project: str, out: Path) -> None:
     """Open incidents, trends per app and metric, recent alerts and version rollouts."""
-    from promptblame.reports.data import overview_view
-    from promptblame.reports.render import render_overview
-
     settings = _settings()
     store = _store(settings, _SERVE_HOLDS)
-    try:
+    try:  # the reports load once there is a store to report on
+        from promptblame.reports.data import overview_view
+        from promptblame.reports.render import render_overview
+
         view = overview_view(store, project, settings=settings)
     finally:
         store.close()

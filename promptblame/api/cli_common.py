@@ -4,14 +4,16 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from promptblame.display import visible
 from promptblame.errors import DataDirLocked, StoreUnavailable
 from promptblame.settings import Settings, load_settings
-from promptblame.store import Store, open_store, store_exists
+
+if TYPE_CHECKING:  # the store (pyarrow) loads only in commands that open one
+    from promptblame.store import Store
 
 
 def _settings(**overrides: object) -> Settings:
@@ -25,6 +27,8 @@ def _store(settings: Settings, hint: str = "", *, create: bool = False) -> Store
     """The configured store. Only the commands that set one up (serve, migrate, keys create,
     demo) pass `create`; the others refuse a data directory without a store, since opening it
     would create an empty one and report a false all-clear from it."""
+    from promptblame.store import open_store, store_exists
+
     if not create and not store_exists(settings):
         raise click.ClickException(
             f"{settings.data_dir} holds no promptblame store. Point PROMPTBLAME_DATA_DIR at the"

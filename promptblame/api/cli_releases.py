@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 import click
@@ -27,11 +27,9 @@ from promptblame.configfile import problems, read_yaml
 from promptblame.display import visible
 from promptblame.errors import ConfigInvalid, Conflict, InvalidArgument, NotFound
 from promptblame.releases import files, labels
-from promptblame.releases.rollouts import ExperimentIn, RolloutIn, act
-from promptblame.releases.rollouts import get as get_rollout
-from promptblame.releases.rollouts import public as rollout_public
-from promptblame.releases.rollouts import start as start_rollout
-from promptblame.store import Store
+
+if TYPE_CHECKING:  # the store (pyarrow) loads only in commands that open one
+    from promptblame.store import Store
 
 
 @click.group()
@@ -317,6 +315,8 @@ def rollouts_start(file: Path, project: str | None, url: str | None, key: str | 
     ...; the fields of POST /v1/rollouts), or the live experiment (a file with `variants:`
     instead of `candidate:`, the fields of POST /v1/experiments: a fixed split, never
     promoted)."""
+    from promptblame.releases.rollouts import ExperimentIn, RolloutIn
+
     doc, lines = read_yaml_or_fail(file)
     model: type[RolloutIn | ExperimentIn] = (
         ExperimentIn if isinstance(doc, dict) and "variants" in doc else RolloutIn
@@ -331,6 +331,9 @@ def rollouts_start(file: Path, project: str | None, url: str | None, key: str | 
         path = "/v1/experiments" if isinstance(spec, ExperimentIn) else "/v1/rollouts"
         out = _call(url, key, "POST", path, json=spec.model_dump())
     else:
+        from promptblame.releases.rollouts import public as rollout_public
+        from promptblame.releases.rollouts import start as start_rollout
+
         protected = _settings().protected()
         out = _on_store(
             project,
@@ -350,6 +353,8 @@ def rollouts_list(project: str | None, url: str | None, key: str | None) -> None
     if url:
         rows = _call(url, key, "GET", "/v1/rollouts")["rollouts"]
     else:
+        from promptblame.releases.rollouts import public as rollout_public
+
         rows = _on_store(
             project,
             lambda store, p: [rollout_public(store, p, s) for s in store.rollout_states(p)],
@@ -368,6 +373,9 @@ def rollouts_show(rollout_id: str, project: str | None, url: str | None, key: st
     if url:
         out = _call(url, key, "GET", f"/v1/rollouts/{quote(rollout_id, safe='')}")
     else:
+        from promptblame.releases.rollouts import get as get_rollout
+        from promptblame.releases.rollouts import public as rollout_public
+
         out = _on_store(
             project,
             lambda store, p: rollout_public(store, p, get_rollout(store, p, rollout_id), live=True),
@@ -388,6 +396,9 @@ def _rollout_action(action: str) -> click.Command:
             path = f"/v1/rollouts/{quote(rollout_id, safe='')}/{action}"
             out = _call(url, key, "POST", path, json={"note": note})
         else:
+            from promptblame.releases.rollouts import act
+            from promptblame.releases.rollouts import public as rollout_public
+
             out = _on_store(
                 project,
                 lambda store, p: rollout_public(

@@ -22,10 +22,12 @@ import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from promptblame.errors import Conflict, InvalidArgument, LabelConflict, NotFound
-from promptblame.store import Store
+
+if TYPE_CHECKING:  # the CLI's --url commands use this module without opening a store
+    from promptblame.store import Store
 
 LABEL_PATTERN = r"^[a-z0-9][a-z0-9._-]{0,63}$"
 _LABEL_RE = re.compile(LABEL_PATTERN)

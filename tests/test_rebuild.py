@@ -77,6 +77,14 @@ def tables(store: Store) -> set[str]:
     return {r["name"] for r in rows}
 
 
+def settings(store: Store) -> set[str]:
+    rows = store._rows(
+        "SELECT create_table_query AS q FROM system.tables WHERE database = currentDatabase()"
+        " AND name = 'responses'"
+    )
+    return set(str(rows[0]["q"]).partition(" SETTINGS ")[2].split(", "))
+
+
 def key(store: Store) -> str:
     rows = store._rows(
         "SELECT sorting_key FROM system.tables WHERE database = currentDatabase()"
@@ -91,7 +99,10 @@ def test_an_old_directory_is_rebuilt_with_the_same_rows_under_the_time_first_key
     history(old_store)
     before = everything(old_store)
     assert key(old_store) == OLD_KEY and len(before) == 240
+    tuned = settings(old_store)
+    assert "merge_selector_base = 20" in tuned  # migration 5's, kept by the new table
     assert old_store.migrate() == SINCE
+    assert settings(old_store) == tuned
     assert key(old_store) == SPEC.key == "project_id, toStartOfHour(ts), event_id"
     assert everything(old_store) == before
     assert SPEC.next not in tables(old_store)

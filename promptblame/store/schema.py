@@ -622,7 +622,8 @@ MIGRATIONS = (
             # Keyed (project, hour, event): a retry carries the same ts, so its rows still
             # collapse into one, while a time window reads (and FINAL merges) only its own
             # hours; months are partitions, so old months can be dropped whole. Look-ups by
-            # event id go through `response_keys` (migration 24).
+            # event id go through `response_keys` (migration 24). The settings are migration
+            # 5's (merge wider under ingest).
             f"""
             CREATE TABLE IF NOT EXISTS responses_next (
 {_RESPONSE_COLUMNS},
@@ -633,6 +634,8 @@ MIGRATIONS = (
             ) ENGINE = ReplacingMergeTree
             PARTITION BY toYYYYMM(ts)
             ORDER BY (project_id, toStartOfHour(ts), event_id)
+            SETTINGS merge_selector_base = 20,
+                merge_selector_enable_heuristic_to_lower_max_parts_to_merge_at_once = 0
             """,
             "project_id, toStartOfHour(ts), event_id",
         ),

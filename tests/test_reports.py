@@ -178,6 +178,24 @@ def test_the_incident_report_shows_the_api_verdict_and_per_version_numbers(
         "same eval case c3: correct 1.00 → 0.00",
         "same eval case c1: correct 1.00 → 0.00",
     ]
+    # failed responses after the shift are outlined as the problem, and said to be
+    assert '<span class="pill bad">correct 0.00' in html and "worse side of correct" in text
+    assert "pill good" not in html
+
+
+def test_an_improvements_samples_are_outlined_as_the_change_not_as_the_worse_side(
+    client, key, embedded_store
+):
+    incident_id = report_traffic(embedded_store)
+    row = embedded_store.incident("acme", incident_id)
+    row.update(project_id="acme", incident_id="better", direction="improvement")
+    embedded_store.insert_rows("incidents", [row])  # the same data read as an improvement
+    html = page(client, "/reports/incidents/better", key)
+    text = unescape(html)
+    # the responses after it that passed are what an improvement moved toward
+    assert '<span class="pill good">correct 1.00' in html and "pill bad" not in html
+    assert "the side correct moved toward (outlined in green)" in text
+    assert "worse side" not in text and "most improved first" in text
 
 
 def test_llm_output_and_hostile_version_names_are_shown_as_text(client, key, embedded_store):

@@ -802,7 +802,8 @@ def _samples(
         out = _clip(whole[event_id])
         # the incident's metric first: the score the sample is about
         out["scores"] = sorted(scores[event_id], key=lambda x: x["name"] != row["metric"])
-        out["failing"] = event_id in bad_ids
+        # outlined: on the side the shift moved toward (red for a regression, green else)
+        out["mark"] = "" if event_id not in bad_ids else ("bad" if worse < 0 else "good")
         return out
 
     return [
@@ -1340,7 +1341,7 @@ def response_view(store: Store, project: str, event_id: str) -> ResponseView:
             scores[s["event_id"]].append(s)
         for x in same_case:
             x["scores"] = scores[x["event_id"]]
-            x["failing"] = False
+            x["mark"] = ""
     flag = calibration.flagger(store, project)  # evaluators below a trust rule, flagged
     return ResponseView(
         response=r,

@@ -6,6 +6,7 @@ Numbers come from the same store methods and statistics the JSON API uses (`mean
 
 from __future__ import annotations
 
+import contextvars
 import difflib
 import json
 from collections import defaultdict
@@ -161,17 +162,19 @@ def incident_view(
     ]
     # The rest of the reads run while the chart is drawn: the store's engine releases the GIL
     # and matplotlib holds it, so on two cores the page costs about the longer of the two.
-    # Only that one thread uses the store meanwhile.
+    # Only that one thread uses the store meanwhile. It runs in a copy of this context, so
+    # its reads share the request's run of the scored-table job (`reads_share_one_job_run`).
     moves = _label_moves(store, project, cells, since, until)
     with ThreadPoolExecutor(max_workers=1) as pool:
         reads = pool.submit(
+            contextvars.copy_context().run,
             lambda: (
                 _diffs(store, project, ev),
                 _samples(store, project, row, ev, before, after),
                 store.incident_revisions(project, incident_id),
                 store.alerts(project, incident_id=incident_id, limit=20),
                 _what_now(store, project, row, ev),
-            )
+            ),
         )
         chart = _incident_chart(cells, row, ev)
         chart.svg = _draw_incident(chart, row, ev, cells, moves)

@@ -80,7 +80,8 @@ def timed(fn: object, repeats: int = 3) -> float:
 
 
 def query_costs(store: EmbeddedStore) -> dict[str, float]:
-    store._read.query("SET use_query_condition_cache = 0", "Null")  # the reading connection
+    for conn in store._readers:  # the reading connections
+        conn.query("SET use_query_condition_cache = 0", "Null")
     f = ResponseFilter()
     return {
         "versions (FINAL group-by)": timed(lambda: store.version_counts(PROJECT, f)),

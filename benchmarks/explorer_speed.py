@@ -92,7 +92,8 @@ def paired(store: EmbeddedStore, shapes: dict[str, dict[str, object]], repeats: 
     """Old and new page keys alternately, same store, same minutes: a ratio that holds when
     other work loads the machine (absolute times do not)."""
     print(f"\npaired, page keys only, alternating, median of {repeats} (query condition cache off)")
-    store._read.query("SET use_query_condition_cache = 0", "Null")  # the reading connection
+    for conn in store._readers:  # the reading connections
+        conn.query("SET use_query_condition_cache = 0", "Null")
     for name, kw in shapes.items():
         if "score" in kw:
             continue

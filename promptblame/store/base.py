@@ -35,6 +35,7 @@ from promptblame.store.filters import (
     ScoringTarget,
     filter_params,
     filter_sql,
+    json_rows,
     metric_values_sql,
     target_params,
     target_sql,
@@ -669,7 +670,7 @@ class Store(ABC):
 
     def scoring_rows(self, project_id: str, event_ids: Sequence[str]) -> pa.Table:
         """What evaluators read of these responses, by event_id."""
-        pairs = "SELECT {p:String}, arrayJoin(JSONExtract({ids:String}, 'Array(String)'))"
+        pairs = f"SELECT {{p:String}}, {json_rows('ids', 'String')}"
         return self._select(
             f"SELECT {_SCORING_COLUMNS} FROM responses FINAL WHERE project_id = {{p:String}}"
             f" AND {_by_event(pairs)} ORDER BY event_id",
@@ -1311,8 +1312,7 @@ def _stale(hour: str) -> str:
     {stale:String} parameter (JSON), `hour` being the table's expression of the hour."""
     return (
         f"(project_id, {hour}, event_id) IN (SELECT t.1, toDateTime(t.2, 'UTC'), t.3 FROM"
-        " (SELECT arrayJoin(JSONExtract({stale:String}, 'Array(Tuple(String, Int64, String))'))"
-        " AS t))"
+        f" (SELECT {json_rows('stale', 'Tuple(String, Int64, String)')} AS t))"
     )
 
 
@@ -1339,10 +1339,7 @@ _MOVED_EVENTS = (  # new responses whose event id has rows in more than one hour
 _HOURS_OF_EVENTS = (
     "SELECT project_id, event_id, toInt64(toUnixTimestamp(toStartOfHour(ts))) AS h,"
     " argMax(app, received_at) AS app, max(received_at) AS got FROM responses WHERE "
-    + _by_event(
-        "SELECT t.1, t.2 FROM"
-        " (SELECT arrayJoin(JSONExtract({pairs:String}, 'Array(Tuple(String, String))')) AS t)"
-    )
+    + _by_event(f"SELECT t.1, t.2 FROM (SELECT {json_rows('pairs', 'Tuple(String, String)')} AS t)")
     + " GROUP BY project_id, event_id, h ORDER BY got, h"
 )
 

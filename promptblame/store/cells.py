@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
-from promptblame.store.filters import FAR_FUTURE, FAR_PAST
+from promptblame.store.filters import FAR_FUTURE, FAR_PAST, json_rows
 
 SEAL_AFTER = timedelta(hours=1)  # an hour is summed once it ended this long ago
 HOUR = 3600
@@ -55,8 +55,7 @@ TOUCHED = (
 )
 
 _CELLS_IN = (
-    "({cells_of}) IN (SELECT arrayJoin(JSONExtract({cells:String},"
-    " 'Array(Tuple(String, String, String, Int64))')))"
+    "({cells_of}) IN (SELECT " + json_rows("cells", "Tuple(String, String, String, Int64)") + ")"
 )
 # The named cells recomputed from `scored`, and a zero row for each combination of dimensions
 # they held before that has no rows now (a score deleted, a response's version corrected).

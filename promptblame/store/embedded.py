@@ -1,15 +1,17 @@
 """EmbeddedStore: the ClickHouse engine in-process (chDB) over a data directory.
 
 chDB lets one process own one data path. We take an flock on the directory first so a second
-process gets a clear `DataDirLocked` (chDB's own error says only "Error initializing"). Two
-connections to the path run in parallel: one for the writer, one for reads, so a large insert
-never stalls the API's queries.
+process gets a clear `DataDirLocked` (chDB's own error says only "Error initializing").
+Connections to the path run in parallel: one for the writer, so a large insert never stalls
+the API's queries, and `READERS` for reads, so two reads (two requests, or a page's two
+threads) run at once: a connection runs one query at a time.
 """
 
 from __future__ import annotations
 
 import fcntl
 import os
+import queue
 import threading
 from collections.abc import Mapping
 from pathlib import Path
@@ -22,6 +24,7 @@ from promptblame.errors import DataDirLocked, StoreUnavailable
 from promptblame.store.base import Store
 
 _LOCK_NAME = "promptblame.lock"
+READERS = 2  # read connections: one per core of the machines we measure on
 _ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n"})
 
 
@@ -43,22 +46,26 @@ class EmbeddedStore(Store):
         self._lockfile = _take_lock(self.data_dir)
         try:
             self._write = chdb.connect(str(self.data_dir))  # type: ignore[no-untyped-call]
-            self._read = chdb.connect(str(self.data_dir))  # type: ignore[no-untyped-call]
+            self._readers = [chdb.connect(str(self.data_dir)) for _ in range(READERS)]  # type: ignore[no-untyped-call]
         except Exception as exc:
             self._lockfile.close()
             raise StoreUnavailable(f"cannot open chDB at {self.data_dir}: {exc}") from exc
         self._write_lock = threading.Lock()
-        self._read_lock = threading.Lock()
         self._write.query(f"CREATE DATABASE IF NOT EXISTS {database}")
         self._write.query(f"USE {database}")
-        self._read.query(f"USE {database}")
+        self._idle: queue.SimpleQueue[Any] = queue.SimpleQueue()  # read connections not in use
+        for conn in self._readers:
+            conn.query(f"USE {database}")
+            self._idle.put(conn)
 
     def _select(self, sql: str, params: Mapping[str, Any] | None = None) -> pa.Table:
-        with self._read_lock:
-            try:
-                return self._read.query(sql, "Arrowtable", params=_params(params))
-            except Exception as exc:
-                raise _translate(exc) from exc
+        conn = self._idle.get()
+        try:
+            return conn.query(sql, "Arrowtable", params=_params(params))
+        except Exception as exc:
+            raise _translate(exc) from exc
+        finally:
+            self._idle.put(conn)
 
     def _command(self, sql: str, params: Mapping[str, Any] | None = None) -> None:
         with self._write_lock:
@@ -79,8 +86,9 @@ class EmbeddedStore(Store):
                 raise _translate(exc) from exc
 
     def close(self) -> None:
-        with self._write_lock, self._read_lock:
-            for conn in (self._read, self._write):
+        with self._write_lock:
+            busy = [self._idle.get() for _ in self._readers]  # waits for reads under way
+            for conn in (*busy, self._write):
                 try:
                     conn.close()
                 except Exception:  # noqa: S112 - closing is best effort

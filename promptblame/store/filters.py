@@ -84,6 +84,12 @@ class EvalRun:
 SAMPLE_SCALE = 1_000_000
 
 
+def json_rows(param: str, element: str) -> str:
+    """The rows of a list parameter: chDB takes no list parameters, so a list travels as one
+    JSON text `{param:String}` whose elements are of ClickHouse type `element`."""
+    return f"arrayJoin(JSONExtract({{{param}:String}}, 'Array({element})'))"
+
+
 def target_sql(prefix: str) -> str:
     """Boolean SQL over `responses` for a ScoringTarget bound as `prefix` (also binds {p})."""
     t = prefix

@@ -184,11 +184,12 @@ def test_cells_equal_raw_reads_through_retries_corrections_late_and_deleted_scor
     assert any(r[6] == "greet@v9" for r in raw)  # the correction reached the scored rows
 
     put_responses(s, {**batch[8], "latency_ms": 250.0, "status": "error"})  # a repeat, other values
+    # Deletes below are mutations, which merges apply: with merges stopped one can wait forever.
+    s._exec("SYSTEM START MERGES scored")
     put_responses(s, {**batch[12], "ts": batch[12]["ts"] + 5 * HOUR})  # sent again, hours later
     put_responses(s, response("late-r", ts=T + 7 * HOUR, latency_ms=90.0, cost_usd=0.002))
     assert_cells_equal_raw(s)
 
-    s._exec("SYSTEM START MERGES scored")  # a delete is a mutation, which merges apply
     s.delete_score("p1", "e7", "quality", "judge")  # an undone human label
     assert_cells_equal_raw(s)
 

@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import threading
 import time
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 import pyarrow as pa
 import pytest
 
 from promptblame.analysis.moments import Moments
-from promptblame.store import ResponseFilter, Store
+from promptblame.store import ResponseFilter, Store, cells
 from promptblame.store.schema import SCORES_ARROW
 from tests.test_store_contract import T0, insert_responses, insert_scores, response, score
 
@@ -36,6 +36,30 @@ def test_materializing_again_with_nothing_new_does_nothing_and_changes_nothing(a
     insert_scores(any_store, score("e1", 1.0))  # a retry
     got = any_store.group_moments("p1", {"all": F()}, metric="quality")["all"]
     assert (got["n"], got["total"]) == (1, 1.0)
+
+
+def test_the_only_writer_skips_the_job_without_a_query_until_a_write_or_an_hour_passes(
+    embedded_store: Store, monkeypatch: pytest.MonkeyPatch
+):
+    """Embedded, this process is the only writer: with nothing written and no hour to sum since
+    the last run, a read needs no run and not even the read that looks for changes."""
+    s = embedded_store
+    insert_responses(s, response("e1"))
+    insert_scores(s, score("e1", 0.25))  # each runs the job
+    queries: list[str] = []
+    select = s._select
+    monkeypatch.setattr(s, "_select", lambda sql, p=None: queries.append(sql) or select(sql, p))
+    assert s.materialize_scores() is False and queries == []
+    correction = score("e1", 0.75, ts=T0 + timedelta(minutes=1))
+    s.insert("scores", pa.Table.from_pylist([correction], schema=SCORES_ARROW))
+    assert s.materialize_scores() is True  # as a read does first
+    got = s.group_moments("p1", {"all": F()}, metric="quality")["all"]
+    assert (got["n"], got["total"]) == (1, 0.75)
+    queries.clear()
+    assert s.materialize_scores() is False and queries == []
+    later = cells.sealed_target(datetime.now(UTC)) + timedelta(hours=1)
+    monkeypatch.setattr(cells, "sealed_target", lambda now: later)  # an hour passed
+    assert s.materialize_scores() is False and queries  # it looked, and sums the hours
 
 
 def test_readers_queued_behind_a_run_share_the_next_one_and_see_their_writes(

@@ -92,10 +92,17 @@ class Store(ABC):
 
     kind: str = "abstract"
     use_cells: bool = True  # aggregate reads take sealed hours from the cells (tests turn it off)
+    exclusive: bool = False  # only this process writes (embedded: the data directory's lock)
 
     def __init__(self) -> None:
         self._materialize_lock = threading.Lock()  # one scored-table job run at a time
         self._materialized_from = 0.0  # monotonic start of the last run that finished
+        # Writes through this store outside the job, counted once done; with `exclusive`, a
+        # job run is skipped when there were none and no hour passed since the last one.
+        self._writes = 0
+        self._writes_lock = threading.Lock()
+        self._in_job = threading.local()  # .on: this thread runs the job
+        self._last_run: tuple[int, datetime] | None = None  # (writes, sealed target) then
 
     # -- transport -------------------------------------------------------------------------
     @abstractmethod
@@ -123,6 +130,12 @@ class Store(ABC):
 
     def _exec(self, sql: str, **params: Any) -> None:
         self._command(sql, {k: _param(v) for k, v in params.items()})
+        if not getattr(self._in_job, "on", False):  # the job's statements write its outputs
+            self._wrote()
+
+    def _wrote(self) -> None:
+        with self._writes_lock:
+            self._writes += 1
 
     # -- schema ----------------------------------------------------------------------------
     def migrate(self, *, through: int | None = None) -> list[int]:
@@ -159,6 +172,7 @@ class Store(ABC):
             raise ValueError(f"rows for {table!r} do not match its arrow layout")
         if data.num_rows:
             self._insert(table, data)
+            self._wrote()
 
     def insert_rows(self, table: str, rows: Sequence[Mapping[str, Any]]) -> None:
         """Insert dicts into a table of a known arrow layout (small tables: incidents, alerts)."""
@@ -915,40 +929,56 @@ class Store(ABC):
         caught by the next; re-inserted rows collapse by key, so running twice is harmless.
         Skips (returns False) when neither table changed, or when a run that began after this
         call did (it saw every row acknowledged before the call: concurrent readers share runs),
-        or, inside `reads_share_one_job_run`, one that began after the block did.
+        or, inside `reads_share_one_job_run`, one that began after the block did, or, when
+        this process is the only writer, nothing was written and no hour passed since the last
+        run (the check for changes costs a read every request otherwise).
         """
         called = min(time.monotonic(), _reads_began.get())
         with self._materialize_lock:
             if self._materialized_from > called:
                 return False
             started = time.monotonic()
-            last = self._rows(
-                "SELECT ts, n FROM job_state FINAL WHERE job = 'scored' AND key = 'received_at'"
-            )
-            # the newest receipt, looked for only after the last run's (skips most parts)
-            now = self._rows(
-                "SELECT greatest({t:DateTime64(3)},"
-                " (SELECT max(received_at) FROM scores WHERE received_at >= {t:DateTime64(3)}),"
-                " (SELECT max(received_at) FROM responses WHERE received_at >= {t:DateTime64(3)}))"
-                " AS ts, (SELECT count() FROM scores) + (SELECT count() FROM responses) AS n,"
-                " now64(3) AS clock",
-                t=last[0]["ts"] if last else FAR_PAST,
-            )[0]
-            changed = not last or (last[0]["ts"], last[0]["n"]) != (now["ts"], now["n"])
-            since = last[0]["ts"] - overlap if last else FAR_PAST
-            if changed:
-                self._drop_moved_responses(since)
-                for sql in (_SCORED_FROM_NEW_SCORES, _SCORED_FROM_NEW_RESPONSES):
-                    self._exec(sql, since=since)
-                self._exec(
-                    "INSERT INTO job_state (job, key, ts, n)"
-                    " VALUES ('scored', 'received_at', {ts:DateTime64(3)}, {n:UInt64})",
-                    ts=now["ts"],
-                    n=now["n"],
-                )
-            self._update_cells(now["clock"], received=since if changed else None)
+            state = (self._writes, cells.sealed_target(datetime.now(UTC)))
+            if self.exclusive and state == self._last_run:
+                self._materialized_from = started
+                return False
+            self._in_job.on = True
+            try:
+                changed = self._run_job(overlap)
+            finally:
+                self._in_job.on = False
+            self._last_run = state
             self._materialized_from = started
             return changed
+
+    def _run_job(self, overlap: timedelta) -> bool:
+        """One run of `materialize_scores` (under its lock)."""
+        last = self._rows(
+            "SELECT ts, n FROM job_state FINAL WHERE job = 'scored' AND key = 'received_at'"
+        )
+        # the newest receipt, looked for only after the last run's (skips most parts)
+        now = self._rows(
+            "SELECT greatest({t:DateTime64(3)},"
+            " (SELECT max(received_at) FROM scores WHERE received_at >= {t:DateTime64(3)}),"
+            " (SELECT max(received_at) FROM responses WHERE received_at >= {t:DateTime64(3)}))"
+            " AS ts, (SELECT count() FROM scores) + (SELECT count() FROM responses) AS n,"
+            " now64(3) AS clock",
+            t=last[0]["ts"] if last else FAR_PAST,
+        )[0]
+        changed = not last or (last[0]["ts"], last[0]["n"]) != (now["ts"], now["n"])
+        since = last[0]["ts"] - overlap if last else FAR_PAST
+        if changed:
+            self._drop_moved_responses(since)
+            for sql in (_SCORED_FROM_NEW_SCORES, _SCORED_FROM_NEW_RESPONSES):
+                self._exec(sql, since=since)
+            self._exec(
+                "INSERT INTO job_state (job, key, ts, n)"
+                " VALUES ('scored', 'received_at', {ts:DateTime64(3)}, {n:UInt64})",
+                ts=now["ts"],
+                n=now["n"],
+            )
+        self._update_cells(now["clock"], received=since if changed else None)
+        return changed
 
     def _drop_moved_responses(self, since: datetime) -> None:
         """An event sent again with its ts in another hour is a second row under the

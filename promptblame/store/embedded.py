@@ -37,6 +37,7 @@ def _params(params: Mapping[str, Any] | None) -> dict[str, Any]:
 
 class EmbeddedStore(Store):
     kind = "embedded"
+    exclusive = True  # the directory's lock: no other process writes to it
 
     def __init__(self, data_dir: Path, database: str = "promptblame") -> None:
         super().__init__()

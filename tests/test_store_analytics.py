@@ -48,7 +48,12 @@ def test_the_only_writer_skips_the_job_without_a_query_until_a_write_or_an_hour_
     insert_scores(s, score("e1", 0.25))  # each runs the job
     queries: list[str] = []
     select = s._select
-    monkeypatch.setattr(s, "_select", lambda sql, p=None: queries.append(sql) or select(sql, p))
+
+    def recorded(sql: str, params: object = None) -> pa.Table:
+        queries.append(sql)
+        return select(sql, params)
+
+    monkeypatch.setattr(s, "_select", recorded)
     assert s.materialize_scores() is False and queries == []
     correction = score("e1", 0.75, ts=T0 + timedelta(minutes=1))
     s.insert("scores", pa.Table.from_pylist([correction], schema=SCORES_ARROW))

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pyarrow as pa
 import pytest
@@ -49,7 +51,7 @@ def test_the_only_writer_skips_the_job_without_a_query_until_a_write_or_an_hour_
     queries: list[str] = []
     select = s._select
 
-    def recorded(sql: str, params: object = None) -> pa.Table:
+    def recorded(sql: str, params: Mapping[str, Any] | None = None) -> pa.Table:
         queries.append(sql)
         return select(sql, params)
 

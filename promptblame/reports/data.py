@@ -154,17 +154,11 @@ def incident_view(
     until = max(until, after[1])
     route = row["route"]
     series = (row["app"], row["metric"], row["source"])
-    cells = [
-        c
-        for c in _cells(store, project, since=since, until=until, bucket_seconds=bs, only=series)
-        if (not route or c["route"] == route)
-        and (not row.get("environment") or c["environment"] == row["environment"])
-    ]
-    # The rest of the reads run while the chart is drawn: the store's engine releases the GIL
-    # and matplotlib holds it, so on two cores the page costs about the longer of the two.
-    # Only that one thread uses the store meanwhile. It runs in a copy of this context, so
-    # its reads share the request's run of the scored-table job (`reads_share_one_job_run`).
-    moves = _label_moves(store, project, cells, since, until)
+    # The reads the chart does not need run in a thread while this one reads the chart's cells
+    # and draws it: the store's engine releases the GIL (and the embedded store reads on two
+    # connections) while matplotlib holds it, so on two cores the page costs about the longer
+    # of the two. The thread runs in a copy of this context, so its reads share the request's
+    # run of the scored-table job (`reads_share_one_job_run`).
     with ThreadPoolExecutor(max_workers=1) as pool:
         reads = pool.submit(
             contextvars.copy_context().run,
@@ -176,6 +170,15 @@ def incident_view(
                 _what_now(store, project, row, ev),
             ),
         )
+        cells = [
+            c
+            for c in _cells(
+                store, project, since=since, until=until, bucket_seconds=bs, only=series
+            )
+            if (not route or c["route"] == route)
+            and (not row.get("environment") or c["environment"] == row["environment"])
+        ]
+        moves = _label_moves(store, project, cells, since, until)
         chart = _incident_chart(cells, row, ev)
         chart.svg = _draw_incident(chart, row, ev, cells, moves)
         versions = _version_rows(row, ev, cells, before, after)

@@ -100,8 +100,9 @@ def test_a_series_with_unchanged_inputs_keeps_its_verdicts_and_any_change_finds_
     args: dict[str, Any] = {"since": T0, "bucket_seconds": 3600, "higher_is_better": True}
 
     def run(rows: list[dict[str, Any]], key: str = "bot", **kw: Any) -> str:
-        found = detection._shifts_unless_unchanged(
-            ("acme", key, "correct", "judge"), rows, **{**args, "label_moves": moves, **kw}
+        [found] = detection._shifts_unless_unchanged(
+            [(("acme", key, "correct", "judge"), rows, {**args, "label_moves": moves, **kw})],
+            processes=1,
         )
         return repr(found)
 

@@ -999,15 +999,17 @@ def _optimal_partitioning(cost: _Cost, s_max: list[int], *, penalty: float) -> l
     f[0] = -penalty
     last = np.zeros(t_len + 1, dtype=np.int64)
     base = np.empty(t_len + 1)
+    add, isfinite = np.add, math.isfinite  # a few hundred thousand steps a pass: no lookups
     for t in range(1, t_len + 1):
-        top = s_max[t]
-        if top < 0:
+        k = s_max[t] + 1
+        if k <= 0:
             continue
         o = offsets[t]
-        b = np.add(f[: top + 1], c[o : o + top + 1], out=base[: top + 1])
-        j = int(b.argmin())
-        if math.isfinite(b[j]):
-            f[t] = b[j] + penalty
+        b = add(f[:k], c[o : o + k], out=base[:k])
+        j = b.argmin()
+        v = b[j]
+        if isfinite(v):
+            f[t] = v + penalty
             last[t] = j
     return _backtrack(f, last)
 

@@ -291,6 +291,7 @@ def _shifts_unless_unchanged(
 _PARALLEL_MIN_ROWS = 20_000
 _pool_lock = threading.Lock()
 _pool: tuple[int, ProcessPoolExecutor] | None = None  # (workers, pool), made on first use
+_pool_failed = threading.Event()  # set once the workers failed: in-process from then on
 
 
 def _run_shifts(
@@ -299,7 +300,12 @@ def _run_shifts(
     """`shifts(rows, **inputs)` of each item, in order; in `processes` worker processes (0: one
     per core) when there are at least `_PARALLEL_MIN_ROWS` rows, else in this process."""
     workers = processes or _cores()
-    if workers < 2 or len(work) < 2 or sum(len(r) for r, _ in work) < _PARALLEL_MIN_ROWS:
+    if (
+        workers < 2
+        or len(work) < 2
+        or sum(len(r) for r, _ in work) < _PARALLEL_MIN_ROWS
+        or _pool_failed.is_set()
+    ):
         return [shifts(rows, **inputs) for rows, inputs in work]
     pool = _pool_of(workers)
     # biggest series first, so the workers run out of work at about the same time
@@ -307,8 +313,12 @@ def _run_shifts(
     try:
         futures = {i: pool.submit(_shifts_task, *work[i]) for i in order}
         return [futures[i].result() for i in range(len(work))]
-    except BrokenProcessPool:  # a worker died (killed, out of memory): a new pool next pass
-        log.exception("detection worker processes failed; shifts found in-process")
+    except BrokenProcessPool:
+        # a worker died (killed, out of memory, or could not start: a main script without an
+        # `if __name__ == "__main__"` guard runs again in every worker): this pass and the
+        # following ones run in-process rather than paying for a failing start every pass
+        log.exception("detection worker processes failed; shifts found in-process from now on")
+        _pool_failed.set()
         with _pool_lock:
             global _pool
             if _pool is not None and _pool[1] is pool:

@@ -414,7 +414,9 @@ def detection_only(
     unless `cold`: then that memory is emptied before each pass. `dump`: every series' verdicts (the
     `(route, verdict)` list each pass hands to `incidents.merge`, as repr: every number) and
     the run's counts, written to FILE so two code versions can be compared byte for byte.
-    `profile`: print the N heaviest functions (cumulative) of one more pass under cProfile."""
+    `profile`: print the N heaviest functions (cumulative) of one more pass under cProfile.
+    CPU seconds are this process's, plus the detection worker processes' when the pass used
+    them (`PROMPTBLAME_DETECTION_PROCESSES=1`: none, every series analysed in-process)."""
 
     from promptblame.analysis import detection
     from promptblame.settings import Settings

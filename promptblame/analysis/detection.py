@@ -283,7 +283,7 @@ def _shifts_unless_unchanged(
     return [found for found in out if found is not None]
 
 
-# `shifts` is pure CPU work on plain rows, most of a pass on a big project (1.8 s of 2.1 s on
+# `shifts` is pure CPU work on plain rows, most of a pass on a big project (1.5 s of 1.9 s on
 # 60 series at 10M responses), and independent per series: with several cores it runs in
 # worker processes, one series a task. Below this many rows the work (about 35 us a row) is
 # too small to pay for shipping the rows and verdicts, so small projects and the tests stay
@@ -338,10 +338,10 @@ def _cores() -> int:
 
 
 def _pool_of(workers: int) -> ProcessPoolExecutor:
-    """The worker processes, made once and kept for the following passes (a worker starts in
-    about 2 s: numpy, scipy, statsmodels). They are forked from a forkserver that imported
-    this module, never from this process itself: it runs chDB's threads, and a fork copies
-    their locks in whatever state they are in."""
+    """The worker processes, made once and kept for the following passes (the first pass that
+    uses them takes 2-3 s longer: the forkserver imports numpy, scipy, statsmodels). They are
+    forked from a forkserver that imported this module, never from this process itself: it
+    runs chDB's threads, and a fork copies their locks in whatever state they are in."""
     global _pool
     with _pool_lock:
         if _pool is not None and _pool[0] != workers:

@@ -144,17 +144,17 @@ def test_worker_processes_find_the_same_verdicts_as_the_job_itself(
     this process: the same verdicts, in the series' order, from a pool that really ran."""
     monkeypatch.setattr(detection, "_PARALLEL_MIN_ROWS", 1)
     moves = [{"prompt_id": "answer", "to_version": "v2", "label": "prod", "claimed_at": T0}]
-    work: list[tuple[list[dict[str, Any]], dict[str, Any]]] = [
+    series: list[tuple[int, float, dict[str, Any]]] = [
+        (1, 0.2, {"label_moves": moves}),
+        (2, 0.0, {"label_moves": moves}),
+        (3, 0.2, {"higher_is_better": False}),
+        (4, 0.0, {}),
+    ]
+    work = [
         (_rows(seed, regress=regress), {"since": T0, "bucket_seconds": 3600, **kw})
-        for seed, regress, kw in [
-            (1, 0.2, {"label_moves": moves}),
-            (2, 0.0, {"label_moves": moves}),
-            (3, 0.2, {"higher_is_better": False}),
-            (4, 0.0, {}),
-        ]
+        for seed, regress, kw in series
     ]
     here = detection._run_shifts(work, processes=1)
-    assert detection._pool is None
     try:
         there = detection._run_shifts(work, processes=2)
         assert detection._pool is not None and detection._pool[0] == 2

@@ -87,8 +87,10 @@ def plan_series(
         return SeriesPlan(
             n, None, 0, "too_few_scores", f"{n} scores in the window, {min_scores} needed"
         )
+    # one offset per distinct start (a start has a row per route, environment and version)
     offsets = [
-        int((b - since).total_seconds()) for b, c in zip(bucket_starts, counts, strict=True) if c
+        int((b - since).total_seconds())
+        for b in {b: None for b, c in zip(bucket_starts, counts, strict=True) if c}
     ]
     used = 0
     for k in WIDTHS:

@@ -287,9 +287,8 @@ def _shifts_unless_unchanged(
 
 # `shifts` is pure CPU work on plain rows, most of a pass on a big project (1.5 s of 1.9 s on
 # 60 series at 10M responses), and independent per series: with several cores it runs in
-# worker processes, one series a task. Below this many rows the work (about 35 us a row) is
-# too small to pay for shipping the rows and verdicts, so small projects and the tests stay
-# in-process.
+# worker processes. Below this many rows the work (about 25 us a row) is too small to pay for
+# shipping the rows and verdicts, so small projects and the tests stay in-process.
 _PARALLEL_MIN_ROWS = 20_000
 _pool_lock = threading.Lock()
 _pool: tuple[int, ProcessPoolExecutor] | None = None  # (workers, pool), made on first use
@@ -310,11 +309,23 @@ def _run_shifts(
     ):
         return [shifts(rows, **inputs) for rows, inputs in work]
     pool = _pool_of(workers)
-    # biggest series first, so the workers run out of work at about the same time
-    order = sorted(range(len(work)), key=lambda i: -len(work[i][0]))
+    # One task per worker, the series dealt biggest first to the lightest task so far: with a
+    # task per series the pool's feeder thread had to wake up between series to hand out the
+    # next one, and on a busy machine the workers sat waiting for it (no faster than one
+    # process at a load of 4-5 on 2 cores).
+    tasks: list[list[int]] = [[] for _ in range(min(workers, len(work)))]
+    rows = [0] * len(tasks)
+    for i in sorted(range(len(work)), key=lambda i: -len(work[i][0])):
+        k = rows.index(min(rows))
+        tasks[k].append(i)
+        rows[k] += len(work[i][0])
     try:
-        futures = {i: pool.submit(_shifts_task, *work[i]) for i in order}
-        return [futures[i].result() for i in range(len(work))]
+        futures = [pool.submit(_shifts_task, [work[i] for i in task]) for task in tasks]
+        out: list[list[tuple[str, Verdict]]] = [[] for _ in work]
+        for task, future in zip(tasks, futures, strict=True):
+            for i, found in zip(task, future.result(), strict=True):
+                out[i] = found
+        return out
     except BrokenProcessPool:
         # a worker died (killed, out of memory, or could not start: a main script without an
         # `if __name__ == "__main__"` guard runs again in every worker): this pass and the
@@ -329,8 +340,10 @@ def _run_shifts(
         return [shifts(rows, **inputs) for rows, inputs in work]
 
 
-def _shifts_task(rows: list[dict[str, Any]], inputs: dict[str, Any]) -> list[tuple[str, Verdict]]:
-    return shifts(rows, **inputs)
+def _shifts_task(
+    work: Sequence[tuple[list[dict[str, Any]], dict[str, Any]]],
+) -> list[list[tuple[str, Verdict]]]:
+    return [shifts(rows, **inputs) for rows, inputs in work]
 
 
 def _cores() -> int:

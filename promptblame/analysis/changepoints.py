@@ -750,6 +750,7 @@ class _Cost:
         t, s = _lower_pairs(size)
         a, b, c = _scratch(t.size, 3)
         out: FloatArray = np.empty(t.size)
+        # np.take with mode="clip" (the indices are in range): "raise" copies `out` first
         with np.errstate(divide="ignore", invalid="ignore"):
             dw = np.take(self.cw, t, out=a, mode="clip")
             dw -= np.take(self.cw, s, out=b, mode="clip")

@@ -154,6 +154,12 @@ class Settings(BaseSettings):
         description='Per-project override of DETECTION_BUILTIN_METRICS, JSON: {"acme":'
         ' ["error_rate", "cost_usd"], "demo": []}.',
     )
+    detection_processes: int = Field(
+        default=0,
+        ge=0,
+        description="Worker processes the detection job analyses a big project's series in"
+        " (0: one per core; 1: in the job's own process). Small projects stay in-process.",
+    )
     public_url: str = Field(
         default="http://127.0.0.1:8000",
         description="Where people reach this server; alerts link to its incident reports.",

@@ -100,8 +100,9 @@ def test_a_series_with_unchanged_inputs_keeps_its_verdicts_and_any_change_finds_
     args: dict[str, Any] = {"since": T0, "bucket_seconds": 3600, "higher_is_better": True}
 
     def run(rows: list[dict[str, Any]], key: str = "bot", **kw: Any) -> str:
-        found = detection._shifts_unless_unchanged(
-            ("acme", key, "correct", "judge"), rows, **{**args, "label_moves": moves, **kw}
+        [found] = detection._shifts_unless_unchanged(
+            [(("acme", key, "correct", "judge"), rows, {**args, "label_moves": moves, **kw})],
+            processes=1,
         )
         return repr(found)
 
@@ -134,3 +135,32 @@ def test_a_series_with_unchanged_inputs_keeps_its_verdicts_and_any_change_finds_
     flat = _rows(2, regress=0.0)
     assert run(flat, key="flat") == "[]" == run(flat, key="flat")
     assert len(found_afresh) == len(changes) + 2
+
+
+def test_worker_processes_find_the_same_verdicts_as_the_job_itself(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The parallel path (threshold patched down to this small data) against `shifts` in
+    this process: the same verdicts, in the series' order, from a pool that really ran."""
+    monkeypatch.setattr(detection, "_PARALLEL_MIN_ROWS", 1)
+    moves = [{"prompt_id": "answer", "to_version": "v2", "label": "prod", "claimed_at": T0}]
+    series: list[tuple[int, float, dict[str, Any]]] = [
+        (1, 0.2, {"label_moves": moves}),
+        (2, 0.0, {"label_moves": moves}),
+        (3, 0.2, {"higher_is_better": False}),
+        (4, 0.0, {}),
+    ]
+    work = [
+        (_rows(seed, regress=regress), {"since": T0, "bucket_seconds": 3600, **kw})
+        for seed, regress, kw in series
+    ]
+    here = detection._run_shifts(work, processes=1)
+    try:
+        there = detection._run_shifts(work, processes=2)
+        assert detection._pool is not None and detection._pool[0] == 2
+    finally:
+        if detection._pool is not None:
+            detection._pool[1].shutdown()
+            detection._pool = None
+    assert "answer@v2" in repr(here[0])
+    assert repr(there) == repr(here)

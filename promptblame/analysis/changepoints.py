@@ -108,6 +108,7 @@ from __future__ import annotations
 import functools
 import itertools
 import math
+import threading
 from collections import deque
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -740,29 +741,36 @@ class _Cost:
         """The costs of `matrix` for the pairs s < t only, packed by end: row t (the costs of
         [s, t) for s = 0..t-1) is `packed[offsets[t] : offsets[t] + t]`. The same values
         element by element (the same operations, done in place), without the square
-        matrix, its NaN fill and its transpose: the optimal partitioning reads rows."""
+        matrix, its NaN fill and its transpose: the optimal partitioning reads rows.
+
+        The intermediate arrays are this thread's scratch (`_scratch`), not new ones: at a
+        few hundred buckets they are ~0.5 MB each, which the allocator maps afresh and the
+        kernel zero-fills page by page at every call; that was half of this method's time."""
         size = self.cw.size
         t, s = _lower_pairs(size)
+        a, b, c = _scratch(t.size, 3)
+        out: FloatArray = np.empty(t.size)
+        # np.take with mode="clip" (the indices are in range): "raise" copies `out` first
         with np.errstate(divide="ignore", invalid="ignore"):
-            dw = self.cw[t]
-            dw -= self.cw[s]
-            d1 = self.c1[t]
-            d1 -= self.c1[s]
+            dw = np.take(self.cw, t, out=a, mode="clip")
+            dw -= np.take(self.cw, s, out=b, mode="clip")
+            d1 = np.take(self.c1, t, out=c, mode="clip")
+            d1 -= np.take(self.c1, s, out=b, mode="clip")
             if self.binomial:
                 mu = np.divide(d1, dw, out=d1)
                 np.maximum(mu, 1e-12, out=mu)
                 np.minimum(mu, 1 - 1e-12, out=mu)
-                nu = 1 - mu
-                g = np.log(mu)
+                nu = np.subtract(1, mu, out=b)
+                g = np.log(mu, out=out)
                 g *= mu
-                lg = np.log(nu)
+                lg = np.log(nu, out=c)  # mu is used up
                 lg *= nu
                 g += lg
                 dw *= -2
                 g *= dw
                 return g, _row_offsets(size)
-            c2 = self.c2[t]
-            c2 -= self.c2[s]
+            c2 = np.take(self.c2, t, out=out, mode="clip")
+            c2 -= np.take(self.c2, s, out=b, mode="clip")
             d1 *= d1
             d1 /= dw
             c2 -= d1
@@ -788,6 +796,19 @@ def _lower_pairs(size: int) -> tuple[IntArray, IntArray]:
     t.flags.writeable = False
     s.flags.writeable = False
     return t, s
+
+
+_scratch_arrays = threading.local()
+
+
+def _scratch(size: int, count: int) -> list[FloatArray]:
+    """`count` float arrays of `size` elements, this thread's own, reused from call to call
+    (grown to the largest size asked: at most 4 MB each, at `_DENSE_MAX` buckets)."""
+    held: list[FloatArray] = getattr(_scratch_arrays, "arrays", [])
+    if len(held) < count or held[0].size < size:
+        held = [np.empty(max(size, held[0].size if held else 0)) for _ in range(count)]
+        _scratch_arrays.arrays = held
+    return [h[:size] for h in held[:count]]
 
 
 @functools.lru_cache(maxsize=8)
@@ -979,15 +1000,17 @@ def _optimal_partitioning(cost: _Cost, s_max: list[int], *, penalty: float) -> l
     f[0] = -penalty
     last = np.zeros(t_len + 1, dtype=np.int64)
     base = np.empty(t_len + 1)
+    add, isfinite = np.add, math.isfinite  # a few hundred thousand steps a pass: no lookups
     for t in range(1, t_len + 1):
-        top = s_max[t]
-        if top < 0:
+        k = s_max[t] + 1
+        if k <= 0:
             continue
         o = offsets[t]
-        b = np.add(f[: top + 1], c[o : o + top + 1], out=base[: top + 1])
-        j = int(b.argmin())
-        if math.isfinite(b[j]):
-            f[t] = b[j] + penalty
+        b = add(f[:k], c[o : o + k], out=base[:k])
+        j = b.argmin()
+        v = b[j]
+        if isfinite(v):
+            f[t] = v + penalty
             last[t] = j
     return _backtrack(f, last)
 

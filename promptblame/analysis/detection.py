@@ -16,11 +16,15 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import multiprocessing as mp
 import operator
+import os
 import pickle
 import threading
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
@@ -83,8 +87,10 @@ def plan_series(
         return SeriesPlan(
             n, None, 0, "too_few_scores", f"{n} scores in the window, {min_scores} needed"
         )
+    # one offset per distinct start (a start has a row per route, environment and version)
     offsets = [
-        int((b - since).total_seconds()) for b, c in zip(bucket_starts, counts, strict=True) if c
+        int((b - since).total_seconds())
+        for b in {b: None for b, c in zip(bucket_starts, counts, strict=True) if c}
     ]
     used = 0
     for k in WIDTHS:
@@ -150,6 +156,9 @@ def run_detection(
         known: dict[tuple[str, str, str], list[dict[str, Any]]] = {}
         for i in store.incidents_since(project, since - timedelta(days=1)):
             known.setdefault((i["app"], i["metric"], i["source"]), []).append(i)
+        # every series' cells first, then their shifts together (in worker processes when the
+        # project is big: `_run_shifts`), then the incidents in the series' order
+        todo: list[tuple[Series, list[dict[str, Any]], dict[str, Any]]] = []
         for (app, metric, source), cells in by_series.items():
             plan = plan_series(
                 [c["bucket"] for c in cells],
@@ -173,19 +182,28 @@ def run_detection(
                 )
                 continue
             width = plan.bucket_seconds
-            cells = coarsen(cells, since=since, width=width, base=bs)
-            series = Series(project, app, metric, source, width)
+            inputs = {
+                "since": since,
+                "bucket_seconds": width,
+                "higher_is_better": source != BUILTIN,
+                "label_moves": moves,
+            }
+            todo.append(
+                (
+                    Series(project, app, metric, source, width),
+                    coarsen(cells, since=since, width=width, base=bs),
+                    inputs,
+                )
+            )
+        found_all = _shifts_unless_unchanged(
+            [((project, s.app, s.metric, s.source), rows, inputs) for s, rows, inputs in todo],
+            processes=settings.detection_processes,
+        )
+        for (series, _, _), found in zip(todo, found_all, strict=True):
             writes = merge(
                 series,
-                known.get((app, metric, source), []),
-                _shifts_unless_unchanged(
-                    (project, app, metric, source),
-                    cells,
-                    since=since,
-                    bucket_seconds=width,
-                    higher_is_better=source != BUILTIN,
-                    label_moves=moves,
-                ),
+                known.get((series.app, series.metric, series.source), []),
+                found,
                 now=now,
             )
             if writes.incidents:
@@ -239,34 +257,118 @@ def _shifts_digest(
 
 
 def _shifts_unless_unchanged(
-    series: tuple[str, ...],
-    rows: list[dict[str, Any]],
+    jobs: Sequence[tuple[tuple[str, ...], list[dict[str, Any]], dict[str, Any]]],
     *,
-    since: datetime,
-    bucket_seconds: int,
-    higher_is_better: bool,
-    label_moves: Sequence[Mapping[str, Any]],
-) -> list[tuple[str, Verdict]]:
-    """`shifts`, or the last run's verdicts of the series when its inputs are unchanged."""
-    inputs: dict[str, Any] = {
-        "since": since,
-        "bucket_seconds": bucket_seconds,
-        "higher_is_better": higher_is_better,
-        "label_moves": label_moves,
-    }
-    digest = _shifts_digest(rows, **inputs)
+    processes: int,
+) -> list[list[tuple[str, Verdict]]]:
+    """`shifts` of each (series, rows, inputs), in order: the last run's verdicts of a series
+    whose inputs are unchanged, the others found afresh (`_run_shifts`) and remembered."""
+    digests = [_shifts_digest(rows, **inputs) for _, rows, inputs in jobs]
+    out: list[list[tuple[str, Verdict]] | None] = []
     with _shifts_lock:
-        kept = _last_shifts.get(series)
-        if kept is not None and kept[0] == digest:
-            _last_shifts.move_to_end(series)
-            return list(kept[1])
-    found = shifts(rows, **inputs)
+        for (series, _, _), digest in zip(jobs, digests, strict=True):
+            kept = _last_shifts.get(series)
+            if kept is not None and kept[0] == digest:
+                _last_shifts.move_to_end(series)
+                out.append(list(kept[1]))
+            else:
+                out.append(None)
+    missing = [i for i, found in enumerate(out) if found is None]
+    computed = _run_shifts([(jobs[i][1], jobs[i][2]) for i in missing], processes=processes)
     with _shifts_lock:
-        _last_shifts[series] = (digest, list(found))
-        _last_shifts.move_to_end(series)
+        for i, found in zip(missing, computed, strict=True):
+            out[i] = found
+            _last_shifts[jobs[i][0]] = (digests[i], list(found))
+            _last_shifts.move_to_end(jobs[i][0])
         while len(_last_shifts) > _SHIFTS_KEPT:
             _last_shifts.popitem(last=False)
-    return found
+    return [found for found in out if found is not None]
+
+
+# `shifts` is pure CPU work on plain rows, most of a pass on a big project (1.5 s of 1.9 s on
+# 60 series at 10M responses), and independent per series: with several cores it runs in
+# worker processes. Below this many rows the work (about 25 us a row) is too small to pay for
+# shipping the rows and verdicts, so small projects and the tests stay in-process.
+_PARALLEL_MIN_ROWS = 20_000
+_pool_lock = threading.Lock()
+_pool: tuple[int, ProcessPoolExecutor] | None = None  # (workers, pool), made on first use
+_pool_failed = threading.Event()  # set once the workers failed: in-process from then on
+
+
+def _run_shifts(
+    work: Sequence[tuple[list[dict[str, Any]], dict[str, Any]]], *, processes: int
+) -> list[list[tuple[str, Verdict]]]:
+    """`shifts(rows, **inputs)` of each item, in order; in `processes` worker processes (0: one
+    per core) when there are at least `_PARALLEL_MIN_ROWS` rows, else in this process."""
+    workers = processes or _cores()
+    if (
+        workers < 2
+        or len(work) < 2
+        or sum(len(r) for r, _ in work) < _PARALLEL_MIN_ROWS
+        or _pool_failed.is_set()
+    ):
+        return [shifts(rows, **inputs) for rows, inputs in work]
+    pool = _pool_of(workers)
+    # One task per worker, the series dealt biggest first to the lightest task so far: with a
+    # task per series the pool's feeder thread had to wake up between series to hand out the
+    # next one, and on a busy machine the workers sat waiting for it (no faster than one
+    # process at a load of 4-5 on 2 cores).
+    tasks: list[list[int]] = [[] for _ in range(min(workers, len(work)))]
+    rows = [0] * len(tasks)
+    for i in sorted(range(len(work)), key=lambda i: -len(work[i][0])):
+        k = rows.index(min(rows))
+        tasks[k].append(i)
+        rows[k] += len(work[i][0])
+    try:
+        futures = [pool.submit(_shifts_task, [work[i] for i in task]) for task in tasks]
+        out: list[list[tuple[str, Verdict]]] = [[] for _ in work]
+        for task, future in zip(tasks, futures, strict=True):
+            for i, found in zip(task, future.result(), strict=True):
+                out[i] = found
+        return out
+    except BrokenProcessPool:
+        # a worker died (killed, out of memory, or could not start: a main script without an
+        # `if __name__ == "__main__"` guard runs again in every worker): this pass and the
+        # following ones run in-process rather than paying for a failing start every pass
+        log.exception("detection worker processes failed; shifts found in-process from now on")
+        _pool_failed.set()
+        with _pool_lock:
+            global _pool
+            if _pool is not None and _pool[1] is pool:
+                _pool = None
+        pool.shutdown(wait=False, cancel_futures=True)
+        return [shifts(rows, **inputs) for rows, inputs in work]
+
+
+def _shifts_task(
+    work: Sequence[tuple[list[dict[str, Any]], dict[str, Any]]],
+) -> list[list[tuple[str, Verdict]]]:
+    return [shifts(rows, **inputs) for rows, inputs in work]
+
+
+def _cores() -> int:
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
+def _pool_of(workers: int) -> ProcessPoolExecutor:
+    """The worker processes, made once and kept for the following passes (the first pass that
+    uses them takes 2-3 s longer: the forkserver imports numpy, scipy, statsmodels). They are
+    forked from a forkserver that imported this module, never from this process itself: it
+    runs chDB's threads, and a fork copies their locks in whatever state they are in."""
+    global _pool
+    with _pool_lock:
+        if _pool is not None and _pool[0] != workers:
+            _pool[1].shutdown(wait=False)
+            _pool = None
+        if _pool is None:
+            method = "forkserver" if "forkserver" in mp.get_all_start_methods() else "spawn"
+            context = mp.get_context(method)
+            if method == "forkserver":
+                context.set_forkserver_preload([__name__])
+            _pool = (workers, ProcessPoolExecutor(workers, mp_context=context))
+        return _pool[1]
 
 
 def coverage(
@@ -386,20 +488,8 @@ def shifts(
     for r in rows:
         if r["bucket"] not in index:
             index[r["bucket"]] = int((r["bucket"] - since).total_seconds()) // bucket_seconds
-    cells = [
-        Cell(
-            bucket=index[r["bucket"]],
-            start=r["bucket"],
-            route=r["route"],
-            environment=r["environment"],
-            prompt=r["prompt"],
-            model=r["model_label"],
-            n=r["n"],
-            total=r["total"],
-            total_sq=r["total_sq"],
-        )
-        for r in rows
-    ]
+    # positionally, in Cell's field order after `bucket`: a third of the time of keywords
+    cells = [Cell(index[f[0]], *f) for f in map(_cell_fields, rows)]
     kind: MetricKind = "mean" if any(r["non_binary"] for r in rows) else "proportion"
     found = [
         ("", v)
@@ -427,6 +517,11 @@ def shifts(
                 if v.kind in REPORTABLE and not _seen(found, v, within=within):
                     found.append((route, v))
     return found
+
+
+_cell_fields = operator.itemgetter(  # Cell's fields from `start` on, from a row
+    "bucket", "route", "environment", "prompt", "model_label", "n", "total", "total_sq"
+)
 
 
 def known_arrivals(

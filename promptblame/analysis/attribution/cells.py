@@ -74,6 +74,11 @@ def in_range(cells: Iterable[Cell], lo: int, hi: int) -> list[Cell]:
 def sum_by(cells: Iterable[Cell], key: Callable[[Cell], K]) -> dict[K, Moments]:
     """Moments summed per key (keys in first-seen order). Accumulated in plain lists, in the
     cells' order: the same sums as adding Moments one by one, without an object per cell."""
+    return {k: Moments(a[0], a[1], a[2]) for k, a in sums_by(cells, key).items()}
+
+
+def sums_by(cells: Iterable[Cell], key: Callable[[Cell], K]) -> dict[K, list[Any]]:
+    """`sum_by`'s sums as [n, total, total_sq] lists, for a caller that needs no Moments."""
     acc: dict[K, list[Any]] = {}
     for c in cells:
         k = key(c)
@@ -84,7 +89,7 @@ def sum_by(cells: Iterable[Cell], key: Callable[[Cell], K]) -> dict[K, Moments]:
             a[0] += c.n
             a[1] += c.total
             a[2] += c.total_sq
-    return {k: Moments(a[0], a[1], a[2]) for k, a in acc.items()}
+    return acc
 
 
 def total(cells: Iterable[Cell]) -> Moments:

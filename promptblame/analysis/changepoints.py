@@ -716,32 +716,11 @@ class _Cost:
             return -2 * dw * (mu * np.log(mu) + nu * np.log(nu))
         return (self.c2[t] - self.c2[s]) - d1 * d1 / dw
 
-    def matrix(self) -> FloatArray:
-        """m[s, t] = cost of the segment [s, t) for every pair (meaningful where s < t).
-
-        Binomial: only the pairs s < t are computed (the logarithms cost most; the rest is
-        NaN), the same values element by element."""
-        with np.errstate(divide="ignore", invalid="ignore"):
-            if self.binomial:
-                size = self.cw.size
-                s, t = _upper_pairs(size)
-                dw = self.cw[t] - self.cw[s]
-                d1 = self.c1[t] - self.c1[s]
-                mu = np.minimum(np.maximum(d1 / dw, 1e-12), 1 - 1e-12)
-                nu = 1 - mu
-                out: FloatArray = np.full((size, size), np.nan)
-                out[s, t] = -2 * dw * (mu * np.log(mu) + nu * np.log(nu))
-                return out
-            dw = self.cw[None, :] - self.cw[:, None]
-            d1 = self.c1[None, :] - self.c1[:, None]
-            out = (self.c2[None, :] - self.c2[:, None]) - d1 * d1 / dw
-            return out
-
     def rows(self) -> tuple[FloatArray, list[int]]:
-        """The costs of `matrix` for the pairs s < t only, packed by end: row t (the costs of
-        [s, t) for s = 0..t-1) is `packed[offsets[t] : offsets[t] + t]`. The same values
-        element by element (the same operations, done in place), without the square
-        matrix, its NaN fill and its transpose: the optimal partitioning reads rows.
+        """The costs of every segment [s, t) with s < t, packed by end: row t (s = 0..t-1) is
+        `packed[offsets[t] : offsets[t] + t]`. The same values element by element as
+        `self(s, t)` (the same operations, done in place, all rows in one go): the optimal
+        partitioning reads rows.
 
         The intermediate arrays are this thread's scratch (`_scratch`), not new ones: at a
         few hundred buckets they are ~0.5 MB each, which the allocator maps afresh and the
@@ -778,15 +757,6 @@ class _Cost:
 
     def span(self, a: int, b: int) -> float:
         return float(self(np.array([a], dtype=np.int64), b)[0])
-
-
-@functools.lru_cache(maxsize=8)
-def _upper_pairs(size: int) -> tuple[IntArray, IntArray]:
-    """(s, t) index arrays of every pair s < t of a size x size matrix (read-only, cached)."""
-    s, t = np.triu_indices(size, 1)
-    s.flags.writeable = False
-    t.flags.writeable = False
-    return s, t
 
 
 @functools.lru_cache(maxsize=8)
@@ -992,7 +962,7 @@ _DENSE_MAX = 1000  # series up to this many buckets: every segment cost in one a
 
 def _optimal_partitioning(cost: _Cost, s_max: list[int], *, penalty: float) -> list[int]:
     """The same optimum as PELT (which only prunes candidates that cannot win), computed from
-    the full matrix of segment costs: for a few hundred buckets, one vectorized evaluation of
+    every segment cost (`_Cost.rows`): for a few hundred buckets, one vectorized evaluation of
     all (s, t) costs is far cheaper than one small numpy call per t."""
     t_len = len(s_max) - 1
     c, offsets = cost.rows()  # row t: the costs of [s, t) for every s < t

@@ -211,9 +211,9 @@ class GatedStore(EmbeddedStore):
 
     gate: threading.Event
 
-    def insert(self, table: str, data: pa.Table) -> None:
+    def insert(self, table: str, data: pa.Table, *, stamp: bool = False) -> None:
         self.gate.wait(30)
-        super().insert(table, data)
+        super().insert(table, data, stamp=stamp)
 
 
 def test_a_full_write_queue_answers_503_with_retry_after_and_loses_nothing(

@@ -69,6 +69,51 @@ def test_the_only_writer_skips_the_job_without_a_query_until_a_write_or_an_hour_
     assert s.materialize_scores() is False and queries  # it looked, and sums the hours
 
 
+def test_the_only_writers_job_window_starts_at_its_oldest_insert_under_way_not_a_minute_back(
+    embedded_store: Store, monkeypatch: pytest.MonkeyPatch
+):
+    """Embedded, a run takes the rows received from where the oldest insert under way at the
+    last run began (re-reading a minute back made each run under ingest ~1 s), and an insert
+    that commits after a run it was under way for is still taken by the next run."""
+    s = embedded_store
+    insert_responses(s, response("e1"), response("e2"))
+    s.materialize_scores()
+    real_insert, held, release = s._insert, threading.Event(), threading.Event()
+
+    def insert(table: str, data: pa.Table) -> None:
+        if table == "scores" and not held.is_set():  # the first score insert stalls mid-way
+            held.set()
+            release.wait(30)
+        real_insert(table, data)
+
+    monkeypatch.setattr(s, "_insert", insert)
+    stalled = threading.Thread(
+        target=lambda: s.insert(
+            "scores", pa.Table.from_pylist([score("e1", 0.25)], SCORES_ARROW), stamp=True
+        )
+    )
+    stalled.start()
+    assert held.wait(30)
+    time.sleep(1.2)  # it began longer ago than the window's second for the clock
+    s.insert("scores", pa.Table.from_pylist([score("e2", 0.5)], SCORES_ARROW), stamp=True)
+    assert s.materialize_scores() is True  # e2 is in; e1 is not written yet
+    release.set()
+    stalled.join(30)
+    windows: list[datetime] = []
+    execute = s._exec
+
+    def recorded(sql: str, **params: Any) -> None:
+        if sql.startswith("INSERT INTO scored"):
+            windows.append(params["since"])
+        execute(sql, **params)
+
+    monkeypatch.setattr(s, "_exec", recorded)
+    assert s.materialize_scores() is True  # as a read does first
+    got = s.group_moments("p1", {"all": F()}, metric="quality")["all"]
+    assert (got["n"], got["total"]) == (2, 0.75)  # the stalled insert was taken too
+    assert windows and min(windows) > datetime.now(UTC) - timedelta(seconds=10)
+
+
 def test_readers_queued_behind_a_run_share_the_next_one_and_see_their_writes(
     any_store: Store, monkeypatch: pytest.MonkeyPatch
 ):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from functools import partial
 
 from apscheduler.schedulers.background import BackgroundScheduler
 from fastapi import FastAPI
@@ -61,7 +62,7 @@ def create_app(settings: Settings | None = None, store: Store | None = None) -> 
         stats = WriterStats()
         metrics.bind_writer(stats)
         writer = GroupCommitWriter(
-            s.insert,
+            partial(s.insert, stamp=True),  # received_at = when written: the jobs follow it
             max_queue_rows=settings.write_queue_max_rows,
             max_batch_rows=settings.write_batch_max_rows,
             linger=settings.write_linger_ms / 1000,

@@ -19,7 +19,6 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import Future
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 
 import pyarrow as pa
 
@@ -149,7 +148,7 @@ class GroupCommitWriter:
         error: BaseException | None = None
         try:
             data = pa.concat_tables([i.rows for i in items]) if len(items) > 1 else items[0].rows
-            self._insert(table, _stamp_received_at(data))
+            self._insert(table, data)
         except BaseException as exc:  # every waiter must hear about it
             error = exc
             log.exception("insert of %d rows into %s failed", n, table)
@@ -171,14 +170,3 @@ class GroupCommitWriter:
                 item.done.set_exception(
                     error if isinstance(error, StoreUnavailable) else StoreUnavailable(str(error))
                 )
-
-
-def _stamp_received_at(data: pa.Table) -> pa.Table:
-    """received_at = when the rows are written, so jobs that follow it by time see rows
-    become visible at most one INSERT's duration after their stamp."""
-    i = data.schema.get_field_index("received_at")
-    if i < 0:
-        return data
-    field = data.schema.field(i)
-    now = pa.scalar(datetime.now(UTC), field.type)
-    return data.set_column(i, field, pa.repeat(now, data.num_rows))

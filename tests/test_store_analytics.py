@@ -122,16 +122,15 @@ def test_readers_queued_behind_a_run_share_the_next_one_and_see_their_writes(
     asked, not one each."""
     insert_responses(any_store, response("e1"), response("e2"))
     any_store.insert("scores", pa.Table.from_pylist([score("e1", 0.5)], schema=SCORES_ARROW))
-    rows, landed = any_store._rows, threading.Event()
+    execute, landed = any_store._exec, threading.Event()
 
-    def rows_while_ingesting(sql: str, **params: object) -> list[dict[str, object]]:
-        got = rows(sql, **params)
-        if sql.startswith("SELECT greatest(") and not landed.is_set():
+    def exec_while_ingesting(sql: str, **params: object) -> None:
+        execute(sql, **params)
+        if sql.startswith("INSERT INTO scored") and not landed.is_set():
             landed.set()  # a write lands while the first run is under way
             any_store.insert("scores", pa.Table.from_pylist([score("e2", 1.0)], SCORES_ARROW))
-        return got
 
-    monkeypatch.setattr(any_store, "_rows", rows_while_ingesting)
+    monkeypatch.setattr(any_store, "_exec", exec_while_ingesting)
     ran: list[bool] = []
     with any_store._materialize_lock:  # a run under way
         readers = [

@@ -100,10 +100,10 @@ class Store(ABC):
         self._materialized_from = 0.0  # monotonic start of the last run that finished
         # Writes through this store outside the job, counted once done; with `exclusive`, a
         # job run is skipped when there were none and no hour passed since the last one.
-        self._writes = 0
+        self._writes: dict[str, int] = {}  # per table written ("": a statement, any table)
         self._writes_lock = threading.Lock()
         self._in_job = threading.local()  # .on: this thread runs the job
-        self._last_run: tuple[int, datetime] | None = None  # (writes, sealed target) then
+        self._last_run: tuple[dict[str, int], datetime] | None = None  # writes, sealed target
         # With `exclusive`, where the job's next window starts: the oldest received_at of the
         # inserts under way when the last run began (or then, less a second for the clock), or
         # of any insert since then with an older one. Not a minute back, as when other
@@ -138,11 +138,11 @@ class Store(ABC):
     def _exec(self, sql: str, **params: Any) -> None:
         self._command(sql, {k: _param(v) for k, v in params.items()})
         if not getattr(self._in_job, "on", False):  # the job's statements write its outputs
-            self._wrote()
+            self._wrote("")
 
-    def _wrote(self) -> None:
+    def _wrote(self, table: str) -> None:
         with self._writes_lock:
-            self._writes += 1
+            self._writes[table] = self._writes.get(table, 0) + 1
 
     # -- schema ----------------------------------------------------------------------------
     def migrate(self, *, through: int | None = None) -> list[int]:
@@ -199,7 +199,7 @@ class Store(ABC):
         finally:
             with self._writes_lock:
                 self._in_flight.pop(id(token), None)
-        self._wrote()
+        self._wrote(table)
 
     def insert_rows(self, table: str, rows: Sequence[Mapping[str, Any]]) -> None:
         """Insert dicts into a table of a known arrow layout (small tables: incidents, alerts)."""
@@ -967,20 +967,30 @@ class Store(ABC):
             if self._materialized_from > called:
                 return False
             started = time.monotonic()
-            state = (self._writes, cells.sealed_target(datetime.now(UTC)))
+            with self._writes_lock:
+                state = (dict(self._writes), cells.sealed_target(datetime.now(UTC)))
             if self.exclusive and state == self._last_run:
                 self._materialized_from = started
                 return False
             self._in_job.on = True
             try:
-                changed = self._run_job(overlap)
+                changed = self._run_job(overlap, self._written_since_last_run(state[0]))
             finally:
                 self._in_job.on = False
             self._last_run = state
             self._materialized_from = started
             return changed
 
-    def _run_job(self, overlap: timedelta) -> bool:
+    def _written_since_last_run(self, writes: dict[str, int]) -> set[str] | None:
+        """The tables the job reads that this process wrote since the last run began (None:
+        not known — another process may write, or no run yet)."""
+        if not self.exclusive or self._last_run is None:
+            return None
+        before = self._last_run[0]
+        changed = {t for t, n in writes.items() if before.get(t) != n}
+        return {"responses", "scores"} if "" in changed else changed & {"responses", "scores"}
+
+    def _run_job(self, overlap: timedelta, written: set[str] | None) -> bool:
         """One run of `materialize_scores` (under its lock)."""
         with self._writes_lock:  # before any read: what commits later is newer than this
             window = self._next_window
@@ -988,7 +998,9 @@ class Store(ABC):
                 [*self._in_flight.values(), datetime.now(UTC) - timedelta(seconds=1)]
             )
         try:
-            return self._run_job_from(window, overlap)
+            if window is None or written is None:
+                return self._run_job_from(window, overlap)
+            return self._run_job_known(window, written)
         except BaseException:
             with self._writes_lock:  # the next run takes this one's window too
                 if window is not None:
@@ -1014,18 +1026,44 @@ class Store(ABC):
         since = last[0]["ts"] - overlap if last else FAR_PAST
         if self.exclusive and window is not None:
             since = window
-        if changed:
+        tables = {"responses", "scores"} if changed else set()
+        return self._materialize(since, tables, now["clock"], (now["ts"], now["n"]))
+
+    def _run_job_known(self, window: datetime, written: set[str]) -> bool:
+        """The run when this process is the only writer: it knows which tables changed and
+        where their new rows begin, so it looks for neither (two queries) and joins only the
+        new rows of the tables written (under ingest of responses alone, no new scores)."""
+        return self._materialize(window, written, datetime.now(UTC), (window, 0))
+
+    def _materialize(
+        self, since: datetime, tables: set[str], clock: datetime, mark: tuple[datetime, int]
+    ) -> bool:
+        """Join the rows of `tables` received from `since` into `scored`, bring the cells up
+        to date, and note how far it got: `mark` (the newest receipt and the row count, which
+        the next run compares) and when this run began (`clock`), in one INSERT."""
+        if "responses" in tables:
             self._drop_moved_responses(since)
-            for sql in (_SCORED_FROM_NEW_SCORES, _SCORED_FROM_NEW_RESPONSES):
-                self._exec(sql, since=since)
+        if "scores" in tables:
+            self._exec(_SCORED_FROM_NEW_SCORES, since=since)
+        if "responses" in tables:
+            self._exec(_SCORED_FROM_NEW_RESPONSES, since=since)
+        marks = [("scored", "received_at", *mark)] if tables else []
+        if self._update_cells(clock, received=since if tables else None):
+            marks.append(("cells", "started", clock, 0))
+        if marks:
             self._exec(
-                "INSERT INTO job_state (job, key, ts, n)"
-                " VALUES ('scored', 'received_at', {ts:DateTime64(3)}, {n:UInt64})",
-                ts=now["ts"],
-                n=now["n"],
+                "INSERT INTO job_state (job, key, ts, n) VALUES "
+                + ", ".join(
+                    f"({{j{i}:String}}, {{k{i}:String}}, {{t{i}:DateTime64(3)}}, {{n{i}:UInt64}})"
+                    for i in range(len(marks))
+                ),
+                **{
+                    f"{c}{i}": v
+                    for i, row in enumerate(marks)
+                    for c, v in zip("jktn", row, strict=True)
+                },
             )
-        self._update_cells(now["clock"], received=since if changed else None)
-        return changed
+        return bool(tables)
 
     def _drop_moved_responses(self, since: datetime) -> None:
         """An event sent again with its ts in another hour is a second row under the
@@ -1060,11 +1098,12 @@ class Store(ABC):
             [{"project_id": p, "name": "", "app": a, "h": h} for p, a, h in responses],
         )
 
-    def _update_cells(self, clock: datetime, *, received: datetime | None) -> None:
+    def _update_cells(self, clock: datetime, *, received: datetime | None) -> bool:
         """Sum the hours that passed since the last run and, when the job took new rows
         (`received`: its window), recompute the summed cells those rows land in: scored rows
         written since the last run began (a minute's overlap covers another process's run under
-        way then) and responses received in the window."""
+        way then) and responses received in the window. True when the caller is to note
+        `clock` as when the last run that looked began."""
         marks = {r["key"]: r["ts"] for r in self._rows(cells.WATERMARKS)}
         sealed = marks.get("sealed", FAR_PAST)
         target = cells.sealed_target(clock)
@@ -1072,10 +1111,10 @@ class Store(ABC):
             self._exec(cells.SEAL, lo=sealed, hi=target)
             self._exec(cells.SEAL_RESPONSES, lo=sealed, hi=target)
             self._exec(cells.SET_WATERMARK, k="sealed", ts=target)
-        # The first summing read every row written so far: it is marked below, or the first
-        # run with new rows would take every row written before it as touched (9 s at 10M).
+        # The first summing read every row written so far: the caller marks it (True), or the
+        # first run with new rows would take every row written before it as touched (9 s at 10M).
         if received is None and sealed > FAR_PAST:
-            return
+            return False
         if sealed > FAR_PAST:  # hours summed before this run (later ones were just summed)
             # another process's run may have been under way then; this one's runs are not
             overlap = timedelta(seconds=0 if self.exclusive else 60)
@@ -1084,7 +1123,7 @@ class Store(ABC):
             self._recompute_cells(cells.RECOMPUTE, scored)
             late = self._rows(cells.TOUCHED_RESPONSES, since=received, sealed=sealed)
             self._recompute_cells(cells.RECOMPUTE_RESPONSES, late)
-        self._exec(cells.SET_WATERMARK, k="started", ts=clock)
+        return True
 
     def _recompute_cells(self, sql: str, touched: Sequence[Mapping[str, Any]]) -> None:
         """Recompute the named summed cells (rows of project_id, name, app, h: hour in epoch s)."""

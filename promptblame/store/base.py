@@ -108,7 +108,7 @@ class Store(ABC):
         # inserts under way when the last run began (or then, less a second for the clock), or
         # of any insert since then with an older one. Not a minute back, as when other
         # processes write: at 9,600 events/s, re-reading that minute made every run ~1 s.
-        self._in_flight: dict[int, datetime] = {}  # per insert under way: its oldest received_at
+        self._in_flight: dict[object, datetime] = {}  # per insert under way: oldest received_at
         self._next_window: datetime | None = None
 
     # -- transport -------------------------------------------------------------------------
@@ -191,14 +191,14 @@ class Store(ABC):
                     data = data.set_column(i, field, pa.repeat(now, data.num_rows))
                 oldest = pc.min(data.column(i)).as_py()
                 if oldest is not None:
-                    self._in_flight[id(token)] = oldest
+                    self._in_flight[token] = oldest
                     if self._next_window is not None and oldest < self._next_window:
                         self._next_window = oldest
         try:
             self._insert(table, data)
         finally:
             with self._writes_lock:
-                self._in_flight.pop(id(token), None)
+                self._in_flight.pop(token, None)
         self._wrote(table)
 
     def insert_rows(self, table: str, rows: Sequence[Mapping[str, Any]]) -> None:

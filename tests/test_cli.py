@@ -130,3 +130,14 @@ def test_detect_prints_the_series_it_cannot_analyse_and_why(tmp_path):
     assert "0 series; 1 not analysed (too little data)" in r.stderr
     r = cli(data, "detect", "--project", "shop")  # one project: its name is not repeated
     assert "not analysed  tiny helpful (app): too few scores" in r.stdout
+
+
+def test_one_detection_pass_runs_in_process_unless_the_worker_processes_are_set():
+    """A one-shot `promptblame detect` does not repay starting the worker pool."""
+    from promptblame.api.cli import _one_pass
+    from promptblame.settings import Settings
+
+    assert Settings().detection_processes == 0  # the server's default: one worker per core
+    assert _one_pass(Settings()).detection_processes == 1
+    assert _one_pass(Settings(detection_processes=0)).detection_processes == 0  # asked for
+    assert _one_pass(Settings(detection_processes=3)).detection_processes == 3

@@ -31,6 +31,7 @@ from promptblame.display import visible
 from promptblame.errors import ConfigInvalid
 
 if TYPE_CHECKING:  # the store (pyarrow) and the web stack load only in commands that use them
+    from promptblame.settings import Settings
     from promptblame.store import Store
 
 
@@ -375,12 +376,20 @@ def alerts_apply(
     _report_changes(changes, lambda c: f"{c['action']:<10} {c['section']} {c['name']}", dry_run)
 
 
+def _one_pass(settings: Settings) -> Settings:
+    """Settings for a single detection pass: in-process unless DETECTION_PROCESSES is set, as
+    one pass does not repay starting the worker pool (2–3 s, more than it saves)."""
+    if "detection_processes" in settings.model_fields_set:
+        return settings
+    return settings.model_copy(update={"detection_processes": 1})
+
+
 @main.command()
 @click.option("--project", help="Only this project.")
 def detect(project: str | None) -> None:
     """Run the detection job once (find shifts, attribute them, update incidents), then send
     the alerts it calls for."""
-    settings = _settings()
+    settings = _one_pass(_settings())
     store = _store(settings, "; stop `promptblame serve` first (it runs this job itself)")
     try:  # the statistics stack loads once there is a store to run on
         from promptblame.analysis.alerting.job import run_alerts

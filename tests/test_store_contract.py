@@ -202,6 +202,26 @@ def test_an_event_sent_again_with_its_time_in_another_hour_is_one_response(
     assert scored == [{"event_id": "e1", "ts": moved["ts"]}]
 
 
+def test_an_event_moved_to_another_hour_stays_one_response_when_a_merge_comes_first(
+    any_store: Store,
+) -> None:
+    """The job finds a moved event by its two hours in `response_keys`. A background merge
+    between the re-send and the job must not fold those two rows into one (the old hour's
+    response would stay, counted twice)."""
+    insert_responses(any_store, response("e1", ts=at(0)))
+    insert_scores(any_store, score("e1", 0.5))
+    any_store.materialize_scores()
+    moved = response("e1", ts=at(0) + timedelta(hours=3), received_at=at(0) + timedelta(hours=3))
+    any_store.insert("responses", pa.Table.from_pylist([moved], schema=RESPONSES_ARROW))
+    any_store._exec("OPTIMIZE TABLE response_keys FINAL")  # the merge, before the job runs
+    any_store.materialize_scores()
+
+    assert any_store.count("responses", "p1") == 1
+    by_version = any_store.version_score_sums("p1", every_filter(), metric="quality")
+    assert [r["n"] for r in by_version] == [1]
+    assert [r["ts"] for r in any_store.responses_by_id("p1", ["e1"])] == [moved["ts"]]
+
+
 def test_rows_that_do_not_match_the_arrow_layout_are_refused(any_store: Store) -> None:
     wrong = pa.table({"project_id": ["p1"], "event_id": ["e1"]})
 

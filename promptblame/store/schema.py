@@ -672,6 +672,39 @@ MIGRATIONS = (
         ),
     ),
 )
+MIGRATIONS = (
+    *MIGRATIONS,
+    Migration(
+        25,
+        "response_keys: an event's hours kept apart until the job has dropped the old one",
+        (
+            # Keyed by (project, event) alone, a background merge folded an event's two hours
+            # into one row before the job saw both (it finds a moved event by its two hours),
+            # and the old hour's response was counted with the new. With the hour in the key
+            # only retries (same hour) collapse; the job deletes the stale hour's row. The
+            # table is derived from `responses`, so it is rebuilt whole: the view is made again
+            # before the refill, so rows inserted meanwhile are in it (duplicates collapse).
+            "DROP VIEW IF EXISTS response_keys_mv",
+            "DROP TABLE IF EXISTS response_keys",
+            """
+            CREATE TABLE IF NOT EXISTS response_keys (
+                project_id LowCardinality(String),
+                event_id String,
+                hour DateTime('UTC')
+            ) ENGINE = ReplacingMergeTree
+            ORDER BY (project_id, event_id, hour)
+            """,
+            """
+            CREATE MATERIALIZED VIEW IF NOT EXISTS response_keys_mv TO response_keys
+            AS SELECT project_id, event_id, toStartOfHour(ts) AS hour FROM responses
+            """,
+            """
+            INSERT INTO response_keys
+            SELECT project_id, event_id, toStartOfHour(ts) AS hour FROM responses
+            """,
+        ),
+    ),
+)
 # Applied (and reported by /healthz) in version order, whichever order they were written in.
 MIGRATIONS = tuple(sorted(MIGRATIONS, key=lambda m: m.version))
 

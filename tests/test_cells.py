@@ -4,6 +4,7 @@ deleted scores), on every transport."""
 
 from __future__ import annotations
 
+import random
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
@@ -109,12 +110,30 @@ def assert_raw_rows_are_final(store: Store) -> None:
     )  # fmt: skip
 
 
+def assert_scored_is_the_join(store: Store) -> None:
+    """`scored` (which raw reads and the cells both sum) holds exactly the join of the
+    deduplicated raw tables: each score once, under its response's current app and time."""
+    cols = ("project_id", "event_id", "name", "source", "app", "ts", "value")
+    scored = store._rows(f"SELECT {', '.join(cols)} FROM scored FINAL")
+    joined = store._rows(
+        "SELECT s.project_id AS project_id, s.event_id AS event_id, s.name AS name,"
+        " s.source AS source, r.app AS app, r.ts AS ts, s.value AS value"
+        " FROM scores AS s FINAL INNER JOIN responses AS r FINAL"
+        " ON s.project_id = r.project_id AND s.event_id = r.event_id"
+    )
+    assert sorted(tuple(r[c] for c in cols) for r in scored) == sorted(
+        tuple(r[c] for c in cols) for r in joined
+    )
+
+
 def assert_cells_equal_raw(store: Store) -> None:
     with reads_share_one_job_run():  # nothing is written here: the job need run only once
         _assert_cells_equal_raw(store)
 
 
 def _assert_cells_equal_raw(store: Store) -> None:
+    store.materialize_scores()
+    assert_scored_is_the_join(store)
     assert_raw_rows_are_final(store)
     for since, until, bs in READS:
         got = read(store, cells=True, since=since, until=until, bucket_seconds=bs)
@@ -186,6 +205,8 @@ def test_cells_equal_raw_reads_through_retries_corrections_late_and_deleted_scor
     put_responses(s, {**batch[8], "latency_ms": 250.0, "status": "error"})  # a repeat, other values
     # Deletes below are mutations, which merges apply: with merges stopped one can wait forever.
     s._exec("SYSTEM START MERGES scored")
+    put_responses(s, {**batch[15], "app": "search"})  # sent again under another app
+    put_responses(s, {**batch[16], "ts": batch[16]["ts"] + timedelta(minutes=5)})  # same hour
     put_responses(s, {**batch[12], "ts": batch[12]["ts"] + 5 * HOUR})  # sent again, hours later
     put_responses(s, response("late-r", ts=T + 7 * HOUR, latency_ms=90.0, cost_usd=0.002))
     assert_cells_equal_raw(s)
@@ -282,3 +303,71 @@ def test_a_read_sees_responses_just_acknowledged_for_an_hour_already_summed(any_
     assert got["responses"] == 2 and got["last_seen"] == T + timedelta(minutes=5)
     (cell,) = s.builtin_cells("p1", since=T, until=T + HOUR, bucket_seconds=3600)
     assert cell["n"] == 2
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_random_sequences_of_resends_merges_and_early_scores_stay_exact(
+    any_store: Store, seed: int
+):
+    """Seeded random sequences of what ingest can do (new events, retries, events sent again
+    with another app, version, time in their hour or hour; scores before or after their
+    response, corrected, deleted) with background merges forced between a write and the job:
+    after every run `scored` is the join of the deduplicated raw tables, each event is one
+    response, and at the end the cells equal raw reads."""
+    s, rng = any_store, random.Random(seed)
+    sent: dict[str, dict[str, Any]] = {}  # each event's response as last sent
+    scores: set[tuple[str, str, str]] = set()
+    for step in range(30):
+        op = rng.choice(["new", "new", "again", "again", "score", "score", "early", "delete"])
+        if op == "new":
+            rows = [
+                response(
+                    f"e{step}-{k}",
+                    ts=T + timedelta(minutes=rng.randrange(30 * 60)),
+                    app=rng.choice(["chat", "search"]),
+                    prompt_version=rng.choice(["v1", "v2"]),
+                )
+                for k in range(rng.randint(1, 4))
+            ]
+        elif op == "again" and sent:
+            old = sent[rng.choice(sorted(sent))]
+            hour = old["ts"].replace(minute=0, second=0, microsecond=0)
+            rows = [
+                rng.choice(
+                    [
+                        old,  # a retry
+                        {**old, "app": "search" if old["app"] == "chat" else "chat"},
+                        {**old, "prompt_version": "v3"},
+                        {**old, "ts": hour + timedelta(minutes=rng.randrange(60))},
+                        {**old, "ts": old["ts"] + rng.choice([-1, 1]) * rng.randint(1, 5) * HOUR},
+                    ]
+                )
+            ]
+        elif op in ("score", "early"):
+            ids = sorted(sent) if op == "score" and sent else [f"early{step}"]
+            key = (rng.choice(ids), rng.choice(["quality", "tone"]), rng.choice(["judge", "human"]))
+            row = score(key[0], rng.choice([0.0, 0.25, 0.5, 1.0]), name=key[1], source=key[2])
+            row["ts"] = T + timedelta(minutes=step)  # later steps correct earlier ones
+            s.insert("scores", pa.Table.from_pylist([{**row, "received_at": now()}], SCORES_ARROW))
+            scores.add(key)
+            rows = []
+        elif op == "delete" and scores:
+            key = rng.choice(sorted(scores))
+            s.delete_score("p1", *key)
+            scores.discard(key)
+            rows = []
+        else:
+            continue
+        if rows:
+            stamped = [{**r, "received_at": now()} for r in rows]
+            s.insert("responses", pa.Table.from_pylist(stamped, schema=RESPONSES_ARROW))
+            sent.update((r["event_id"], r) for r in rows)
+        if rng.random() < 0.4:  # a background merge before the job sees the write
+            table = rng.choice(["response_keys", "responses", "scores", "scored"])
+            s._exec(f"OPTIMIZE TABLE {table} FINAL")
+        if rng.random() < 0.3:
+            continue  # the next run takes this write with the next one
+        s.materialize_scores()
+        assert_scored_is_the_join(s)
+        assert s.count("responses", "p1") == len(sent), step
+    assert_cells_equal_raw(s)

@@ -202,6 +202,32 @@ def test_an_event_sent_again_with_its_time_in_another_hour_is_one_response(
     assert scored == [{"event_id": "e1", "ts": moved["ts"]}]
 
 
+@pytest.mark.parametrize(
+    "change", [{"app": "search"}, {"ts": at(0) + timedelta(minutes=20)}], ids=["app", "ts"]
+)
+def test_an_event_sent_again_with_another_app_or_time_in_its_hour_keeps_one_scored_row(
+    any_store: Store, change: dict[str, Any]
+) -> None:
+    """App and time are in the scored table's key: the row under the old ones must go, or the
+    score counts twice (once under each)."""
+    insert_responses(any_store, response("e1", ts=at(0)), response("e2", ts=at(0)))
+    insert_scores(any_store, score("e1", 0.5), score("e2", 1.0))
+    again = response("e1", **{"ts": at(0), **change})
+    insert_responses(any_store, again)
+
+    scored = any_store._rows(
+        "SELECT event_id, app, ts FROM scored FINAL WHERE project_id = 'p1' ORDER BY event_id"
+    )
+    assert scored == [
+        {"event_id": "e1", "app": again["app"], "ts": again["ts"]},
+        {"event_id": "e2", "app": "chat", "ts": at(0)},
+    ]
+    by_version = any_store.version_score_sums("p1", every_filter(), metric="quality")
+    assert sorted((r["app"], r["n"], r["total"]) for r in by_version) == sorted(
+        [(again["app"], 1, 0.5), ("chat", 1, 1.0)] if "app" in change else [("chat", 2, 1.5)]
+    )
+
+
 def test_an_event_moved_to_another_hour_stays_one_response_when_a_merge_comes_first(
     any_store: Store,
 ) -> None:

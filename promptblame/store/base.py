@@ -1046,7 +1046,7 @@ class Store(ABC):
         if "scores" in tables:
             self._exec(_SCORED_FROM_NEW_SCORES, since=since)
         if "responses" in tables:
-            self._exec(_SCORED_FROM_NEW_RESPONSES, since=since)
+            self._scored_from_new_responses(since)
         marks = [("scored", "received_at", *mark)] if tables else []
         if self._update_cells(clock, received=since if tables else None):
             marks.append(("cells", "started", clock, 0))
@@ -1064,6 +1064,23 @@ class Store(ABC):
                 },
             )
         return bool(tables)
+
+    def _scored_from_new_responses(self, since: datetime) -> None:
+        """Join new responses to scores of their events (usually none: scores come later) and
+        drop those events' scored rows under an app or time the response no longer has (the
+        scored key holds both, so a re-sent event's old row would stay beside the new one)."""
+        found = self._rows(_SCORED_EVENTS_OF_NEW_RESPONSES, since=since)
+        if not found:
+            return
+        where = {"pairs": json.dumps([[r["project_id"], r["event_id"]] for r in found])}
+        self._exec(_SCORED_FROM_EVENTS, **where)
+        stale = self._rows(
+            f"SELECT DISTINCT {_CELL_OF_ROW} FROM scored WHERE {_STALE_SCORED}", **where
+        )
+        if stale:
+            self._exec(f"DELETE FROM scored WHERE {_STALE_SCORED}", **where)
+            sealed = self._sealed().timestamp()
+            self._recompute_cells(cells.RECOMPUTE, [r for r in stale if r["h"] < sealed])
 
     def _drop_moved_responses(self, since: datetime) -> None:
         """An event sent again with its ts in another hour is a second row under the
@@ -1478,13 +1495,26 @@ _SCORED_FROM_NEW_SCORES = (
     f" INNER JOIN ({_RESPONSE_DIMS} WHERE {_by_event(_NEW_SCORES)})"
     " AS r ON s.project_id = r.project_id AND s.event_id = r.event_id"
 )
-_SCORED_FROM_NEW_RESPONSES = (
+# New responses' events that have scores, received at any time: a score received within the
+# window was joined by its own run only if its response was there then.
+_SCORED_EVENTS_OF_NEW_RESPONSES = (
+    f"SELECT DISTINCT project_id, event_id FROM scores WHERE (project_id, event_id) IN"
+    f" ({_NEW_RESPONSES})"
+)
+_PAIRS = f"SELECT t.1, t.2 FROM (SELECT {json_rows('pairs', 'Tuple(String, String)')} AS t)"
+_SCORED_FROM_EVENTS = (
     f"INSERT INTO scored SELECT {_SCORED_COLUMNS}"
-    f" FROM ({_SCORE_COLUMNS} WHERE received_at < {{since:DateTime64(3)}}"
-    f"  AND (project_id, event_id) IN ({_NEW_RESPONSES})) AS s"
-    f" INNER JOIN ({_RESPONSE_DIMS} WHERE received_at >= {{since:DateTime64(3)}}) AS r"
+    f" FROM ({_SCORE_COLUMNS} WHERE (project_id, event_id) IN ({_PAIRS})) AS s"
+    f" INNER JOIN ({_RESPONSE_DIMS} WHERE {_by_event(_PAIRS)}) AS r"
     " ON s.project_id = r.project_id AND s.event_id = r.event_id"
 )
+# Scored rows of those events under another app or time than their response's now (a move to
+# another hour is the moved-event step's: these are the response's hour).
+_STALE_SCORED = (
+    f"{_by_event(_PAIRS)} AND (project_id, event_id, app, ts) NOT IN"
+    f" (SELECT project_id, event_id, app, ts FROM responses FINAL WHERE {_by_event(_PAIRS)})"
+)
+_CELL_OF_ROW = "project_id, name, app, toInt64(toUnixTimestamp(toStartOfHour(ts))) AS h"
 _SCORING_COLUMNS = (
     "event_id, ts, received_at, app, route, environment, prompt_id, prompt_version, model,"
     " model_version, case_id, input, output, expected_output, latency_ms, input_tokens,"

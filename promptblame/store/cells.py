@@ -219,10 +219,16 @@ SEAL_RESPONSES = (
 )
 # Summed hours holding responses received in the scored-table job's window ({since}): late or
 # repeated responses (cell: project, '', app, hour epoch s — the score cells' shape).
+# ... and with every other app summed in those hours: a response sent again under another app
+# replaced its row, and the old app's cell still counts it.
 TOUCHED_RESPONSES = (
-    "SELECT DISTINCT project_id, '' AS name, app,"
+    "WITH touched AS (SELECT DISTINCT project_id, app,"
     " toInt64(toUnixTimestamp(toStartOfHour(ts))) AS h FROM responses"
-    " WHERE received_at >= {since:DateTime64(3)} AND ts < {sealed:DateTime64(3)}"
+    " WHERE received_at >= {since:DateTime64(3)} AND ts < {sealed:DateTime64(3)})"
+    " SELECT project_id, '' AS name, app, h FROM touched UNION DISTINCT"
+    " SELECT project_id, '' AS name, app, toInt64(toUnixTimestamp(hour)) AS h"
+    " FROM response_cells FINAL WHERE n > 0"
+    " AND (project_id, toInt64(toUnixTimestamp(hour))) IN (SELECT project_id, h FROM touched)"
 )
 RECOMPUTE_RESPONSES = (
     f"INSERT INTO response_cells SELECT {RESPONSE_KEY}, {RESPONSE_SUMS}, now64(6) FROM ("

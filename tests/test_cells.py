@@ -323,7 +323,10 @@ def test_random_sequences_of_resends_merges_and_early_scores_stay_exact(
             rows = [
                 response(
                     f"e{step}-{k}",
-                    ts=T + timedelta(minutes=rng.randrange(30 * 60)),
+                    ts=rng.choice(  # mostly hours summed; some in the live hour
+                        [T + timedelta(minutes=rng.randrange(30 * 60))] * 3
+                        + [now() - timedelta(minutes=rng.randrange(1, 20))]
+                    ),
                     app=rng.choice(["chat", "search"]),
                     prompt_version=rng.choice(["v1", "v2"]),
                 )

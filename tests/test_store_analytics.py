@@ -114,6 +114,37 @@ def test_the_only_writers_job_window_starts_at_its_oldest_insert_under_way_not_a
     assert windows and min(windows) > datetime.now(UTC) - timedelta(seconds=10)
 
 
+def test_the_only_writers_run_looks_for_touched_cells_only_where_its_new_rows_can_be(
+    embedded_store: Store, monkeypatch: pytest.MonkeyPatch
+):
+    """Under ingest of live responses the only writer's run neither looks for scored rows it
+    did not write nor for responses in summed hours none of its new ones is in (two scans a
+    run); a response that lands in a summed hour, or a score, is looked for and counted."""
+    s = embedded_store
+    insert_responses(s, response("old", ts=T0))
+    insert_scores(s, score("old", 1.0))
+    assert s._sealed() > T0
+    looked: list[str] = []
+    rows = s._rows
+
+    def recorded(sql: str, **params: Any) -> list[dict[str, Any]]:
+        looked.extend(q for q in ("TOUCHED", "TOUCHED_RESPONSES") if sql == getattr(cells, q))
+        return rows(sql, **params)
+
+    monkeypatch.setattr(s, "_rows", recorded)
+    live = datetime.now(UTC) - timedelta(minutes=1)
+    insert_responses(s, response("live", ts=live))
+    assert looked == []
+    insert_responses(s, response("late", ts=T0 + timedelta(minutes=5)))
+    assert looked == ["TOUCHED_RESPONSES"]
+    (counts,) = s.version_counts("p1", F(until=T0 + timedelta(hours=1)))
+    assert counts["responses"] == 2  # the summed hour's cell was recomputed
+    insert_scores(s, score("late", 0.5))
+    assert looked == ["TOUCHED_RESPONSES", "TOUCHED"]
+    got = s.group_moments("p1", {"all": F(until=T0 + timedelta(hours=1))}, metric="quality")
+    assert (got["all"]["n"], got["all"]["total"]) == (2, 1.5)
+
+
 def test_readers_queued_behind_a_run_share_the_next_one_and_see_their_writes(
     any_store: Store, monkeypatch: pytest.MonkeyPatch
 ):

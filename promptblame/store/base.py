@@ -108,8 +108,11 @@ class Store(ABC):
         # inserts under way when the last run began (or then, less a second for the clock), or
         # of any insert since then with an older one. Not a minute back, as when other
         # processes write: at 9,600 events/s, re-reading that minute made every run ~1 s.
-        self._in_flight: dict[object, datetime] = {}  # per insert under way: oldest received_at
+        self._in_flight: dict[object, tuple[datetime, datetime | None]] = {}
         self._next_window: datetime | None = None
+        # With `exclusive`, the oldest response time inserted since the last run began (None:
+        # none): a run skips looking for late responses when none can be older than the cells.
+        self._oldest_ts: datetime | None = None
 
     # -- transport -------------------------------------------------------------------------
     @abstractmethod
@@ -190,8 +193,11 @@ class Store(ABC):
                     now = pa.scalar(datetime.now(UTC), field.type)
                     data = data.set_column(i, field, pa.repeat(now, data.num_rows))
                 oldest = pc.min(data.column(i)).as_py()
+                ts = pc.min(data.column("ts")).as_py() if table == "responses" else None
+                if ts is not None:
+                    self._oldest_ts = min(ts, self._oldest_ts or ts)
                 if oldest is not None:
-                    self._in_flight[token] = oldest
+                    self._in_flight[token] = (oldest, ts)  # oldest received_at, response time
                     if self._next_window is not None and oldest < self._next_window:
                         self._next_window = oldest
         try:
@@ -983,28 +989,32 @@ class Store(ABC):
 
     def _written_since_last_run(self, writes: dict[str, int]) -> set[str] | None:
         """The tables the job reads that this process wrote since the last run began (None:
-        not known — another process may write, or no run yet)."""
+        not known — another process may write, no run yet, or a statement wrote what it did)."""
         if not self.exclusive or self._last_run is None:
             return None
         before = self._last_run[0]
         changed = {t for t, n in writes.items() if before.get(t) != n}
-        return {"responses", "scores"} if "" in changed else changed & {"responses", "scores"}
+        return None if "" in changed else changed & {"responses", "scores"}
 
     def _run_job(self, overlap: timedelta, written: set[str] | None) -> bool:
         """One run of `materialize_scores` (under its lock)."""
         with self._writes_lock:  # before any read: what commits later is newer than this
-            window = self._next_window
+            window, oldest_ts = self._next_window, self._oldest_ts
+            under_way = self._in_flight.values()
             self._next_window = min(
-                [*self._in_flight.values(), datetime.now(UTC) - timedelta(seconds=1)]
+                [*(r for r, _ in under_way), datetime.now(UTC) - timedelta(seconds=1)]
             )
+            self._oldest_ts = min((t for _, t in under_way if t is not None), default=None)
         try:
             if window is None or written is None:
                 return self._run_job_from(window, overlap)
-            return self._run_job_known(window, written)
+            return self._run_job_known(window, written, oldest_ts)
         except BaseException:
             with self._writes_lock:  # the next run takes this one's window too
                 if window is not None:
                     self._next_window = min(window, self._next_window or window)
+                if oldest_ts is not None:
+                    self._oldest_ts = min(oldest_ts, self._oldest_ts or oldest_ts)
             raise
 
     def _run_job_from(self, window: datetime | None, overlap: timedelta) -> bool:
@@ -1029,26 +1039,39 @@ class Store(ABC):
         tables = {"responses", "scores"} if changed else set()
         return self._materialize(since, tables, now["clock"], (now["ts"], now["n"]))
 
-    def _run_job_known(self, window: datetime, written: set[str]) -> bool:
+    def _run_job_known(
+        self, window: datetime, written: set[str], oldest_ts: datetime | None
+    ) -> bool:
         """The run when this process is the only writer: it knows which tables changed and
         where their new rows begin, so it looks for neither (two queries) and joins only the
         new rows of the tables written (under ingest of responses alone, no new scores)."""
-        return self._materialize(window, written, datetime.now(UTC), (window, 0))
+        return self._materialize(window, written, datetime.now(UTC), (window, 0), oldest_ts)
 
     def _materialize(
-        self, since: datetime, tables: set[str], clock: datetime, mark: tuple[datetime, int]
+        self,
+        since: datetime,
+        tables: set[str],
+        clock: datetime,
+        mark: tuple[datetime, int],
+        oldest_ts: datetime | None = FAR_PAST,
     ) -> bool:
         """Join the rows of `tables` received from `since` into `scored`, bring the cells up
         to date, and note how far it got: `mark` (the newest receipt and the row count, which
-        the next run compares) and when this run began (`clock`), in one INSERT."""
+        the next run compares) and when this run began (`clock`), in one INSERT. `oldest_ts`:
+        the oldest time of the new responses, when known (FAR_PAST: not known)."""
+        wrote_scored = "scores" in tables
         if "responses" in tables:
             self._drop_moved_responses(since)
-        if "scores" in tables:
+        if wrote_scored:
             self._exec(_SCORED_FROM_NEW_SCORES, since=since)
         if "responses" in tables:
-            self._scored_from_new_responses(since)
+            wrote_scored |= self._scored_from_new_responses(since)
         marks = [("scored", "received_at", *mark)] if tables else []
-        if self._update_cells(clock, received=since if tables else None):
+        # Only the only writer knows nothing else wrote scored rows or responses
+        if not self.exclusive or oldest_ts == FAR_PAST:
+            wrote_scored = True
+        received = since if tables else None
+        if self._update_cells(clock, received=received, scored=wrote_scored, oldest=oldest_ts):
             marks.append(("cells", "started", clock, 0))
         if marks:
             self._exec(
@@ -1065,13 +1088,14 @@ class Store(ABC):
             )
         return bool(tables)
 
-    def _scored_from_new_responses(self, since: datetime) -> None:
+    def _scored_from_new_responses(self, since: datetime) -> bool:
         """Join new responses to scores of their events (usually none: scores come later) and
         drop those events' scored rows under an app or time the response no longer has (the
-        scored key holds both, so a re-sent event's old row would stay beside the new one)."""
+        scored key holds both, so a re-sent event's old row would stay beside the new one).
+        True when it wrote scored rows."""
         found = self._rows(_SCORED_EVENTS_OF_NEW_RESPONSES, since=since)
         if not found:
-            return
+            return False
         where = {"pairs": json.dumps([[r["project_id"], r["event_id"]] for r in found])}
         self._exec(_SCORED_FROM_EVENTS, **where)
         stale = self._rows(
@@ -1081,6 +1105,7 @@ class Store(ABC):
             self._exec(f"DELETE FROM scored WHERE {_STALE_SCORED}", **where)
             sealed = self._sealed().timestamp()
             self._recompute_cells(cells.RECOMPUTE, [r for r in stale if r["h"] < sealed])
+        return True
 
     def _drop_moved_responses(self, since: datetime) -> None:
         """An event sent again with its ts in another hour is a second row under the
@@ -1115,12 +1140,21 @@ class Store(ABC):
             [{"project_id": p, "name": "", "app": a, "h": h} for p, a, h in responses],
         )
 
-    def _update_cells(self, clock: datetime, *, received: datetime | None) -> bool:
+    def _update_cells(
+        self,
+        clock: datetime,
+        *,
+        received: datetime | None,
+        scored: bool = True,
+        oldest: datetime | None = FAR_PAST,
+    ) -> bool:
         """Sum the hours that passed since the last run and, when the job took new rows
         (`received`: its window), recompute the summed cells those rows land in: scored rows
         written since the last run began (a minute's overlap covers another process's run under
-        way then) and responses received in the window. True when the caller is to note
-        `clock` as when the last run that looked began."""
+        way then; not looked for when `scored` is False: none were) and responses received in
+        the window (not when `oldest`, the new responses' oldest time, is None or in an hour
+        not summed). True when the caller is to note `clock` as when the last run that looked
+        began."""
         marks = {r["key"]: r["ts"] for r in self._rows(cells.WATERMARKS)}
         sealed = marks.get("sealed", FAR_PAST)
         target = cells.sealed_target(clock)
@@ -1136,10 +1170,12 @@ class Store(ABC):
             # another process's run may have been under way then; this one's runs are not
             overlap = timedelta(seconds=0 if self.exclusive else 60)
             since = marks.get("started", FAR_PAST + overlap) - overlap
-            scored = self._rows(cells.TOUCHED, since=since, sealed=sealed)
-            self._recompute_cells(cells.RECOMPUTE, scored)
-            late = self._rows(cells.TOUCHED_RESPONSES, since=received, sealed=sealed)
-            self._recompute_cells(cells.RECOMPUTE_RESPONSES, late)
+            if scored:
+                touched = self._rows(cells.TOUCHED, since=since, sealed=sealed)
+                self._recompute_cells(cells.RECOMPUTE, touched)
+            if oldest is not None and oldest < sealed:
+                late = self._rows(cells.TOUCHED_RESPONSES, since=received, sealed=sealed)
+                self._recompute_cells(cells.RECOMPUTE_RESPONSES, late)
         return True
 
     def _recompute_cells(self, sql: str, touched: Sequence[Mapping[str, Any]]) -> None:

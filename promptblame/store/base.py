@@ -52,6 +52,8 @@ from promptblame.store.schema import (
 
 log = logging.getLogger(__name__)
 
+MARKS_EVERY = 5.0  # seconds: how often the only writer writes the scored-table job's marks
+
 # monotonic start of the request (or other unit of reads) the current context serves
 _reads_began: ContextVar[float] = ContextVar("promptblame_reads_began", default=math.inf)
 
@@ -113,6 +115,13 @@ class Store(ABC):
         # With `exclusive`, the oldest response time inserted since the last run began (None:
         # none): a run skips looking for late responses when none can be older than the cells.
         self._oldest_ts: datetime | None = None
+        # With `exclusive`, the cells' watermarks as this process's job last set them, and the
+        # job's marks not yet written: an INSERT costs 10-45 ms while merges run, so the only
+        # writer writes its marks at most every MARKS_EVERY seconds (and on close). A mark
+        # older after a crash only makes the first run redo more, which is idempotent.
+        self._watermarks: dict[str, datetime] | None = None
+        self._unsaved_marks: dict[tuple[str, str], tuple[datetime, int]] = {}
+        self._marks_saved = 0.0
 
     # -- transport -------------------------------------------------------------------------
     @abstractmethod
@@ -1005,6 +1014,8 @@ class Store(ABC):
                 [*(r for r, _ in under_way), datetime.now(UTC) - timedelta(seconds=1)]
             )
             self._oldest_ts = min((t for _, t in under_way if t is not None), default=None)
+        if written is None:  # a statement may have changed the marks: read them again
+            self._watermarks, self._unsaved_marks = None, {}
         try:
             if window is None or written is None:
                 return self._run_job_from(window, overlap)
@@ -1074,19 +1085,40 @@ class Store(ABC):
         if self._update_cells(clock, received=received, scored=wrote_scored, oldest=oldest_ts):
             marks.append(("cells", "started", clock, 0))
         if marks:
-            self._exec(
-                "INSERT INTO job_state (job, key, ts, n) VALUES "
-                + ", ".join(
-                    f"({{j{i}:String}}, {{k{i}:String}}, {{t{i}:DateTime64(3)}}, {{n{i}:UInt64}})"
-                    for i in range(len(marks))
-                ),
-                **{
-                    f"{c}{i}": v
-                    for i, row in enumerate(marks)
-                    for c, v in zip("jktn", row, strict=True)
-                },
-            )
+            self._note_marks(marks)
         return bool(tables)
+
+    def _note_marks(self, marks: Sequence[tuple[str, str, datetime, int]]) -> None:
+        """Write the job's marks (job, key, ts, n) in one INSERT; the only writer keeps them
+        and writes them at most every MARKS_EVERY seconds."""
+        if self.exclusive:
+            self._unsaved_marks.update({(j, k): (t, n) for j, k, t, n in marks})
+            if self._watermarks is not None:
+                self._watermarks.update({k: t for j, k, t, _ in marks if j == "cells"})
+            if time.monotonic() - self._marks_saved < MARKS_EVERY:
+                return
+            marks = [(j, k, t, n) for (j, k), (t, n) in self._unsaved_marks.items()]
+            self._unsaved_marks = {}
+        self._exec(
+            "INSERT INTO job_state (job, key, ts, n) VALUES "
+            + ", ".join(
+                f"({{j{i}:String}}, {{k{i}:String}}, {{t{i}:DateTime64(3)}}, {{n{i}:UInt64}})"
+                for i in range(len(marks))
+            ),
+            **{
+                f"{c}{i}": v
+                for i, row in enumerate(marks)
+                for c, v in zip("jktn", row, strict=True)
+            },
+        )
+        self._marks_saved = time.monotonic()
+
+    def save_marks(self) -> None:
+        """Write the marks the only writer kept (before it closes)."""
+        with self._materialize_lock:
+            if self._unsaved_marks:
+                self._marks_saved = 0.0
+                self._note_marks([])
 
     def _scored_from_new_responses(self, since: datetime) -> bool:
         """Join new responses to scores of their events (usually none: scores come later) and
@@ -1155,13 +1187,17 @@ class Store(ABC):
         the window (not when `oldest`, the new responses' oldest time, is None or in an hour
         not summed). True when the caller is to note `clock` as when the last run that looked
         began."""
-        marks = {r["key"]: r["ts"] for r in self._rows(cells.WATERMARKS)}
+        marks = self._watermarks
+        if marks is None:
+            marks = {r["key"]: r["ts"] for r in self._rows(cells.WATERMARKS)}
+            self._watermarks = marks if self.exclusive else None
         sealed = marks.get("sealed", FAR_PAST)
         target = cells.sealed_target(clock)
         if target > sealed:
             self._exec(cells.SEAL, lo=sealed, hi=target)
             self._exec(cells.SEAL_RESPONSES, lo=sealed, hi=target)
             self._exec(cells.SET_WATERMARK, k="sealed", ts=target)
+            marks["sealed"] = target
         # The first summing read every row written so far: the caller marks it (True), or the
         # first run with new rows would take every row written before it as touched (9 s at 10M).
         if received is None and sealed > FAR_PAST:

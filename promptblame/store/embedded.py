@@ -10,6 +10,7 @@ threads) run at once: a connection runs one query at a time.
 from __future__ import annotations
 
 import fcntl
+import logging
 import os
 import queue
 import threading
@@ -26,6 +27,8 @@ from promptblame.store.base import Store
 _LOCK_NAME = "promptblame.lock"
 READERS = 2  # read connections: one per core of the machines we measure on
 _ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n"})
+
+log = logging.getLogger(__name__)
 
 
 def _params(params: Mapping[str, Any] | None) -> dict[str, Any]:
@@ -87,6 +90,10 @@ class EmbeddedStore(Store):
                 raise _translate(exc) from exc
 
     def close(self) -> None:
+        try:
+            self.save_marks()
+        except Exception:  # an older mark only makes the next start's first run redo more
+            log.warning("could not write the scored-table job's marks on close", exc_info=True)
         with self._write_lock:
             busy = [self._idle.get() for _ in self._readers]  # waits for reads under way
             for conn in (*busy, self._write):

@@ -16,6 +16,7 @@ from promptblame.analysis.moments import Moments
 from promptblame.settings import Settings
 from promptblame.store import ResponseFilter, Store, cells, open_store
 from promptblame.store.schema import SCORES_ARROW
+from tests.conftest import close_and_drop
 from tests.test_store_contract import T0, insert_responses, insert_scores, response, score
 
 F = ResponseFilter
@@ -184,7 +185,7 @@ def test_the_only_writer_writes_the_jobs_marks_every_few_seconds_and_on_close(
         assert (got["n"], got["total"]) == (2, 1.5)
         assert [c["responses"] for c in s.version_counts("p1", F())] == [2]
     finally:
-        s.close()
+        close_and_drop(s)
 
 
 def test_readers_queued_behind_a_run_share_the_next_one_and_see_their_writes(

@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import http.client
 import itertools
+import json
 import os
 import random
 import statistics
@@ -171,6 +172,16 @@ def endpoints(incident_id: str) -> list[tuple[str, str, str, bytes | None]]:
             ("GET /reports/incidents/{id}", "GET", f"/reports/incidents/{incident_id}", None),
         ]
     return out
+
+
+def first_incident(port: int, key: str) -> str:
+    """The id of the store's first incident ("" if none): the incident endpoints' subject."""
+    status, data = ingest.request(port, "GET", "/v1/incidents", key=key)
+    if status != 200:
+        return ""
+    items = json.loads(data)
+    items = items.get("incidents", items) if isinstance(items, dict) else items
+    return str(items[0]["incident_id"]) if items else ""
 
 
 def call(port: int, method: str, path: str, body: bytes | None, key: str) -> tuple[int, bytes]:
@@ -505,16 +516,7 @@ def measure(
     key = server.create_key()
     server.start()
     try:
-        incident = ""
-        status, data = ingest.request(server.port, "GET", "/v1/incidents", key=key)
-        if status == 200:
-            import json
-
-            items = json.loads(data)
-            items = items.get("incidents", items) if isinstance(items, dict) else items
-            if items:
-                incident = items[0]["incident_id"]
-        eps = endpoints(incident)
+        eps = endpoints(first_incident(server.port, key))
         for _, method, path, body in eps:  # warm caches once
             call(server.port, method, path, body, key)
         print(f"\nquiet ({repeats} requests each)          {'p50':>12}{'p99':>11}")

@@ -22,7 +22,6 @@ before/after code on fresh copies for a comparison on this noisy machine.
 from __future__ import annotations
 
 import argparse
-import json
 import random
 import statistics
 import sys
@@ -65,10 +64,8 @@ def main() -> None:
         s.start()
     try:
         reader, key = servers[-1], keys[-1]
-        _, body = ingest.request(reader.port, "GET", "/v1/incidents", key=key)
-        found = json.loads(body)
-        incidents = found.get("incidents", found) if isinstance(found, dict) else found
-        endpoints = {e[0]: e for e in read_speed.endpoints(incidents[0]["incident_id"])}
+        incident = read_speed.first_incident(reader.port, key)
+        endpoints = {e[0]: e for e in read_speed.endpoints(incident)}
 
         def read_for(seconds: float) -> list[list[float]]:
             rounds: list[list[float]] = []

@@ -70,6 +70,11 @@ def reads_share_one_job_run() -> Iterator[None]:
         _reads_began.reset(token)
 
 
+def _earliest(a: datetime | None, b: datetime | None) -> datetime | None:
+    """The earlier of two optional times (None: none)."""
+    return b if a is None else a if b is None else min(a, b)
+
+
 def _param(value: Any) -> Any:
     """Render datetimes in the text form both transports accept for DateTime64(3) parameters."""
     if isinstance(value, datetime):
@@ -203,12 +208,11 @@ class Store(ABC):
                     data = data.set_column(i, field, pa.repeat(now, data.num_rows))
                 oldest = pc.min(data.column(i)).as_py()
                 ts = pc.min(data.column("ts")).as_py() if table == "responses" else None
-                if ts is not None:
-                    self._oldest_ts = min(ts, self._oldest_ts or ts)
+                self._oldest_ts = _earliest(self._oldest_ts, ts)
                 if oldest is not None:
                     self._in_flight[token] = (oldest, ts)  # oldest received_at, response time
-                    if self._next_window is not None and oldest < self._next_window:
-                        self._next_window = oldest
+                    if self._next_window is not None:
+                        self._next_window = _earliest(self._next_window, oldest)
         try:
             self._insert(table, data)
         finally:
@@ -1022,10 +1026,8 @@ class Store(ABC):
             return self._run_job_known(window, written, oldest_ts)
         except BaseException:
             with self._writes_lock:  # the next run takes this one's window too
-                if window is not None:
-                    self._next_window = min(window, self._next_window or window)
-                if oldest_ts is not None:
-                    self._oldest_ts = min(oldest_ts, self._oldest_ts or oldest_ts)
+                self._next_window = _earliest(self._next_window, window)
+                self._oldest_ts = _earliest(self._oldest_ts, oldest_ts)
             raise
 
     def _run_job_from(self, window: datetime | None, overlap: timedelta) -> bool:
@@ -1078,11 +1080,10 @@ class Store(ABC):
         if "responses" in tables:
             wrote_scored |= self._scored_from_new_responses(since)
         marks = [("scored", "received_at", *mark)] if tables else []
-        # Only the only writer knows nothing else wrote scored rows or responses
-        if not self.exclusive or oldest_ts == FAR_PAST:
-            wrote_scored = True
+        known = oldest_ts != FAR_PAST  # the only writer's run: nothing else wrote those tables
         received = since if tables else None
-        if self._update_cells(clock, received=received, scored=wrote_scored, oldest=oldest_ts):
+        look_scored = wrote_scored or not known
+        if self._update_cells(clock, received=received, scored=look_scored, oldest=oldest_ts):
             marks.append(("cells", "started", clock, 0))
         if marks:
             self._note_marks(marks)
@@ -1095,10 +1096,23 @@ class Store(ABC):
             self._unsaved_marks.update({(j, k): (t, n) for j, k, t, n in marks})
             if self._watermarks is not None:
                 self._watermarks.update({k: t for j, k, t, _ in marks if j == "cells"})
-            if time.monotonic() - self._marks_saved < MARKS_EVERY:
-                return
-            marks = [(j, k, t, n) for (j, k), (t, n) in self._unsaved_marks.items()]
-            self._unsaved_marks = {}
+            if time.monotonic() - self._marks_saved >= MARKS_EVERY:
+                self._write_unsaved_marks()
+            return
+        self._write_marks(marks)
+
+    def save_marks(self) -> None:
+        """Write the marks the only writer kept (before it closes)."""
+        with self._materialize_lock:
+            if self._unsaved_marks:
+                self._write_unsaved_marks()
+
+    def _write_unsaved_marks(self) -> None:
+        marks = [(j, k, t, n) for (j, k), (t, n) in self._unsaved_marks.items()]
+        self._unsaved_marks = {}
+        self._write_marks(marks)
+
+    def _write_marks(self, marks: Sequence[tuple[str, str, datetime, int]]) -> None:
         self._exec(
             "INSERT INTO job_state (job, key, ts, n) VALUES "
             + ", ".join(
@@ -1113,13 +1127,6 @@ class Store(ABC):
         )
         self._marks_saved = time.monotonic()
 
-    def save_marks(self) -> None:
-        """Write the marks the only writer kept (before it closes)."""
-        with self._materialize_lock:
-            if self._unsaved_marks:
-                self._marks_saved = 0.0
-                self._note_marks([])
-
     def _scored_from_new_responses(self, since: datetime) -> bool:
         """Join new responses to scores of their events (usually none: scores come later) and
         drop those events' scored rows under an app or time the response no longer has (the
@@ -1130,14 +1137,19 @@ class Store(ABC):
             return False
         where = {"pairs": json.dumps([[r["project_id"], r["event_id"]] for r in found])}
         self._exec(_SCORED_FROM_EVENTS, **where)
-        stale = self._rows(
-            f"SELECT DISTINCT {_CELL_OF_ROW} FROM scored WHERE {_STALE_SCORED}", **where
-        )
-        if stale:
-            self._exec(f"DELETE FROM scored WHERE {_STALE_SCORED}", **where)
-            sealed = self._sealed().timestamp()
-            self._recompute_cells(cells.RECOMPUTE, [r for r in stale if r["h"] < sealed])
+        self._delete_scored(_STALE_SCORED, **where)
         return True
+
+    def _delete_scored(self, where: str, **params: Any) -> None:
+        """Delete the scored rows `where` selects and recompute the summed cells they were in."""
+        held = self._rows(
+            f"SELECT DISTINCT {cells.CELL_OF_ROW} FROM scored WHERE {where}", **params
+        )
+        if not held:
+            return
+        self._exec(f"DELETE FROM scored WHERE {where}", **params)
+        sealed = self._sealed().timestamp()
+        self._recompute_cells(cells.RECOMPUTE, [r for r in held if r["h"] < sealed])
 
     def _drop_moved_responses(self, since: datetime) -> None:
         """An event sent again with its ts in another hour is a second row under the
@@ -1156,16 +1168,10 @@ class Store(ABC):
         if not stale:
             return
         where = {"stale": json.dumps([[r["project_id"], r["h"], r["event_id"]] for r in stale])}
-        sealed = self._sealed().timestamp()
-        scored = self._rows(
-            "SELECT DISTINCT project_id, name, app, toInt64(toUnixTimestamp(toStartOfHour(ts)))"
-            f" AS h FROM scored WHERE {_stale('toStartOfHour(ts)')}",
-            **where,
-        )
+        self._delete_scored(_stale("toStartOfHour(ts)"), **where)
         self._exec(f"DELETE FROM responses WHERE {_stale('toStartOfHour(ts)')}", **where)
-        self._exec(f"DELETE FROM scored WHERE {_stale('toStartOfHour(ts)')}", **where)
         self._exec(f"DELETE FROM response_keys WHERE {_stale('hour')}", **where)
-        self._recompute_cells(cells.RECOMPUTE, [r for r in scored if r["h"] < sealed])
+        sealed = self._sealed().timestamp()
         responses = {(r["project_id"], r["app"], r["h"]) for r in stale if r["h"] < sealed}
         self._recompute_cells(
             cells.RECOMPUTE_RESPONSES,
@@ -1483,25 +1489,13 @@ class Store(ABC):
         """Remove one score (an undone human label with no other reviewer's to take its
         place) from scores and from the analysis table built of them (and its cell)."""
         where = (
-            " WHERE project_id = {p:String} AND event_id = {e:String} AND name = {n:String}"
+            "project_id = {p:String} AND event_id = {e:String} AND name = {n:String}"
             " AND source = {s:String}"
         )
         key = {"p": project_id, "e": event_id, "n": name, "s": source}
         with self._materialize_lock:
-            places = self._rows(
-                "SELECT DISTINCT app, toInt64(toUnixTimestamp(toStartOfHour(ts))) AS h FROM scored"
-                + where,
-                **key,
-            )
-            for table in ("scores", "scored"):
-                self._exec(f"DELETE FROM {table}{where}", **key)
-            sealed = self._sealed().timestamp()
-            touched = [
-                {"project_id": project_id, "name": name, "app": r["app"], "h": r["h"]}
-                for r in places
-                if r["h"] < sealed
-            ]
-            self._recompute_cells(cells.RECOMPUTE, touched)
+            self._exec(f"DELETE FROM scores WHERE {where}", **key)
+            self._delete_scored(where, **key)
 
 
 def _by_event(pairs: str) -> str:
@@ -1533,6 +1527,8 @@ _RESPONSE_DIMS = (
     " model_version, provider, experiment, variant, case_id FROM responses FINAL"
 )
 _SCORE_COLUMNS = "SELECT project_id, event_id, name, source, value, ts FROM scores FINAL"
+# The (project_id, event_id) pairs of the {pairs:String} parameter (JSON).
+_PAIRS = f"SELECT t.1, t.2 FROM (SELECT {json_rows('pairs', 'Tuple(String, String)')} AS t)"
 _NEW_SCORES = "SELECT project_id, event_id FROM scores WHERE received_at >= {since:DateTime64(3)}"
 _NEW_RESPONSES = (
     "SELECT project_id, event_id FROM responses WHERE received_at >= {since:DateTime64(3)}"
@@ -1546,7 +1542,7 @@ _MOVED_EVENTS = (  # new responses whose event id has rows in more than one hour
 _HOURS_OF_EVENTS = (
     "SELECT project_id, event_id, toInt64(toUnixTimestamp(toStartOfHour(ts))) AS h,"
     " argMax(app, received_at) AS app, max(received_at) AS got FROM responses WHERE "
-    + _by_event(f"SELECT t.1, t.2 FROM (SELECT {json_rows('pairs', 'Tuple(String, String)')} AS t)")
+    + _by_event(_PAIRS)
     + " GROUP BY project_id, event_id, h ORDER BY got, h"
 )
 
@@ -1573,7 +1569,6 @@ _SCORED_EVENTS_OF_NEW_RESPONSES = (
     f"SELECT DISTINCT project_id, event_id FROM scores WHERE (project_id, event_id) IN"
     f" ({_NEW_RESPONSES})"
 )
-_PAIRS = f"SELECT t.1, t.2 FROM (SELECT {json_rows('pairs', 'Tuple(String, String)')} AS t)"
 _SCORED_FROM_EVENTS = (
     f"INSERT INTO scored SELECT {_SCORED_COLUMNS}"
     f" FROM ({_SCORE_COLUMNS} WHERE (project_id, event_id) IN ({_PAIRS})) AS s"
@@ -1586,7 +1581,6 @@ _STALE_SCORED = (
     f"{_by_event(_PAIRS)} AND (project_id, event_id, app, ts) NOT IN"
     f" (SELECT project_id, event_id, app, ts FROM responses FINAL WHERE {_by_event(_PAIRS)})"
 )
-_CELL_OF_ROW = "project_id, name, app, toInt64(toUnixTimestamp(toStartOfHour(ts))) AS h"
 _SCORING_COLUMNS = (
     "event_id, ts, received_at, app, route, environment, prompt_id, prompt_version, model,"
     " model_version, case_id, input, output, expected_output, latency_ms, input_tokens,"

@@ -48,9 +48,11 @@ SEAL = (
     f" GROUP BY {KEY}"
 )
 
-# Sealed cells holding rows the job (re)wrote since {since}: (project, name, app, hour epoch s).
+# A scored row's cell: (project_id, name, app, h: its hour in epoch seconds).
+CELL_OF_ROW = "project_id, name, app, toInt64(toUnixTimestamp(toStartOfHour(ts))) AS h"
+# Sealed cells holding rows the job (re)wrote since {since}.
 TOUCHED = (
-    "SELECT DISTINCT project_id, name, app, toInt64(toUnixTimestamp(toStartOfHour(ts))) AS h"
+    f"SELECT DISTINCT {CELL_OF_ROW}"
     " FROM scored WHERE materialized_at >= {since:DateTime64(3)} AND ts < {sealed:DateTime64(3)}"
 )
 
